@@ -1,0 +1,25 @@
+// Starts Ferry from the compiled CLI with fresh storage.
+import fs from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { freePort, spawnServer } from '../server-process.js';
+import { waitForRegistry } from '../ready.js';
+import { onCleanup } from '../cleanup.js';
+import type { StartedServer } from './reference.js';
+
+export async function startFerry(cli: string, extraArgs: string[], workDir: string): Promise<StartedServer> {
+  if (!existsSync(cli)) {
+    throw new Error(`Ferry CLI not found at ${cli} (not built yet?); use --only reference to benchmark the reference alone`);
+  }
+  const dataDir = path.join(workDir, 'data');
+  await fs.mkdir(dataDir, { recursive: true });
+  const port = await freePort();
+  const args = [cli, 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir, ...extraArgs];
+  // process.execPath: the same Node that runs the harness, not whatever is on PATH.
+  const server = spawnServer(process.execPath, args, path.join(workDir, 'server.log'), workDir);
+  // Registered before waiting, so a server that never becomes ready is still stopped.
+  onCleanup(() => server.stop());
+  const baseUrl = `http://127.0.0.1:${port}`;
+  await waitForRegistry('ferry', baseUrl, server);
+  return { baseUrl, server, dataDir };
+}

@@ -1,0 +1,55 @@
+// Starts the registries under test in a fresh temporary workspace and
+// registers everything needed to tear them down again.
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { onCleanup } from '../cleanup.js';
+import { RegistryHttp } from '../http.js';
+import { MemorySampler } from '../memory.js';
+import type { Options } from '../options.js';
+import type { Registry } from '../registry.js';
+import type { RegistryName } from '../types.js';
+import { startFerry } from './ferry.js';
+import { startReference, type StartedServer } from './reference.js';
+
+/** Creates the workspace under os.tmpdir(); removed at exit unless --keep-data. */
+export async function makeWorkspace(keep: boolean): Promise<string> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ferry-bench-'));
+  onCleanup(async () => {
+    if (keep) {
+      process.stderr.write(`kept benchmark data and server logs in ${dir}\n`);
+      return;
+    }
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+  return dir;
+}
+
+async function startOne(name: RegistryName, options: Options, workDir: string): Promise<StartedServer> {
+  await fs.mkdir(workDir, { recursive: true });
+  return name === 'ferry'
+    ? startFerry(options.ferryCli, options.ferryArgs, workDir)
+    : startReference(options.referenceBin, workDir);
+}
+
+/**
+ * Starts the selected registries one after the other (ferry first, matching
+ * the alternation order of the runs). A failure to start is fatal: the
+ * caller exits non-zero after cleanup.
+ */
+export async function launchRegistries(options: Options, workspace: string): Promise<Registry[]> {
+  const names: RegistryName[] = options.only ? [options.only] : ['ferry', 'reference'];
+  const out: Registry[] = [];
+  for (const name of names) {
+    const workDir = path.join(workspace, name);
+    const { server, baseUrl } = await startOne(name, options, workDir);
+    const http = new RegistryHttp(baseUrl);
+    onCleanup(() => http.close());
+    const memory = new MemorySampler(server.pid);
+    memory.start();
+    onCleanup(() => memory.stop());
+    process.stderr.write(`${name}: listening on ${baseUrl} (pid ${server.pid})\n`);
+    out.push({ name, baseUrl, http, server, memory });
+  }
+  return out;
+}

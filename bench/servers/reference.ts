@@ -1,0 +1,53 @@
+// Starts the reference registry (CNCF distribution 2.8, Debian's
+// docker-registry) with a generated config and fresh storage.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { freePort, spawnServer, type ServerProcess } from '../server-process.js';
+import { waitForRegistry } from '../ready.js';
+import { onCleanup } from '../cleanup.js';
+
+export interface StartedServer {
+  baseUrl: string;
+  server: ServerProcess;
+  dataDir: string;
+}
+
+/**
+ * The config mirrors Debian's packaged /etc/docker/registry/config.yml
+ * (filesystem storage, in-memory blob descriptor cache, delete enabled) minus
+ * auth and the storage health check, plus quiet logging: an access log line
+ * per request would measure log I/O rather than the registry.
+ */
+function referenceConfig(dataDir: string, port: number): string {
+  return [
+    'version: 0.1',
+    'log:',
+    '  level: error',
+    '  accesslog:',
+    '    disabled: true',
+    'storage:',
+    '  cache:',
+    '    blobdescriptor: inmemory',
+    '  filesystem:',
+    `    rootdirectory: ${JSON.stringify(dataDir)}`,
+    '  delete:',
+    '    enabled: true',
+    'http:',
+    `  addr: 127.0.0.1:${port}`,
+    '',
+  ].join('\n');
+}
+
+export async function startReference(binary: string, workDir: string): Promise<StartedServer> {
+  const dataDir = path.join(workDir, 'data');
+  await fs.mkdir(dataDir, { recursive: true });
+  const port = await freePort();
+  const configPath = path.join(workDir, 'config.yml');
+  await fs.writeFile(configPath, referenceConfig(dataDir, port));
+  const server = spawnServer(binary, ['serve', configPath], path.join(workDir, 'server.log'), workDir);
+  // Registered before waiting, so a server that never becomes ready is still stopped.
+  onCleanup(() => server.stop());
+  const baseUrl = `http://127.0.0.1:${port}`;
+  await waitForRegistry('reference', baseUrl, server);
+  return { baseUrl, server, dataDir };
+}

@@ -1,0 +1,42 @@
+// The goals from the issue. Informational only: a missed target never fails the run.
+import type { Summary } from './stats.js';
+
+export type Target =
+  | { kind: 'ratio'; min: number } // ratio oriented so that >1 means Ferry is better
+  | { kind: 'ceiling'; max: number; unit: string }; // absolute bound on Ferry's value
+
+/**
+ * Keyed by metric id. Size- and count-specific goals only attach to rows of
+ * that size/count, so fast mode (1 MiB, 200 tags) shows fewer targets rather
+ * than judging small runs by large-run goals.
+ */
+const TARGETS: ReadonlyArray<[RegExp, Target]> = [
+  [/^manifest\.get\.tag\.rps$/, { kind: 'ratio', min: 10 }],
+  [/^pull\.100MiB\.c\d+\.mibps$/, { kind: 'ratio', min: 1 }],
+  [/^push\.mono\.100MiB\.c\d+\.mibps$/, { kind: 'ratio', min: 2 }],
+  [/^list\.(tags|catalog)\.(first|walk)\.n10000\.ms$/, { kind: 'ratio', min: 20 }],
+  [/^rss\.mix\.peak$/, { kind: 'ceiling', max: 256, unit: 'MiB' }],
+];
+
+export function targetFor(metricId: string): Target | undefined {
+  return TARGETS.find(([re]) => re.test(metricId))?.[1];
+}
+
+export interface TargetResult {
+  text: string;
+  /** undefined when it cannot be judged (registry missing or failed). */
+  met?: boolean;
+}
+
+/**
+ * Ratio targets compare medians. Ceilings judge Ferry's worst (max) sample:
+ * a peak-memory bound that only holds "in the median run" is not a bound.
+ */
+export function evaluateTarget(target: Target, ratio: number | undefined, ferry: Summary | undefined): TargetResult {
+  if (target.kind === 'ratio') {
+    const text = `>= ${target.min}x`;
+    return ratio === undefined || !Number.isFinite(ratio) ? { text } : { text, met: ratio >= target.min };
+  }
+  const text = `<= ${target.max} ${target.unit}`;
+  return ferry ? { text, met: ferry.max <= target.max } : { text };
+}

@@ -1,0 +1,49 @@
+/**
+ * Access control as the HTTP layer sees it. Deny-by-default policies live in
+ * implementations; OpenAccess (no `auth` config) lets everyone do everything.
+ */
+import type { IncomingHttpHeaders } from "node:http";
+import type { Extension } from "../http/app.js";
+
+export type RepositoryAction = "pull" | "push" | "delete";
+
+export type AccessRequest =
+  | { type: "repository"; name: string; actions: RepositoryAction[] }
+  | { type: "registry"; name: "catalog"; actions: ["*"] }
+  | { type: "admin" };
+
+export interface Principal {
+  /** Null for anonymous callers. */
+  user: string | null;
+}
+
+export interface AccessController {
+  /** True when no rule restricts anyone (logged loudly on public interfaces). */
+  readonly open: boolean;
+  /** Identifies the caller; throws RegistryError UNAUTHORIZED for bad credentials. */
+  authenticate(headers: IncomingHttpHeaders, remoteAddress: string): Promise<Principal>;
+  /** Throws RegistryError UNAUTHORIZED (with a challenge) or DENIED unless every access is granted. */
+  authorize(principal: Principal, access: AccessRequest[]): Promise<void>;
+  /** Whether the caller may do `action` on `repository` (mount sources, catalog filtering). */
+  can(principal: Principal, repository: string, action: RepositoryAction): boolean;
+  /** Whether anonymous users may pull `repository` (federation's notion of "private"). */
+  isAnonymousReadable(repository: string): boolean;
+  /** Endpoints the access controller serves itself (e.g. /token). */
+  readonly extensions?: Extension[];
+}
+
+export const ANONYMOUS: Principal = { user: null };
+
+export class OpenAccess implements AccessController {
+  readonly open = true;
+  async authenticate(): Promise<Principal> {
+    return ANONYMOUS;
+  }
+  async authorize(): Promise<void> {}
+  can(): boolean {
+    return true;
+  }
+  isAnonymousReadable(): boolean {
+    return true;
+  }
+}

@@ -1,0 +1,59 @@
+/** `ferry serve`: runs the registry (one process, or one per --workers over the same data). */
+import cluster from "node:cluster";
+import type { Command } from "commander";
+import { configFromFlags, type ServerFlags } from "../server-config.js";
+import { createLogger, startRegistry, splitListen } from "../../server.js";
+
+export function registerServe(program: Command): void {
+  program
+    .command("serve")
+    .description("run the registry (defaults: 127.0.0.1:5000, data in ./data, no config file needed)")
+    .option("-c, --config <file>", "YAML config file (every key can also be set as FERRY_<KEY>)")
+    .option("-l, --listen <host:port>", "address to listen on")
+    .option("-d, --data <dir>", "data directory (blobs and embedded metadata)")
+    .option("-w, --workers <n>", "processes serving the same data (one per core is sensible)")
+    .action(async (flags: ServerFlags) => serve(flags));
+}
+
+async function serve(flags: ServerFlags): Promise<void> {
+  const config = configFromFlags(flags);
+  const logger = createLogger(config);
+  if (config.workers > 1 && cluster.isPrimary) {
+    logger.info({ workers: config.workers }, "starting workers");
+    for (let i = 0; i < config.workers; i++) cluster.fork();
+    cluster.on("exit", (worker, code, signal) => {
+      if (code !== 0 && signal !== "SIGTERM" && signal !== "SIGINT") {
+        logger.error({ pid: worker.process.pid, code, signal }, "worker died; starting another");
+        cluster.fork();
+      }
+    });
+    const stop = () => {
+      for (const worker of Object.values(cluster.workers ?? {})) worker?.kill("SIGTERM");
+      process.exit(0);
+    };
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+    return;
+  }
+  const registry = await startRegistry(config, { logger });
+  const { host } = splitListen(config.listen);
+  if (registry.deps.access.open && !isLoopback(host)) {
+    logger.warn(
+      { listen: config.listen },
+      "NO ACCESS CONTROL: anyone who can reach this address can read, push and delete everything. Configure `auth` before exposing the registry.",
+    );
+  }
+  if (cluster.isPrimary || cluster.worker?.id === 1) {
+    process.stdout.write(`Ferry registry listening on ${registry.url} (data: ${config.data})\n`);
+  }
+  const stop = async () => {
+    await registry.close();
+    process.exit(0);
+  };
+  process.once("SIGINT", () => void stop());
+  process.once("SIGTERM", () => void stop());
+}
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || host.startsWith("127.");
+}

@@ -1,0 +1,26 @@
+/** Turns the server flags shared by `serve` and `gc` into a loaded Config (or a clear error). */
+import { ConfigError, loadConfig } from "../config/load.js";
+import type { Config } from "../config/schema.js";
+
+export interface ServerFlags {
+  config?: string;
+  listen?: string;
+  data?: string;
+  workers?: string;
+}
+
+export function configFromFlags(flags: ServerFlags): Config {
+  const overrides: Record<string, unknown> = {};
+  if (flags.listen !== undefined) overrides.listen = flags.listen;
+  if (flags.data !== undefined) overrides.data = flags.data;
+  if (flags.workers !== undefined) overrides.workers = Number(flags.workers);
+  try {
+    return loadConfig({ file: flags.config, env: process.env, overrides });
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`ferry: ${error.message}\n`);
+      process.exit(2);
+    }
+    throw error;
+  }
+}

@@ -1,0 +1,33 @@
+/** What a handler gets: the request, the response, the caller and the use cases. */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Logger } from "pino";
+import type { Principal, AccessController } from "../auth/access.js";
+import type { BlobService } from "../registry/blobs.js";
+import type { UploadService } from "../registry/uploads.js";
+import type { ManifestService } from "../registry/manifests.js";
+import type { ListingService } from "../registry/listing.js";
+import type { Federation } from "../federation/federation.js";
+import type { BlobStore } from "../storage/blob-store.js";
+
+export interface Services {
+  blobs: BlobService;
+  uploads: UploadService;
+  manifests: ManifestService;
+  listing: ListingService;
+  federation: Federation;
+  access: AccessController;
+  blobStore: BlobStore;
+  logger: Logger;
+  manifestMaxBytes: number;
+}
+
+export interface RequestContext {
+  req: IncomingMessage;
+  res: ServerResponse;
+  method: string;
+  path: string;
+  query: URLSearchParams;
+  principal: Principal;
+  services: Services;
+  requestId: string;
+}

@@ -1,0 +1,111 @@
+/** GET/HEAD/DELETE /v2/<name>/blobs/<digest> (distribution-spec "Pulling blobs", "Deleting Blobs"). */
+import { pipeline } from "node:stream/promises";
+import type { Readable } from "node:stream";
+import { parseDigest } from "../../oci/digest.js";
+import { RegistryError } from "../../oci/errors.js";
+import type { RequestContext } from "../context.js";
+import { send, type Headers } from "../respond.js";
+import { parseRange } from "../request.js";
+import type { ForeignBlobResponse } from "../../federation/federation.js";
+
+export async function getBlob(ctx: RequestContext, name: string, rawDigest: string): Promise<void> {
+  const { digest } = parseDigest(rawDigest);
+  const head = ctx.method === "HEAD";
+  const { services, req, res } = ctx;
+  const lookup = await services.blobs.lookup(name, digest);
+  if (lookup.kind === "foreign") {
+    const range = parseRange(req.headers.range, lookup.mark.size);
+    if (range.kind === "unsatisfiable") throw rangeNotSatisfiable(lookup.mark.size);
+    const response = await services.blobs.serveForeign(name, lookup.mark, head ? "HEAD" : "GET", range.kind === "range" ? range.range : undefined);
+    await sendForeign(ctx, digest, response);
+    return;
+  }
+  const etag = `"${digest}"`;
+  const common: Headers = {
+    "Docker-Content-Digest": digest,
+    ETag: etag,
+    "Accept-Ranges": "bytes",
+    "Cache-Control": "max-age=31536000, immutable",
+  };
+  if (req.headers["if-none-match"] === etag) {
+    send(res, 304, common);
+    return;
+  }
+  const redirect = await services.blobStore.redirectUrl?.(digest, { method: head ? "HEAD" : "GET", expiresInMs: 20 * 60_000 });
+  if (redirect) {
+    send(res, 307, { ...common, Location: redirect });
+    return;
+  }
+  const range = parseRange(req.headers.range, lookup.size);
+  if (range.kind === "unsatisfiable") throw rangeNotSatisfiable(lookup.size);
+  const partial = range.kind === "range";
+  const headers: Headers = {
+    ...common,
+    "Content-Type": "application/octet-stream",
+    "Content-Length": partial ? range.range.end - range.range.start + 1 : lookup.size,
+  };
+  if (partial) headers["Content-Range"] = `bytes ${range.range.start}-${range.range.end}/${lookup.size}`;
+  const status = partial ? 206 : 200;
+  if (head) {
+    send(res, status, headers);
+    return;
+  }
+  const body = await services.blobs.open(digest, partial ? range.range : undefined);
+  await streamBody(ctx, status, headers, body);
+}
+
+function rangeNotSatisfiable(size: number): RegistryError {
+  return new RegistryError("RANGE_INVALID", `the requested range is outside the blob's ${size} bytes`, {
+    status: 416,
+    headers: { "Content-Range": `bytes */${size}` },
+    detail: { size },
+  });
+}
+
+async function sendForeign(ctx: RequestContext, digest: string, response: ForeignBlobResponse): Promise<void> {
+  const { res } = ctx;
+  const common: Headers = { "Docker-Content-Digest": digest };
+  switch (response.kind) {
+    case "redirect":
+      send(res, 307, { ...common, Location: response.location });
+      return;
+    case "head":
+      send(res, 200, { ...common, "Content-Type": "application/octet-stream", "Content-Length": response.size, ETag: `"${digest}"` });
+      return;
+    case "stream": {
+      const headers: Headers = { ...common, "Content-Type": "application/octet-stream", ETag: `"${digest}"`, "Accept-Ranges": "bytes" };
+      if (response.range) {
+        headers["Content-Length"] = response.range.end - response.range.start + 1;
+        headers["Content-Range"] = `bytes ${response.range.start}-${response.range.end}/${response.size}`;
+      } else {
+        headers["Content-Length"] = response.size;
+      }
+      await streamBody(ctx, response.range ? 206 : 200, headers, response.body);
+      return;
+    }
+  }
+}
+
+/** Streams a body; a failure after the headers went out can only cut the connection. */
+export async function streamBody(ctx: RequestContext, status: number, headers: Headers, body: Readable): Promise<void> {
+  const { res } = ctx;
+  res.writeHead(status, { "Docker-Distribution-API-Version": "registry/2.0", ...headers });
+  try {
+    await pipeline(body, res);
+  } catch (error) {
+    body.destroy();
+    res.destroy();
+    if (!isClientGone(error)) ctx.services.logger.warn({ err: error, requestId: ctx.requestId }, "blob stream failed");
+  }
+}
+
+function isClientGone(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException)?.code;
+  return code === "ERR_STREAM_PREMATURE_CLOSE" || code === "ECONNRESET" || code === "EPIPE";
+}
+
+export async function deleteBlob(ctx: RequestContext, name: string, rawDigest: string): Promise<void> {
+  const { digest } = parseDigest(rawDigest);
+  await ctx.services.blobs.delete(name, digest);
+  send(ctx.res, 202, { "Docker-Content-Digest": digest });
+}

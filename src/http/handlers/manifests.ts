@@ -1,0 +1,59 @@
+/** /v2/<name>/manifests/<reference> (distribution-spec "Pulling manifests", "Pushing Manifests", "Deleting Manifests"). */
+import { parseManifestReference } from "../../oci/reference.js";
+import { normalizeContentType } from "../../oci/media-types.js";
+import type { RequestContext } from "../context.js";
+import { send, type Headers } from "../respond.js";
+import { readBody } from "../request.js";
+
+export async function getManifest(ctx: RequestContext, name: string, rawReference: string): Promise<void> {
+  const reference = parseManifestReference(rawReference);
+  const { services, req, res } = ctx;
+  const record = await services.manifests.get(name, reference);
+  await services.federation.gateManifest({ repository: name, manifestDigest: record.digest, headers: req.headers });
+  const etag = `"${record.digest}"`;
+  const headers: Headers = {
+    "Content-Type": record.mediaType,
+    "Docker-Content-Digest": record.digest,
+    ETag: etag,
+  };
+  if (req.headers["if-none-match"] === etag) {
+    send(res, 304, headers);
+    return;
+  }
+  if (ctx.method === "HEAD") {
+    send(res, 200, { ...headers, "Content-Length": record.size });
+    return;
+  }
+  send(res, 200, headers, record.content);
+}
+
+export async function putManifest(ctx: RequestContext, name: string, rawReference: string): Promise<void> {
+  const reference = parseManifestReference(rawReference);
+  const { services, req, res } = ctx;
+  const body = await readBody(req, services.manifestMaxBytes, "the manifest");
+  const pushed = await services.manifests.push({
+    repository: name,
+    reference,
+    body,
+    contentType: normalizeContentType(req.headers["content-type"]),
+  });
+  const headers: Headers = {
+    Location: `/v2/${name}/manifests/${pushed.digest}`,
+    "Docker-Content-Digest": pushed.digest,
+  };
+  if (pushed.subject) headers["OCI-Subject"] = pushed.subject;
+  if (pushed.warnings.length > 0) headers.Warning = pushed.warnings.map(formatWarning);
+  send(res, 201, headers);
+}
+
+export async function deleteManifest(ctx: RequestContext, name: string, rawReference: string): Promise<void> {
+  const reference = parseManifestReference(rawReference);
+  await ctx.services.manifests.delete(name, reference);
+  send(ctx.res, 202, {});
+}
+
+/** distribution-spec 1.1 "Warnings": `Warning: 299 - "<text>"`, text without quotes or newlines. */
+export function formatWarning(text: string): string {
+  const clean = text.replace(/["\\]/g, "'").replace(/[\r\n]+/g, " ").slice(0, 2000);
+  return `299 - "${clean}"`;
+}

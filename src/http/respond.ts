@@ -1,0 +1,43 @@
+/** Writing responses: JSON bodies, spec-format errors, and headers every response carries. */
+import type { ServerResponse } from "node:http";
+import { RegistryError, isRegistryError } from "../oci/errors.js";
+
+export const API_VERSION_HEADER = { "Docker-Distribution-API-Version": "registry/2.0" } as const;
+
+export type Headers = Record<string, string | number | string[]>;
+
+export function send(res: ServerResponse, status: number, headers: Headers, body?: Buffer | string): void {
+  if (res.headersSent || res.destroyed) return;
+  const length = body === undefined ? 0 : typeof body === "string" ? Buffer.byteLength(body) : body.length;
+  res.writeHead(status, { ...API_VERSION_HEADER, "Content-Length": length, ...headers });
+  res.end(body);
+}
+
+export function sendJson(res: ServerResponse, status: number, value: unknown, headers: Headers = {}, headOnly = false): void {
+  const body = JSON.stringify(value);
+  if (headOnly) {
+    send(res, status, { "Content-Type": "application/json", ...headers, "Content-Length": Buffer.byteLength(body) });
+    return;
+  }
+  send(res, status, { "Content-Type": "application/json", ...headers }, body);
+}
+
+/**
+ * Renders any error in the distribution-spec format. Errors that are not
+ * RegistryErrors are our faults: the client gets a generic 500 with a request
+ * id, never a message, path or stack.
+ */
+export function sendError(res: ServerResponse, error: unknown, headOnly: boolean, requestId: string): RegistryError {
+  const registryError = isRegistryError(error)
+    ? error
+    : new RegistryError("UNKNOWN", `internal error; the registry log has the details under request id ${requestId}`, {
+        detail: { requestId },
+      });
+  if (res.headersSent) {
+    // Mid-stream failure: the only honest signal left is to cut the connection.
+    res.destroy();
+    return registryError;
+  }
+  sendJson(res, registryError.status, registryError.toBody(), registryError.headers, headOnly);
+  return registryError;
+}

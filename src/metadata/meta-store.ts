@@ -1,0 +1,146 @@
+/**
+ * The metadata store: everything about repositories that is not blob bytes.
+ * Tags, catalog, referrers and garbage collection are queries here, never
+ * directory walks. SQLite implements it for the embedded default; the
+ * interface is async so that PostgreSQL can implement it unchanged.
+ * Every driver passes test/metadata/meta-store-suite.ts.
+ */
+
+export interface ManifestRecord {
+  repository: string;
+  digest: string;
+  mediaType: string;
+  size: number;
+  /** The bytes exactly as pushed. */
+  content: Buffer;
+  subjectDigest: string | null;
+  artifactType: string | null;
+  createdAt: number;
+}
+
+export interface ReferrerRecord {
+  digest: string;
+  mediaType: string;
+  size: number;
+  artifactType: string | null;
+  annotations: Record<string, string> | null;
+}
+
+export type VerificationState = "unverified" | "verified" | "failed";
+
+export interface ForeignLayerMark {
+  repository: string;
+  digest: string;
+  mediaType: string;
+  size: number;
+  urls: string[];
+  verification: VerificationState;
+  verifiedAt: number | null;
+  /** What the last verification attempts answered (per URL), for operators. */
+  verificationDetail: unknown;
+  /** Digests of the manifests in this repository that reference the layer. */
+  manifests: string[];
+}
+
+export interface ForeignLayerWrite {
+  digest: string;
+  mediaType: string;
+  size: number;
+  urls: string[];
+  verification: VerificationState;
+  verifiedAt: number | null;
+  verificationDetail: unknown;
+}
+
+export interface ManifestWrite {
+  digest: string;
+  mediaType: string;
+  content: Buffer;
+  subjectDigest: string | null;
+  artifactType: string | null;
+  annotations: Record<string, string> | null;
+  /** Blobs (config, layers) the manifest references and the repository holds. */
+  blobs: string[];
+  /** Child manifests (index entries). */
+  manifests: string[];
+  /** Layers that live outside the registry. */
+  foreignLayers: ForeignLayerWrite[];
+}
+
+export interface UploadRecord {
+  id: string;
+  repository: string;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface Page {
+  limit: number;
+  /** Return entries strictly after this one (lexical order). */
+  after?: string;
+}
+
+export interface GcOptions {
+  /** Links and blobs newer than this (epoch ms) are kept whatever references them. */
+  olderThan: number;
+  untagged: boolean;
+}
+
+export interface GcPlan {
+  manifestsDeleted: number;
+  linksDeleted: number;
+  /** Blobs no repository links any more; the caller deletes their bytes. */
+  orphanBlobs: string[];
+}
+
+export interface MetaStore {
+  repositoryExists(repository: string): Promise<boolean>;
+  listRepositories(page: Page): Promise<string[]>;
+
+  /** Records a verified blob and links it into `repository` (creating the repository). */
+  linkBlob(repository: string, digest: string, size: number): Promise<void>;
+  /** The blob's size if `repository` may see it. */
+  linkedBlob(repository: string, digest: string): Promise<{ size: number } | null>;
+  unlinkBlob(repository: string, digest: string): Promise<boolean>;
+  /** Size of a blob known anywhere in the registry. */
+  blobSize(digest: string): Promise<number | null>;
+  /** Some repositories that link `digest` (for mounts), lexically first. */
+  repositoriesWithBlob(digest: string, limit: number): Promise<string[]>;
+  /** Which of `digests` are not blobs of `repository`. */
+  missingBlobs(repository: string, digests: string[]): Promise<string[]>;
+  /** Which of `digests` are not manifests of `repository`. */
+  missingManifests(repository: string, digests: string[]): Promise<string[]>;
+
+  /** Stores a manifest (idempotent) and optionally points `tag` at it, in one transaction. */
+  putManifest(repository: string, manifest: ManifestWrite, tag?: string): Promise<void>;
+  getManifest(repository: string, digest: string): Promise<ManifestRecord | null>;
+  getTaggedManifest(repository: string, tag: string): Promise<ManifestRecord | null>;
+  /** Deletes the manifest, its tags and references, and foreign marks no other manifest uses. */
+  deleteManifest(repository: string, digest: string): Promise<boolean>;
+  deleteTag(repository: string, tag: string): Promise<boolean>;
+  listTags(repository: string, page: Page): Promise<string[]>;
+  listReferrers(repository: string, subjectDigest: string): Promise<ReferrerRecord[]>;
+
+  getForeignLayer(repository: string, digest: string): Promise<ForeignLayerMark | null>;
+  listForeignLayers(repository?: string): Promise<ForeignLayerMark[]>;
+  setForeignVerification(
+    repository: string,
+    digest: string,
+    state: VerificationState,
+    at: number,
+    detail: unknown,
+  ): Promise<void>;
+
+  createUpload(upload: UploadRecord): Promise<void>;
+  getUpload(id: string): Promise<UploadRecord | null>;
+  touchUpload(id: string, at: number): Promise<void>;
+  deleteUpload(id: string): Promise<void>;
+  staleUploads(updatedBefore: number): Promise<UploadRecord[]>;
+
+  /** Removes unreferenced metadata and returns the blobs whose bytes can go. */
+  collectGarbage(options: GcOptions): Promise<GcPlan>;
+  /** Forgets blobs whose bytes were deleted (only if still unlinked). */
+  forgetBlobs(digests: string[]): Promise<string[]>;
+
+  close(): Promise<void>;
+}

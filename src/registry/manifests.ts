@@ -1,0 +1,159 @@
+/**
+ * Manifest use cases: push with reference checks, pull by tag or digest,
+ * delete. Manifests are kept byte-for-byte; their digest is of those bytes.
+ */
+import { RegistryError } from "../oci/errors.js";
+import { digestOf, type ParsedDigest } from "../oci/digest.js";
+import { parseManifest, effectiveArtifactType, type Descriptor, type ParsedManifest } from "../oci/manifest.js";
+import { isManifestMediaType } from "../oci/media-types.js";
+import type { ManifestReference } from "../oci/reference.js";
+import type { ManifestRecord, ForeignLayerWrite } from "../metadata/meta-store.js";
+import type { RegistryDeps } from "./context.js";
+
+export interface PushedManifest {
+  digest: string;
+  subject?: string;
+  /** Texts for `Warning` headers (federation policy said "warn"). */
+  warnings: string[];
+}
+
+export interface PushRequest {
+  repository: string;
+  reference: ManifestReference;
+  body: Buffer;
+  contentType: string | undefined;
+}
+
+export class ManifestService {
+  constructor(private readonly deps: RegistryDeps) {}
+
+  async push(request: PushRequest): Promise<PushedManifest> {
+    const { repository, reference, body } = request;
+    const digest = this.digestFor(body, reference);
+    const manifest = parseManifest(body, request.contentType);
+    const blobs = await this.checkReferences(repository, manifest);
+    const foreign = await this.admitForeignLayers(repository, digest, manifest, blobs.foreign);
+    await this.deps.meta.putManifest(
+      repository,
+      {
+        digest,
+        mediaType: manifest.mediaType,
+        content: body,
+        subjectDigest: manifest.subject?.digest ?? null,
+        artifactType: effectiveArtifactType(manifest) ?? null,
+        annotations: manifest.annotations ?? null,
+        blobs: blobs.held,
+        manifests: blobs.childManifests,
+        foreignLayers: foreign.marks,
+      },
+      reference.kind === "tag" ? reference.tag : undefined,
+    );
+    return { digest, subject: manifest.subject?.digest, warnings: foreign.warnings };
+  }
+
+  async get(repository: string, reference: ManifestReference): Promise<ManifestRecord> {
+    const record =
+      reference.kind === "tag"
+        ? await this.deps.meta.getTaggedManifest(repository, reference.tag)
+        : await this.deps.meta.getManifest(repository, reference.digest.digest);
+    if (!record) throw manifestUnknown(reference);
+    return record;
+  }
+
+  async delete(repository: string, reference: ManifestReference): Promise<void> {
+    const deleted =
+      reference.kind === "tag"
+        ? await this.deps.meta.deleteTag(repository, reference.tag)
+        : await this.deps.meta.deleteManifest(repository, reference.digest.digest);
+    if (!deleted) throw manifestUnknown(reference);
+  }
+
+  private digestFor(body: Buffer, reference: ManifestReference): string {
+    if (reference.kind === "tag") return digestOf(body, "sha256");
+    const expected: ParsedDigest = reference.digest;
+    const actual = digestOf(body, expected.algorithm);
+    if (actual !== expected.digest) {
+      throw new RegistryError("DIGEST_INVALID", `the manifest's digest is ${actual}, not ${expected.digest} as in the URL`, {
+        detail: { expected: expected.digest, actual },
+      });
+    }
+    return actual;
+  }
+
+  /**
+   * Every referenced blob and child manifest must be in the repository
+   * (MANIFEST_BLOB_UNKNOWN otherwise), except layers that carry `urls`:
+   * those are foreign and go to federation.
+   */
+  private async checkReferences(repository: string, manifest: ParsedManifest) {
+    const { meta } = this.deps;
+    const blobDescriptors: Descriptor[] = [];
+    const manifestDescriptors: Descriptor[] = [];
+    if (manifest.config) blobDescriptors.push(manifest.config);
+    blobDescriptors.push(...manifest.layers);
+    for (const child of manifest.manifests) {
+      (isManifestMediaType(child.mediaType) ? manifestDescriptors : blobDescriptors).push(child);
+    }
+
+    const missingBlobs = new Set(await meta.missingBlobs(repository, unique(blobDescriptors.map((d) => d.digest))));
+    const foreign: Descriptor[] = [];
+    const unknown: Descriptor[] = [];
+    for (const descriptor of blobDescriptors) {
+      if (!missingBlobs.has(descriptor.digest)) continue;
+      const isLayer = manifest.layers.includes(descriptor);
+      if (isLayer && descriptor.urls && descriptor.urls.length > 0) {
+        if (!foreign.some((f) => f.digest === descriptor.digest)) foreign.push(descriptor);
+      } else {
+        unknown.push(descriptor);
+      }
+    }
+    const missingChildren = new Set(await meta.missingManifests(repository, unique(manifestDescriptors.map((d) => d.digest))));
+    unknown.push(...manifestDescriptors.filter((d) => missingChildren.has(d.digest)));
+    if (unknown.length > 0) throw manifestBlobUnknown(unknown);
+
+    const held = unique(blobDescriptors.filter((d) => !missingBlobs.has(d.digest)).map((d) => d.digest));
+    await this.checkSizes(repository, blobDescriptors.filter((d) => !missingBlobs.has(d.digest)));
+    return { held, foreign, childManifests: unique(manifestDescriptors.map((d) => d.digest)) };
+  }
+
+  /** A descriptor whose size disagrees with the blob would make every client's pull fail: refuse it now. */
+  private async checkSizes(repository: string, descriptors: Descriptor[]): Promise<void> {
+    for (const descriptor of descriptors) {
+      const linked = await this.deps.meta.linkedBlob(repository, descriptor.digest);
+      if (linked && linked.size !== descriptor.size) {
+        throw new RegistryError(
+          "MANIFEST_INVALID",
+          `descriptor for ${descriptor.digest} says ${descriptor.size} bytes but the blob has ${linked.size}`,
+          { detail: { digest: descriptor.digest, declaredSize: descriptor.size, actualSize: linked.size } },
+        );
+      }
+    }
+  }
+
+  private async admitForeignLayers(repository: string, manifestDigest: string, manifest: ParsedManifest, layers: Descriptor[]) {
+    if (layers.length === 0) return { marks: [] as ForeignLayerWrite[], warnings: [] as string[] };
+    const isPrivate = !this.deps.access.isAnonymousReadable(repository);
+    return this.deps.federation.admit({ repository, manifestDigest, layers, isPrivate });
+  }
+}
+
+function unique(values: string[]): string[] {
+  return [...new Set(values)];
+}
+
+export function manifestUnknown(reference: ManifestReference): RegistryError {
+  const name = reference.kind === "tag" ? reference.tag : reference.digest.digest;
+  return new RegistryError("MANIFEST_UNKNOWN", `manifest ${name} is not known to this repository`, {
+    detail: reference.kind === "tag" ? { tag: name } : { digest: name },
+  });
+}
+
+function manifestBlobUnknown(descriptors: Descriptor[]): RegistryError {
+  const entries = descriptors.map((d) => ({
+    code: "MANIFEST_BLOB_UNKNOWN" as const,
+    message: `the manifest references ${d.digest} (${d.mediaType}), which is not in this repository: push it first`,
+    detail: { digest: d.digest, mediaType: d.mediaType },
+  }));
+  const [first, ...rest] = entries;
+  return new RegistryError("MANIFEST_BLOB_UNKNOWN", first!.message, { detail: first!.detail, more: rest });
+}

@@ -1,0 +1,257 @@
+/**
+ * Blob upload use cases (distribution-spec 1.1 "Pushing blobs"): sessions,
+ * chunks, monolithic pushes, completion with digest verification, mounts,
+ * cancellation and purging of stale sessions.
+ *
+ * Bytes are hashed while they stream to storage, so a blob is read once. The
+ * running hash lives in this process; after a restart (or on another
+ * replica) the session's bytes are re-read once at completion instead.
+ */
+import { randomUUID, type Hash } from "node:crypto";
+import type { Readable } from "node:stream";
+import { RegistryError } from "../oci/errors.js";
+import { createDigester, type ParsedDigest } from "../oci/digest.js";
+import {
+  BlobNotFoundError,
+  UploadLengthError,
+  UploadOffsetError,
+  UploadTooLargeError,
+} from "../storage/blob-store.js";
+import type { Principal } from "../auth/access.js";
+import type { RegistryDeps } from "./context.js";
+import { KeyedMutex } from "./keyed-mutex.js";
+
+export interface UploadStatus {
+  id: string;
+  /** Bytes received so far. */
+  size: number;
+}
+
+export interface ChunkRange {
+  start: number;
+  end: number;
+}
+
+export interface CommittedBlob {
+  digest: string;
+  size: number;
+}
+
+interface RunningHash {
+  hash: Hash;
+  size: number;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+export class UploadService {
+  private readonly hashes = new Map<string, RunningHash>();
+  private readonly sessionLocks = new KeyedMutex();
+
+  constructor(private readonly deps: RegistryDeps) {}
+
+  async start(repository: string): Promise<UploadStatus> {
+    const id = randomUUID();
+    const now = Date.now();
+    await this.deps.blobs.startUpload(id);
+    await this.deps.meta.createUpload({ id, repository, createdAt: now, updatedAt: now });
+    this.hashes.set(id, { hash: createDigester("sha256"), size: 0 });
+    return { id, size: 0 };
+  }
+
+  async status(repository: string, id: string): Promise<UploadStatus> {
+    await this.requireSession(repository, id);
+    const size = await this.deps.blobs.uploadSize(id);
+    if (size === null) throw uploadUnknown(id);
+    return { id, size };
+  }
+
+  /** Appends a chunk (PATCH). `range` is the Content-Range the client sent, if any. */
+  async append(repository: string, id: string, body: Readable, range: ChunkRange | null, contentLength: number | null): Promise<UploadStatus> {
+    await this.requireSession(repository, id);
+    return this.sessionLocks.run(id, async () => {
+      const size = await this.appendLocked(id, body, range, contentLength);
+      await this.deps.meta.touchUpload(id, Date.now());
+      return { id, size };
+    });
+  }
+
+  /** Completes a session (PUT ?digest=), with an optional last chunk. */
+  async finish(
+    repository: string,
+    id: string,
+    expected: ParsedDigest,
+    body: Readable | null,
+    range: ChunkRange | null,
+    contentLength: number | null,
+  ): Promise<CommittedBlob> {
+    await this.requireSession(repository, id);
+    return this.sessionLocks.run(id, async () => {
+      if (body) await this.appendLocked(id, body, range, contentLength);
+      const committed = await this.commit(repository, id, expected);
+      await this.deps.meta.deleteUpload(id);
+      return committed;
+    });
+  }
+
+  /** Monolithic push in one request (POST ?digest=). The session never becomes visible. */
+  async putMonolithic(repository: string, expected: ParsedDigest, body: Readable, contentLength: number | null): Promise<CommittedBlob> {
+    const id = randomUUID();
+    await this.deps.blobs.startUpload(id);
+    this.hashes.set(id, { hash: createDigester("sha256"), size: 0 });
+    try {
+      await this.appendLocked(id, body, null, contentLength);
+      return await this.commit(repository, id, expected);
+    } catch (error) {
+      this.hashes.delete(id);
+      await this.deps.blobs.abortUpload(id).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  async cancel(repository: string, id: string): Promise<void> {
+    await this.requireSession(repository, id);
+    await this.sessionLocks.run(id, async () => {
+      this.hashes.delete(id);
+      await this.deps.blobs.abortUpload(id);
+      await this.deps.meta.deleteUpload(id);
+    });
+  }
+
+  /**
+   * Cross-repository mount. With `from`, the blob must be linked there and the
+   * caller must be allowed to pull it; without, any repository the caller may
+   * pull from will do (distribution-spec 1.1 "Mounting a blob from another repository").
+   * Returns the mounted blob, or null when the client should upload instead.
+   */
+  async mount(repository: string, digest: string, from: string | null, principal: Principal): Promise<CommittedBlob | null> {
+    const { meta, access } = this.deps;
+    const already = await meta.linkedBlob(repository, digest);
+    if (already) return { digest, size: already.size };
+    const candidates = from === null ? await meta.repositoriesWithBlob(digest, 50) : [from];
+    for (const source of candidates) {
+      if (source === repository || !access.can(principal, source, "pull")) continue;
+      const linked = await meta.linkedBlob(source, digest);
+      if (!linked) continue;
+      await this.deps.digestLocks.run(digest, () => meta.linkBlob(repository, digest, linked.size));
+      return { digest, size: linked.size };
+    }
+    return null;
+  }
+
+  /** Deletes sessions idle for longer than `maxIdleMs`, and session data nothing tracks. */
+  async purgeStale(maxIdleMs: number): Promise<number> {
+    const cutoff = Date.now() - maxIdleMs;
+    let purged = 0;
+    for (const upload of await this.deps.meta.staleUploads(cutoff)) {
+      await this.sessionLocks.run(upload.id, async () => {
+        this.hashes.delete(upload.id);
+        await this.deps.blobs.abortUpload(upload.id);
+        await this.deps.meta.deleteUpload(upload.id);
+      });
+      purged++;
+    }
+    for (const orphan of await this.deps.blobs.listUploads()) {
+      if (orphan.modifiedAt >= cutoff || this.hashes.has(orphan.id)) continue;
+      if (await this.deps.meta.getUpload(orphan.id)) continue;
+      await this.deps.blobs.abortUpload(orphan.id);
+      purged++;
+    }
+    return purged;
+  }
+
+  private async requireSession(repository: string, id: string): Promise<void> {
+    if (!UUID.test(id)) throw uploadUnknown(id);
+    const record = await this.deps.meta.getUpload(id);
+    if (!record || record.repository !== repository) throw uploadUnknown(id);
+  }
+
+  private async appendLocked(id: string, body: Readable, range: ChunkRange | null, contentLength: number | null): Promise<number> {
+    const { blobs } = this.deps;
+    const offset = await blobs.uploadSize(id);
+    if (offset === null) throw uploadUnknown(id);
+    if (range) {
+      if (range.start !== offset) throw rangeNotSatisfiable(id, offset, `chunk starts at ${range.start} but the upload has ${offset} bytes`);
+      const length = range.end - range.start + 1;
+      if (contentLength !== null && contentLength !== length) {
+        throw new RegistryError("BLOB_UPLOAD_INVALID", `Content-Range covers ${length} bytes but Content-Length is ${contentLength}`, {
+          detail: { contentRange: `${range.start}-${range.end}`, contentLength },
+        });
+      }
+    }
+    const expectedBytes = range ? range.end - range.start + 1 : contentLength ?? undefined;
+    const running = this.hashes.get(id);
+    const hashable = running !== undefined && running.size === offset;
+    if (!hashable) this.hashes.delete(id);
+    try {
+      const size = await blobs.appendUpload(id, body, {
+        offset,
+        exactBytes: expectedBytes,
+        onData: hashable ? (chunk) => running.hash.update(chunk) : undefined,
+      });
+      if (hashable) running.size = size;
+      return size;
+    } catch (error) {
+      // The running hash may have seen bytes that were rolled back: re-hash at completion.
+      this.hashes.delete(id);
+      if (error instanceof UploadOffsetError) throw rangeNotSatisfiable(id, error.currentSize, "the upload moved on concurrently");
+      if (error instanceof UploadLengthError) {
+        throw new RegistryError("BLOB_UPLOAD_INVALID", `the request body was ${error.received} bytes, expected ${error.expected}`, {
+          detail: { expected: error.expected, received: error.received },
+        });
+      }
+      if (error instanceof UploadTooLargeError) throw new RegistryError("SIZE_INVALID", error.message, { status: 413 });
+      if (error instanceof BlobNotFoundError) throw uploadUnknown(id);
+      throw error;
+    }
+  }
+
+  private async commit(repository: string, id: string, expected: ParsedDigest): Promise<CommittedBlob> {
+    const { blobs, meta, digestLocks } = this.deps;
+    const size = await blobs.uploadSize(id);
+    if (size === null) throw uploadUnknown(id);
+    const actual = await this.digestOfSession(id, expected, size);
+    if (actual !== expected.digest) {
+      await blobs.abortUpload(id);
+      await meta.deleteUpload(id);
+      throw new RegistryError("DIGEST_INVALID", `the uploaded content has digest ${actual}, not ${expected.digest}`, {
+        detail: { expected: expected.digest, actual, size },
+      });
+    }
+    await digestLocks.run(expected.digest, async () => {
+      const known = await meta.blobSize(expected.digest);
+      if (known !== null && (await blobs.stat(expected.digest)) !== null) {
+        await blobs.abortUpload(id); // identical bytes already stored
+      } else {
+        await blobs.commitUpload(id, expected.digest);
+      }
+      await meta.linkBlob(repository, expected.digest, size);
+    });
+    return { digest: expected.digest, size };
+  }
+
+  private async digestOfSession(id: string, expected: ParsedDigest, size: number): Promise<string> {
+    const running = this.hashes.get(id);
+    this.hashes.delete(id);
+    if (running && running.size === size && expected.algorithm === "sha256") {
+      return `sha256:${running.hash.digest("hex")}`;
+    }
+    const hash = createDigester(expected.algorithm);
+    for await (const chunk of await this.deps.blobs.readUpload(id)) hash.update(chunk as Buffer);
+    return `${expected.algorithm}:${hash.digest("hex")}`;
+  }
+}
+
+export function uploadUnknown(id: string): RegistryError {
+  return new RegistryError("BLOB_UPLOAD_UNKNOWN", "upload session not found: it was completed, cancelled or expired", {
+    detail: { uploadId: id.slice(0, 64) },
+  });
+}
+
+function rangeNotSatisfiable(id: string, size: number, message: string): RegistryError {
+  return new RegistryError("BLOB_UPLOAD_INVALID", message, {
+    status: 416,
+    detail: { uploadId: id, size },
+    headers: { Range: `0-${Math.max(size - 1, 0)}` },
+  });
+}

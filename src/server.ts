@@ -1,0 +1,144 @@
+/**
+ * Assembles a running registry from a Config: stores, use cases, HTTP server,
+ * background jobs. `startRegistry` is what `ferry serve` and the tests call.
+ */
+import { createServer, type Server } from "node:http";
+import { join, resolve } from "node:path";
+import type { AddressInfo } from "node:net";
+import { pino, type Logger } from "pino";
+import type { Config } from "./config/schema.js";
+import { FilesystemBlobStore } from "./storage/filesystem.js";
+import { SqliteMetaStore } from "./metadata/sqlite.js";
+import { createFederation } from "./federation/create.js";
+import { createAccessController } from "./auth/create.js";
+import { KeyedMutex } from "./registry/keyed-mutex.js";
+import type { RegistryDeps } from "./registry/context.js";
+import { BlobService } from "./registry/blobs.js";
+import { UploadService } from "./registry/uploads.js";
+import { ManifestService } from "./registry/manifests.js";
+import { ListingService } from "./registry/listing.js";
+import { collectGarbage, type GcReport } from "./registry/gc.js";
+import { createRequestHandler, type Extension } from "./http/app.js";
+import type { Services } from "./http/context.js";
+import { Metrics } from "./http/metrics.js";
+import { coreExtensions } from "./http/handlers/operations.js";
+
+export interface RunningRegistry {
+  /** Base URL, e.g. http://127.0.0.1:5000 */
+  url: string;
+  port: number;
+  deps: RegistryDeps;
+  services: Services;
+  gc(options?: { gracePeriodMs?: number; untagged?: boolean }): Promise<GcReport>;
+  purgeUploads(): Promise<number>;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  logger?: Logger;
+  /** Extra endpoints (tests, plugins). */
+  extensions?: Extension[];
+}
+
+export function createLogger(config: Config): Logger {
+  return pino({
+    level: config.log.level,
+    base: { pid: process.pid },
+    // Secrets must never reach logs, whatever a future log call passes in.
+    redact: { paths: ["authorization", "*.authorization", "headers.authorization", "password", "*.password", "token", "*.token", "secret", "*.secret"], censor: "[redacted]" },
+  });
+}
+
+export function splitListen(listen: string): { host: string; port: number } {
+  const index = listen.lastIndexOf(":");
+  const host = listen.slice(0, index).replace(/^\[|\]$/g, "");
+  return { host, port: Number(listen.slice(index + 1)) };
+}
+
+export async function startRegistry(config: Config, options: StartOptions = {}): Promise<RunningRegistry> {
+  const logger = options.logger ?? createLogger(config);
+  const dataDir = resolve(config.data);
+  const blobs = new FilesystemBlobStore({
+    root: config.storage.filesystem.path ? resolve(config.storage.filesystem.path) : dataDir,
+    fsync: config.storage.filesystem.fsync,
+  });
+  await blobs.init();
+  const meta = new SqliteMetaStore(config.metadata.sqlite.path ? resolve(config.metadata.sqlite.path) : join(dataDir, "metadata.db"));
+  const access = await createAccessController(config, { dataDir, logger });
+  const federation = await createFederation(config, { dataDir, logger, access, meta });
+  const deps: RegistryDeps = {
+    blobs,
+    meta,
+    federation,
+    access,
+    logger,
+    limits: { manifestMaxBytes: config.manifests.maxBytes },
+    digestLocks: new KeyedMutex(),
+  };
+  const uploads = new UploadService(deps);
+  const services: Services = {
+    blobs: new BlobService(deps),
+    uploads,
+    manifests: new ManifestService(deps),
+    listing: new ListingService(deps),
+    federation,
+    access,
+    blobStore: blobs,
+    logger,
+    manifestMaxBytes: config.manifests.maxBytes,
+  };
+  const metrics = new Metrics();
+  const extensions = [...coreExtensions(metrics), ...(access.extensions ?? []), ...(federation.extensions ?? []), ...(options.extensions ?? [])];
+  const handler = createRequestHandler({ services, extensions, metrics, accessLog: config.log.accessLog });
+  const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 0, headersTimeout: 60_000 }, handler);
+
+  const { host, port } = splitListen(config.listen);
+  await listen(server, host, port);
+  const actualPort = (server.address() as AddressInfo).port;
+  const hostForUrl = host.includes(":") ? `[${host}]` : host;
+
+  const gc = (o: { gracePeriodMs?: number; untagged?: boolean } = {}) =>
+    collectGarbage(deps, { gracePeriodMs: o.gracePeriodMs ?? config.gc.gracePeriod, untagged: o.untagged ?? config.gc.untagged });
+  const purgeUploads = () => uploads.purgeStale(config.uploads.purgeAfter);
+
+  const timers: NodeJS.Timeout[] = [];
+  const every = (ms: number, job: () => Promise<unknown>, what: string) => {
+    if (ms <= 0) return;
+    const timer = setInterval(() => {
+      job().catch((error: unknown) => logger.error({ err: error }, `${what} failed`));
+    }, ms);
+    timer.unref();
+    timers.push(timer);
+  };
+  every(config.uploads.purgeInterval, purgeUploads, "purging stale uploads");
+  every(config.gc.interval, async () => logger.info(await gc(), "garbage collection"), "garbage collection");
+
+  return {
+    url: `http://${hostForUrl}:${actualPort}`,
+    port: actualPort,
+    deps,
+    services,
+    gc,
+    purgeUploads,
+    async close() {
+      for (const timer of timers) clearInterval(timer);
+      await new Promise<void>((resolveClose) => {
+        server.close(() => resolveClose());
+        server.closeAllConnections();
+      });
+      await federation.close();
+      await blobs.close();
+      await meta.close();
+    },
+  };
+}
+
+function listen(server: Server, host: string, port: number): Promise<void> {
+  return new Promise((resolveListen, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolveListen();
+    });
+  });
+}

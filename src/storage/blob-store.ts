@@ -1,0 +1,86 @@
+/**
+ * The blob store: content-addressed bytes plus the upload sessions that
+ * produce them. Drivers (filesystem today, S3 later) implement this and pass
+ * the shared suite in test/storage/blob-store-suite.ts.
+ *
+ * Contract every driver keeps:
+ * - A blob is readable under its digest only after commitUpload, which the
+ *   caller invokes once the digest has been verified; no partial blob is ever
+ *   readable.
+ * - Committing a digest that already exists is harmless (same bytes).
+ * - Upload data is private to its session until committed.
+ */
+import type { Readable } from "node:stream";
+
+export interface ByteRange {
+  /** First byte, inclusive. */
+  start: number;
+  /** Last byte, inclusive. */
+  end: number;
+}
+
+export interface BlobStat {
+  size: number;
+}
+
+export interface AppendOptions {
+  /** Where the bytes must land; the driver rejects with UploadOffsetError if the session has a different size. */
+  offset: number;
+  /** Called with every chunk as it streams through, before it is written (used to hash on the fly). */
+  onData?: (chunk: Buffer) => void;
+  /** Abort with UploadTooLargeError past this many bytes in this append. */
+  maxBytes?: number;
+  /** Abort with UploadLengthError unless exactly this many bytes arrive (Content-Range / Content-Length). */
+  exactBytes?: number;
+}
+
+export class UploadOffsetError extends Error {
+  constructor(readonly currentSize: number) {
+    super(`upload is at offset ${currentSize}`);
+  }
+}
+
+export class UploadTooLargeError extends Error {}
+
+export class UploadLengthError extends Error {
+  constructor(readonly expected: number, readonly received: number) {
+    super(`expected ${expected} bytes, received ${received}`);
+  }
+}
+
+export class BlobNotFoundError extends Error {}
+
+export interface BlobReader {
+  stat(digest: string): Promise<BlobStat | null>;
+  /** A stream of the blob (or of the inclusive range). Rejects with BlobNotFoundError. */
+  read(digest: string, range?: ByteRange): Promise<Readable>;
+  /**
+   * A URL a client may fetch the blob from directly, or null when the driver
+   * serves bytes itself (filesystem). Lets S3/CDN drivers redirect.
+   */
+  redirectUrl?(digest: string, options: { method: "GET" | "HEAD"; expiresInMs: number }): Promise<string | null>;
+}
+
+export interface BlobWriter {
+  startUpload(uploadId: string): Promise<void>;
+  /** Current size of the session, or null if it does not exist. */
+  uploadSize(uploadId: string): Promise<number | null>;
+  /** Streams `source` onto the end of the session; returns the new size. */
+  appendUpload(uploadId: string, source: Readable, options: AppendOptions): Promise<number>;
+  /** The session's bytes so far (to re-hash after a restart). */
+  readUpload(uploadId: string): Promise<Readable>;
+  /** Makes the session's bytes the blob `digest` (already verified by the caller) and ends the session. */
+  commitUpload(uploadId: string, digest: string): Promise<void>;
+  abortUpload(uploadId: string): Promise<void>;
+  /** Every session the store holds, with its last modification (to purge orphans). */
+  listUploads(): Promise<Array<{ id: string; modifiedAt: number }>>;
+}
+
+export interface BlobDeleter {
+  delete(digest: string): Promise<void>;
+}
+
+export interface BlobStore extends BlobReader, BlobWriter, BlobDeleter {
+  /** Releases resources; the store is unusable afterwards. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,184 @@
+/**
+ * Filesystem blob store. Uploads are plain files written in place; commit is
+ * an fsync (optional) followed by an atomic rename into the content-addressed
+ * tree, so a reader sees either no blob or the whole verified blob.
+ */
+import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { FsPaths } from "./fs-paths.js";
+import {
+  BlobNotFoundError,
+  UploadLengthError,
+  UploadOffsetError,
+  UploadTooLargeError,
+  type AppendOptions,
+  type BlobStat,
+  type BlobStore,
+  type ByteRange,
+} from "./blob-store.js";
+
+export interface FilesystemOptions {
+  root: string;
+  /** fsync data (and the directory entry) before a blob becomes visible. */
+  fsync: boolean;
+}
+
+const READ_CHUNK = 256 * 1024;
+
+export class FilesystemBlobStore implements BlobStore {
+  private readonly paths: FsPaths;
+
+  constructor(private readonly options: FilesystemOptions) {
+    this.paths = new FsPaths(options.root);
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.paths.uploadsDir(), { recursive: true });
+  }
+
+  async stat(digest: string): Promise<BlobStat | null> {
+    try {
+      const info = await stat(this.paths.blob(digest));
+      return { size: info.size };
+    } catch (error) {
+      if (isNotFound(error)) return null;
+      throw error;
+    }
+  }
+
+  async read(digest: string, range?: ByteRange): Promise<Readable> {
+    const path = this.paths.blob(digest);
+    let handle;
+    try {
+      handle = await open(path, "r");
+    } catch (error) {
+      if (isNotFound(error)) throw new BlobNotFoundError(digest);
+      throw error;
+    }
+    return handle.createReadStream({ autoClose: true, start: range?.start, end: range?.end, highWaterMark: READ_CHUNK });
+  }
+
+  async delete(digest: string): Promise<void> {
+    await rm(this.paths.blob(digest), { force: true });
+  }
+
+  async startUpload(uploadId: string): Promise<void> {
+    const handle = await open(this.paths.upload(uploadId), "wx");
+    await handle.close();
+  }
+
+  async uploadSize(uploadId: string): Promise<number | null> {
+    try {
+      return (await stat(this.paths.upload(uploadId))).size;
+    } catch (error) {
+      if (isNotFound(error)) return null;
+      throw error;
+    }
+  }
+
+  async appendUpload(uploadId: string, source: Readable, options: AppendOptions): Promise<number> {
+    const path = this.paths.upload(uploadId);
+    let handle;
+    try {
+      handle = await open(path, "r+");
+    } catch (error) {
+      if (isNotFound(error)) throw new BlobNotFoundError(uploadId);
+      throw error;
+    }
+    const size = (await handle.stat()).size;
+    if (size !== options.offset) {
+      await handle.close();
+      throw new UploadOffsetError(size);
+    }
+    let written = 0;
+    const { onData, maxBytes, exactBytes } = options;
+    const meter = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        written += chunk.length;
+        if (maxBytes !== undefined && written > maxBytes) {
+          callback(new UploadTooLargeError(`more than ${maxBytes} bytes`));
+          return;
+        }
+        if (exactBytes !== undefined && written > exactBytes) {
+          callback(new UploadLengthError(exactBytes, written));
+          return;
+        }
+        onData?.(chunk);
+        callback(null, chunk);
+      },
+      flush(callback) {
+        callback(exactBytes !== undefined && written !== exactBytes ? new UploadLengthError(exactBytes, written) : null);
+      },
+    });
+    const sink = handle.createWriteStream({ start: size, autoClose: true, highWaterMark: READ_CHUNK });
+    try {
+      await pipeline(source, meter, sink);
+    } catch (error) {
+      // Keep the session consistent: drop whatever part of this append landed.
+      const truncate = await open(path, "r+").catch(() => undefined);
+      if (truncate) {
+        await truncate.truncate(size).finally(() => truncate.close());
+      }
+      throw error;
+    }
+    return size + written;
+  }
+
+  async readUpload(uploadId: string): Promise<Readable> {
+    const path = this.paths.upload(uploadId);
+    const handle = await open(path, "r").catch((error: unknown) => {
+      throw isNotFound(error) ? new BlobNotFoundError(uploadId) : error;
+    });
+    return handle.createReadStream({ autoClose: true, highWaterMark: READ_CHUNK });
+  }
+
+  async commitUpload(uploadId: string, digest: string): Promise<void> {
+    const source = this.paths.upload(uploadId);
+    if (this.options.fsync) {
+      const handle = await open(source, "r+");
+      try {
+        await handle.datasync();
+      } finally {
+        await handle.close();
+      }
+    }
+    const dir = this.paths.blobDir(digest);
+    await mkdir(dir, { recursive: true });
+    // rename() replaces atomically; if the blob already exists the bytes are identical.
+    await rename(source, this.paths.blob(digest));
+    if (this.options.fsync) await syncDirectory(dir);
+  }
+
+  async abortUpload(uploadId: string): Promise<void> {
+    await rm(this.paths.upload(uploadId), { force: true });
+  }
+
+  async listUploads(): Promise<Array<{ id: string; modifiedAt: number }>> {
+    const dir = this.paths.uploadsDir();
+    const names = await readdir(dir).catch(() => [] as string[]);
+    const out: Array<{ id: string; modifiedAt: number }> = [];
+    for (const name of names) {
+      const info = await stat(join(dir, name)).catch(() => undefined);
+      if (info) out.push({ id: name, modifiedAt: info.mtimeMs });
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {}
+}
+
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+function isNotFound(error: unknown): boolean {
+  return (error as NodeJS.ErrnoException)?.code === "ENOENT";
+}
