@@ -1,0 +1,37 @@
+/**
+ * Starts a real Ferry registry for a test: free loopback port, fresh data
+ * directory, silent logs. Always `await close()` (use t.after / after()).
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadConfig } from "../../src/config/load.js";
+import { startRegistry, type RunningRegistry } from "../../src/server.js";
+
+export interface TestRegistry {
+  url: string;
+  /** host:port, for clients that take a registry without scheme (skopeo, podman). */
+  host: string;
+  dataDir: string;
+  registry: RunningRegistry;
+  close(): Promise<void>;
+}
+
+export async function startTestRegistry(config: Record<string, unknown> = {}, dataDir?: string): Promise<TestRegistry> {
+  const dir = dataDir ?? (await mkdtemp(join(tmpdir(), "ferry-test-")));
+  const loaded = loadConfig({
+    env: {},
+    overrides: { listen: "127.0.0.1:0", data: dir, log: { level: "silent", accessLog: false }, ...config },
+  });
+  const registry = await startRegistry(loaded);
+  return {
+    url: registry.url,
+    host: registry.url.replace(/^http:\/\//, ""),
+    dataDir: dir,
+    registry,
+    async close() {
+      await registry.close();
+      if (!dataDir) await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
