@@ -41,12 +41,20 @@ export interface StartOptions {
 }
 
 export function createLogger(config: Config): Logger {
-  return pino({
-    level: config.log.level,
-    base: { pid: process.pid },
-    // Secrets must never reach logs, whatever a future log call passes in.
-    redact: { paths: ["authorization", "*.authorization", "headers.authorization", "password", "*.password", "token", "*.token", "secret", "*.secret"], censor: "[redacted]" },
-  });
+  return pino(
+    {
+      level: config.log.level,
+      base: { pid: process.pid },
+      // Secrets must never reach logs, whatever a future log call passes in.
+      redact: {
+        paths: ["authorization", "*.authorization", "headers.authorization", "password", "*.password", "token", "*.token", "secret", "*.secret"],
+        censor: "[redacted]",
+      },
+    },
+    // Buffered, asynchronous writes: a synchronous write per access-log line
+    // costs a third of the manifest GET throughput. Flushed on exit.
+    pino.destination({ fd: 1, sync: false, minLength: 4096 }),
+  );
 }
 
 export function splitListen(listen: string): { host: string; port: number } {

@@ -48,6 +48,7 @@ async function serve(flags: ServerFlags): Promise<void> {
   }
   const stop = async () => {
     await registry.close();
+    logger.flush();
     process.exit(0);
   };
   process.once("SIGINT", () => void stop());
