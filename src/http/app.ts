@@ -62,11 +62,25 @@ export function createRequestHandler(options: AppOptions): (req: IncomingMessage
 
     const ctx: RequestContext = { req, res, method, path, query, principal: { user: null }, services, requestId };
     dispatch(ctx, extensions, (kind) => (routeKind = kind)).catch((error: unknown) => {
+      if (clientWentAway(req, error)) {
+        // Nobody is left to answer; an interrupted upload was already rolled back.
+        errorCode = "CLIENT_ABORTED";
+        res.destroy();
+        return;
+      }
       const rendered = sendError(res, error, method === "HEAD", requestId);
       errorCode = rendered.code;
       if (rendered.status >= 500) services.logger.error({ err: error, requestId, method, path }, "request failed");
     });
   };
+}
+
+const ABORT_CODES = new Set(["ERR_STREAM_PREMATURE_CLOSE", "ECONNRESET", "EPIPE", "ECONNABORTED"]);
+
+function clientWentAway(req: IncomingMessage, error: unknown): boolean {
+  if (error instanceof RegistryError) return false;
+  const code = (error as NodeJS.ErrnoException)?.code;
+  return (code !== undefined && ABORT_CODES.has(code)) || (req.destroyed && !req.complete);
 }
 
 async function dispatch(ctx: RequestContext, extensions: Extension[], setKind: (kind: string) => void): Promise<void> {
