@@ -15,6 +15,14 @@ export type AccessRequest =
 export interface Principal {
   /** Null for anonymous callers. */
   user: string | null;
+  /** How the caller authenticated; absent when it sent no credentials at all. */
+  via?: "basic" | "token";
+  /** Token callers: what the token grants (`access` claim); authoritative for authorize(). */
+  grants?: Array<{ type: string; name: string; actions: string[] }>;
+  /** Token callers: whether this registry issued the token (so its subject is one of our users). */
+  localToken?: boolean;
+  /** Token endpoint to name in this caller's 401 challenges (configured, or derived from its Host). */
+  realm?: string;
 }
 
 export interface AccessController {

@@ -1,13 +1,28 @@
-/** Builds the AccessController the config asks for. */
+/** Builds the AccessController the config asks for: OpenAccess without `auth`, PolicyAccess with it. */
 import type { Logger } from "pino";
 import type { Config } from "../config/schema.js";
 import { OpenAccess, type AccessController } from "./access.js";
+import { PolicyAccess } from "./controller.js";
+import { Policy } from "./policy.js";
+import { FailureLimiter } from "./rate-limit.js";
+import { tokenExtensions } from "./token-endpoint.js";
+import { TokenService } from "./tokens.js";
+import { UserDirectory } from "./users.js";
 
 export interface AuthContext {
   dataDir: string;
   logger: Logger;
 }
 
-export async function createAccessController(_config: Config, _context: AuthContext): Promise<AccessController> {
-  return new OpenAccess();
+export async function createAccessController(config: Config, context: AuthContext): Promise<AccessController> {
+  const auth = config.auth;
+  if (!auth) return new OpenAccess();
+  const logger = context.logger.child({ component: "auth" });
+  const users = new UserDirectory(auth, logger);
+  await users.load();
+  const tokens = await TokenService.create(auth.token, context.dataDir);
+  const limiter = new FailureLimiter(auth.rateLimit.window, auth.rateLimit.perUser, auth.rateLimit.perAddress);
+  const access = new PolicyAccess({ config: auth, users, policy: new Policy(auth), tokens, limiter, logger });
+  if (auth.token.enabled) access.extensions = tokenExtensions(access);
+  return access;
 }

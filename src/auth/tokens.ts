@@ -1,0 +1,296 @@
+/**
+ * Signed tokens (Docker registry token auth spec, "Token Authentication
+ * Implementation"): access tokens this registry issues at /token, refresh
+ * tokens for `offline_token`, and verification of both ours and those of
+ * trusted external issuers (PEM keys/certificates or a JWKS).
+ *
+ * Verification pins the algorithm family to the key (never `none`, never HS*
+ * with a public key), and checks signature, `iss`, `aud`, `exp` and `nbf`
+ * with the configured clock skew.
+ */
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, X509Certificate, type KeyObject } from "node:crypto";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import {
+  calculateJwkThumbprint,
+  createLocalJWKSet,
+  createRemoteJWKSet,
+  decodeJwt,
+  jwtVerify,
+  SignJWT,
+  type JWK,
+  type JWTPayload,
+  type JWTVerifyGetKey,
+} from "jose";
+import type { AuthConfig, TrustedIssuerConfig } from "./config.js";
+import { accessClaim, type Scope } from "./scope.js";
+
+type TokenConfig = AuthConfig["token"];
+
+const ASYMMETRIC_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"];
+
+export class TokenError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "TokenError";
+  }
+}
+
+export interface VerifiedToken {
+  /** Null for anonymous tokens (`sub` empty). */
+  subject: string | null;
+  access: Scope[];
+  /** Issued by this registry (its subject is one of our users). */
+  local: boolean;
+}
+
+export interface SigningKey {
+  privateKey: KeyObject;
+  publicKey: KeyObject;
+  algorithm: "ES256" | "RS256";
+  kid: string;
+}
+
+function algorithmsFor(key: KeyObject): string[] {
+  switch (key.asymmetricKeyType) {
+    case "rsa":
+      return ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"];
+    case "rsa-pss":
+      return ["PS256", "PS384", "PS512"];
+    case "ec": {
+      const curve = key.asymmetricKeyDetails?.namedCurve;
+      if (curve === "prime256v1" || curve === "P-256") return ["ES256"];
+      if (curve === "secp384r1" || curve === "P-384") return ["ES384"];
+      if (curve === "secp521r1" || curve === "P-521") return ["ES512"];
+      return [];
+    }
+    case "ed25519":
+      return ["EdDSA"];
+    default:
+      return [];
+  }
+}
+
+/** Loads the configured signing key, or the one generated into <data>/auth/ (created on first start). */
+export async function loadSigningKey(config: TokenConfig, dataDir: string): Promise<SigningKey> {
+  let pem: string;
+  if (config.signingKey) {
+    pem = await readFile(config.signingKey, "utf8").catch((error: NodeJS.ErrnoException) => {
+      throw new Error(`cannot read auth.token.signingKey ${config.signingKey}: ${error.code ?? error.message}`);
+    });
+  } else {
+    const dir = join(dataDir, "auth");
+    const file = join(dir, `token-signing-key-${config.algorithm.toLowerCase()}.pem`);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    pem = await readFile(file, "utf8").catch(async (error: NodeJS.ErrnoException) => {
+      if (error.code !== "ENOENT") throw error;
+      const pair = config.algorithm === "ES256" ? generateKeyPairSync("ec", { namedCurve: "P-256" }) : generateKeyPairSync("rsa", { modulusLength: 3072 });
+      const generated = pair.privateKey.export({ format: "pem", type: "pkcs8" }) as string;
+      // `wx`: with several workers starting at once, the first writer wins and the others read its key.
+      await writeFile(file, generated, { flag: "wx", mode: 0o600 }).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== "EEXIST") throw e;
+      });
+      return readFile(file, "utf8");
+    });
+  }
+  const privateKey = createPrivateKey(pem);
+  const publicKey = createPublicKey(privateKey);
+  const algorithm = publicKey.asymmetricKeyType === "rsa" ? "RS256" : algorithmsFor(publicKey)[0] === "ES256" ? "ES256" : undefined;
+  if (!algorithm) throw new Error("auth.token.signingKey must be an RSA or EC P-256 private key (PKCS#8 PEM)");
+  const kid = await calculateJwkThumbprint(publicKey.export({ format: "jwk" }) as JWK);
+  return { privateKey, publicKey, algorithm, kid };
+}
+
+/** Every public key in a PEM file: SPKI keys, certificates (e.g. distribution's rootcertbundle) or private keys. */
+export function publicKeysFromPem(pem: string, file: string): KeyObject[] {
+  const blocks = pem.match(/-----BEGIN ([A-Z0-9 ]+)-----[\s\S]+?-----END \1-----/g) ?? [];
+  const keys = blocks.map((block) =>
+    block.startsWith("-----BEGIN CERTIFICATE-----") ? new X509Certificate(block).publicKey : createPublicKey(block),
+  );
+  if (keys.length === 0) throw new Error(`${file} holds no PEM public key or certificate`);
+  return keys;
+}
+
+interface ClaimOptions {
+  issuer: string;
+  audience: string;
+  clockTolerance: number;
+  currentDate: Date;
+}
+
+interface Verifier {
+  issuer: string;
+  audience: string;
+  verify(token: string, options: ClaimOptions): Promise<JWTPayload>;
+}
+
+function keyListVerifier(keys: KeyObject[], issuer: string, audience: string): Verifier {
+  return {
+    issuer,
+    audience,
+    async verify(token, options) {
+      let lastError: unknown = new TokenError("no key");
+      for (const key of keys) {
+        try {
+          return (await jwtVerify(token, key, { ...options, algorithms: algorithmsFor(key), requiredClaims: ["exp"] })).payload;
+        } catch (error) {
+          lastError = error;
+          // Only a signature mismatch is worth trying the next key for.
+          if ((error as { code?: string }).code !== "ERR_JWS_SIGNATURE_VERIFICATION_FAILED") break;
+        }
+      }
+      throw lastError;
+    },
+  };
+}
+
+function jwksVerifier(getKey: JWTVerifyGetKey, issuer: string, audience: string): Verifier {
+  return {
+    issuer,
+    audience,
+    async verify(token, options) {
+      return (await jwtVerify(token, getKey, { ...options, algorithms: ASYMMETRIC_ALGORITHMS, requiredClaims: ["exp"] })).payload;
+    },
+  };
+}
+
+async function trustedVerifier(trust: TrustedIssuerConfig, defaultAudience: string): Promise<Verifier> {
+  const audience = trust.audience ?? defaultAudience;
+  if (trust.publicKey) {
+    const pem = await readFile(trust.publicKey, "utf8");
+    return keyListVerifier(publicKeysFromPem(pem, trust.publicKey), trust.issuer, audience);
+  }
+  if (trust.jwks) {
+    const jwks = JSON.parse(await readFile(trust.jwks, "utf8")) as { keys: JWK[] };
+    if (!Array.isArray(jwks.keys)) throw new Error(`${trust.jwks} is not a JWKS (no "keys" array)`);
+    return jwksVerifier(createLocalJWKSet(jwks), trust.issuer, audience);
+  }
+  return jwksVerifier(createRemoteJWKSet(new URL(trust.jwksUrl!)), trust.issuer, audience);
+}
+
+export interface IssuedToken {
+  token: string;
+  expiresIn: number;
+  issuedAt: string;
+}
+
+export class TokenService {
+  private constructor(
+    private readonly config: TokenConfig,
+    private readonly signing: SigningKey | null,
+    private readonly verifiers: Map<string, Verifier>,
+    private readonly now: () => number,
+  ) {}
+
+  static async create(config: TokenConfig, dataDir: string, now: () => number = Date.now): Promise<TokenService> {
+    const signing = config.enabled ? await loadSigningKey(config, dataDir) : null;
+    const verifiers = new Map<string, Verifier>();
+    if (signing) verifiers.set(config.issuer, keyListVerifier([signing.publicKey], config.issuer, config.service));
+    for (const trust of config.trust) {
+      if (verifiers.has(trust.issuer)) throw new Error(`auth.token.trust: issuer "${trust.issuer}" is listed twice or is this registry's own issuer`);
+      verifiers.set(trust.issuer, await trustedVerifier(trust, config.service));
+    }
+    return new TokenService(config, signing, verifiers, now);
+  }
+
+  get service(): string {
+    return this.config.service;
+  }
+
+  get refreshEnabled(): boolean {
+    return this.signing !== null && this.config.refreshExpires > 0;
+  }
+
+  /** The public half of the signing key, for other services that want to trust our tokens. */
+  publicJwks(): { keys: JWK[] } {
+    if (!this.signing) return { keys: [] };
+    const jwk = this.signing.publicKey.export({ format: "jwk" }) as JWK;
+    return { keys: [{ ...jwk, kid: this.signing.kid, alg: this.signing.algorithm, use: "sig" }] };
+  }
+
+  private async sign(claims: JWTPayload, subject: string, lifetimeMs: number): Promise<IssuedToken> {
+    if (!this.signing) throw new TokenError("this registry issues no tokens (auth.token.enabled is false)");
+    const iat = Math.floor(this.now() / 1000);
+    const expiresIn = Math.max(1, Math.floor(lifetimeMs / 1000));
+    const token = await new SignJWT(claims)
+      .setProtectedHeader({ alg: this.signing.algorithm, kid: this.signing.kid, typ: "JWT" })
+      .setIssuer(this.config.issuer)
+      .setSubject(subject)
+      .setAudience(this.config.service)
+      .setIssuedAt(iat)
+      .setNotBefore(iat)
+      .setExpirationTime(iat + expiresIn)
+      .setJti(randomUUID())
+      .sign(this.signing.privateKey);
+    return { token, expiresIn, issuedAt: new Date(iat * 1000).toISOString() };
+  }
+
+  issueAccess(subject: string | null, access: Scope[]): Promise<IssuedToken> {
+    return this.sign({ access }, subject ?? "", this.config.expires);
+  }
+
+  /** Refresh tokens carry a fingerprint of the user's password hash: a new password revokes them. */
+  issueRefresh(subject: string, fingerprint: string): Promise<IssuedToken> {
+    return this.sign({ ferry_refresh: fingerprint }, subject, this.config.refreshExpires);
+  }
+
+  private async verifyAny(token: string): Promise<{ payload: JWTPayload; issuer: string }> {
+    let claimedIssuer: unknown;
+    try {
+      claimedIssuer = decodeJwt(token).iss;
+    } catch {
+      throw new TokenError("not a JWT");
+    }
+    const verifier = typeof claimedIssuer === "string" ? this.verifiers.get(claimedIssuer) : undefined;
+    if (!verifier) throw new TokenError("issued by an issuer this registry does not trust");
+    try {
+      const payload = await verifier.verify(token, {
+        issuer: verifier.issuer,
+        audience: verifier.audience,
+        clockTolerance: Math.floor(this.config.clockSkew / 1000),
+        currentDate: new Date(this.now()),
+      });
+      return { payload, issuer: verifier.issuer };
+    } catch (error) {
+      throw new TokenError(describeJoseError(error));
+    }
+  }
+
+  async verifyAccess(token: string): Promise<VerifiedToken> {
+    const { payload, issuer } = await this.verifyAny(token);
+    if (payload.ferry_refresh !== undefined) throw new TokenError("a refresh token is not an access token");
+    return {
+      subject: typeof payload.sub === "string" && payload.sub !== "" ? payload.sub : null,
+      access: accessClaim(payload.access),
+      local: this.signing !== null && issuer === this.config.issuer,
+    };
+  }
+
+  async verifyRefresh(token: string): Promise<{ subject: string; fingerprint: string }> {
+    const { payload, issuer } = await this.verifyAny(token);
+    if (issuer !== this.config.issuer || this.signing === null) throw new TokenError("refresh tokens are only accepted from this registry");
+    if (typeof payload.ferry_refresh !== "string" || typeof payload.sub !== "string" || payload.sub === "") {
+      throw new TokenError("not a refresh token");
+    }
+    return { subject: payload.sub, fingerprint: payload.ferry_refresh };
+  }
+}
+
+function describeJoseError(error: unknown): string {
+  const code = (error as { code?: string }).code;
+  const claim = (error as { claim?: string }).claim;
+  switch (code) {
+    case "ERR_JWT_EXPIRED":
+      return "expired";
+    case "ERR_JWS_SIGNATURE_VERIFICATION_FAILED":
+      return "bad signature";
+    case "ERR_JOSE_ALG_NOT_ALLOWED":
+      return "signing algorithm not accepted";
+    case "ERR_JWT_CLAIM_VALIDATION_FAILED":
+      return claim === "nbf" ? "not valid yet" : `claim ${claim ?? "?"} is wrong`;
+    case "ERR_JWKS_NO_MATCHING_KEY":
+      return "no key in the issuer's key set matches";
+    default:
+      return "malformed or unverifiable";
+  }
+}
