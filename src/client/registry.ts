@@ -1,0 +1,327 @@
+/**
+ * The distribution-spec operations a client needs, over a Transport:
+ * manifests (bytes kept exactly as served), blobs (streamed), uploads
+ * (monolithic for small blobs, chunked with resume for large ones), mounts,
+ * tags and catalog with Link pagination, deletes.
+ */
+import { createHash } from "node:crypto";
+import type { Readable } from "node:stream";
+import { digestOf, parseDigest } from "../oci/digest.js";
+import { DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, normalizeContentType } from "../oci/media-types.js";
+import { ClientError, SourceError, isTransient } from "./errors.js";
+import { Transport, header, sleep, type Response, type TransportOptions } from "./transport.js";
+
+export const MANIFEST_ACCEPT = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST].join(", ");
+
+/** Blobs up to this size go up in one PUT; larger ones in chunks of this size. */
+export const DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024;
+
+export interface ManifestData {
+  bytes: Buffer;
+  mediaType: string;
+  digest: string;
+}
+
+export interface UploadOptions {
+  chunkSize?: number;
+  /** Called with the number of bytes acknowledged by the registry so far. */
+  onProgress?: (bytes: number) => void;
+  /** An upload session to use instead of starting one (e.g. from a failed mount). */
+  location?: string;
+  /** Times one chunk is resumed after an interruption (default 3). */
+  resumeAttempts?: number;
+}
+
+export class RegistryClient {
+  readonly transport: Transport;
+
+  constructor(options: TransportOptions | Transport) {
+    this.transport = options instanceof Transport ? options : new Transport(options);
+  }
+
+  get registry(): string {
+    return this.transport.registry;
+  }
+
+  /** GET /v2/: proves the registry speaks the API and that our credentials are accepted. */
+  async ping(): Promise<void> {
+    const response = await this.transport.send({ method: "GET", path: "/v2/" });
+    if (response.status !== 200) await this.transport.fail(response, `GET ${this.transport.baseUrl}/v2/`);
+    await response.body.dump();
+  }
+
+  async getManifest(repository: string, reference: string): Promise<ManifestData> {
+    const path = `/v2/${repository}/manifests/${reference}`;
+    const response = await this.transport.send({ method: "GET", path, headers: { accept: MANIFEST_ACCEPT }, scopes: [pull(repository)] });
+    if (response.status !== 200) await this.transport.fail(response, `GET ${this.registry}${path}`);
+    const bytes = Buffer.from(await response.body.arrayBuffer());
+    const mediaType = normalizeContentType(header(response.headers, "content-type")) ?? mediaTypeFromBody(bytes);
+    const algorithm = reference.includes(":") ? parseDigest(reference).algorithm : "sha256";
+    const digest = digestOf(bytes, algorithm);
+    // A manifest fetched by digest must hash to it (distribution-spec "Pulling manifests").
+    if (reference.includes(":") && digest !== reference) {
+      throw new ClientError(`${this.registry}/${repository}@${reference}: the registry sent a manifest whose digest is ${digest}`);
+    }
+    return { bytes, mediaType, digest };
+  }
+
+  /** HEAD a manifest: its digest, media type and size, or undefined when unknown. */
+  async headManifest(repository: string, reference: string): Promise<{ digest: string; mediaType: string; size: number } | undefined> {
+    const path = `/v2/${repository}/manifests/${reference}`;
+    const response = await this.transport.send({ method: "HEAD", path, headers: { accept: MANIFEST_ACCEPT }, scopes: [pull(repository)] });
+    await response.body.dump();
+    if (response.status === 404) return undefined;
+    if (response.status !== 200) await this.transport.fail(response, `HEAD ${this.registry}${path}`);
+    const digest = header(response.headers, "docker-content-digest");
+    if (!digest) return undefined;
+    return {
+      digest,
+      mediaType: normalizeContentType(header(response.headers, "content-type")) ?? "",
+      size: Number(header(response.headers, "content-length") ?? 0),
+    };
+  }
+
+  async putManifest(repository: string, reference: string, manifest: ManifestData): Promise<string> {
+    const path = `/v2/${repository}/manifests/${reference}`;
+    const response = await this.transport.send({
+      method: "PUT",
+      path,
+      headers: { "content-type": manifest.mediaType },
+      body: manifest.bytes,
+      scopes: [pushPull(repository)],
+    });
+    if (response.status !== 201 && response.status !== 200 && response.status !== 202) {
+      await this.transport.fail(response, `PUT ${this.registry}${path}`);
+    }
+    await response.body.dump();
+    const digest = header(response.headers, "docker-content-digest");
+    if (digest && digest !== manifest.digest) {
+      throw new ClientError(`${this.registry}/${repository}: the registry stored the manifest under ${digest}, not ${manifest.digest}`);
+    }
+    return manifest.digest;
+  }
+
+  async deleteManifest(repository: string, digest: string): Promise<void> {
+    const path = `/v2/${repository}/manifests/${digest}`;
+    const response = await this.transport.send({ method: "DELETE", path, scopes: [`repository:${repository}:delete`, pushPull(repository)] });
+    if (response.status !== 202 && response.status !== 200) await this.transport.fail(response, `DELETE ${this.registry}${path}`);
+    await response.body.dump();
+  }
+
+  /** The blob's size when the repository has it, else undefined. */
+  async blobSize(repository: string, digest: string, scopes = [pull(repository)]): Promise<number | undefined> {
+    const path = `/v2/${repository}/blobs/${digest}`;
+    const response = await this.transport.send({ method: "HEAD", path, scopes, followRedirects: true });
+    await response.body.dump();
+    if (response.status === 404) return undefined;
+    if (response.status !== 200) await this.transport.fail(response, `HEAD ${this.registry}${path}`);
+    return Number(header(response.headers, "content-length") ?? -1);
+  }
+
+  /** Opens a blob for reading (redirects followed without our credentials). */
+  async openBlob(repository: string, digest: string): Promise<Readable> {
+    const path = `/v2/${repository}/blobs/${digest}`;
+    const response = await this.transport.send({ method: "GET", path, scopes: [pull(repository)], followRedirects: true });
+    if (response.status !== 200) {
+      try {
+        await this.transport.fail(response, `GET ${this.registry}${path}`);
+      } catch (error) {
+        throw new SourceError(`registry ${this.registry}: ${(error as Error).message}`, { cause: error });
+      }
+    }
+    return response.body;
+  }
+
+  /**
+   * Cross-repository mount (distribution-spec "Mounting a blob from another
+   * repository"). True when mounted; otherwise the upload session the registry
+   * opened instead, which the caller can use.
+   */
+  async mountBlob(repository: string, digest: string, from: string): Promise<true | string> {
+    const path = `/v2/${repository}/blobs/uploads/?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(from)}`;
+    const response = await this.transport.send({ method: "POST", path, scopes: [pushPull(repository), pull(from)] });
+    await response.body.dump();
+    if (response.status === 201) return true;
+    if (response.status !== 202) await this.transport.fail(response, `POST ${this.registry}${path}`);
+    return this.locationOf(response);
+  }
+
+  async startUpload(repository: string): Promise<string> {
+    const path = `/v2/${repository}/blobs/uploads/`;
+    const response = await this.transport.send({ method: "POST", path, scopes: [pushPull(repository)] });
+    await response.body.dump();
+    if (response.status !== 202) await this.transport.fail(response, `POST ${this.registry}${path}`);
+    return this.locationOf(response);
+  }
+
+  async cancelUpload(repository: string, location: string): Promise<void> {
+    try {
+      const response = await this.transport.send({ method: "DELETE", path: location, scopes: [pushPull(repository)] });
+      await response.body.dump();
+    } catch {
+      // best effort: an abandoned session expires on its own
+    }
+  }
+
+  /**
+   * Uploads a blob from a stream. The stream is read once; chunks are kept in
+   * memory until acknowledged so that an interrupted PATCH can be resumed from
+   * the offset the registry reports (GET on the session, `Range: 0-<last>`).
+   * The stream may fail (e.g. a digest check in a Transform): then the session
+   * is cancelled and nothing is committed.
+   */
+  async uploadBlob(repository: string, digest: string, size: number, source: Readable, options: UploadOptions = {}): Promise<void> {
+    const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
+    let location = options.location ?? (await this.startUpload(repository));
+    const hash = createHash(parseDigest(digest).algorithm);
+    let offset = 0;
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    try {
+      for await (const chunk of source as AsyncIterable<Buffer>) {
+        hash.update(chunk);
+        pending.push(chunk);
+        pendingBytes += chunk.length;
+        if (pendingBytes >= chunkSize && size > chunkSize) {
+          const buffer = Buffer.concat(pending);
+          pending = [];
+          pendingBytes = 0;
+          location = await this.sendChunk(repository, location, buffer, offset, options);
+          offset += buffer.length;
+          options.onProgress?.(offset);
+        }
+      }
+      const actual = `${parseDigest(digest).algorithm}:${hash.digest("hex")}`;
+      const last = Buffer.concat(pending);
+      if (actual !== digest || offset + last.length !== size) {
+        throw new SourceError(`blob ${digest}: the source delivered ${offset + last.length} bytes with digest ${actual}`);
+      }
+      if (offset > 0 && last.length > 0) {
+        location = await this.sendChunk(repository, location, last, offset, options);
+        offset += last.length;
+      }
+      await this.finishUpload(repository, location, digest, offset === 0 ? last : null);
+      options.onProgress?.(size);
+    } catch (error) {
+      await this.cancelUpload(repository, location);
+      throw error;
+    }
+  }
+
+  private async finishUpload(repository: string, location: string, digest: string, body: Buffer | null): Promise<void> {
+    const url = withQuery(location, "digest", digest);
+    const headers: Record<string, string> = { "content-type": "application/octet-stream" };
+    headers["content-length"] = String(body?.length ?? 0);
+    const response = await this.transport.send({ method: "PUT", path: url, headers, body: body ?? Buffer.alloc(0), scopes: [pushPull(repository)] });
+    await response.body.dump().catch(() => undefined);
+    if (response.status !== 201 && response.status !== 204 && response.status !== 200) {
+      await this.transport.fail(response, `PUT upload of ${digest} to ${this.registry}/${repository}`);
+    }
+  }
+
+  /** PATCHes one chunk; on an interruption asks the registry how much arrived and sends the rest. */
+  private async sendChunk(repository: string, location: string, chunk: Buffer, offset: number, options: UploadOptions): Promise<string> {
+    const attempts = options.resumeAttempts ?? 3;
+    let sent = 0;
+    for (let attempt = 0; ; attempt++) {
+      const part = chunk.subarray(sent);
+      const start = offset + sent;
+      try {
+        const response = await this.transport.send({
+          method: "PATCH",
+          path: location,
+          headers: {
+            "content-type": "application/octet-stream",
+            "content-range": `${start}-${start + part.length - 1}`,
+            "content-length": String(part.length),
+          },
+          body: part,
+          scopes: [pushPull(repository)],
+        });
+        await response.body.dump().catch(() => undefined);
+        if (response.status === 202) return this.locationOf(response, location);
+        if (response.status !== 416) await this.transport.fail(response, `PATCH upload to ${this.registry}/${repository}`);
+      } catch (error) {
+        if (!isTransient(error) || attempt >= attempts) throw error;
+      }
+      if (attempt >= attempts) throw new ClientError(`upload to ${this.registry}/${repository}: the registry refused to resume the chunk at ${start}`);
+      await sleep(200 * 2 ** attempt);
+      const received = await this.uploadOffset(repository, location);
+      if (received < offset || received > offset + chunk.length) {
+        throw new ClientError(`upload to ${this.registry}/${repository}: the registry holds ${received} bytes, cannot resume a chunk at ${offset}`);
+      }
+      sent = received - offset;
+      if (sent === chunk.length) return location;
+    }
+  }
+
+  /** Bytes the registry holds for an upload session (its `Range: 0-<last>`). */
+  async uploadOffset(repository: string, location: string): Promise<number> {
+    const response = await this.transport.send({ method: "GET", path: location, scopes: [pushPull(repository)] });
+    await response.body.dump().catch(() => undefined);
+    if (response.status !== 204 && response.status !== 200) await this.transport.fail(response, `GET upload status on ${this.registry}/${repository}`);
+    const range = header(response.headers, "range");
+    const match = range ? /^(?:bytes=)?0-(\d+)$/.exec(range) : null;
+    if (!match) return 0;
+    const last = Number(match[1]);
+    // "0-0" is ambiguous (nothing, or one byte); distribution and Ferry send it for an empty session.
+    return last === 0 ? 0 : last + 1;
+  }
+
+  private locationOf(response: Response, fallback?: string): string {
+    const location = header(response.headers, "location");
+    if (!location) {
+      if (fallback) return fallback;
+      throw new ClientError(`${this.registry} answered an upload request without a Location`);
+    }
+    return new URL(location, response.url).href;
+  }
+
+  async listTags(repository: string): Promise<string[]> {
+    return this.paginate(`/v2/${repository}/tags/list`, "tags", [pull(repository)]);
+  }
+
+  async catalog(): Promise<string[]> {
+    return this.paginate(`/v2/_catalog`, "repositories", ["registry:catalog:*"]);
+  }
+
+  private async paginate(first: string, field: "tags" | "repositories", scopes: string[]): Promise<string[]> {
+    const out: string[] = [];
+    let path: string | undefined = first;
+    for (let page = 0; path && page < 10_000; page++) {
+      const response = await this.transport.send({ method: "GET", path, scopes });
+      if (response.status !== 200) await this.transport.fail(response, `GET ${this.registry}${path}`);
+      const body = (await response.body.json()) as Record<string, unknown>;
+      const items = body[field];
+      if (Array.isArray(items)) out.push(...items.filter((t): t is string => typeof t === "string"));
+      const link = header(response.headers, "link");
+      const next = link ? /<([^>]+)>\s*;\s*rel="?next"?/.exec(link) : null;
+      path = next ? new URL(next[1]!, response.url).href : undefined;
+    }
+    return out;
+  }
+}
+
+export function pull(repository: string): string {
+  return `repository:${repository}:pull`;
+}
+
+export function pushPull(repository: string): string {
+  return `repository:${repository}:pull,push`;
+}
+
+function withQuery(location: string, key: string, value: string): string {
+  const url = new URL(location);
+  url.searchParams.set(key, value);
+  return url.href;
+}
+
+function mediaTypeFromBody(bytes: Buffer): string {
+  try {
+    const body = JSON.parse(bytes.toString("utf8")) as { mediaType?: unknown; manifests?: unknown };
+    if (typeof body.mediaType === "string") return body.mediaType;
+    return Array.isArray(body.manifests) ? OCI_INDEX : OCI_MANIFEST;
+  } catch {
+    return OCI_MANIFEST;
+  }
+}

@@ -1,0 +1,271 @@
+/**
+ * HTTP to one registry: scheme choice, authentication challenges, retries,
+ * redirects. Auth follows the Docker token spec: a request goes out with the
+ * best credentials known for its scope; a 401 names the scheme (`Basic` or
+ * `Bearer realm,service,scope`), a token is fetched from the realm (with Basic
+ * credentials when we have them) and cached per scope set until it expires.
+ *
+ * Credentials only ever go to the registry host and its token realm: redirects
+ * are followed by hand and the Authorization header is dropped as soon as the
+ * origin changes (a containerd CVE leaked credentials exactly there).
+ */
+import type { Readable } from "node:stream";
+import { Agent, request, type Dispatcher } from "undici";
+import { ClientError, isTransient, isTransientStatus, type RemoteErrorEntry } from "./errors.js";
+import type { Credentials } from "./credentials.js";
+
+export type Body = Buffer | Readable | null;
+
+export interface TransportOptions {
+  /** host[:port] */
+  registry: string;
+  /** Force plain HTTP. Loopback hosts use HTTP anyway (see docs/client.md). */
+  insecure?: boolean;
+  credentials?: Credentials;
+  /** Attempts for a replayable request (default 4). */
+  attempts?: number;
+  /** First backoff delay in ms (default 250, doubled each retry). */
+  backoffMs?: number;
+  dispatcher?: Dispatcher;
+  userAgent?: string;
+}
+
+export interface SendOptions {
+  method: "GET" | "HEAD" | "PUT" | "POST" | "PATCH" | "DELETE";
+  /** A path on the registry (`/v2/...`) or an absolute URL (upload Locations). */
+  path: string;
+  headers?: Record<string, string>;
+  body?: Body;
+  /** Token scopes this request needs, e.g. `repository:a/b:pull,push`. */
+  scopes?: string[];
+  /** Follow 3xx (GET/HEAD only). */
+  followRedirects?: boolean;
+}
+
+export interface Response {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Dispatcher.ResponseData["body"];
+  url: URL;
+}
+
+interface Challenge {
+  scheme: string;
+  params: Record<string, string>;
+}
+
+interface CachedToken {
+  token: string;
+  expiresAt: number;
+}
+
+const sharedAgent = new Agent({ connections: 16, keepAliveTimeout: 10_000 });
+
+export function isLoopbackHost(registry: string): boolean {
+  const host = registry.startsWith("[") ? registry.slice(1, registry.indexOf("]")) : registry.split(":")[0]!;
+  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+export function header(headers: Response["headers"], name: string): string | undefined {
+  const value = headers[name.toLowerCase()];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** Parses `Bearer realm="...",service="...",scope="..."` (RFC 7235 auth-params). */
+export function parseChallenge(value: string): Challenge {
+  const space = value.indexOf(" ");
+  const scheme = (space < 0 ? value : value.slice(0, space)).toLowerCase();
+  const params: Record<string, string> = {};
+  const re = /([a-zA-Z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))/g;
+  const rest = space < 0 ? "" : value.slice(space + 1);
+  for (let m = re.exec(rest); m; m = re.exec(rest)) params[m[1]!.toLowerCase()] = m[2] !== undefined ? m[2].replace(/\\(.)/g, "$1") : m[3]!;
+  return { scheme, params };
+}
+
+export class Transport {
+  readonly registry: string;
+  readonly baseUrl: string;
+  private credentials?: Credentials;
+  private readonly attempts: number;
+  private readonly backoffMs: number;
+  private readonly dispatcher: Dispatcher;
+  private readonly userAgent: string;
+  private challenge?: Challenge;
+  private readonly tokens = new Map<string, CachedToken>();
+
+  constructor(options: TransportOptions) {
+    this.registry = options.registry;
+    const scheme = options.insecure || isLoopbackHost(options.registry) ? "http" : "https";
+    this.baseUrl = `${scheme}://${options.registry}`;
+    this.credentials = options.credentials;
+    this.attempts = options.attempts ?? 4;
+    this.backoffMs = options.backoffMs ?? 250;
+    this.dispatcher = options.dispatcher ?? sharedAgent;
+    this.userAgent = options.userAgent ?? "ferry-client/0.1";
+  }
+
+  setCredentials(credentials: Credentials | undefined): void {
+    this.credentials = credentials;
+    this.tokens.clear();
+  }
+
+  /**
+   * Sends a request, authenticating on demand and retrying transient failures
+   * when the body can be sent again (a Buffer or nothing).
+   */
+  async send(options: SendOptions): Promise<Response> {
+    const replayable = options.body === null || options.body === undefined || Buffer.isBuffer(options.body);
+    const attempts = replayable ? this.attempts : 1;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const response = await this.sendAuthenticated(options);
+        if (isTransientStatus(response.status) && attempt < attempts) {
+          const retryAfter = Number(header(response.headers, "retry-after"));
+          await response.body.dump().catch(() => undefined);
+          await sleep(Number.isFinite(retryAfter) && retryAfter > 0 ? Math.min(retryAfter * 1000, 10_000) : this.delay(attempt));
+          continue;
+        }
+        return response;
+      } catch (error) {
+        if (attempt >= attempts || !isTransient(error)) throw error;
+        await sleep(this.delay(attempt));
+      }
+    }
+  }
+
+  private delay(attempt: number): number {
+    return this.backoffMs * 2 ** (attempt - 1) * (0.75 + Math.random() * 0.5);
+  }
+
+  private async sendAuthenticated(options: SendOptions): Promise<Response> {
+    const scopes = options.scopes ?? [];
+    let authorization = await this.authorization(scopes, false);
+    let response = await this.sendFollowing(options, authorization);
+    if (response.status !== 401) return response;
+    const www = header(response.headers, "www-authenticate");
+    if (!www) return response;
+    const challenge = parseChallenge(www);
+    const known = this.challenge;
+    this.challenge = challenge;
+    const extraScope = challenge.params.scope;
+    const wanted = extraScope && !scopes.includes(extraScope) ? [...scopes, ...extraScope.split(" ")] : scopes;
+    const next = await this.authorization(wanted, true);
+    // Nothing new to offer: the credentials (or their absence) were already refused.
+    if (next === undefined || (next === authorization && known?.scheme === challenge.scheme)) return response;
+    await response.body.dump().catch(() => undefined);
+    if (options.body && !Buffer.isBuffer(options.body)) {
+      throw new ClientError(`${options.method} ${this.baseUrl}: authentication was required after the upload started`, { status: 401 });
+    }
+    authorization = next;
+    response = await this.sendFollowing(options, authorization);
+    return response;
+  }
+
+  /** The Authorization header value for these scopes, or undefined for anonymous. */
+  private async authorization(scopes: string[], fresh: boolean): Promise<string | undefined> {
+    const challenge = this.challenge;
+    if (!challenge) return undefined;
+    if (challenge.scheme === "basic") {
+      return this.credentials ? basic(this.credentials) : undefined;
+    }
+    if (challenge.scheme !== "bearer") return undefined;
+    const key = [...scopes].sort().join(" ");
+    const cached = this.tokens.get(key);
+    if (!fresh && cached && cached.expiresAt > Date.now()) return `Bearer ${cached.token}`;
+    const token = await this.fetchToken(challenge, scopes);
+    this.tokens.set(key, token);
+    return `Bearer ${token.token}`;
+  }
+
+  private async fetchToken(challenge: Challenge, scopes: string[]): Promise<CachedToken> {
+    const realm = challenge.params.realm;
+    if (!realm) throw new ClientError(`${this.registry} asked for a Bearer token but named no realm`);
+    const url = new URL(realm);
+    if (challenge.params.service) url.searchParams.set("service", challenge.params.service);
+    for (const scope of scopes) url.searchParams.append("scope", scope);
+    const headers: Record<string, string> = { "user-agent": this.userAgent };
+    if (this.credentials) headers.authorization = basic(this.credentials);
+    const started = Date.now();
+    const response = await request(url, { method: "GET", headers, dispatcher: this.dispatcher });
+    const text = await response.body.text();
+    if (response.statusCode !== 200) {
+      throw new ClientError(`token request to ${url.origin}${url.pathname} failed: HTTP ${response.statusCode} ${errorSummary(text)}`, {
+        status: response.statusCode,
+        errors: remoteErrors(text),
+      });
+    }
+    const body = JSON.parse(text) as { token?: string; access_token?: string; expires_in?: number };
+    const token = body.token ?? body.access_token;
+    if (!token) throw new ClientError(`token response from ${url.origin} carries no token`);
+    // Token spec: expires_in defaults to 60 s; renew a little early.
+    const lifetime = (body.expires_in && body.expires_in > 0 ? body.expires_in : 60) * 1000;
+    return { token, expiresAt: started + lifetime - Math.min(10_000, lifetime / 4) };
+  }
+
+  private async sendFollowing(options: SendOptions, authorization: string | undefined): Promise<Response> {
+    let url = new URL(options.path, this.baseUrl);
+    const origin = url.origin;
+    for (let hop = 0; ; hop++) {
+      const headers: Record<string, string> = { "user-agent": this.userAgent, ...options.headers };
+      if (authorization && url.origin === origin) headers.authorization = authorization;
+      let response: Dispatcher.ResponseData;
+      try {
+        response = await request(url, {
+          method: options.method,
+          headers,
+          body: options.body ?? null,
+          dispatcher: this.dispatcher,
+          headersTimeout: 60_000,
+          bodyTimeout: 120_000,
+        });
+      } catch (error) {
+        throw new ClientError(`${options.method} ${url.href}: ${(error as Error).message}`, {
+          transient: isTransient(error),
+          cause: error,
+        });
+      }
+      const status = response.statusCode;
+      const location = header(response.headers, "location");
+      const redirect = (status === 301 || status === 302 || status === 303 || status === 307 || status === 308) && location;
+      if (!redirect || !options.followRedirects || hop >= 5) return { status, headers: response.headers, body: response.body, url };
+      await response.body.dump().catch(() => undefined);
+      url = new URL(location, url);
+    }
+  }
+
+  /** Reads an error answer into a ClientError naming the request. */
+  async fail(response: Response, what: string): Promise<never> {
+    const text = await response.body.text().catch(() => "");
+    const errors = remoteErrors(text);
+    const summary = errors.length > 0 ? errors.map((e) => `${e.code}: ${e.message ?? ""}`.trim()).join("; ") : errorSummary(text);
+    throw new ClientError(`${what}: HTTP ${response.status}${summary ? ` ${summary}` : ""}`, {
+      status: response.status,
+      errors,
+      transient: isTransientStatus(response.status),
+    });
+  }
+}
+
+function basic(credentials: Credentials): string {
+  return `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`, "utf8").toString("base64")}`;
+}
+
+function remoteErrors(text: string): RemoteErrorEntry[] {
+  try {
+    const body = JSON.parse(text) as { errors?: unknown };
+    if (Array.isArray(body.errors)) {
+      return body.errors.filter((e): e is RemoteErrorEntry => typeof e === "object" && e !== null && typeof (e as RemoteErrorEntry).code === "string");
+    }
+  } catch {
+    // not JSON
+  }
+  return [];
+}
+
+function errorSummary(text: string): string {
+  return text.trim().slice(0, 200);
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
