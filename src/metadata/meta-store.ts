@@ -52,6 +52,30 @@ export interface ForeignLayerWrite {
   verificationDetail: unknown;
 }
 
+/** One attempt to reach a foreign layer source (federation's source health). */
+export interface SourceHealthEvent {
+  /** URL host (with port when not the scheme's default). */
+  host: string;
+  ok: boolean;
+  at: number;
+  /** Time to the response headers, when there was a response. */
+  latencyMs: number | null;
+  /** What went wrong (status, timeout, refused, digest mismatch); null on success. */
+  error: string | null;
+}
+
+export interface SourceHealthRecord {
+  host: string;
+  successes: number;
+  failures: number;
+  lastSuccessAt: number | null;
+  lastFailureAt: number | null;
+  lastError: string | null;
+  lastLatencyMs: number | null;
+  /** Mean time to headers over all attempts that got a response. */
+  averageLatencyMs: number | null;
+}
+
 export interface ManifestWrite {
   digest: string;
   mediaType: string;
@@ -130,6 +154,16 @@ export interface MetaStore {
     at: number,
     detail: unknown,
   ): Promise<void>;
+
+  /**
+   * How many foreign layers `manifestDigest` references in `repository`,
+   * counting those of its child manifests when it is an index. Optional so
+   * that drivers can add it later; federation falls back to listForeignLayers.
+   */
+  countForeignLayers?(repository: string, manifestDigest: string): Promise<number>;
+  /** Persists one source-health event (optional; federation keeps health in memory without it). */
+  recordSourceHealth?(event: SourceHealthEvent): Promise<void>;
+  listSourceHealth?(): Promise<SourceHealthRecord[]>;
 
   createUpload(upload: UploadRecord): Promise<void>;
   getUpload(id: string): Promise<UploadRecord | null>;

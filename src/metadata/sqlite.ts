@@ -15,6 +15,8 @@ import type {
   MetaStore,
   Page,
   ReferrerRecord,
+  SourceHealthEvent,
+  SourceHealthRecord,
   UploadRecord,
   VerificationState,
 } from "./meta-store.js";
@@ -405,6 +407,85 @@ export class SqliteMetaStore implements MetaStore {
 
   async setForeignVerification(repository: string, digest: string, state: VerificationState, at: number, detail: unknown): Promise<void> {
     this.statements.setForeignVerification.run(state, at, detail === undefined ? null : JSON.stringify(detail), repository, digest);
+  }
+
+  // Federation additions (countForeignLayers, source health). Prepared on first use.
+  private federationStatementsCache: ReturnType<SqliteMetaStore["prepareFederation"]> | undefined;
+
+  private get federationStatements() {
+    this.federationStatementsCache ??= this.prepareFederation();
+    return this.federationStatementsCache;
+  }
+
+  private prepareFederation() {
+    const db = this.db;
+    db.exec(`CREATE TABLE IF NOT EXISTS foreign_sources (
+      host TEXT PRIMARY KEY,
+      successes INTEGER NOT NULL DEFAULT 0,
+      failures INTEGER NOT NULL DEFAULT 0,
+      last_success_at INTEGER,
+      last_failure_at INTEGER,
+      last_error TEXT,
+      last_latency_ms INTEGER,
+      latency_total_ms INTEGER NOT NULL DEFAULT 0,
+      latency_count INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID`);
+    return {
+      countForeign: db.prepare<[string, string, string], { n: number }>(
+        `SELECT COUNT(*) AS n FROM manifest_references mr JOIN repositories r ON r.id = mr.repository_id
+         WHERE r.name = ? AND mr.kind = 'foreign' AND (mr.manifest_digest = ? OR mr.manifest_digest IN (
+           SELECT c.child_digest FROM manifest_references c WHERE c.repository_id = r.id AND c.manifest_digest = ? AND c.kind = 'manifest'))`,
+      ),
+      recordSource: db.prepare<[string, number, number, number | null, number | null, string | null, number | null, number, number]>(
+        `INSERT INTO foreign_sources (host, successes, failures, last_success_at, last_failure_at, last_error, last_latency_ms, latency_total_ms, latency_count)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (host) DO UPDATE SET
+           successes = successes + excluded.successes,
+           failures = failures + excluded.failures,
+           last_success_at = COALESCE(excluded.last_success_at, last_success_at),
+           last_failure_at = COALESCE(excluded.last_failure_at, last_failure_at),
+           last_error = CASE WHEN excluded.failures > 0 THEN excluded.last_error ELSE last_error END,
+           last_latency_ms = COALESCE(excluded.last_latency_ms, last_latency_ms),
+           latency_total_ms = latency_total_ms + excluded.latency_total_ms,
+           latency_count = latency_count + excluded.latency_count`,
+      ),
+      listSources: db.prepare<[], {
+        host: string; successes: number; failures: number; last_success_at: number | null; last_failure_at: number | null;
+        last_error: string | null; last_latency_ms: number | null; latency_total_ms: number; latency_count: number;
+      }>("SELECT * FROM foreign_sources ORDER BY host"),
+    };
+  }
+
+  async countForeignLayers(repository: string, manifestDigest: string): Promise<number> {
+    return this.federationStatements.countForeign.get(repository, manifestDigest, manifestDigest)?.n ?? 0;
+  }
+
+  async recordSourceHealth(event: SourceHealthEvent): Promise<void> {
+    const latency = event.latencyMs === null ? null : Math.round(event.latencyMs);
+    this.federationStatements.recordSource.run(
+      event.host,
+      event.ok ? 1 : 0,
+      event.ok ? 0 : 1,
+      event.ok ? event.at : null,
+      event.ok ? null : event.at,
+      event.ok ? null : event.error,
+      latency,
+      latency ?? 0,
+      latency === null ? 0 : 1,
+    );
+  }
+
+  async listSourceHealth(): Promise<SourceHealthRecord[]> {
+    return this.federationStatements.listSources.all().map((row) => ({
+      host: row.host,
+      successes: row.successes,
+      failures: row.failures,
+      lastSuccessAt: row.last_success_at,
+      lastFailureAt: row.last_failure_at,
+      lastError: row.last_error,
+      lastLatencyMs: row.last_latency_ms,
+      averageLatencyMs: row.latency_count === 0 ? null : Math.round(row.latency_total_ms / row.latency_count),
+    }));
   }
 
   async createUpload(upload: UploadRecord): Promise<void> {
