@@ -153,7 +153,11 @@ export class SafeFetcher {
           // Only these: no credentials, cookies or client headers ever leave the registry.
           headers: { "User-Agent": "ferry-registry (foreign layer fetch)", Accept: "*/*", "Accept-Encoding": "identity" },
         },
-        resolvePromise,
+        (response) => {
+          // From here on the body's idle timer (ByteLimit) bounds time; the socket timer must not fire twice.
+          req.setTimeout(0);
+          resolvePromise(response);
+        },
       );
       req.setTimeout(request.timeoutMs, () => {
         req.destroy(new FetchError("timeout", `timed out after ${formatMs(request.timeoutMs)} without an answer`, url));
