@@ -51,6 +51,7 @@ function checkService(access: PolicyAccess, service: string | null): void {
 
 async function getToken(access: PolicyAccess, ctx: RequestContext): Promise<void> {
   const { query, req } = ctx;
+  await access.users.refresh();
   checkService(access, query.get("service"));
   const scopes = parseScopes(query.getAll("scope"));
   const realm = access.realmFor(req.headers);
@@ -78,6 +79,7 @@ async function getToken(access: PolicyAccess, ctx: RequestContext): Promise<void
 
 async function postToken(access: PolicyAccess, ctx: RequestContext): Promise<void> {
   const form = await readForm(ctx.req);
+  await access.users.refresh();
   checkService(access, form.get("service"));
   const scopes = parseScopes(form.getAll("scope"));
   const grantType = form.get("grant_type");
