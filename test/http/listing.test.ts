@@ -98,6 +98,17 @@ describe("tags list", () => {
     assert.equal(pages, Math.ceil(all.length / 3));
   });
 
+  it("the page that ends the list carries no Link (Link means more tags exist)", async () => {
+    // "If more tags are available, the registry may include a Link header"; 10 tags, n=5: page 2 is the end.
+    const first = await req(`${reg.url}/v2/${repo}/tags/list?n=5`);
+    await first.arrayBuffer();
+    const next = nextLink(first);
+    assert.ok(next, "page 1 of 2 links to page 2");
+    const second = await req(next);
+    assert.equal(((await second.json()) as { tags: string[] }).tags.length, 5);
+    assert.equal(second.headers.get("link"), null);
+  });
+
   it("?n=&last= starts after last (non-inclusive)", async () => {
     // "up to <int> tags *after* <tagname> will be returned"
     const all = ((await (await req(`${reg.url}/v2/${repo}/tags/list`)).json()) as { tags: string[] }).tags;

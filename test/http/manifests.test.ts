@@ -319,6 +319,46 @@ describe("manifest validation on PUT", () => {
   });
 });
 
+describe("consistency between blobs and manifests", () => {
+  it("a blob deleted before the manifest PUT no longer satisfies it (400 MANIFEST_BLOB_UNKNOWN)", async () => {
+    const repo = uid("c/");
+    const manifest = await makeImage(reg.url, repo);
+    const layer = (manifest.layers as Array<{ digest: string }>)[0]!.digest;
+    assert.equal((await req(`${reg.url}/v2/${repo}/blobs/${layer}`, { method: "DELETE" })).status, 202);
+    const errors = await expectError(await putManifest(reg.url, repo, "t", manifest, OCI_MANIFEST), 400, "MANIFEST_BLOB_UNKNOWN");
+    assert.ok(JSON.stringify(errors).includes(layer));
+  });
+
+  it("a manifest deleted by digest can be pushed again", async () => {
+    const repo = uid("c/");
+    const pushed = await pushManifest(reg.url, repo, "again", await makeImage(reg.url, repo), OCI_MANIFEST);
+    assert.equal((await req(`${reg.url}/v2/${repo}/manifests/${pushed.digest}`, { method: "DELETE" })).status, 202);
+    const again = await pushManifest(reg.url, repo, "again", pushed.bytes, OCI_MANIFEST);
+    await assertServed(repo, "again", again);
+  });
+
+  it("a blob deleted and pushed again is readable again", async () => {
+    const repo = uid("c/");
+    const data = randomBytes(200);
+    const digest = await pushBlob(reg.url, repo, data);
+    assert.equal((await req(`${reg.url}/v2/${repo}/blobs/${digest}`, { method: "DELETE" })).status, 202);
+    await pushBlob(reg.url, repo, data);
+    const res = await req(`${reg.url}/v2/${repo}/blobs/${digest}`);
+    assert.equal(res.status, 200);
+    assert.ok(Buffer.from(await res.arrayBuffer()).equals(data));
+  });
+
+  it("a PUT without Content-Type is accepted from the body's mediaType", async () => {
+    const repo = uid("c/");
+    const bytes = Buffer.from(JSON.stringify(await makeImage(reg.url, repo)));
+    const res = await req(`${reg.url}/v2/${repo}/manifests/noct`, { method: "PUT", body: new Uint8Array(bytes) });
+    assert.equal(res.status, 201, await res.clone().text());
+    const got = await getManifest(repo, "noct");
+    assert.equal(got.headers.get("content-type"), OCI_MANIFEST);
+    assert.ok(Buffer.from(await got.arrayBuffer()).equals(bytes));
+  });
+});
+
 describe("non-distributable (foreign) layers with urls", () => {
   let counter: Server;
   let hits = 0;

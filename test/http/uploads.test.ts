@@ -253,6 +253,26 @@ describe("chunked uploads (PATCH)", () => {
     assert.ok((await readBlob(repo, sha256(data))).body.equals(data));
   });
 
+  it("a closing PUT whose Content-Range does not start at the current offset answers 416", async () => {
+    const repo = uid("chunk/");
+    const data = randomBytes(100);
+    const { url } = await startUpload(reg.url, repo);
+    const first = await req(url, {
+      method: "PATCH",
+      headers: { "Content-Type": "application/octet-stream", "Content-Range": "0-49" },
+      body: data.subarray(0, 50),
+    });
+    assert.equal(first.status, 202);
+    const next = resolveLocation(reg.url, first);
+    const bad = await req(withQuery(next, { digest: sha256(data) }), {
+      method: "PUT",
+      headers: { "Content-Type": "application/octet-stream", "Content-Range": "60-99" },
+      body: data.subarray(60),
+    });
+    assert.equal(bad.status, 416, await bad.clone().text());
+    assert.equal((await readBlob(repo, sha256(data))).status, 404);
+  });
+
   it("a Content-Range whose length disagrees with the body is refused (4xx), and the session stays consistent", async () => {
     const repo = uid("chunk/");
     const { url } = await startUpload(reg.url, repo);
