@@ -91,27 +91,32 @@ export class Proxy {
     client.on("close", () => (clientGone = true));
     client.on("error", () => (clientGone = true));
 
+    const toClient = async (buffer: Buffer) => {
+      if (clientGone || client.write(buffer)) return;
+      // A slow client slows the fetch; a client that leaves does not stop it (the cache still wants the bytes).
+      await new Promise<void>((r) => {
+        const go = () => {
+          client.off("drain", go);
+          client.off("close", go);
+          r();
+        };
+        client.once("drain", go);
+        client.once("close", go);
+      });
+    };
     const fill = async () => {
+      // The client's last chunk waits for the commit: once a client has the whole blob, so does the cache.
+      let held: Buffer | null = null;
       for await (const chunk of verified) {
-        const buffer = chunk as Buffer;
-        if (writer && !writer.file.write(buffer)) await new Promise<void>((r) => writer.file.once("drain", () => r()));
-        if (!clientGone && !client.write(buffer)) {
-          // A slow client slows the fetch; a client that leaves does not stop it (the cache still wants the bytes).
-          await new Promise<void>((r) => {
-            const go = () => {
-              client.off("drain", go);
-              client.off("close", go);
-              r();
-            };
-            client.once("drain", go);
-            client.once("close", go);
-          });
-        }
+        if (writer && !writer.file.write(chunk as Buffer)) await new Promise<void>((r) => writer.file.once("drain", () => r()));
+        if (held) await toClient(held);
+        held = chunk as Buffer;
       }
       if (writer) {
         await new Promise<void>((resolve, reject) => writer.file.end((error?: Error | null) => (error ? reject(error) : resolve())));
         await writer.commit();
       }
+      if (held) await toClient(held);
     };
     fill().then(
       () => {
