@@ -158,7 +158,7 @@ export class DockerArchiveDestination implements ImageDestination {
   readonly name: string;
   readonly storesForeignBytes = true;
   readonly singleImage = true;
-  private stage?: string;
+  private stage?: Promise<string>;
   private root?: ManifestData;
 
   constructor(
@@ -168,8 +168,9 @@ export class DockerArchiveDestination implements ImageDestination {
     this.name = `docker-archive:${file}`;
   }
 
-  private async stageDir(): Promise<string> {
-    this.stage ??= await mkdtemp(join(tmpdir(), "ferry-archive-"));
+  /** One staging directory, created once even when parallel blob jobs ask at the same time. */
+  private stageDir(): Promise<string> {
+    this.stage ??= mkdtemp(join(tmpdir(), "ferry-archive-"));
     return this.stage;
   }
 
@@ -239,7 +240,7 @@ export class DockerArchiveDestination implements ImageDestination {
   }
 
   async abort(): Promise<void> {
-    if (this.stage) await rm(this.stage, { recursive: true, force: true });
+    if (this.stage) await rm(await this.stage, { recursive: true, force: true });
     this.stage = undefined;
   }
 }

@@ -13,6 +13,10 @@ import { VerifyingStream } from "./verify.js";
 
 const foreignAgent = new Agent({ connections: 8, keepAliveTimeout: 5_000, connect: { timeout: 10_000 } });
 
+export async function closeForeignConnections(): Promise<void> {
+  await foreignAgent.close();
+}
+
 /** A layer the push side must not upload: its descriptor says where else it lives. */
 export function isForeign(descriptor: Descriptor): boolean {
   return (descriptor.urls?.length ?? 0) > 0;

@@ -16,6 +16,13 @@ import { RegistryDestination, RegistrySource } from "./registry-image.js";
 
 export { copyImage, selectPlatform, type CopyOptions, type CopyResult } from "./copy.js";
 export { RegistryClient } from "./registry.js";
+import { closeConnections } from "./transport.js";
+import { closeForeignConnections } from "./foreign.js";
+
+/** Lets a CLI process exit without waiting for idle keep-alive connections to time out. */
+export async function closeAllConnections(): Promise<void> {
+  await Promise.all([closeConnections(), closeForeignConnections()]);
+}
 export * from "./image.js";
 
 export type ImageLocation =

@@ -61,6 +61,11 @@ interface CachedToken {
 
 const sharedAgent = new Agent({ connections: 16, keepAliveTimeout: 10_000 });
 
+/** Closes idle keep-alive connections so a CLI process can exit at once. */
+export async function closeConnections(): Promise<void> {
+  await sharedAgent.close();
+}
+
 export function isLoopbackHost(registry: string): boolean {
   const host = registry.startsWith("[") ? registry.slice(1, registry.indexOf("]")) : registry.split(":")[0]!;
   return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);

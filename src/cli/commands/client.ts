@@ -4,7 +4,7 @@
  * notices go to stderr.
  */
 import type { Command } from "commander";
-import { Client, copyImage, hostPlatform, parseLocation, parsePlatform, formatPlatform, type ImageLocation, type ImageSource, type CopyResult } from "../../client/index.js";
+import { Client, closeAllConnections, copyImage, hostPlatform, parseLocation, parsePlatform, formatPlatform, type ImageLocation, type ImageSource, type CopyResult } from "../../client/index.js";
 import { eraseCredentials, storeCredentials, dockerConfigPath } from "../../client/credentials.js";
 import { RegistryClient } from "../../client/registry.js";
 import { chooseOutputMode, createReporter, formatBytes } from "../../client/progress.js";
@@ -36,7 +36,17 @@ function transferOptions(command: Command): Command {
     .option("--json", "JSON lines on stdout (events and the result)");
 }
 
+const CLIENT_COMMANDS = new Set(["login", "logout", "push", "pull", "copy", "inspect", "tags", "rm", "catalog"]);
+
 export function registerClientCommands(program: Command): void {
+  registerAll(program);
+  // Idle keep-alive connections would hold the process open for seconds after the work is done.
+  for (const command of program.commands) {
+    if (CLIENT_COMMANDS.has(command.name())) command.hook("postAction", () => closeAllConnections());
+  }
+}
+
+function registerAll(program: Command): void {
   program
     .command("login")
     .description("store credentials for a registry in the Docker config.json (or its credential helper)")

@@ -1,6 +1,6 @@
 /** `ferry foreign check REF [--verify]`: can every foreign layer of an image be fetched from its URLs? */
 import type { Command } from "commander";
-import { Client } from "../../client/index.js";
+import { Client, closeAllConnections } from "../../client/index.js";
 import { parseImageReference } from "../../oci/image-reference.js";
 
 interface CheckFlags {
@@ -36,5 +36,6 @@ export function registerForeignCheck(foreign: Command): void {
         process.stdout.write(`${results.length - failed} of ${results.length} foreign layers reachable\n`);
       }
       if (failed > 0) process.exitCode = 1;
-    });
+    })
+    .hook("postAction", () => closeAllConnections());
 }
