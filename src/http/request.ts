@@ -85,9 +85,10 @@ export function parseRange(value: string | undefined, size: number): RangeReques
 
 /** Pagination `n`: a non-negative integer, clamped to `max`. */
 export function parseLimit(value: string | null, fallback: number, max: number): number {
-  if (value === null || value === "") return fallback;
+  if (value === null) return fallback;
   if (!/^\d+$/.test(value)) {
-    throw new RegistryError("PAGINATION_NUMBER_INVALID", `n must be a non-negative integer, got "${value.slice(0, 20)}"`, {
+    // The spec's code list has nothing closer; the detail says which parameter.
+    throw new RegistryError("UNSUPPORTED", `n must be a non-negative integer, got "${value.slice(0, 20)}"`, {
       status: 400,
       detail: { n: value.slice(0, 20) },
     });

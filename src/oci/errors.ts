@@ -22,10 +22,8 @@ export type ErrorCode =
   | "DENIED"
   | "UNSUPPORTED"
   | "TOOMANYREQUESTS"
-  // Not in the OCI list but used by distribution and understood by clients:
-  | "TAG_INVALID"
-  | "RANGE_INVALID"
-  | "PAGINATION_NUMBER_INVALID"
+  // Server-side failures only, never a client mistake: the spec lists no 5xx code.
+  // UNKNOWN: our own fault (500). UNAVAILABLE: an upstream we depend on failed (502/503).
   | "UNKNOWN"
   | "UNAVAILABLE";
 
@@ -44,9 +42,6 @@ const DEFAULT_STATUS: Record<ErrorCode, number> = {
   DENIED: 403,
   UNSUPPORTED: 415,
   TOOMANYREQUESTS: 429,
-  TAG_INVALID: 400,
-  RANGE_INVALID: 416,
-  PAGINATION_NUMBER_INVALID: 400,
   UNKNOWN: 500,
   UNAVAILABLE: 503,
 };

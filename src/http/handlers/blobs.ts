@@ -55,7 +55,8 @@ export async function getBlob(ctx: RequestContext, name: string, rawDigest: stri
 }
 
 function rangeNotSatisfiable(size: number): RegistryError {
-  return new RegistryError("RANGE_INVALID", `the requested range is outside the blob's ${size} bytes`, {
+  // distribution-spec: codes MUST come from its list; 416 plus Content-Range tells clients the rest.
+  return new RegistryError("UNSUPPORTED", `the requested range is outside the blob's ${size} bytes`, {
     status: 416,
     headers: { "Content-Range": `bytes */${size}` },
     detail: { size },
