@@ -159,7 +159,7 @@ export async function pushBlob(registry: string, repository: string, bytes: Buff
   const digest = sha256(bytes);
   const res = await fetch(`${registry}/v2/${repository}/blobs/uploads/?digest=${digest}`, {
     method: "POST",
-    headers: { "Content-Type": "application/octet-stream", "Content-Length": String(bytes.length) },
+    headers: { "Content-Type": "application/octet-stream" },
     body: new Uint8Array(bytes),
   });
   if (res.status !== 201) throw new Error(`blob upload answered ${res.status}: ${await res.text()}`);
