@@ -42,6 +42,8 @@ async function serve(flags: ServerFlags): Promise<void> {
       { listen: config.listen },
       "NO ACCESS CONTROL: anyone who can reach this address can read, push and delete everything. Configure `auth` before exposing the registry.",
     );
+    // The log is buffered; a start-up warning must not wait for the buffer to fill.
+    logger.flush();
   }
   if (cluster.isPrimary || cluster.worker?.id === 1) {
     process.stdout.write(`Ferry registry listening on ${registry.url} (data: ${config.data})\n`);
