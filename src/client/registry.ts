@@ -140,17 +140,17 @@ export class RegistryClient {
   async mountBlob(repository: string, digest: string, from: string): Promise<true | string> {
     const path = `/v2/${repository}/blobs/uploads/?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(from)}`;
     const response = await this.transport.send({ method: "POST", path, scopes: [pushPull(repository), pull(from)] });
+    if (response.status !== 201 && response.status !== 202) await this.transport.fail(response, `POST ${this.registry}${path}`);
     await response.body.dump();
     if (response.status === 201) return true;
-    if (response.status !== 202) await this.transport.fail(response, `POST ${this.registry}${path}`);
     return this.locationOf(response);
   }
 
   async startUpload(repository: string): Promise<string> {
     const path = `/v2/${repository}/blobs/uploads/`;
     const response = await this.transport.send({ method: "POST", path, scopes: [pushPull(repository)] });
-    await response.body.dump();
     if (response.status !== 202) await this.transport.fail(response, `POST ${this.registry}${path}`);
+    await response.body.dump();
     return this.locationOf(response);
   }
 
@@ -213,10 +213,10 @@ export class RegistryClient {
     const headers: Record<string, string> = { "content-type": "application/octet-stream" };
     headers["content-length"] = String(body?.length ?? 0);
     const response = await this.transport.send({ method: "PUT", path: url, headers, body: body ?? Buffer.alloc(0), scopes: [pushPull(repository)] });
-    await response.body.dump().catch(() => undefined);
     if (response.status !== 201 && response.status !== 204 && response.status !== 200) {
       await this.transport.fail(response, `PUT upload of ${digest} to ${this.registry}/${repository}`);
     }
+    await response.body.dump().catch(() => undefined);
   }
 
   /** PATCHes one chunk; on an interruption asks the registry how much arrived and sends the rest. */
@@ -237,10 +237,11 @@ export class RegistryClient {
           },
           body: part,
           scopes: [pushPull(repository)],
+          noRetry: true,
         });
+        if (response.status !== 202 && response.status !== 416) await this.transport.fail(response, `PATCH upload to ${this.registry}/${repository}`);
         await response.body.dump().catch(() => undefined);
         if (response.status === 202) return this.locationOf(response, location);
-        if (response.status !== 416) await this.transport.fail(response, `PATCH upload to ${this.registry}/${repository}`);
       } catch (error) {
         if (!isTransient(error) || attempt >= attempts) throw error;
       }
@@ -258,8 +259,8 @@ export class RegistryClient {
   /** Bytes the registry holds for an upload session (its `Range: 0-<last>`). */
   async uploadOffset(repository: string, location: string): Promise<number> {
     const response = await this.transport.send({ method: "GET", path: location, scopes: [pushPull(repository)] });
-    await response.body.dump().catch(() => undefined);
     if (response.status !== 204 && response.status !== 200) await this.transport.fail(response, `GET upload status on ${this.registry}/${repository}`);
+    await response.body.dump().catch(() => undefined);
     const range = header(response.headers, "range");
     const match = range ? /^(?:bytes=)?0-(\d+)$/.exec(range) : null;
     if (!match) return 0;

@@ -40,6 +40,8 @@ export interface SendOptions {
   scopes?: string[];
   /** Follow 3xx (GET/HEAD only). */
   followRedirects?: boolean;
+  /** The caller handles failures itself (an upload chunk resumes from the registry's offset instead). */
+  noRetry?: boolean;
 }
 
 export interface Response {
@@ -120,7 +122,7 @@ export class Transport {
    */
   async send(options: SendOptions): Promise<Response> {
     const replayable = options.body === null || options.body === undefined || Buffer.isBuffer(options.body);
-    const attempts = replayable ? this.attempts : 1;
+    const attempts = replayable && !options.noRetry ? this.attempts : 1;
     for (let attempt = 1; ; attempt++) {
       try {
         const response = await this.sendAuthenticated(options);
@@ -240,7 +242,9 @@ export class Transport {
 
   /** Reads an error answer into a ClientError naming the request. */
   async fail(response: Response, what: string): Promise<never> {
-    const text = await response.body.text().catch(() => "");
+    // A body already read or dumped cannot be read again (undici throws outside the promise).
+    const used = response.body.bodyUsed || response.body.destroyed || response.body.readableEnded;
+    const text = used ? "" : await response.body.text().catch(() => "");
     const errors = remoteErrors(text);
     const summary = errors.length > 0 ? errors.map((e) => `${e.code}: ${e.message ?? ""}`.trim()).join("; ") : errorSummary(text);
     throw new ClientError(`${what}: HTTP ${response.status}${summary ? ` ${summary}` : ""}`, {
