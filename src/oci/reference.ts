@@ -45,3 +45,15 @@ export function parseManifestReference(reference: string): ManifestReference {
   }
   return { kind: "tag", tag: reference };
 }
+
+/**
+ * For GET/HEAD/DELETE: a tag that breaks the grammar cannot name anything, so
+ * it is simply unknown (404), as the conformance suite expects for
+ * `/manifests/.INVALID_MANIFEST_NAME`. Malformed digests stay 400.
+ */
+export function parseReferenceForLookup(reference: string): ManifestReference {
+  if (reference.includes(":") || isValidTag(reference)) return parseManifestReference(reference);
+  throw new RegistryError("MANIFEST_UNKNOWN", "manifest unknown: the reference is not a valid tag or digest", {
+    detail: { reference: reference.slice(0, 130) },
+  });
+}

@@ -78,7 +78,7 @@ describe("invalid repository names answer 400 NAME_INVALID", () => {
   });
 });
 
-describe("invalid tags answer 400", () => {
+describe("invalid tags: 400 on PUT, 404 MANIFEST_UNKNOWN on reads", () => {
   // tag: [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}
   const tags = [".hidden", "-dash", "a".repeat(129), "tag!", "tag%20space", "t@g"];
   for (const tag of tags) {
@@ -86,8 +86,13 @@ describe("invalid tags answer 400", () => {
       const manifest = await makeImage(reg.url, repo);
       const put = await putManifest(reg.url, repo, tag, manifest, OCI_MANIFEST);
       await expectError(put, 400);
+      // No manifest can carry an invalid tag, so reads find nothing: the OCI conformance
+      // suite (v1.1.x) requires 404 for GET/HEAD /manifests/.INVALID_MANIFEST_NAME.
       const get = await req(`${reg.url}/v2/${repo}/manifests/${tag}`);
-      await expectError(get, [400, 404]);
+      await expectError(get, 404, "MANIFEST_UNKNOWN");
+      const head = await req(`${reg.url}/v2/${repo}/manifests/${tag}`, { method: "HEAD" });
+      assert.equal(head.status, 404);
+      await head.arrayBuffer();
     });
   }
 

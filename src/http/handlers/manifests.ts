@@ -1,12 +1,12 @@
 /** /v2/<name>/manifests/<reference> (distribution-spec "Pulling manifests", "Pushing Manifests", "Deleting Manifests"). */
-import { parseManifestReference } from "../../oci/reference.js";
+import { parseManifestReference, parseReferenceForLookup } from "../../oci/reference.js";
 import { normalizeContentType } from "../../oci/media-types.js";
 import type { RequestContext } from "../context.js";
 import { send, type Headers } from "../respond.js";
 import { readBody } from "../request.js";
 
 export async function getManifest(ctx: RequestContext, name: string, rawReference: string): Promise<void> {
-  const reference = parseManifestReference(rawReference);
+  const reference = parseReferenceForLookup(rawReference);
   const { services, req, res } = ctx;
   const record = await services.manifests.get(name, reference);
   await services.federation.gateManifest({ repository: name, manifestDigest: record.digest, headers: req.headers });
@@ -47,7 +47,7 @@ export async function putManifest(ctx: RequestContext, name: string, rawReferenc
 }
 
 export async function deleteManifest(ctx: RequestContext, name: string, rawReference: string): Promise<void> {
-  const reference = parseManifestReference(rawReference);
+  const reference = parseReferenceForLookup(rawReference);
   await ctx.services.manifests.delete(name, reference);
   send(ctx.res, 202, {});
 }
