@@ -9,7 +9,7 @@
  * with the configured clock skew.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, X509Certificate, type KeyObject } from "node:crypto";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { link, mkdir, readFile, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import {
   calculateJwkThumbprint,
@@ -86,10 +86,17 @@ export async function loadSigningKey(config: TokenConfig, dataDir: string): Prom
       if (error.code !== "ENOENT") throw error;
       const pair = config.algorithm === "ES256" ? generateKeyPairSync("ec", { namedCurve: "P-256" }) : generateKeyPairSync("rsa", { modulusLength: 3072 });
       const generated = pair.privateKey.export({ format: "pem", type: "pkcs8" }) as string;
-      // `wx`: with several workers starting at once, the first writer wins and the others read its key.
-      await writeFile(file, generated, { flag: "wx", mode: 0o600 }).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== "EEXIST") throw e;
-      });
+      // Written aside, then linked into place: link() fails if the name exists, so with several
+      // workers starting at once the first key wins whole and nobody reads a half-written file.
+      const temp = `${file}.${process.pid}.tmp`;
+      await writeFile(temp, generated, { mode: 0o600 });
+      try {
+        await link(temp, file);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      } finally {
+        await unlink(temp);
+      }
       return readFile(file, "utf8");
     });
   }
