@@ -113,7 +113,14 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 0, headersTimeout: 60_000 }, handler);
 
   const { host, port } = splitListen(config.listen);
-  await listen(server, host, port);
+  try {
+    await listen(server, host, port);
+  } catch (error) {
+    await federation.close();
+    await meta.close();
+    await blobs.close();
+    throw error;
+  }
   const actualPort = (server.address() as AddressInfo).port;
   const hostForUrl = host.includes(":") ? `[${host}]` : host;
 
