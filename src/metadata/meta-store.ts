@@ -117,6 +117,12 @@ export interface GcPlan {
   orphanBlobs: string[];
 }
 
+export class MissingReferencesError extends Error {
+  constructor(readonly digests: string[]) {
+    super(`references no longer in the repository: ${digests.join(", ")}`);
+  }
+}
+
 export interface MetaStore {
   repositoryExists(repository: string): Promise<boolean>;
   listRepositories(page: Page): Promise<string[]>;
@@ -135,7 +141,12 @@ export interface MetaStore {
   /** Which of `digests` are not manifests of `repository`. */
   missingManifests(repository: string, digests: string[]): Promise<string[]>;
 
-  /** Stores a manifest (idempotent) and optionally points `tag` at it, in one transaction. */
+  /**
+   * Stores a manifest (idempotent) and optionally points `tag` at it, in one
+   * transaction. Rejects with MissingReferencesError, storing nothing, when a
+   * blob or child manifest it references is no longer in the repository at
+   * commit time (garbage collection may have run since the caller checked).
+   */
   putManifest(repository: string, manifest: ManifestWrite, tag?: string): Promise<void>;
   getManifest(repository: string, digest: string): Promise<ManifestRecord | null>;
   getTaggedManifest(repository: string, tag: string): Promise<ManifestRecord | null>;

@@ -6,6 +6,7 @@
 import Database from "better-sqlite3";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
+import { MissingReferencesError } from "./meta-store.js";
 import type {
   ForeignLayerMark,
   GcOptions,
@@ -318,6 +319,11 @@ export class SqliteMetaStore implements MetaStore {
     const s = this.statements;
     this.db.transaction(() => {
       const id = this.ensureRepository(repository);
+      const gone = [
+        ...manifest.blobs.filter((digest) => s.hasLinkedBlob.get(id, digest) === undefined),
+        ...manifest.manifests.filter((digest) => s.hasManifest.get(id, digest) === undefined),
+      ];
+      if (gone.length > 0) throw new MissingReferencesError(gone);
       s.insertManifest.run(
         id,
         manifest.digest,

@@ -7,7 +7,7 @@ import { digestOf, type ParsedDigest } from "../oci/digest.js";
 import { parseManifest, effectiveArtifactType, type Descriptor, type ParsedManifest } from "../oci/manifest.js";
 import { isManifestMediaType } from "../oci/media-types.js";
 import type { ManifestReference } from "../oci/reference.js";
-import type { ManifestRecord, ForeignLayerWrite } from "../metadata/meta-store.js";
+import { MissingReferencesError, type ManifestRecord, type ForeignLayerWrite, type ManifestWrite } from "../metadata/meta-store.js";
 import type { RegistryDeps } from "./context.js";
 
 export interface PushedManifest {
@@ -33,7 +33,7 @@ export class ManifestService {
     const manifest = parseManifest(body, request.contentType);
     const blobs = await this.checkReferences(repository, manifest);
     const foreign = await this.admitForeignLayers(repository, digest, manifest, blobs.foreign);
-    await this.deps.meta.putManifest(
+    await this.store(
       repository,
       {
         digest,
@@ -49,6 +49,16 @@ export class ManifestService {
       reference.kind === "tag" ? reference.tag : undefined,
     );
     return { digest, subject: manifest.subject?.digest, warnings: foreign.warnings };
+  }
+
+  private async store(repository: string, write: ManifestWrite, tag: string | undefined): Promise<void> {
+    try {
+      await this.deps.meta.putManifest(repository, write, tag);
+    } catch (error) {
+      if (!(error instanceof MissingReferencesError)) throw error;
+      const gone = [...write.blobs, ...write.manifests].filter((d) => error.digests.includes(d));
+      throw manifestBlobUnknown(gone.map((digest) => ({ digest, mediaType: "(collected meanwhile)", size: 0 })));
+    }
   }
 
   async get(repository: string, reference: ManifestReference): Promise<ManifestRecord> {

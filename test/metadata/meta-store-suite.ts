@@ -3,7 +3,7 @@
  */
 import { describe, test, beforeEach, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import type { ManifestWrite, MetaStore } from "../../src/metadata/meta-store.js";
+import { MissingReferencesError, type ManifestWrite, type MetaStore } from "../../src/metadata/meta-store.js";
 
 const D = (n: number) => `sha256:${n.toString(16).padStart(64, "0")}`;
 
@@ -59,6 +59,18 @@ export function metaStoreSuite(name: string, create: () => Promise<{ meta: MetaS
       assert.equal(await meta.deleteTag("r", "latest"), true);
       assert.equal(await meta.getTaggedManifest("r", "latest"), null);
       assert.equal(await meta.deleteTag("r", "latest"), false);
+    });
+
+    test("a manifest whose blobs vanished before commit (GC race) is refused and nothing is stored", async () => {
+      await meta.linkBlob("race", D(70), 1);
+      await assert.rejects(meta.putManifest("race", manifest(D(71), { blobs: [D(70), D(72)] }), "t"), (error: unknown) => {
+        assert.ok(error instanceof MissingReferencesError);
+        assert.deepEqual(error.digests, [D(72)]);
+        return true;
+      });
+      assert.equal(await meta.getManifest("race", D(71)), null);
+      assert.equal(await meta.getTaggedManifest("race", "t"), null);
+      await assert.rejects(meta.putManifest("race", manifest(D(73), { manifests: [D(71)] })), MissingReferencesError);
     });
 
     test("deleting a manifest removes its tags and the foreign marks only it used", async () => {
