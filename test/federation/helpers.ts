@@ -6,6 +6,7 @@
 import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { createHash, randomBytes } from "node:crypto";
+import { verifySignedUrl } from "../../src/federation/signer.js";
 
 export type Behaviour =
   | { kind: "ok" }
@@ -33,6 +34,10 @@ export class FakeSource {
   port = 0;
   /** Delay before each response (ms), to let concurrent requests pile up. */
   delayMs = 0;
+  /** Requests whose User-Agent matches get their connection dropped (a source only the registry may reach). */
+  dropUserAgent: RegExp | null = null;
+  /** Requests without a valid Ferry signature get their connection dropped (a CDN serving signed URLs only). */
+  requireSignature: string | null = null;
 
   constructor(private readonly host = "127.0.0.1") {}
 
@@ -60,6 +65,11 @@ export class FakeSource {
   async start(port = 0): Promise<this> {
     const server = createServer((req, res) => {
       this.requests.push({ method: req.method ?? "GET", path: req.url ?? "/", headers: req.headers });
+      const unsigned = this.requireSignature !== null && !verifySignedUrl(`${this.base}${req.url}`, this.requireSignature).valid;
+      if (unsigned || this.dropUserAgent?.test(req.headers["user-agent"] ?? "")) {
+        req.socket.destroy();
+        return;
+      }
       const respond = () => this.respond(req.method ?? "GET", req.url ?? "/", res);
       if (this.delayMs > 0) setTimeout(respond, this.delayMs);
       else respond();
