@@ -82,7 +82,8 @@ export class ProxyCache {
       return null;
     }
     entry.lastAccess = this.now();
-    return handle.createReadStream(range ? { start: range.start, end: range.end } : {});
+    // Large reads, as the filesystem blob store does: fewer syscalls and chunks per response.
+    return handle.createReadStream({ start: range?.start, end: range?.end, highWaterMark: 1024 * 1024 });
   }
 
   /** Starts writing a blob that will become visible on commit (null when it can never fit). */
