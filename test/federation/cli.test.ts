@@ -10,7 +10,7 @@ const CLI = new URL("../../src/cli/main.js", import.meta.url).pathname;
 
 function ferry(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, FERRY_REGISTRY: "" } });
+    const child = spawn(process.execPath, [CLI, ...args], {});
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));

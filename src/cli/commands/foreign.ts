@@ -43,7 +43,8 @@ interface VerifyResult {
   layers: Array<{ digest: string; size: number; verified: boolean; attempts: Array<{ url: string; ok: boolean; answer: string }> }>;
 }
 
-const DEFAULT_REGISTRY = process.env.FERRY_REGISTRY ?? "http://127.0.0.1:5000";
+// No FERRY_* environment defaults here: the config loader reads every FERRY_* variable as a config key.
+const DEFAULT_REGISTRY = "http://127.0.0.1:5000";
 
 export function registerForeignCommands(program: Command): void {
   const foreign = program.command("foreign").description("foreign (federated) layers");
@@ -84,8 +85,8 @@ export function registerForeignCommands(program: Command): void {
 
 function withAdminFlags(command: Command): Command {
   return command
-    .option("--registry <url>", `base URL of the running registry (default $FERRY_REGISTRY or ${DEFAULT_REGISTRY})`, DEFAULT_REGISTRY)
-    .option("-u, --user <name:password>", "admin credentials (HTTP basic); default $FERRY_ADMIN_USER")
+    .option("--registry <url>", "base URL of the running registry", DEFAULT_REGISTRY)
+    .option("-u, --user <name:password>", "admin credentials (HTTP basic)")
     .option("--json", "print the registry's JSON answer");
 }
 
@@ -100,7 +101,7 @@ export function splitImage(image: string): { repository: string; reference: stri
 async function admin<T>(flags: AdminFlags, method: string, path: string): Promise<T> {
   const base = flags.registry.replace(/\/+$/, "");
   const headers: Record<string, string> = { Accept: "application/json" };
-  const user = flags.user ?? process.env.FERRY_ADMIN_USER;
+  const user = flags.user;
   if (user) headers.Authorization = `Basic ${Buffer.from(user).toString("base64")}`;
   let res: Response;
   try {
