@@ -12,7 +12,7 @@ import type { ForeignLayerMark, ForeignLayerWrite, MetaStore } from "../metadata
 import type { Extension } from "../http/app.js";
 import type { AdmitRequest, AdmitResult, ClientGateRequest, Federation, ForeignBlobResponse, ServeRequest } from "./federation.js";
 import type { FederationConfig } from "./config.js";
-import { federationDisabled, foreignLayerNotServed } from "./baseline.js";
+import { federationDisabled, foreignLayerNotServed } from "./errors.js";
 import { UrlPolicy, type AllowedUrl } from "./policy.js";
 import { SafeFetcher, type FetcherOptions } from "./fetcher.js";
 import { SourceHealth } from "./health.js";

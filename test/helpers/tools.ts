@@ -1,7 +1,7 @@
 /**
  * External clients (skopeo, podman, htpasswd, docker-registry) for e2e tests.
  * On a developer machine without them the test is skipped with a reason; in
- * CI (FERRY_REQUIRE_TOOLS=1, set by .ci/run) a missing tool fails the test,
+ * CI (REQUIRE_E2E_TOOLS=1, set by .ci/run) a missing tool fails the test,
  * so a broken install can never pass as "skipped".
  */
 import { spawnSync } from "node:child_process";
@@ -14,7 +14,7 @@ export function hasTool(name: string): boolean {
 export function skipUnless(...tools: string[]): string | false {
   const missing = tools.filter((tool) => !hasTool(tool));
   if (missing.length === 0) return false;
-  if (process.env.FERRY_REQUIRE_TOOLS === "1") {
+  if (process.env.REQUIRE_E2E_TOOLS === "1") {
     throw new Error(`required tool(s) missing: ${missing.join(", ")} (.ci/run installs them)`);
   }
   return `needs ${missing.join(", ")} (install: apt-get install -y ${missing.join(" ")})`;
