@@ -218,9 +218,12 @@ class Copier {
         }
         const verifier = new VerifyingStream(digest, size, (bytes) => this.emit({ type: "blob-progress", digest, bytes, size }));
         stream.on("error", (error) => verifier.destroy(error instanceof SourceError ? error : new SourceError(errorMessage(error))));
+        // The source flows into the verifier before the destination reads it, so a mismatch may be found
+        // first; the destination still sees it (the stream is errored), never an unhandled 'error' event.
+        verifier.on("error", () => undefined);
         stream.pipe(verifier);
         try {
-          await this.destination.putBlob(plain, verifier, () => undefined);
+          await this.destination.putBlob(plain, verifier, () => undefined, { retry: attempt > 1 });
           stream.destroy();
           return this.done(descriptor, "copied", candidate.name);
         } catch (error) {

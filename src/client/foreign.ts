@@ -4,17 +4,19 @@
  * Authorization header, redirects followed by hand (http/https only). The
  * caller verifies digest and size (VerifyingStream).
  */
+import type { IncomingHttpHeaders, IncomingMessage } from "node:http";
 import type { Readable } from "node:stream";
-import { Agent, request } from "undici";
+import { AgentPool, discard } from "./http.js";
 import { DOCKER_FOREIGN_LAYER, isNonDistributableMediaType } from "../oci/media-types.js";
 import type { Descriptor } from "../oci/manifest.js";
 import { SourceError, errorMessage } from "./errors.js";
 import { VerifyingStream } from "./verify.js";
 
-const foreignAgent = new Agent({ connections: 8, keepAliveTimeout: 5_000, connect: { timeout: 10_000 } });
+/** Its own connections: nothing of the registry's (credentials, sockets) is shared with foreign hosts. */
+const foreignPool = new AgentPool({ maxSockets: 8, connectTimeoutMs: 10_000 });
 
 export async function closeForeignConnections(): Promise<void> {
-  await foreignAgent.close();
+  foreignPool.destroy();
 }
 
 /** A layer the push side must not upload: its descriptor says where else it lives. */
@@ -29,26 +31,25 @@ export function distributableMediaType(mediaType: string): string {
   return mediaType;
 }
 
-async function requestNoCredentials(url: string, method: "GET" | "HEAD"): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Readable & { dump(): Promise<void> } }> {
+async function requestNoCredentials(url: string, method: "GET" | "HEAD"): Promise<{ status: number; headers: IncomingHttpHeaders; body: IncomingMessage }> {
   let current = new URL(url);
   for (let hop = 0; hop <= 5; hop++) {
     if (current.protocol !== "http:" && current.protocol !== "https:") {
       throw new SourceError(`${current.protocol} URLs are not fetched (only http and https)`);
     }
-    const response = await request(current, {
+    const response = await foreignPool.send({
       method,
+      url: current,
       headers: { "user-agent": "ferry-client/0.1", accept: "*/*" },
-      dispatcher: foreignAgent,
-      headersTimeout: 30_000,
-      bodyTimeout: 60_000,
+      idleTimeoutMs: 60_000,
     });
     const location = response.headers.location;
-    if (response.statusCode >= 300 && response.statusCode < 400 && typeof location === "string") {
-      await response.body.dump().catch(() => undefined);
+    if (response.status >= 300 && response.status < 400 && typeof location === "string") {
+      await discard(response.body);
       current = new URL(location, current);
       continue;
     }
-    return { status: response.statusCode, headers: response.headers, body: response.body };
+    return response;
   }
   throw new SourceError("too many redirects");
 }
@@ -62,7 +63,7 @@ export async function openForeignUrl(url: string): Promise<Readable> {
     throw error instanceof SourceError ? error : new SourceError(errorMessage(error), { cause: error });
   }
   if (response.status !== 200) {
-    await response.body.dump().catch(() => undefined);
+    await discard(response.body);
     throw new SourceError(`HTTP ${response.status}`);
   }
   return response.body;
@@ -92,7 +93,7 @@ export async function checkForeignUrl(descriptor: Descriptor, url: string, verif
       return { url, ok: true, status: 200, size: descriptor.size, digest: descriptor.digest };
     }
     const response = await requestNoCredentials(url, "HEAD");
-    await response.body.dump().catch(() => undefined);
+    await discard(response.body);
     const length = response.headers["content-length"];
     const size = typeof length === "string" ? Number(length) : undefined;
     if (response.status !== 200) return { url, ok: false, status: response.status, error: `HTTP ${response.status}` };

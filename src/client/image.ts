@@ -42,14 +42,22 @@ export interface ImageDestination {
   hasBlob(descriptor: Descriptor): Promise<boolean>;
   /** Cross-repository mount; true when the blob is now in the destination. */
   mountBlob?(descriptor: Descriptor, from: RegistryLocation): Promise<boolean>;
-  /** Stores a blob from a stream the caller already verifies; must commit nothing if the stream fails. */
-  putBlob(descriptor: Descriptor, stream: Readable, onProgress: (bytes: number) => void): Promise<void>;
+  /**
+   * Stores a blob from a stream the caller already verifies (a VerifyingStream
+   * for the descriptor); must commit nothing if the stream fails.
+   */
+  putBlob(descriptor: Descriptor, stream: Readable, onProgress: (bytes: number) => void, options?: PutBlobOptions): Promise<void>;
   /** Stores a manifest; `root` is the one the destination's tag names. */
   putManifest(manifest: ManifestData, root: boolean): Promise<void>;
   /** Finishes the destination (index.json, the tarball). */
   commit(): Promise<void>;
   /** Discards anything half-written. */
   abort(): Promise<void>;
+}
+
+export interface PutBlobOptions {
+  /** An earlier attempt failed: prefer a transfer that can resume after an interruption. */
+  retry?: boolean;
 }
 
 export type BlobOutcome = "copied" | "exists" | "mounted" | "foreign-skipped";

@@ -7,7 +7,6 @@ import { parseImageReference, formatImageReference, manifestReferenceOf, type Im
 import { parseManifest, type Descriptor, type ParsedManifest } from "../oci/manifest.js";
 import { isValidTag } from "../oci/reference.js";
 import { getCredentials, dockerConfigPath } from "./credentials.js";
-import { DockerArchiveDestination, DockerArchiveSource } from "./docker-archive.js";
 import { checkForeignUrl, isForeign, type UrlCheck } from "./foreign.js";
 import type { ImageDestination, ImageSource, ManifestData } from "./image.js";
 import { OciLayoutDestination, OciLayoutSource } from "./oci-layout.js";
@@ -85,8 +84,11 @@ export class Client {
     switch (location.kind) {
       case "oci":
         return new OciLayoutSource(location.dir, location.tag);
-      case "docker-archive":
+      case "docker-archive": {
+        // Loaded on demand: tar-stream is not needed by registry and layout transfers.
+        const { DockerArchiveSource } = await import("./docker-archive.js");
         return new DockerArchiveSource(location.file, location.tag);
+      }
       case "registry":
         return new RegistrySource(await this.registry(location.ref.registry), location.ref);
     }
@@ -96,8 +98,10 @@ export class Client {
     switch (location.kind) {
       case "oci":
         return new OciLayoutDestination(location.dir, location.tag);
-      case "docker-archive":
+      case "docker-archive": {
+        const { DockerArchiveDestination } = await import("./docker-archive.js");
         return new DockerArchiveDestination(location.file, location.tag ? [location.tag] : repoTags);
+      }
       case "registry":
         return new RegistryDestination(await this.registry(location.ref.registry), location.ref, this.context.chunkSize);
     }

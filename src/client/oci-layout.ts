@@ -116,7 +116,8 @@ export class OciLayoutDestination implements ImageDestination {
     await mkdir(join(path, ".."), { recursive: true });
     const temp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.part`;
     try {
-      await pipeline(stream, createWriteStream(temp));
+      // A large buffer lets the stream batch network chunks into few writev calls.
+      await pipeline(stream, createWriteStream(temp, { highWaterMark: 4 * 1024 * 1024 }));
       await rename(temp, path);
     } catch (error) {
       await rm(temp, { force: true });

@@ -3,8 +3,14 @@
  * per finished blob otherwise, JSON lines for scripts, or nothing (--quiet).
  * Progress goes to stderr so stdout stays for results (and JSON).
  */
-import cliProgress from "cli-progress";
+import { createRequire } from "node:module";
+import type cliProgressModule from "cli-progress";
 import type { ProgressEvent } from "./image.js";
+
+/** cli-progress is loaded only for terminal output, not by every `ferry` run. */
+function loadCliProgress(): typeof cliProgressModule {
+  return createRequire(import.meta.url)("cli-progress") as typeof cliProgressModule;
+}
 
 export type OutputMode = "tty" | "plain" | "json" | "quiet";
 
@@ -79,6 +85,7 @@ function plainReporter(err: NodeJS.WritableStream): Reporter {
 }
 
 function ttyReporter(err: NodeJS.WritableStream): Reporter {
+  const cliProgress = loadCliProgress();
   const multibar = new cliProgress.MultiBar(
     {
       format: "{digest} |{bar}| {percentage}% {done}/{size} {speed}",
@@ -90,7 +97,7 @@ function ttyReporter(err: NodeJS.WritableStream): Reporter {
     },
     cliProgress.Presets.shades_classic,
   );
-  const bars = new Map<string, { bar: cliProgress.SingleBar; started: number }>();
+  const bars = new Map<string, { bar: cliProgressModule.SingleBar; started: number }>();
   const payload = (digest: string, bytes: number, size: number, started: number) => {
     const seconds = Math.max(0.001, (Date.now() - started) / 1000);
     return { digest: shortDigest(digest), done: formatBytes(bytes), size: formatBytes(size), speed: `${formatBytes(bytes / seconds)}/s` };

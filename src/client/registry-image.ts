@@ -3,7 +3,7 @@ import type { Readable } from "node:stream";
 import type { Descriptor } from "../oci/manifest.js";
 import { manifestReferenceOf, type ImageReference } from "../oci/image-reference.js";
 import { isForeign, openForeignUrl } from "./foreign.js";
-import type { BlobCandidate, ImageDestination, ImageSource, ManifestData, RegistryLocation } from "./image.js";
+import type { BlobCandidate, ImageDestination, ImageSource, ManifestData, PutBlobOptions, RegistryLocation } from "./image.js";
 import type { RegistryClient } from "./registry.js";
 
 export class RegistrySource implements ImageSource {
@@ -68,11 +68,13 @@ export class RegistryDestination implements ImageDestination {
     return false;
   }
 
-  async putBlob(descriptor: Descriptor, stream: Readable, onProgress: (bytes: number) => void): Promise<void> {
+  /** One streamed PUT; after a failed attempt, resumable chunks (see RegistryClient.uploadBlob). */
+  async putBlob(descriptor: Descriptor, stream: Readable, onProgress: (bytes: number) => void, options: PutBlobOptions = {}): Promise<void> {
     const location = this.sessions.get(descriptor.digest);
     this.sessions.delete(descriptor.digest);
     await this.client.uploadBlob(this.ref.repository, descriptor.digest, descriptor.size, stream, {
       onProgress,
+      ...(options.retry ? { resumable: true } : {}),
       ...(location ? { location } : {}),
       ...(this.chunkSize ? { chunkSize: this.chunkSize } : {}),
     });

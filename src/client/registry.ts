@@ -4,17 +4,25 @@
  * (monolithic for small blobs, chunked with resume for large ones), mounts,
  * tags and catalog with Link pagination, deletes.
  */
-import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
 import { digestOf, parseDigest } from "../oci/digest.js";
 import { DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, normalizeContentType } from "../oci/media-types.js";
-import { ClientError, SourceError, isTransient } from "./errors.js";
+import { ClientError, SourceError, errorMessage, isTransient } from "./errors.js";
+import { discard, readAll } from "./http.js";
 import { Transport, header, sleep, type Response, type TransportOptions } from "./transport.js";
+import { VerifyingStream } from "./verify.js";
 
 export const MANIFEST_ACCEPT = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST].join(", ");
 
-/** Blobs up to this size go up in one PUT; larger ones in chunks of this size. */
+/** Chunk size of a chunked (resumable) upload. */
 export const DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024;
+/** Blobs up to this size are read into memory and sent in one retryable PUT. */
+export const SMALL_BLOB = 1024 * 1024;
+/**
+ * Above this size a blob goes up in resumable chunks even on the first try:
+ * losing a monolithic PUT late would mean sending gigabytes again.
+ */
+export const MONOLITHIC_LIMIT = 2 * 1024 * 1024 * 1024;
 
 export interface ManifestData {
   bytes: Buffer;
@@ -23,7 +31,10 @@ export interface ManifestData {
 }
 
 export interface UploadOptions {
+  /** Upload in PATCH chunks of this size (resumable) instead of one streamed PUT. */
   chunkSize?: number;
+  /** Upload in resumable chunks of DEFAULT_CHUNK_SIZE (used when a streamed PUT already failed). */
+  resumable?: boolean;
   /** Called with the number of bytes acknowledged by the registry so far. */
   onProgress?: (bytes: number) => void;
   /** An upload session to use instead of starting one (e.g. from a failed mount). */
@@ -47,14 +58,14 @@ export class RegistryClient {
   async ping(): Promise<void> {
     const response = await this.transport.send({ method: "GET", path: "/v2/" });
     if (response.status !== 200) await this.transport.fail(response, `GET ${this.transport.baseUrl}/v2/`);
-    await response.body.dump();
+    await discard(response.body);
   }
 
   async getManifest(repository: string, reference: string): Promise<ManifestData> {
     const path = `/v2/${repository}/manifests/${reference}`;
     const response = await this.transport.send({ method: "GET", path, headers: { accept: MANIFEST_ACCEPT }, scopes: [pull(repository)] });
     if (response.status !== 200) await this.transport.fail(response, `GET ${this.registry}${path}`);
-    const bytes = Buffer.from(await response.body.arrayBuffer());
+    const bytes = await readAll(response.body);
     const mediaType = normalizeContentType(header(response.headers, "content-type")) ?? mediaTypeFromBody(bytes);
     const algorithm = reference.includes(":") ? parseDigest(reference).algorithm : "sha256";
     const digest = digestOf(bytes, algorithm);
@@ -69,7 +80,7 @@ export class RegistryClient {
   async headManifest(repository: string, reference: string): Promise<{ digest: string; mediaType: string; size: number } | undefined> {
     const path = `/v2/${repository}/manifests/${reference}`;
     const response = await this.transport.send({ method: "HEAD", path, headers: { accept: MANIFEST_ACCEPT }, scopes: [pull(repository)] });
-    await response.body.dump();
+    await discard(response.body);
     if (response.status === 404) return undefined;
     if (response.status !== 200) await this.transport.fail(response, `HEAD ${this.registry}${path}`);
     const digest = header(response.headers, "docker-content-digest");
@@ -93,7 +104,7 @@ export class RegistryClient {
     if (response.status !== 201 && response.status !== 200 && response.status !== 202) {
       await this.transport.fail(response, `PUT ${this.registry}${path}`);
     }
-    await response.body.dump();
+    await discard(response.body);
     const digest = header(response.headers, "docker-content-digest");
     if (digest && digest !== manifest.digest) {
       throw new ClientError(`${this.registry}/${repository}: the registry stored the manifest under ${digest}, not ${manifest.digest}`);
@@ -105,14 +116,14 @@ export class RegistryClient {
     const path = `/v2/${repository}/manifests/${digest}`;
     const response = await this.transport.send({ method: "DELETE", path, scopes: [`repository:${repository}:delete`, pushPull(repository)] });
     if (response.status !== 202 && response.status !== 200) await this.transport.fail(response, `DELETE ${this.registry}${path}`);
-    await response.body.dump();
+    await discard(response.body);
   }
 
   /** The blob's size when the repository has it, else undefined. */
   async blobSize(repository: string, digest: string, scopes = [pull(repository)]): Promise<number | undefined> {
     const path = `/v2/${repository}/blobs/${digest}`;
     const response = await this.transport.send({ method: "HEAD", path, scopes, followRedirects: true });
-    await response.body.dump();
+    await discard(response.body);
     if (response.status === 404) return undefined;
     if (response.status !== 200) await this.transport.fail(response, `HEAD ${this.registry}${path}`);
     return Number(header(response.headers, "content-length") ?? -1);
@@ -141,7 +152,7 @@ export class RegistryClient {
     const path = `/v2/${repository}/blobs/uploads/?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(from)}`;
     const response = await this.transport.send({ method: "POST", path, scopes: [pushPull(repository), pull(from)] });
     if (response.status !== 201 && response.status !== 202) await this.transport.fail(response, `POST ${this.registry}${path}`);
-    await response.body.dump();
+    await discard(response.body);
     if (response.status === 201) return true;
     return this.locationOf(response);
   }
@@ -150,62 +161,97 @@ export class RegistryClient {
     const path = `/v2/${repository}/blobs/uploads/`;
     const response = await this.transport.send({ method: "POST", path, scopes: [pushPull(repository)] });
     if (response.status !== 202) await this.transport.fail(response, `POST ${this.registry}${path}`);
-    await response.body.dump();
+    await discard(response.body);
     return this.locationOf(response);
   }
 
   async cancelUpload(repository: string, location: string): Promise<void> {
     try {
       const response = await this.transport.send({ method: "DELETE", path: location, scopes: [pushPull(repository)] });
-      await response.body.dump();
+      await discard(response.body);
     } catch {
       // best effort: an abandoned session expires on its own
     }
   }
 
   /**
-   * Uploads a blob from a stream. The stream is read once; chunks are kept in
-   * memory until acknowledged so that an interrupted PATCH can be resumed from
-   * the offset the registry reports (GET on the session, `Range: 0-<last>`).
-   * The stream may fail (e.g. a digest check in a Transform): then the session
-   * is cancelled and nothing is committed.
+   * Uploads a blob from a stream, read once and never held whole in memory.
+   * The bytes are checked against `digest` and `size` as they flow (a
+   * VerifyingStream for that digest is trusted as is, so nothing is hashed
+   * twice); the last chunk is held back until the digest matched, so a wrong
+   * source never completes an upload, and the session is cancelled.
+   *
+   * - Small blobs (up to 1 MiB, or `chunkSize` when chunking) are read into one
+   *   buffer and sent in one PUT that can be retried as a whole.
+   * - Otherwise, by default: one streamed PUT (`POST`, then `PUT ?digest=` with
+   *   the whole body and its Content-Length). One request, no copies.
+   * - With `chunkSize` or `resumable`, or above MONOLITHIC_LIMIT: PATCH chunks
+   *   kept in memory until acknowledged, so an interrupted chunk is resumed
+   *   from the offset the registry reports (GET on the session, `Range: 0-<last>`).
    */
   async uploadBlob(repository: string, digest: string, size: number, source: Readable, options: UploadOptions = {}): Promise<void> {
+    const verified = source instanceof VerifyingStream && source.digest === digest && source.size === size ? source : verifying(source, digest, size);
+    const chunked = options.chunkSize !== undefined || options.resumable === true || size > MONOLITHIC_LIMIT;
     const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
     let location = options.location ?? (await this.startUpload(repository));
-    const hash = createHash(parseDigest(digest).algorithm);
-    let offset = 0;
-    let pending: Buffer[] = [];
-    let pendingBytes = 0;
     try {
-      for await (const chunk of source as AsyncIterable<Buffer>) {
-        hash.update(chunk);
-        pending.push(chunk);
-        pendingBytes += chunk.length;
-        if (pendingBytes >= chunkSize && size > chunkSize) {
-          const buffer = Buffer.concat(pending);
-          pending = [];
-          pendingBytes = 0;
-          location = await this.sendChunk(repository, location, buffer, offset, options);
-          offset += buffer.length;
-          options.onProgress?.(offset);
-        }
+      if (size <= (chunked ? chunkSize : SMALL_BLOB)) {
+        const chunks: Buffer[] = [];
+        for await (const chunk of verified as AsyncIterable<Buffer>) chunks.push(chunk);
+        await this.finishUpload(repository, location, digest, Buffer.concat(chunks));
+      } else if (!chunked) {
+        await this.putStream(repository, location, digest, size, verified);
+      } else {
+        location = await this.uploadChunks(repository, location, size, verified, chunkSize, options);
+        await this.finishUpload(repository, location, digest, null);
       }
-      const actual = `${parseDigest(digest).algorithm}:${hash.digest("hex")}`;
-      const last = Buffer.concat(pending);
-      if (actual !== digest || offset + last.length !== size) {
-        throw new SourceError(`blob ${digest}: the source delivered ${offset + last.length} bytes with digest ${actual}`);
-      }
-      if (offset > 0 && last.length > 0) {
-        location = await this.sendChunk(repository, location, last, offset, options);
-        offset += last.length;
-      }
-      await this.finishUpload(repository, location, digest, offset === 0 ? last : null);
       options.onProgress?.(size);
     } catch (error) {
       await this.cancelUpload(repository, location);
       throw error;
     }
+  }
+
+  /** The monolithic upload: the whole blob streamed in the closing PUT. */
+  private async putStream(repository: string, location: string, digest: string, size: number, body: Readable): Promise<void> {
+    const response = await this.transport.send({
+      method: "PUT",
+      path: withQuery(location, "digest", digest),
+      headers: { "content-type": "application/octet-stream", "content-length": String(size) },
+      body,
+      scopes: [pushPull(repository)],
+      noRetry: true,
+    });
+    if (response.status !== 201 && response.status !== 204 && response.status !== 200) {
+      await this.transport.fail(response, `PUT upload of ${digest} to ${this.registry}/${repository}`);
+    }
+    await discard(response.body);
+  }
+
+  /** PATCHes the stream in chunks of exactly `chunkSize` (the last one shorter); returns the session's latest Location. */
+  private async uploadChunks(repository: string, location: string, size: number, source: Readable, chunkSize: number, options: UploadOptions): Promise<string> {
+    let offset = 0;
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    const send = async (chunk: Buffer) => {
+      location = await this.sendChunk(repository, location, chunk, offset, options);
+      offset += chunk.length;
+      options.onProgress?.(offset);
+    };
+    for await (const chunk of source as AsyncIterable<Buffer>) {
+      pending.push(chunk);
+      pendingBytes += chunk.length;
+      while (pendingBytes >= chunkSize) {
+        const all = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+        const rest = all.subarray(chunkSize);
+        pending = rest.length > 0 ? [rest] : [];
+        pendingBytes = rest.length;
+        await send(all.subarray(0, chunkSize));
+      }
+    }
+    if (pendingBytes > 0) await send(Buffer.concat(pending, pendingBytes));
+    if (offset !== size) throw new SourceError(`the source delivered ${offset} bytes, not ${size}`);
+    return location;
   }
 
   private async finishUpload(repository: string, location: string, digest: string, body: Buffer | null): Promise<void> {
@@ -216,7 +262,7 @@ export class RegistryClient {
     if (response.status !== 201 && response.status !== 204 && response.status !== 200) {
       await this.transport.fail(response, `PUT upload of ${digest} to ${this.registry}/${repository}`);
     }
-    await response.body.dump().catch(() => undefined);
+    await discard(response.body);
   }
 
   /** PATCHes one chunk; on an interruption asks the registry how much arrived and sends the rest. */
@@ -240,7 +286,7 @@ export class RegistryClient {
           noRetry: true,
         });
         if (response.status !== 202 && response.status !== 416) await this.transport.fail(response, `PATCH upload to ${this.registry}/${repository}`);
-        await response.body.dump().catch(() => undefined);
+        await discard(response.body);
         if (response.status === 202) return this.locationOf(response, location);
       } catch (error) {
         if (!isTransient(error) || attempt >= attempts) throw error;
@@ -260,7 +306,7 @@ export class RegistryClient {
   async uploadOffset(repository: string, location: string): Promise<number> {
     const response = await this.transport.send({ method: "GET", path: location, scopes: [pushPull(repository)] });
     if (response.status !== 204 && response.status !== 200) await this.transport.fail(response, `GET upload status on ${this.registry}/${repository}`);
-    await response.body.dump().catch(() => undefined);
+    await discard(response.body);
     const range = header(response.headers, "range");
     const match = range ? /^(?:bytes=)?0-(\d+)$/.exec(range) : null;
     if (!match) return 0;
@@ -292,7 +338,7 @@ export class RegistryClient {
     for (let page = 0; path && page < 10_000; page++) {
       const response = await this.transport.send({ method: "GET", path, scopes });
       if (response.status !== 200) await this.transport.fail(response, `GET ${this.registry}${path}`);
-      const body = (await response.body.json()) as Record<string, unknown>;
+      const body = JSON.parse((await readAll(response.body)).toString("utf8")) as Record<string, unknown>;
       const items = body[field];
       if (Array.isArray(items)) out.push(...items.filter((t): t is string => typeof t === "string"));
       const link = header(response.headers, "link");
@@ -309,6 +355,15 @@ export function pull(repository: string): string {
 
 export function pushPull(repository: string): string {
   return `repository:${repository}:pull,push`;
+}
+
+/** Pipes a stream through a verifier for digest and size; a failing source fails the verifier. */
+function verifying(source: Readable, digest: string, size: number): VerifyingStream {
+  const verifier = new VerifyingStream(digest, size);
+  // Its failure reaches the consumer (the upload) through the stream itself; never as an unhandled event.
+  verifier.on("error", () => undefined);
+  source.once("error", (error) => verifier.destroy(error instanceof SourceError ? error : new SourceError(errorMessage(error), { cause: error })));
+  return source.pipe(verifier);
 }
 
 function withQuery(location: string, key: string, value: string): string {

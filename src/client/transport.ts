@@ -9,9 +9,10 @@
  * are followed by hand and the Authorization header is dropped as soon as the
  * origin changes (a containerd CVE leaked credentials exactly there).
  */
+import type { IncomingMessage } from "node:http";
 import type { Readable } from "node:stream";
-import { Agent, request, type Dispatcher } from "undici";
-import { ClientError, isTransient, isTransientStatus, type RemoteErrorEntry } from "./errors.js";
+import { ClientError, SourceError, isTransient, isTransientStatus, type RemoteErrorEntry } from "./errors.js";
+import { AgentPool, bodyUsed, discard, readAll } from "./http.js";
 import type { Credentials } from "./credentials.js";
 
 export type Body = Buffer | Readable | null;
@@ -26,7 +27,8 @@ export interface TransportOptions {
   attempts?: number;
   /** First backoff delay in ms (default 250, doubled each retry). */
   backoffMs?: number;
-  dispatcher?: Dispatcher;
+  /** Connections to use (default: one keep-alive pool shared by every Transport). */
+  pool?: AgentPool;
   userAgent?: string;
 }
 
@@ -47,7 +49,7 @@ export interface SendOptions {
 export interface Response {
   status: number;
   headers: Record<string, string | string[] | undefined>;
-  body: Dispatcher.ResponseData["body"];
+  body: IncomingMessage;
   url: URL;
 }
 
@@ -61,11 +63,11 @@ interface CachedToken {
   expiresAt: number;
 }
 
-const sharedAgent = new Agent({ connections: 16, keepAliveTimeout: 10_000 });
+const sharedPool = new AgentPool({ maxSockets: 16 });
 
-/** Closes idle keep-alive connections so a CLI process can exit at once. */
+/** Closes keep-alive connections so a CLI process can exit at once. */
 export async function closeConnections(): Promise<void> {
-  await sharedAgent.close();
+  sharedPool.destroy();
 }
 
 export function isLoopbackHost(registry: string): boolean {
@@ -95,7 +97,7 @@ export class Transport {
   private credentials?: Credentials;
   private readonly attempts: number;
   private readonly backoffMs: number;
-  private readonly dispatcher: Dispatcher;
+  private readonly pool: AgentPool;
   private readonly userAgent: string;
   private challenge?: Challenge;
   private readonly tokens = new Map<string, CachedToken>();
@@ -107,7 +109,7 @@ export class Transport {
     this.credentials = options.credentials;
     this.attempts = options.attempts ?? 4;
     this.backoffMs = options.backoffMs ?? 250;
-    this.dispatcher = options.dispatcher ?? sharedAgent;
+    this.pool = options.pool ?? sharedPool;
     this.userAgent = options.userAgent ?? "ferry-client/0.1";
   }
 
@@ -128,7 +130,7 @@ export class Transport {
         const response = await this.sendAuthenticated(options);
         if (isTransientStatus(response.status) && attempt < attempts) {
           const retryAfter = Number(header(response.headers, "retry-after"));
-          await response.body.dump().catch(() => undefined);
+          await discard(response.body);
           await sleep(Number.isFinite(retryAfter) && retryAfter > 0 ? Math.min(retryAfter * 1000, 10_000) : this.delay(attempt));
           continue;
         }
@@ -159,7 +161,7 @@ export class Transport {
     const next = await this.authorization(wanted, true);
     // Nothing new to offer: the credentials (or their absence) were already refused.
     if (next === undefined || (next === authorization && known?.scheme === challenge.scheme)) return response;
-    await response.body.dump().catch(() => undefined);
+    await discard(response.body);
     if (options.body && !Buffer.isBuffer(options.body)) {
       throw new ClientError(`${options.method} ${this.baseUrl}: authentication was required after the upload started`, { status: 401 });
     }
@@ -193,11 +195,16 @@ export class Transport {
     const headers: Record<string, string> = { "user-agent": this.userAgent };
     if (this.credentials) headers.authorization = basic(this.credentials);
     const started = Date.now();
-    const response = await request(url, { method: "GET", headers, dispatcher: this.dispatcher });
-    const text = await response.body.text();
-    if (response.statusCode !== 200) {
-      throw new ClientError(`token request to ${url.origin}${url.pathname} failed: HTTP ${response.statusCode} ${errorSummary(text)}`, {
-        status: response.statusCode,
+    let response;
+    try {
+      response = await this.pool.send({ method: "GET", url, headers, idleTimeoutMs: 60_000 });
+    } catch (error) {
+      throw new ClientError(`token request to ${url.origin}${url.pathname}: ${(error as Error).message}`, { transient: isTransient(error), cause: error });
+    }
+    const text = (await readAll(response.body)).toString("utf8");
+    if (response.status !== 200) {
+      throw new ClientError(`token request to ${url.origin}${url.pathname} failed: HTTP ${response.status} ${errorSummary(text)}`, {
+        status: response.status,
         errors: remoteErrors(text),
       });
     }
@@ -215,36 +222,30 @@ export class Transport {
     for (let hop = 0; ; hop++) {
       const headers: Record<string, string> = { "user-agent": this.userAgent, ...options.headers };
       if (authorization && url.origin === origin) headers.authorization = authorization;
-      let response: Dispatcher.ResponseData;
+      let response;
       try {
-        response = await request(url, {
-          method: options.method,
-          headers,
-          body: options.body ?? null,
-          dispatcher: this.dispatcher,
-          headersTimeout: 60_000,
-          bodyTimeout: 120_000,
-        });
+        response = await this.pool.send({ method: options.method, url, headers, body: options.body ?? null, idleTimeoutMs: 120_000 });
       } catch (error) {
+        // A streamed body that failed its own checks: the caller needs that error, not a network one.
+        if (error instanceof SourceError) throw error;
         throw new ClientError(`${options.method} ${url.href}: ${(error as Error).message}`, {
           transient: isTransient(error),
           cause: error,
         });
       }
-      const status = response.statusCode;
+      const status = response.status;
       const location = header(response.headers, "location");
       const redirect = (status === 301 || status === 302 || status === 303 || status === 307 || status === 308) && location;
       if (!redirect || !options.followRedirects || hop >= 5) return { status, headers: response.headers, body: response.body, url };
-      await response.body.dump().catch(() => undefined);
+      await discard(response.body);
       url = new URL(location, url);
     }
   }
 
   /** Reads an error answer into a ClientError naming the request. */
   async fail(response: Response, what: string): Promise<never> {
-    // A body already read or dumped cannot be read again (undici throws outside the promise).
-    const used = response.body.bodyUsed || response.body.destroyed || response.body.readableEnded;
-    const text = used ? "" : await response.body.text().catch(() => "");
+    // A body already read or discarded cannot be read again.
+    const text = bodyUsed(response.body) ? "" : await readAll(response.body).then((b) => b.toString("utf8"), () => "");
     const errors = remoteErrors(text);
     const summary = errors.length > 0 ? errors.map((e) => `${e.code}: ${e.message ?? ""}`.trim()).join("; ") : errorSummary(text);
     throw new ClientError(`${what}: HTTP ${response.status}${summary ? ` ${summary}` : ""}`, {
