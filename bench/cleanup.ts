@@ -6,6 +6,12 @@ type Task = () => Promise<void> | void;
 
 const tasks: Task[] = [];
 let running: Promise<void> | undefined;
+let signalled = false;
+
+/** True once Ctrl-C/SIGTERM arrived: callers stop starting work and skip the report. */
+export function interrupted(): boolean {
+  return signalled;
+}
 
 /** Registers a teardown step; steps run last-registered-first. */
 export function onCleanup(task: Task): void {
@@ -35,6 +41,7 @@ export function runCleanup(): Promise<void> {
 export function installSignalHandlers(): void {
   for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
     process.once(signal, () => {
+      signalled = true;
       process.stderr.write(`\n${signal}: stopping servers and removing temporary data...\n`);
       void runCleanup().finally(() => process.exit(code));
     });

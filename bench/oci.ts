@@ -115,7 +115,7 @@ export async function pullBlob(http: RegistryHttp, repo: string, digest: string,
   let url = `/v2/${repo}/blobs/${digest}`;
   for (let hop = 0; hop < 2; hop++) {
     const res = await http.send('GET', url);
-    if ((res.status === 307 || res.status === 302 || res.status === 303) && res.headers['location']) {
+    if (res.status >= 300 && res.status < 400 && res.headers['location']) {
       await res.body.dump();
       url = http.resolve(res.headers['location']).toString();
       continue;

@@ -34,23 +34,25 @@ export interface Profile {
   mixPushSize: number;
 }
 
+// Sized so both registries fit in ~15 minutes on a 2-core VM; the 10k-tag and
+// 10k-repository loads alone take several minutes against the reference.
 const FULL: Profile = {
   mode: 'full',
   repeats: 3,
   manifestConnections: 32,
-  manifestSeconds: 5,
+  manifestSeconds: 4,
   manifestWarmupSeconds: 1,
   pullSizes: [1 * MiB, 10 * MiB, 100 * MiB],
   pullConcurrency: [1, 8],
-  pullSeconds: 3,
+  pullSeconds: 2,
   pushSizes: [1 * MiB, 10 * MiB, 100 * MiB],
   pushConcurrency: [1, 8],
-  pushBytesPerRun: 128 * MiB,
+  pushBytesPerRun: 64 * MiB,
   chunkSize: 5 * MiB,
   listCount: 10_000,
   loadConcurrency: 16,
-  listSeconds: 3,
-  mixSeconds: 10,
+  listSeconds: 2,
+  mixSeconds: 8,
   mixConcurrency: 16,
   mixPushSize: 16 * 1024,
 };

@@ -16,6 +16,8 @@ export interface RunInfo {
   registries: RegistryName[];
   startedAt: string;
   durationSeconds: number;
+  /** 1-minute load average when the run started and ended: other work on the box skews everything. */
+  loadAverage: { start: number; end: number };
 }
 
 function cell(s: Summary | undefined, error: string | undefined): string {
@@ -44,6 +46,13 @@ export function renderReport(info: RunInfo, rows: readonly Row[], notes: readonl
   out.push(
     `NOTE: the load generator shares these ${info.cores} cores with both servers; absolute numbers are ` +
       'lower bounds and large ratios are compressed when the client saturates first.',
+  );
+  const busiest = Math.max(info.loadAverage.start, info.loadAverage.end);
+  out.push(
+    `load average (1 min) at start ${fmt(info.loadAverage.start)}, at end ${fmt(info.loadAverage.end)}` +
+      (info.loadAverage.start > info.cores * 0.25
+        ? ` -- WARNING: the machine was busy before the run started (peak seen ${fmt(busiest)}); treat numbers with suspicion`
+        : ''),
   );
   out.push(
     'Cells: median (min-max) over repeats. Ratio > 1 means Ferry is better (Ferry/reference for ' +

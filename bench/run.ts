@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { installSignalHandlers, runCleanup } from './cleanup.js';
+import { installSignalHandlers, interrupted, runCleanup } from './cleanup.js';
 import { planFixtures, loadCatalog, loadTags, seedBase, type FixturePlan } from './fixtures.js';
 import { errorMessage, fmt } from './format.js';
 import { MiB, parseOptions, type Options } from './options.js';
@@ -71,6 +71,7 @@ async function loadLists(registries: readonly Registry[], plan: FixturePlan, opt
       [m.catalog, loadCatalog],
     ] as const) {
       try {
+        log(`[load]    ${reg.name.padEnd(9)} ${metric.label}...`);
         const seconds = await load(reg, plan, c);
         store.record(metric.id, reg.name, seconds);
         log(`[load]    ${reg.name.padEnd(9)} ${metric.label}: ${fmt(seconds)} s`);
@@ -89,6 +90,7 @@ async function main(): Promise<number> {
   const profile = options.profile;
   installSignalHandlers();
   const t0 = Date.now();
+  const loadAtStart = os.loadavg()[0];
   const store = new ResultStore();
 
   try {
@@ -118,6 +120,8 @@ async function main(): Promise<number> {
     if (options.groups.includes('list')) await loadLists(registries, plan, options, store);
 
     await runCases(cases, registries, profile.repeats, store);
+    // The signal handler exits once teardown is done; a partial report would mislead.
+    if (interrupted()) return 130;
 
     for (const reg of registries) store.record(RSS_RUN.id, reg.name, reg.memory.peak() / MiB);
     for (const reg of registries) if (reg.broken) store.fail([RSS_RUN.id], reg.name, reg.broken);
@@ -135,6 +139,7 @@ async function main(): Promise<number> {
       registries: registries.map((r) => r.name),
       startedAt: new Date(t0).toISOString(),
       durationSeconds: (Date.now() - t0) / 1000,
+      loadAverage: { start: loadAtStart, end: os.loadavg()[0] },
     };
     if (pkg.version) store.note(`ferry package version ${pkg.version}`);
     const rows = store.rows();
@@ -143,6 +148,7 @@ async function main(): Promise<number> {
     log(`results written to ${path.relative(process.cwd(), options.out) || options.out}`);
     return store.failed ? 1 : 0;
   } catch (err) {
+    if (interrupted()) return 130;
     log(`bench: ${errorMessage(err)}`);
     return 1;
   } finally {

@@ -1,6 +1,7 @@
 // Runs cases against the registries, alternating registries within each
 // repeat (ferry, reference, ferry, reference, ...) so slow drifts of the
 // machine (thermal, page cache, background jobs) hit both sides alike.
+import { interrupted } from './cleanup.js';
 import { errorMessage, fmt } from './format.js';
 import type { Registry } from './registry.js';
 import { assertAlive } from './registry.js';
@@ -32,6 +33,7 @@ export async function runCases(
     const failed = new Set<string>();
     for (let rep = 0; rep < repeats; rep++) {
       for (const reg of registries) {
+        if (interrupted()) return;
         if (failed.has(reg.name)) continue;
         if (reg.broken) {
           store.fail(ids, reg.name, `skipped: ${reg.broken.split('\n')[0]}`);
@@ -39,6 +41,7 @@ export async function runCases(
           continue;
         }
         try {
+          assertAlive(reg);
           if (rep === 0 && c.warmup) await c.warmup(reg);
           const sample = await c.run(reg, { note: (t) => store.note(t) });
           for (const id of ids) {
@@ -49,6 +52,8 @@ export async function runCases(
           const summary = c.metrics.map((m) => `${fmt(sample[m.id])} ${m.unit}`).join(', ');
           log(`[${rep + 1}/${repeats}] ${reg.name.padEnd(9)} ${c.title}: ${summary}`);
         } catch (err) {
+          // Servers are being torn down under us; these failures are not findings.
+          if (interrupted()) return;
           const msg = errorMessage(err);
           log(`[${rep + 1}/${repeats}] ${reg.name.padEnd(9)} ${c.title}: FAILED: ${msg}`);
           store.fail(ids, reg.name, msg);

@@ -12,14 +12,21 @@ import type { RegistryName } from '../types.js';
 import { startFerry } from './ferry.js';
 import { startReference, type StartedServer } from './reference.js';
 
-/** Creates the workspace under os.tmpdir(); removed at exit unless --keep-data. */
+/**
+ * Creates the workspace under os.tmpdir(); removed at exit unless --keep-data.
+ * The prefix deliberately does not start with "ferry-": test suites in this
+ * repository leave many /tmp/ferry-* directories behind, and a run once lost
+ * its data to a sweep of those.
+ */
 export async function makeWorkspace(keep: boolean): Promise<string> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ferry-bench-'));
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'regbench-'));
   onCleanup(async () => {
     if (keep) {
       process.stderr.write(`kept benchmark data and server logs in ${dir}\n`);
       return;
     }
+    // Can take a minute after a full run (GBs of blobs, 10k repositories).
+    process.stderr.write(`removing ${dir}...\n`);
     await fs.rm(dir, { recursive: true, force: true });
   });
   return dir;
@@ -42,14 +49,14 @@ export async function launchRegistries(options: Options, workspace: string): Pro
   const out: Registry[] = [];
   for (const name of names) {
     const workDir = path.join(workspace, name);
-    const { server, baseUrl } = await startOne(name, options, workDir);
+    const { server, baseUrl, dataDir } = await startOne(name, options, workDir);
     const http = new RegistryHttp(baseUrl);
     onCleanup(() => http.close());
     const memory = new MemorySampler(server.pid);
     memory.start();
     onCleanup(() => memory.stop());
     process.stderr.write(`${name}: listening on ${baseUrl} (pid ${server.pid})\n`);
-    out.push({ name, baseUrl, http, server, memory });
+    out.push({ name, baseUrl, dataDir, http, server, memory });
   }
   return out;
 }

@@ -29,7 +29,10 @@ export function pullCases(profile: Profile, plan: FixturePlan): BenchCase[] {
         async run(reg) {
           let bytes = 0;
           const seconds = await untilDeadline(profile.pullSeconds, conc, async () => {
-            bytes += await pullBlob(reg.http, plan.pull.repo, blob.digest, blob.size);
+            // Not `bytes += await ...`: that reads `bytes` before awaiting and
+            // loses the other clients' increments.
+            const n = await pullBlob(reg.http, plan.pull.repo, blob.digest, blob.size);
+            bytes += n;
           });
           return { [id]: bytes / MiB / seconds };
         },
