@@ -125,9 +125,13 @@ export class SqliteMetaStore implements MetaStore {
   constructor(path: string) {
     if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
     this.db = new Database(path);
-    this.db.pragma("journal_mode = WAL");
     this.db.pragma("synchronous = FULL");
+    // Several worker processes share this file. Writers wait for each other
+    // (busy_timeout), and every write transaction is BEGIN IMMEDIATE: a
+    // deferred one that reads and then writes gets SQLITE_BUSY at once when
+    // another process wrote meanwhile, without waiting.
     this.db.pragma("busy_timeout = 10000");
+    this.db.pragma("journal_mode = WAL");
     this.db.pragma("foreign_keys = OFF");
     this.db.exec(SCHEMA);
     this.statements = this.prepare();
@@ -281,7 +285,7 @@ export class SqliteMetaStore implements MetaStore {
       const id = this.ensureRepository(repository);
       this.statements.upsertBlob.run(digest, size, now);
       this.statements.linkBlob.run(id, digest, now);
-    })();
+    }).immediate();
   }
 
   async linkedBlob(repository: string, digest: string): Promise<{ size: number } | null> {
@@ -352,7 +356,7 @@ export class SqliteMetaStore implements MetaStore {
         );
       }
       if (tag !== undefined) s.upsertTag.run(id, tag, manifest.digest, now);
-    })();
+    }).immediate();
   }
 
   async getManifest(repository: string, digest: string): Promise<ManifestRecord | null> {
@@ -378,7 +382,7 @@ export class SqliteMetaStore implements MetaStore {
         if (s.foreignStillUsed.get(id, layer) === undefined) s.deleteForeign.run(id, layer);
       }
       return true;
-    })();
+    }).immediate();
   }
 
   async deleteTag(repository: string, tag: string): Promise<boolean> {
@@ -557,7 +561,7 @@ export class SqliteMetaStore implements MetaStore {
         .all(options.olderThan)
         .map((row) => row.digest);
       return { manifestsDeleted, linksDeleted, orphanBlobs };
-    })();
+    }).immediate();
   }
 
   async forgetBlobs(digests: string[]): Promise<string[]> {
@@ -567,7 +571,7 @@ export class SqliteMetaStore implements MetaStore {
     );
     this.db.transaction(() => {
       for (const digest of digests) if (remove.run(digest, digest).changes > 0) forgotten.push(digest);
-    })();
+    }).immediate();
     return forgotten;
   }
 
