@@ -1,7 +1,6 @@
 /** `ferry gc`: one garbage-collection pass over the data directory (safe while the registry runs). */
 import type { Command } from "commander";
-import { configFromFlags, type ServerFlags } from "../server-config.js";
-import { startRegistry } from "../../server.js";
+import type { ServerFlags } from "../server-config.js";
 import { parseDuration } from "../../config/units.js";
 
 interface GcFlags extends ServerFlags {
@@ -18,6 +17,9 @@ export function registerGc(program: Command): void {
     .option("--grace <duration>", "keep anything newer than this (default from config, 1h)")
     .option("--untagged", "also delete manifests that no tag, index or subject keeps")
     .action(async (flags: GcFlags) => {
+      // Loaded here so other commands do not pay for the server's modules at start-up.
+      const { configFromFlags } = await import("../server-config.js");
+      const { startRegistry } = await import("../../server.js");
       const config = configFromFlags({ ...flags, listen: "127.0.0.1:0" });
       const grace = flags.grace === undefined ? undefined : parseDuration(flags.grace);
       if (flags.grace !== undefined && grace === undefined) throw new Error(`--grace "${flags.grace}" is not a duration`);

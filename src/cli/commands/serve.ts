@@ -1,8 +1,7 @@
 /** `ferry serve`: runs the registry (one process, or one per --workers over the same data). */
 import cluster from "node:cluster";
 import type { Command } from "commander";
-import { configFromFlags, type ServerFlags } from "../server-config.js";
-import { createLogger, startRegistry, splitListen } from "../../server.js";
+import type { ServerFlags } from "../server-config.js";
 
 export function registerServe(program: Command): void {
   program
@@ -16,6 +15,9 @@ export function registerServe(program: Command): void {
 }
 
 async function serve(flags: ServerFlags): Promise<void> {
+  // Loaded here, not at the top: every `ferry` command (push, pull...) would pay for the server's modules at start-up.
+  const { configFromFlags } = await import("../server-config.js");
+  const { createLogger, startRegistry, splitListen } = await import("../../server.js");
   const config = configFromFlags(flags);
   const logger = createLogger(config);
   if (config.workers > 1 && cluster.isPrimary) {

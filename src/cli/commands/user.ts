@@ -6,9 +6,6 @@
 import { createInterface } from "node:readline";
 import { Writable } from "node:stream";
 import type { Command } from "commander";
-import bcrypt from "bcryptjs";
-import { loadConfig, ConfigError } from "../../config/load.js";
-import { updateHtpasswd } from "../../auth/htpasswd.js";
 
 interface UserFlags {
   file?: string;
@@ -37,8 +34,10 @@ export function registerUserCommands(program: Command): void {
     .action(async (name: string, flags: UserFlags) => removeUser(name, flags));
 }
 
-function htpasswdFile(flags: UserFlags): string {
+// bcryptjs and the config loader (zod) are imported when a user command runs, not by every `ferry` command.
+async function htpasswdFile(flags: UserFlags): Promise<string> {
   if (flags.file) return flags.file;
+  const { loadConfig, ConfigError } = await import("../../config/load.js");
   let file: string | undefined;
   try {
     file = loadConfig({ file: flags.config, env: process.env }).auth?.htpasswd;
@@ -54,16 +53,19 @@ async function addUser(name: string, flags: UserFlags): Promise<void> {
   if (!USER_NAME.test(name)) throw new Error(`user name "${name}" may not contain ":" or white space`);
   const cost = Number(flags.cost ?? "12");
   if (!Number.isInteger(cost) || cost < 10 || cost > 16) throw new Error("--cost must be an integer from 10 to 16");
-  const file = htpasswdFile(flags);
+  const file = await htpasswdFile(flags);
   const password = flags.passwordStdin ? await readStdinLine() : await promptTwice(name);
   if (password === "") throw new Error("empty password refused");
+  const { default: bcrypt } = await import("bcryptjs");
+  const { updateHtpasswd } = await import("../../auth/htpasswd.js");
   const hash = await bcrypt.hash(password, cost);
   const existed = await updateHtpasswd(file, name, hash);
   process.stdout.write(`${existed ? "updated" : "added"} user ${name} in ${file}\n`);
 }
 
 async function removeUser(name: string, flags: UserFlags): Promise<void> {
-  const file = htpasswdFile(flags);
+  const file = await htpasswdFile(flags);
+  const { updateHtpasswd } = await import("../../auth/htpasswd.js");
   const existed = await updateHtpasswd(file, name, null);
   if (!existed) throw new Error(`no user ${name} in ${file}`);
   process.stdout.write(`removed user ${name} from ${file}\n`);
