@@ -3,7 +3,7 @@
  * an fsync (optional) followed by an atomic rename into the content-addressed
  * tree, so a reader sees either no blob or the whole verified blob.
  */
-import { createReadStream, open as openCallback } from "node:fs";
+import { close, createReadStream, fdatasync, fstat, ftruncate, open as openCallback } from "node:fs";
 import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { promisify } from "node:util";
 import { join } from "node:path";
@@ -11,6 +11,7 @@ import type { Readable } from "node:stream";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { FsPaths } from "./fs-paths.js";
+import { BatchedFileWriter } from "./batched-file-writer.js";
 import {
   BlobNotFoundError,
   UploadLengthError,
@@ -29,10 +30,12 @@ export interface FilesystemOptions {
 }
 
 const openFd = promisify(openCallback);
+const closeFd = promisify(close);
+const fstatFd = promisify(fstat);
+const datasyncFd = promisify(fdatasync);
+const ftruncateFd = promisify(ftruncate);
 const READ_CHUNK = 256 * 1024;
 const EARLY_FLUSH_BYTES = 8 * 1024 * 1024;
-// Lets many request chunks go down in one writev instead of one thread-pool round trip each.
-const WRITE_BUFFER = 4 * 1024 * 1024;
 
 export class FilesystemBlobStore implements BlobStore {
   private readonly paths: FsPaths;
@@ -89,18 +92,24 @@ export class FilesystemBlobStore implements BlobStore {
 
   async appendUpload(uploadId: string, source: Readable, options: AppendOptions): Promise<number> {
     const path = this.paths.upload(uploadId);
-    let handle;
+    let fd: number;
     try {
-      handle = await open(path, "r+");
+      fd = await openFd(path, "r+");
     } catch (error) {
       if (isNotFound(error)) throw new BlobNotFoundError(uploadId);
       throw error;
     }
-    const size = (await handle.stat()).size;
-    if (size !== options.offset) {
-      await handle.close();
-      throw new UploadOffsetError(size);
+    try {
+      const size = (await fstatFd(fd)).size;
+      if (size !== options.offset) throw new UploadOffsetError(size);
+      const written = await this.appendAt(fd, size, source, options);
+      return size + written;
+    } finally {
+      await closeFd(fd);
     }
+  }
+
+  private async appendAt(fd: number, size: number, source: Readable, options: AppendOptions): Promise<number> {
     let written = 0;
     const { onData, maxBytes, exactBytes } = options;
     // Flush to disk while the upload is still streaming, so the fsync at commit
@@ -123,7 +132,7 @@ export class FilesystemBlobStore implements BlobStore {
         unflushed += chunk.length;
         if (unflushed >= flushEvery && flushing === null) {
           unflushed = 0;
-          flushing = handle.datasync().then(
+          flushing = datasyncFd(fd).then(
             () => void (flushing = null),
             () => void (flushing = null),
           );
@@ -134,20 +143,16 @@ export class FilesystemBlobStore implements BlobStore {
         callback(exactBytes !== undefined && written !== exactBytes ? new UploadLengthError(exactBytes, written) : null);
       },
     });
-    const sink = handle.createWriteStream({ start: size, autoClose: true, highWaterMark: WRITE_BUFFER });
     try {
-      await pipeline(source, meter, sink);
+      await pipeline(source, meter, new BatchedFileWriter(fd, size));
       await flushing;
+      return written;
     } catch (error) {
       await flushing;
       // Keep the session consistent: drop whatever part of this append landed.
-      const truncate = await open(path, "r+").catch(() => undefined);
-      if (truncate) {
-        await truncate.truncate(size).finally(() => truncate.close());
-      }
+      await ftruncateFd(fd, size).catch(() => undefined);
       throw error;
     }
-    return size + written;
   }
 
   async readUpload(uploadId: string): Promise<Readable> {
