@@ -14,7 +14,10 @@ export async function startFerry(cli: string, extraArgs: string[], workDir: stri
   const dataDir = path.join(workDir, 'data');
   await fs.mkdir(dataDir, { recursive: true });
   const port = await freePort();
-  const args = [cli, 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir, ...extraArgs];
+  // Same logging as the reference's generated config: access log off, errors only.
+  const configPath = path.join(workDir, 'ferry.yml');
+  await fs.writeFile(configPath, 'log:\n  level: error\n  accessLog: false\n');
+  const args = [cli, 'serve', '--config', configPath, '--listen', `127.0.0.1:${port}`, '--data', dataDir, ...extraArgs];
   // process.execPath: the same Node that runs the harness, not whatever is on PATH.
   const server = spawnServer(process.execPath, args, path.join(workDir, 'server.log'), workDir);
   // Registered before waiting, so a server that never becomes ready is still stopped.
