@@ -174,15 +174,8 @@ export async function pushManifest(
   return { digest: sha256(bytes), bytes, mediaType, res };
 }
 
-export interface Descriptor {
-  mediaType: string;
-  digest: string;
-  size: number;
-  urls?: string[];
-  annotations?: Record<string, string>;
-  artifactType?: string;
-  platform?: Record<string, unknown>;
-}
+import type { Descriptor } from "../../src/oci/manifest.js";
+export type { Descriptor };
 
 export function descriptor(mediaType: string, bytes: Buffer | string, extra: Partial<Descriptor> = {}): Descriptor {
   const b = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes);

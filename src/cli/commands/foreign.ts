@@ -3,6 +3,7 @@
  * federation admin API (/ferry/v1/foreign/...). `check` comes from
  * foreign-check.ts (client side, owned by the client work).
  */
+import type { SourceHealthRecord } from "../../metadata/meta-store.js";
 import type { Command } from "commander";
 import { registerForeignCheck } from "./foreign-check.js";
 
@@ -12,17 +13,8 @@ interface AdminFlags {
   json?: boolean;
 }
 
-interface SourceRow {
-  host: string;
-  healthy: boolean;
-  successes: number;
-  failures: number;
-  lastSuccessAt: number | null;
-  lastFailureAt: number | null;
-  lastError: string | null;
-  lastLatencyMs: number | null;
-  averageLatencyMs: number | null;
-}
+/** A row of GET /ferry/v1/foreign/sources. */
+type SourceRow = SourceHealthRecord & { healthy: boolean };
 
 interface LayerRow {
   repository: string;
