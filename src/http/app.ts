@@ -9,7 +9,7 @@ import { assertRepositoryName } from "../oci/reference.js";
 import type { AccessRequest, Principal } from "../auth/access.js";
 import type { RequestContext, Services } from "./context.js";
 import { ALLOWED_METHODS, matchRoute, type Route } from "./routes.js";
-import { send, sendError } from "./respond.js";
+import { isClientAbort, send, sendError } from "./respond.js";
 import { getBlob, deleteBlob } from "./handlers/blobs.js";
 import { cancelUpload, finishUpload, patchUpload, startUpload, uploadStatus } from "./handlers/uploads.js";
 import { deleteManifest, getManifest, putManifest } from "./handlers/manifests.js";
@@ -75,12 +75,9 @@ export function createRequestHandler(options: AppOptions): (req: IncomingMessage
   };
 }
 
-const ABORT_CODES = new Set(["ERR_STREAM_PREMATURE_CLOSE", "ECONNRESET", "EPIPE", "ECONNABORTED"]);
-
 function clientWentAway(req: IncomingMessage, error: unknown): boolean {
   if (error instanceof RegistryError) return false;
-  const code = (error as NodeJS.ErrnoException)?.code;
-  return (code !== undefined && ABORT_CODES.has(code)) || (req.destroyed && !req.complete);
+  return isClientAbort(error) || (req.destroyed && !req.complete);
 }
 
 async function dispatch(ctx: RequestContext, extensions: Extension[], setKind: (kind: string) => void): Promise<void> {

@@ -6,6 +6,14 @@ export const API_VERSION_HEADER = { "Docker-Distribution-API-Version": "registry
 
 export type Headers = Record<string, string | number | string[]>;
 
+const CLIENT_ABORT_CODES = new Set(["ERR_STREAM_PREMATURE_CLOSE", "ECONNRESET", "EPIPE", "ECONNABORTED"]);
+
+/** The error a stream raises when the other end of the connection went away. */
+export function isClientAbort(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException)?.code;
+  return code !== undefined && CLIENT_ABORT_CODES.has(code);
+}
+
 export function send(res: ServerResponse, status: number, headers: Headers, body?: Buffer | string): void {
   if (res.headersSent || res.destroyed) return;
   const length = body === undefined ? 0 : typeof body === "string" ? Buffer.byteLength(body) : body.length;

@@ -4,7 +4,7 @@ import type { Readable } from "node:stream";
 import { parseDigest } from "../../oci/digest.js";
 import { RegistryError } from "../../oci/errors.js";
 import type { RequestContext } from "../context.js";
-import { send, type Headers } from "../respond.js";
+import { API_VERSION_HEADER, isClientAbort, send, type Headers } from "../respond.js";
 import { parseRange } from "../request.js";
 import type { ForeignBlobResponse } from "../../federation/federation.js";
 
@@ -90,19 +90,14 @@ async function sendForeign(ctx: RequestContext, digest: string, response: Foreig
 /** Streams a body; a failure after the headers went out can only cut the connection. */
 export async function streamBody(ctx: RequestContext, status: number, headers: Headers, body: Readable): Promise<void> {
   const { res } = ctx;
-  res.writeHead(status, { "Docker-Distribution-API-Version": "registry/2.0", ...headers });
+  res.writeHead(status, { ...API_VERSION_HEADER, ...headers });
   try {
     await pipeline(body, res);
   } catch (error) {
     body.destroy();
     res.destroy();
-    if (!isClientGone(error)) ctx.services.logger.warn({ err: error, requestId: ctx.requestId }, "blob stream failed");
+    if (!isClientAbort(error)) ctx.services.logger.warn({ err: error, requestId: ctx.requestId }, "blob stream failed");
   }
-}
-
-function isClientGone(error: unknown): boolean {
-  const code = (error as NodeJS.ErrnoException)?.code;
-  return code === "ERR_STREAM_PREMATURE_CLOSE" || code === "ECONNRESET" || code === "EPIPE";
 }
 
 export async function deleteBlob(ctx: RequestContext, name: string, rawDigest: string): Promise<void> {
