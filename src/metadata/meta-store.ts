@@ -136,8 +136,6 @@ export interface MetaStore {
   blobSize(digest: string): Promise<number | null>;
   /** Some repositories that link `digest` (for mounts), lexically first. */
   repositoriesWithBlob(digest: string, limit: number): Promise<string[]>;
-  /** Which of `digests` are not blobs of `repository`. */
-  missingBlobs(repository: string, digests: string[]): Promise<string[]>;
   /** Which of `digests` are not manifests of `repository`. */
   missingManifests(repository: string, digests: string[]): Promise<string[]>;
 

@@ -306,12 +306,6 @@ export class SqliteMetaStore implements MetaStore {
     return this.statements.repositoriesWithBlob.all(digest, limit).map((row) => row.name);
   }
 
-  async missingBlobs(repository: string, digests: string[]): Promise<string[]> {
-    const id = this.repositoryId(repository);
-    if (id === undefined) return [...digests];
-    return digests.filter((digest) => this.statements.hasLinkedBlob.get(id, digest) === undefined);
-  }
-
   async missingManifests(repository: string, digests: string[]): Promise<string[]> {
     const id = this.repositoryId(repository);
     if (id === undefined) return [...digests];

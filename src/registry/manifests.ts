@@ -105,11 +105,15 @@ export class ManifestService {
       (isManifestMediaType(child.mediaType) ? manifestDescriptors : blobDescriptors).push(child);
     }
 
-    const missingBlobs = new Set(await meta.missingBlobs(repository, unique(blobDescriptors.map((d) => d.digest))));
+    // One lookup per blob gives both facts we need: whether the repository holds it, and its size.
+    const sizes = new Map<string, number | null>();
+    for (const digest of unique(blobDescriptors.map((d) => d.digest))) {
+      sizes.set(digest, (await meta.linkedBlob(repository, digest))?.size ?? null);
+    }
     const foreign: Descriptor[] = [];
     const unknown: Descriptor[] = [];
     for (const descriptor of blobDescriptors) {
-      if (!missingBlobs.has(descriptor.digest)) continue;
+      if (sizes.get(descriptor.digest) !== null) continue;
       const isLayer = manifest.layers.includes(descriptor);
       if (isLayer && descriptor.urls && descriptor.urls.length > 0) {
         if (!foreign.some((f) => f.digest === descriptor.digest)) foreign.push(descriptor);
@@ -121,23 +125,9 @@ export class ManifestService {
     unknown.push(...manifestDescriptors.filter((d) => missingChildren.has(d.digest)));
     if (unknown.length > 0) throw manifestBlobUnknown(unknown);
 
-    const held = unique(blobDescriptors.filter((d) => !missingBlobs.has(d.digest)).map((d) => d.digest));
-    await this.checkSizes(repository, blobDescriptors.filter((d) => !missingBlobs.has(d.digest)));
+    for (const descriptor of blobDescriptors) checkSize(descriptor, sizes.get(descriptor.digest) ?? null);
+    const held = [...sizes].filter(([, size]) => size !== null).map(([digest]) => digest);
     return { held, foreign, childManifests: unique(manifestDescriptors.map((d) => d.digest)) };
-  }
-
-  /** A descriptor whose size disagrees with the blob would make every client's pull fail: refuse it now. */
-  private async checkSizes(repository: string, descriptors: Descriptor[]): Promise<void> {
-    for (const descriptor of descriptors) {
-      const linked = await this.deps.meta.linkedBlob(repository, descriptor.digest);
-      if (linked && linked.size !== descriptor.size) {
-        throw new RegistryError(
-          "MANIFEST_INVALID",
-          `descriptor for ${descriptor.digest} says ${descriptor.size} bytes but the blob has ${linked.size}`,
-          { detail: { digest: descriptor.digest, declaredSize: descriptor.size, actualSize: linked.size } },
-        );
-      }
-    }
   }
 
   private async admitForeignLayers(repository: string, manifestDigest: string, manifest: ParsedManifest, layers: Descriptor[]) {
@@ -145,6 +135,14 @@ export class ManifestService {
     const isPrivate = !this.deps.access.isAnonymousReadable(repository);
     return this.deps.federation.admit({ repository, manifestDigest, layers, isPrivate });
   }
+}
+
+/** A descriptor whose size disagrees with the blob would make every client's pull fail: refuse it now. */
+function checkSize(descriptor: Descriptor, actual: number | null): void {
+  if (actual === null || actual === descriptor.size) return;
+  throw new RegistryError("MANIFEST_INVALID", `descriptor for ${descriptor.digest} says ${descriptor.size} bytes but the blob has ${actual}`, {
+    detail: { digest: descriptor.digest, declaredSize: descriptor.size, actualSize: actual },
+  });
 }
 
 function unique(values: string[]): string[] {
