@@ -13,6 +13,7 @@ import { createFederation } from "./federation/create.js";
 import { createAccessController } from "./auth/create.js";
 import { KeyedMutex } from "./registry/keyed-mutex.js";
 import type { RegistryDeps } from "./registry/context.js";
+import { OffThreadHashes } from "./hashing/off-thread-hashes.js";
 import type { AccessController } from "./auth/access.js";
 import type { Federation } from "./federation/federation.js";
 import { BlobService } from "./registry/blobs.js";
@@ -95,7 +96,8 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     limits: { manifestMaxBytes: config.manifests.maxBytes },
     digestLocks: new KeyedMutex(),
   };
-  const uploads = new UploadService(deps);
+  const hashing = new OffThreadHashes(logger);
+  const uploads = new UploadService(deps, hashing);
   const services: Services = {
     blobs: new BlobService(deps),
     uploads,
@@ -116,6 +118,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   try {
     await listen(server, host, port);
   } catch (error) {
+    await hashing.close();
     await federation.close();
     await meta.close();
     await blobs.close();
@@ -153,6 +156,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
         server.close(() => resolveClose());
         server.closeAllConnections();
       });
+      await hashing.close();
       await federation.close();
       await blobs.close();
       await meta.close();

@@ -219,6 +219,10 @@ export class TokenService {
     if (!this.signing) throw new TokenError("this registry issues no tokens (auth.token.enabled is false)");
     const iat = Math.floor(this.now() / 1000);
     const expiresIn = Math.max(1, Math.floor(lifetimeMs / 1000));
+    // Claims are whole seconds and `iat` is rounded down, so `iat + expiresIn`
+    // could leave a token (almost) a second less than the `expires_in` the
+    // client was promised; rounding the expiry up keeps the promise.
+    const exp = Math.ceil(this.now() / 1000) + expiresIn;
     const token = await new SignJWT(claims)
       .setProtectedHeader({ alg: this.signing.algorithm, kid: this.signing.kid, typ: "JWT" })
       .setIssuer(this.config.issuer)
@@ -226,7 +230,7 @@ export class TokenService {
       .setAudience(this.config.service)
       .setIssuedAt(iat)
       .setNotBefore(iat)
-      .setExpirationTime(iat + expiresIn)
+      .setExpirationTime(exp)
       .setJti(randomUUID())
       .sign(this.signing.privateKey);
     return { token, expiresIn, issuedAt: new Date(iat * 1000).toISOString() };

@@ -7,10 +7,12 @@
  * running hash lives in this process; after a restart (or on another
  * replica) the session's bytes are re-read once at completion instead.
  */
-import { randomUUID, type Hash } from "node:crypto";
-import type { Readable } from "node:stream";
+import { randomUUID } from "node:crypto";
+import { Transform, type Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { RegistryError } from "../oci/errors.js";
 import { createDigester, type ParsedDigest } from "../oci/digest.js";
+import { inlineHashes, type HashFactory, type IncrementalHash } from "../hashing/incremental-hash.js";
 import {
   BlobNotFoundError,
   UploadLengthError,
@@ -38,7 +40,7 @@ export interface CommittedBlob {
 }
 
 interface RunningHash {
-  hash: Hash;
+  hash: IncrementalHash;
   size: number;
 }
 
@@ -48,14 +50,17 @@ export class UploadService {
   private readonly hashes = new Map<string, RunningHash>();
   private readonly sessionLocks = new KeyedMutex();
 
-  constructor(private readonly deps: RegistryDeps) {}
+  constructor(
+    private readonly deps: RegistryDeps,
+    private readonly hashing: HashFactory = inlineHashes,
+  ) {}
 
   async start(repository: string): Promise<UploadStatus> {
     const id = randomUUID();
     const now = Date.now();
     await this.deps.blobs.startUpload(id);
     await this.deps.meta.createUpload({ id, repository, createdAt: now, updatedAt: now });
-    this.hashes.set(id, { hash: createDigester("sha256"), size: 0 });
+    this.hashes.set(id, { hash: this.hashing.create(), size: 0 });
     return { id, size: 0 };
   }
 
@@ -98,12 +103,12 @@ export class UploadService {
   async putMonolithic(repository: string, expected: ParsedDigest, body: Readable, contentLength: number | null): Promise<CommittedBlob> {
     const id = randomUUID();
     await this.deps.blobs.startUpload(id);
-    this.hashes.set(id, { hash: createDigester("sha256"), size: 0 });
+    this.hashes.set(id, { hash: this.hashing.create(), size: 0 });
     try {
       await this.appendLocked(id, body, null, contentLength);
       return await this.commit(repository, id, expected);
     } catch (error) {
-      this.hashes.delete(id);
+      this.dropHash(id);
       await this.deps.blobs.abortUpload(id).catch(() => undefined);
       throw error;
     }
@@ -112,7 +117,7 @@ export class UploadService {
   async cancel(repository: string, id: string): Promise<void> {
     await this.requireSession(repository, id);
     await this.sessionLocks.run(id, async () => {
-      this.hashes.delete(id);
+      this.dropHash(id);
       await this.deps.blobs.abortUpload(id);
       await this.deps.meta.deleteUpload(id);
     });
@@ -145,7 +150,7 @@ export class UploadService {
     let purged = 0;
     for (const upload of await this.deps.meta.staleUploads(cutoff)) {
       await this.sessionLocks.run(upload.id, async () => {
-        this.hashes.delete(upload.id);
+        this.dropHash(upload.id);
         await this.deps.blobs.abortUpload(upload.id);
         await this.deps.meta.deleteUpload(upload.id);
       });
@@ -182,18 +187,20 @@ export class UploadService {
     const expectedBytes = range ? range.end - range.start + 1 : contentLength ?? undefined;
     const running = this.hashes.get(id);
     const hashable = running !== undefined && running.size === offset;
-    if (!hashable) this.hashes.delete(id);
+    if (!hashable) this.dropHash(id);
     try {
-      const size = await blobs.appendUpload(id, body, {
+      const size = await blobs.appendUpload(id, hashable ? hashWhileStreaming(body, running.hash) : body, {
         offset,
         exactBytes: expectedBytes,
-        onData: hashable ? (chunk) => running.hash.update(chunk) : undefined,
       });
-      if (hashable) running.size = size;
+      if (hashable) {
+        running.size = size;
+        running.hash.pause();
+      }
       return size;
     } catch (error) {
       // The running hash may have seen bytes that were rolled back: re-hash at completion.
-      this.hashes.delete(id);
+      this.dropHash(id);
       if (error instanceof UploadOffsetError) throw rangeNotSatisfiable(id, error.currentSize, "the upload moved on concurrently");
       if (error instanceof UploadLengthError) {
         throw new RegistryError("BLOB_UPLOAD_INVALID", `the request body was ${error.received} bytes, expected ${error.expected}`, {
@@ -230,16 +237,44 @@ export class UploadService {
     return { digest: expected.digest, size };
   }
 
+  private dropHash(id: string): void {
+    this.hashes.get(id)?.hash.discard();
+    this.hashes.delete(id);
+  }
+
   private async digestOfSession(id: string, expected: ParsedDigest, size: number): Promise<string> {
     const running = this.hashes.get(id);
     this.hashes.delete(id);
     if (running && running.size === size && expected.algorithm === "sha256") {
-      return `sha256:${running.hash.digest("hex")}`;
+      try {
+        return await running.hash.digest();
+      } catch (error) {
+        this.deps.logger.warn({ err: error, uploadId: id }, "running hash failed; re-reading the upload to verify it");
+      }
+    } else {
+      running?.hash.discard();
     }
     const hash = createDigester(expected.algorithm);
     for await (const chunk of await this.deps.blobs.readUpload(id)) hash.update(chunk as Buffer);
     return `${expected.algorithm}:${hash.digest("hex")}`;
   }
+}
+
+/**
+ * Passes the body through unchanged while feeding the hash, waiting when the
+ * hash asks for it so a slow hasher slows the socket instead of growing memory.
+ */
+function hashWhileStreaming(body: Readable, hash: IncrementalHash): Readable {
+  const tap = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      const wait = hash.update(chunk);
+      if (wait) wait.then(() => callback(null, chunk));
+      else callback(null, chunk);
+    },
+  });
+  // Errors reach the storage pipeline through `tap`; this promise only must not go unhandled.
+  pipeline(body, tap).catch(() => undefined);
+  return tap;
 }
 
 export function uploadUnknown(id: string): RegistryError {

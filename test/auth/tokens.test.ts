@@ -137,8 +137,11 @@ test("a token expires for real after auth.token.expires", async () => {
     auth: { users: { u: { passwordHash: bcryptHash("pw") } }, public: [], token: { expires: "1s", clockSkew: "0s" } },
   });
   try {
+    const askedAt = Date.now();
     const { token, expires_in } = await fetchToken(short.url, basic("u", "pw"), []);
     assert.equal(expires_in, 1);
+    // Whole-second claims must not shorten the promised lifetime.
+    assert.ok((claims(token).exp as number) * 1000 >= askedAt + expires_in * 1000, "the token lives at least expires_in seconds");
     assert.equal((await fetch(`${short.url}/v2/`, { headers: { authorization: bearer(token) } })).status, 200);
     await new Promise((r) => setTimeout(r, 2100));
     const late = await fetch(`${short.url}/v2/`, { headers: { authorization: bearer(token) } });

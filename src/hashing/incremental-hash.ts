@@ -1,0 +1,52 @@
+/**
+ * SHA-256 over a stream of chunks, with room for the work to happen off the
+ * request thread. Pushing a blob is bound by hashing: done inline, the event
+ * loop stops reading the socket while it hashes, the client's window fills and
+ * the transfer stalls; done on another thread, receiving and hashing overlap.
+ */
+import { createHash, type Hash } from "node:crypto";
+
+export interface IncrementalHash {
+  /**
+   * Feeds bytes. The hash may keep a reference to `chunk` only until update
+   * returns. A returned promise asks the caller to wait before feeding more
+   * (backpressure); it never rejects.
+   */
+  update(chunk: Uint8Array): void | Promise<void>;
+  /**
+   * Marks the end of one request's bytes: lets the hash release buffers it
+   * holds while the session waits for its next chunk. Feeding may continue.
+   */
+  pause(): void;
+  /** `sha256:<hex>` of everything fed; the hash cannot be used afterwards. Rejects if the hash failed. */
+  digest(): Promise<string>;
+  /** Drops the state without a result. */
+  discard(): void;
+}
+
+export interface HashFactory {
+  create(): IncrementalHash;
+  close(): Promise<void>;
+}
+
+/** Hashing on the calling thread: the fallback, and the right choice for small data. */
+export class InlineSha256 implements IncrementalHash {
+  private readonly hash: Hash = createHash("sha256");
+
+  update(chunk: Uint8Array): void {
+    this.hash.update(chunk);
+  }
+
+  pause(): void {}
+
+  digest(): Promise<string> {
+    return Promise.resolve(`sha256:${this.hash.digest("hex")}`);
+  }
+
+  discard(): void {}
+}
+
+export const inlineHashes: HashFactory = {
+  create: () => new InlineSha256(),
+  close: async () => {},
+};

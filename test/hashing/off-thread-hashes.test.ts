@@ -1,0 +1,101 @@
+import { test, describe, after } from "node:test";
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { OffThreadHashes } from "../../src/hashing/off-thread-hashes.js";
+
+const SLAB = 512 * 1024;
+
+function expected(...parts: Uint8Array[]): string {
+  const h = createHash("sha256");
+  for (const p of parts) h.update(p);
+  return `sha256:${h.digest("hex")}`;
+}
+
+/** Feeds `data` in chunks of the given sizes (cycled), honouring backpressure. */
+async function feed(hash: { update(c: Uint8Array): void | Promise<void> }, data: Uint8Array, sizes: number[]): Promise<number> {
+  let waits = 0;
+  for (let offset = 0, i = 0; offset < data.length; i++) {
+    const n = Math.min(sizes[i % sizes.length], data.length - offset);
+    const wait = hash.update(data.subarray(offset, offset + n));
+    if (wait) {
+      waits++;
+      await wait;
+    }
+    offset += n;
+  }
+  return waits;
+}
+
+describe("OffThreadHashes", () => {
+  const hashes = new OffThreadHashes();
+  after(() => hashes.close());
+
+  for (const [label, size] of [
+    ["empty", 0],
+    ["one byte", 1],
+    ["just under a slab", SLAB - 1],
+    ["exactly one slab", SLAB],
+    ["one slab and a byte", SLAB + 1],
+    ["9 MiB + 17", 9 * 1024 * 1024 + 17],
+  ] as const) {
+    test(`digest equals sha256 of the bytes: ${label}`, async () => {
+      const data = randomBytes(size);
+      const hash = hashes.create();
+      await feed(hash, data, [65536, 1, 700_000, 4096, 3 * SLAB]);
+      assert.equal(await hash.digest(), expected(data));
+    });
+  }
+
+  test("a session fed over several requests (pause between them) digests all of it", async () => {
+    const parts = [randomBytes(1000), randomBytes(3 * SLAB + 5), randomBytes(10), randomBytes(SLAB)];
+    const hash = hashes.create();
+    for (const part of parts) {
+      await feed(hash, part, [65536]);
+      hash.pause();
+    }
+    assert.equal(await hash.digest(), expected(...parts));
+  });
+
+  test("a small first request then large ones still digests correctly (inline from then on)", async () => {
+    const parts = [randomBytes(100), randomBytes(5 * SLAB)];
+    const hash = hashes.create();
+    await feed(hash, parts[0], [100]);
+    hash.pause();
+    await feed(hash, parts[1], [65536]);
+    assert.equal(await hash.digest(), expected(...parts));
+  });
+
+  test("update asks the caller to wait when the worker is behind, and the wait ends", async () => {
+    const data = randomBytes(32 * SLAB);
+    const hash = hashes.create();
+    // One update of 32 slabs queues far more than the in-flight limit at once.
+    const wait = hash.update(data);
+    assert.ok(wait instanceof Promise, "a large burst must ask the caller to wait");
+    await wait;
+    assert.equal(await hash.digest(), expected(data));
+  });
+
+  test("interleaved sessions do not mix their bytes; discarding one leaves the others intact", async () => {
+    const a = randomBytes(4 * SLAB + 3);
+    const b = randomBytes(2 * SLAB + 9);
+    const ha = hashes.create();
+    const hb = hashes.create();
+    const hc = hashes.create();
+    await Promise.all([feed(ha, a, [65536]), feed(hb, b, [12345]), feed(hc, randomBytes(3 * SLAB), [SLAB])]);
+    hc.discard();
+    assert.equal(await hb.digest(), expected(b));
+    assert.equal(await ha.digest(), expected(a));
+  });
+
+  test("after close, sessions in flight fail their digest and new sessions hash inline", async () => {
+    const local = new OffThreadHashes();
+    const inFlight = local.create();
+    await feed(inFlight, randomBytes(2 * SLAB), [65536]);
+    await local.close();
+    await assert.rejects(inFlight.digest());
+    const fresh = local.create();
+    const data = randomBytes(3 * SLAB);
+    await feed(fresh, data, [65536]);
+    assert.equal(await fresh.digest(), expected(data));
+  });
+});
