@@ -32,8 +32,10 @@ export const configSchema = z.strictObject({
           fsync: z.boolean().default(true),
         })
         .default({ fsync: true }),
+      /** Send large local blobs with sendfile(2) (Linux, when the native addon is built); false always streams. */
+      sendfile: z.boolean().default(true),
     })
-    .default({ driver: "filesystem", filesystem: { fsync: true } }),
+    .default({ driver: "filesystem", filesystem: { fsync: true }, sendfile: true }),
   metadata: z
     .strictObject({
       driver: z.enum(["sqlite"]).default("sqlite"),

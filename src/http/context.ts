@@ -19,6 +19,8 @@ export interface Services {
   blobStore: BlobStore;
   logger: Logger;
   manifestMaxBytes: number;
+  /** Send large local blobs with sendfile(2) when the addon is built (storage.sendfile). */
+  sendfile?: boolean;
 }
 
 export interface RequestContext {

@@ -4,7 +4,7 @@
  */
 import type { Readable } from "node:stream";
 import { RegistryError } from "../oci/errors.js";
-import type { ByteRange } from "../storage/blob-store.js";
+import type { BlobFile, ByteRange } from "../storage/blob-store.js";
 import { BlobNotFoundError } from "../storage/blob-store.js";
 import type { ForeignBlobResponse } from "../federation/federation.js";
 import type { RegistryDeps } from "./context.js";
@@ -40,6 +40,20 @@ export class BlobService {
     } catch (error) {
       if (error instanceof BlobNotFoundError) {
         // Metadata says yes, storage says no: report it as missing rather than crash.
+        this.deps.logger.error({ digest }, "blob is linked but its bytes are missing from storage");
+        throw blobUnknown(digest);
+      }
+      throw error;
+    }
+  }
+
+  /** The blob as an open local file, or null when the store does not keep blobs as local files. */
+  async openFile(digest: string): Promise<BlobFile | null> {
+    if (!this.deps.blobs.openFile) return null;
+    try {
+      return await this.deps.blobs.openFile(digest);
+    } catch (error) {
+      if (error instanceof BlobNotFoundError) {
         this.deps.logger.error({ digest }, "blob is linked but its bytes are missing from storage");
         throw blobUnknown(digest);
       }

@@ -50,6 +50,14 @@ export class UploadLengthError extends Error {
 
 export class BlobNotFoundError extends Error {}
 
+/** A blob held open as a local file (see BlobReader.openFile). */
+export interface BlobFile {
+  fd: number;
+  size: number;
+  /** Closes the descriptor; safe to call more than once. */
+  close(): Promise<void>;
+}
+
 export interface BlobReader {
   stat(digest: string): Promise<BlobStat | null>;
   /** A stream of the blob (or of the inclusive range). Rejects with BlobNotFoundError. */
@@ -59,6 +67,13 @@ export interface BlobReader {
    * serves bytes itself (filesystem). Lets S3/CDN drivers redirect.
    */
   redirectUrl?(digest: string, options: { method: "GET" | "HEAD"; expiresInMs: number }): Promise<string | null>;
+  /**
+   * Optional, for drivers whose blobs are local files: the blob open for
+   * reading, so the HTTP layer can send it with sendfile(2). The caller
+   * closes it. Rejects with BlobNotFoundError. Drivers without local files
+   * (S3) leave it out and are streamed through `read`.
+   */
+  openFile?(digest: string): Promise<BlobFile>;
 }
 
 export interface BlobWriter {

@@ -18,6 +18,7 @@ import {
   UploadOffsetError,
   UploadTooLargeError,
   type AppendOptions,
+  type BlobFile,
   type BlobStat,
   type BlobStore,
   type ByteRange,
@@ -70,6 +71,25 @@ export class FilesystemBlobStore implements BlobStore {
     // A plain fd stream reads about twice as fast as FileHandle.createReadStream,
     // whose every read goes through the promise API (measured on 100 MiB pulls).
     return createReadStream(path, { fd, autoClose: true, start: range?.start, end: range?.end, highWaterMark: READ_CHUNK });
+  }
+
+  async openFile(digest: string): Promise<BlobFile> {
+    let fd: number;
+    try {
+      fd = await openFd(this.paths.blob(digest), "r");
+    } catch (error) {
+      if (isNotFound(error)) throw new BlobNotFoundError(digest);
+      throw error;
+    }
+    let size: number;
+    try {
+      size = (await fstatFd(fd)).size;
+    } catch (error) {
+      await closeFd(fd).catch(() => undefined);
+      throw error;
+    }
+    let closing: Promise<void> | undefined;
+    return { fd, size, close: () => (closing ??= closeFd(fd)) };
   }
 
   async delete(digest: string): Promise<void> {

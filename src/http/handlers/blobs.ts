@@ -7,6 +7,8 @@ import type { RequestContext } from "../context.js";
 import { API_VERSION_HEADER, isClientAbort, send, type Headers } from "../respond.js";
 import { parseRange } from "../request.js";
 import type { ForeignBlobResponse } from "../../federation/federation.js";
+import type { ByteRange } from "../../storage/blob-store.js";
+import { reserveSendFile, sendFileResponse } from "../sendfile.js";
 
 export async function getBlob(ctx: RequestContext, name: string, rawDigest: string): Promise<void> {
   const { digest } = parseDigest(rawDigest);
@@ -50,8 +52,45 @@ export async function getBlob(ctx: RequestContext, name: string, rawDigest: stri
     send(res, status, headers);
     return;
   }
+  const length = headers["Content-Length"] as number;
+  if (services.sendfile && (await sendLocalFile(ctx, status, headers, digest, partial ? range.range : undefined, length))) return;
   const body = await services.blobs.open(digest, partial ? range.range : undefined);
   await streamBody(ctx, status, headers, body);
+}
+
+/**
+ * Large local blobs on plain HTTP go out with sendfile(2) (src/http/sendfile.ts);
+ * false when this response must be streamed instead (nothing was written yet).
+ */
+async function sendLocalFile(ctx: RequestContext, status: number, headers: Headers, digest: string, range: ByteRange | undefined, length: number): Promise<boolean> {
+  const slot = reserveSendFile(ctx.res, length);
+  if (!slot) return false;
+  let file;
+  try {
+    file = await ctx.services.blobs.openFile(digest);
+  } catch (error) {
+    slot.release();
+    throw error;
+  }
+  if (!file) {
+    slot.release();
+    return false;
+  }
+  try {
+    const outcome = await sendFileResponse(slot, ctx.res, {
+      status,
+      headers: { ...API_VERSION_HEADER, ...headers },
+      fd: file.fd,
+      offset: range?.start ?? 0,
+      length,
+    });
+    if (!outcome.ok && !outcome.clientGone) {
+      ctx.services.logger.warn({ err: outcome.error, requestId: ctx.requestId, digest, bytesSent: outcome.bytes }, "blob sendfile failed");
+    }
+  } finally {
+    await file.close().catch(() => undefined);
+  }
+  return true;
 }
 
 function rangeNotSatisfiable(size: number): RegistryError {

@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "ferry_sendfile",
+      "sources": ["sendfile.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    }
+  ]
+}
