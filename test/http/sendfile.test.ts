@@ -177,6 +177,45 @@ describe("blob GET through sendfile", { skip }, () => {
     }
   });
 
+  it("answers pipelined requests in order, nothing interleaved into a native body", async () => {
+    // RFC 9112 9.3.2: a server MUST send responses to pipelined requests in the order received.
+    const path = `/v2/${repo}/blobs/${bigDigest}`;
+    const socket = connect(reg.registry.port, "127.0.0.1");
+    const chunks: Buffer[] = [];
+    socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+    const ended = new Promise<void>((resolve, reject) => {
+      socket.on("end", () => resolve());
+      socket.on("error", reject);
+    });
+    const before = sendFileStats();
+    socket.write(
+      `GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n` +
+        `GET ${path} HTTP/1.1\r\nHost: x\r\nRange: bytes=5-600004\r\n\r\n` +
+        `GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+    );
+    await ended;
+    let rest = Buffer.concat(chunks);
+    const responses: Array<{ status: number; body: Buffer }> = [];
+    while (rest.length > 0) {
+      const headEnd = rest.indexOf("\r\n\r\n");
+      assert.ok(headEnd > 0, "a response head");
+      const head = rest.subarray(0, headEnd).toString("latin1");
+      const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1]);
+      assert.ok(Number.isFinite(length), `Content-Length in ${head}`);
+      responses.push({ status: Number(head.split(" ")[1]), body: rest.subarray(headEnd + 4, headEnd + 4 + length) });
+      rest = rest.subarray(headEnd + 4 + length);
+    }
+    assert.equal(responses.length, 3);
+    assert.equal(responses[0].status, 200);
+    assert.equal(digestOf(responses[0].body), bigDigest);
+    assert.equal(responses[1].status, 206);
+    assert.equal(digestOf(responses[1].body), digestOf(big.subarray(5, 600005)));
+    assert.equal(responses[2].status, 200);
+    assert.equal(digestOf(responses[2].body), bigDigest);
+    await settled();
+    assert.ok(sendFileStats().completed - before.completed >= 1, "at least the first went native");
+  });
+
   it("survives a client that disconnects mid-transfer: no exception, no descriptor leak, next request served", async () => {
     // Warm up so lazily opened descriptors (addon, database) are already counted.
     await fetchBlob(`${reg.url}/v2/${repo}/blobs/${bigDigest}`, { headers: { Range: "bytes=0-524287" } });
