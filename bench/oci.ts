@@ -142,6 +142,13 @@ export interface ListPage {
   next?: string;
 }
 
+/** One page of /tags/list or /_catalog as received: the body bytes and the Link target. */
+export interface RawListPage {
+  url: string;
+  body: Buffer;
+  next?: string;
+}
+
 /** Extracts the rel="next" target of a Link header (RFC 8288 subset used by registries). */
 export function nextLink(link: string | undefined): string | undefined {
   if (!link) return undefined;
@@ -152,13 +159,49 @@ export function nextLink(link: string | undefined): string | undefined {
   return undefined;
 }
 
+/** GETs one listing page and reads its body to the last byte (without parsing it). */
+export async function fetchListPage(http: RegistryHttp, url: string): Promise<RawListPage> {
+  const res = await http.expect('GET', url, [200]);
+  const body = Buffer.from(await res.body.arrayBuffer());
+  return { url, body, next: nextLink(res.headers['link']) };
+}
+
+/** Parses a page as a client would and returns the entries of `field` (throws if the body is not a listing). */
+export function listEntries(page: RawListPage, field: 'tags' | 'repositories'): string[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(page.body.toString('utf8'));
+  } catch (error) {
+    throw new Error(`GET ${page.url}: body is not JSON (${(error as Error).message})`);
+  }
+  const list = typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>)[field] : undefined;
+  if (!Array.isArray(list)) throw new Error(`GET ${page.url}: response has no "${field}" array`);
+  if (!list.every((entry): entry is string => typeof entry === 'string')) {
+    throw new Error(`GET ${page.url}: "${field}" holds a non-string`);
+  }
+  return list;
+}
+
 /** One page of /tags/list or /_catalog: counts entries of `field`, returns the next link. */
 export async function listPage(http: RegistryHttp, url: string, field: 'tags' | 'repositories'): Promise<ListPage> {
-  const res = await http.expect('GET', url, [200]);
-  const parsed: unknown = await res.body.json();
-  const list = typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>)[field] : undefined;
-  if (!Array.isArray(list)) throw new Error(`GET ${url}: response has no "${field}" array`);
-  return { items: list.length, next: nextLink(res.headers['link']) };
+  const page = await fetchListPage(http, url);
+  return { items: listEntries(page, field).length, next: page.next };
+}
+
+/**
+ * Follows Link headers from the first URL until a page has none, as skopeo,
+ * crane and podman do; returns every page as received.
+ */
+export async function fetchAllListPages(http: RegistryHttp, firstUrl: string, maxPages: number): Promise<RawListPage[]> {
+  const pages: RawListPage[] = [];
+  let url: string | undefined = firstUrl;
+  while (url) {
+    if (pages.length >= maxPages) throw new Error(`${firstUrl}: more than ${maxPages} pages (Link loop?)`);
+    const page: RawListPage = await fetchListPage(http, url);
+    pages.push(page);
+    url = page.next;
+  }
+  return pages;
 }
 
 /** Follows Link headers from the first URL to the end; returns total entries and page count. */
@@ -168,14 +211,6 @@ export async function listAll(
   field: 'tags' | 'repositories',
   maxPages: number,
 ): Promise<{ items: number; pages: number }> {
-  let url: string | undefined = firstUrl;
-  let items = 0;
-  let pages = 0;
-  while (url) {
-    if (++pages > maxPages) throw new Error(`${firstUrl}: more than ${maxPages} pages (Link loop?)`);
-    const page = await listPage(http, url, field);
-    items += page.items;
-    url = page.next;
-  }
-  return { items, pages };
+  const pages = await fetchAllListPages(http, firstUrl, maxPages);
+  return { items: pages.reduce((sum, page) => sum + listEntries(page, field).length, 0), pages: pages.length };
 }

@@ -174,6 +174,15 @@ export interface MetaStore {
   recordSourceHealth?(event: SourceHealthEvent): Promise<void>;
   listSourceHealth?(): Promise<SourceHealthRecord[]>;
 
+  /**
+   * A value that differs from every earlier one whenever the store's content may
+   * have changed since: a write through this instance, or a commit by any other
+   * connection or process on the same database. Equal tokens mean nothing
+   * changed, so results read under a token may be cached until it changes.
+   * Optional: a driver without it gets no listing cache.
+   */
+  changeToken?(): Promise<string>;
+
   createUpload(upload: UploadRecord): Promise<void>;
   getUpload(id: string): Promise<UploadRecord | null>;
   touchUpload(id: string, at: number): Promise<void>;

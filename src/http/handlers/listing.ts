@@ -2,35 +2,94 @@
 import { parseDigest } from "../../oci/digest.js";
 import { OCI_INDEX } from "../../oci/media-types.js";
 import type { RequestContext } from "../context.js";
-import { sendJson, type Headers } from "../respond.js";
+import { send, sendJson, type Headers } from "../respond.js";
 import { parseLimit } from "../request.js";
+import { TokenCache } from "../../registry/listing-cache.js";
+import type { ListingService } from "../../registry/listing.js";
 
 /** Without `n`, the whole tag list comes back (what clients expect); with it, pages of at most this many. */
 const MAX_PAGE = 10_000;
 const UNBOUNDED = 1_000_000_000;
 const CATALOG_DEFAULT_PAGE = 100;
 
+/**
+ * Rendered tag-list and catalog responses, per registry (one ListingService
+ * each), valid for one metadata change token. Serializing 10,000 tags and
+ * reading them from SQLite cost milliseconds; a hit is a map lookup.
+ */
+const RESPONSE_CACHE_BYTES = 16 * 1024 * 1024;
+
+interface RenderedList {
+  body: Buffer;
+  headers: Headers;
+}
+
+const responseCaches = new WeakMap<ListingService, TokenCache<RenderedList>>();
+
+function responseCache(listing: ListingService): TokenCache<RenderedList> {
+  let cache = responseCaches.get(listing);
+  if (cache === undefined) {
+    cache = new TokenCache<RenderedList>(RESPONSE_CACHE_BYTES);
+    responseCaches.set(listing, cache);
+  }
+  return cache;
+}
+
 function nextLink(path: string, n: number, last: string): string {
   return `<${path}?n=${n}&last=${encodeURIComponent(last)}>; rel="next"`;
+}
+
+function render(value: unknown, path: string, limit: number, next: string | null): RenderedList {
+  const headers: Headers = { "Content-Type": "application/json" };
+  if (next !== null) headers.Link = nextLink(path, limit, next);
+  return { body: Buffer.from(JSON.stringify(value)), headers };
+}
+
+/**
+ * Sends the response for `key`: from the cache when it was rendered under the
+ * current change token, else rendered now (and cached). `key` null: the
+ * response depends on the caller and is never cached.
+ */
+async function sendListing(ctx: RequestContext, key: string | null, produce: () => Promise<RenderedList>): Promise<void> {
+  const rendered = key === null ? await produce() : await cachedListing(ctx.services.listing, key, produce);
+  send(ctx.res, 200, rendered.headers, rendered.body);
+}
+
+async function cachedListing(listing: ListingService, key: string, produce: () => Promise<RenderedList>): Promise<RenderedList> {
+  // Read before the query: a write racing it files the result under a token that is already stale.
+  const token = await listing.changeToken();
+  if (token === null) return produce();
+  const cache = responseCache(listing);
+  const hit = cache.get(key, token);
+  if (hit !== undefined) return hit;
+  const rendered = await produce();
+  cache.set(key, token, rendered, rendered.body.length + key.length + 256);
+  return rendered;
 }
 
 export async function listTags(ctx: RequestContext, name: string): Promise<void> {
   const { query } = ctx;
   const requested = query.get("n");
   const limit = parseLimit(requested, UNBOUNDED, requested === null ? UNBOUNDED : MAX_PAGE);
-  const page = await ctx.services.listing.tags(name, limit, query.get("last") ?? undefined);
-  const headers: Headers = {};
-  if (page.next !== null) headers.Link = nextLink(`/v2/${name}/tags/list`, limit, page.next);
-  sendJson(ctx.res, 200, { name, tags: page.items }, headers);
+  const last = query.get("last") ?? undefined;
+  // Repository names cannot hold a newline and limit is a number, so the key is unambiguous.
+  await sendListing(ctx, `${name}\n${limit}\n${last ?? ""}`, async () => {
+    const page = await ctx.services.listing.tags(name, limit, last);
+    return render({ name, tags: page.items }, `/v2/${name}/tags/list`, limit, page.next);
+  });
 }
 
 export async function listCatalog(ctx: RequestContext): Promise<void> {
   const { query } = ctx;
   const limit = parseLimit(query.get("n"), CATALOG_DEFAULT_PAGE, MAX_PAGE);
-  const page = await ctx.services.listing.catalog(ctx.principal, limit, query.get("last") ?? undefined);
-  const headers: Headers = {};
-  if (page.next !== null) headers.Link = nextLink("/v2/_catalog", limit, page.next);
-  sendJson(ctx.res, 200, { repositories: page.items }, headers);
+  const last = query.get("last") ?? undefined;
+  // A filtered catalog depends on the caller: only the open one is cached whole
+  // (the service caches the unfiltered batches a filtered one is cut from).
+  const key = ctx.services.access.open ? `/_catalog\n${limit}\n${last ?? ""}` : null;
+  await sendListing(ctx, key, async () => {
+    const page = await ctx.services.listing.catalog(ctx.principal, limit, last);
+    return render({ repositories: page.items }, "/v2/_catalog", limit, page.next);
+  });
 }
 
 export async function listReferrers(ctx: RequestContext, name: string, rawDigest: string): Promise<void> {
