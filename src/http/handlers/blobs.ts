@@ -7,7 +7,7 @@ import type { RequestContext } from "../context.js";
 import { API_VERSION_HEADER, isClientAbort, send, type Headers } from "../respond.js";
 import { parseRange } from "../request.js";
 import type { ForeignBlobResponse } from "../../federation/federation.js";
-import type { ByteRange } from "../../storage/blob-store.js";
+import type { BlobFile, ByteRange } from "../../storage/blob-store.js";
 import { reserveSendFile, sendFileResponse } from "../sendfile.js";
 
 export async function getBlob(ctx: RequestContext, name: string, rawDigest: string): Promise<void> {
@@ -65,7 +65,7 @@ export async function getBlob(ctx: RequestContext, name: string, rawDigest: stri
 async function sendLocalFile(ctx: RequestContext, status: number, headers: Headers, digest: string, range: ByteRange | undefined, length: number): Promise<boolean> {
   const slot = reserveSendFile(ctx.res, length);
   if (!slot) return false;
-  let file;
+  let file: BlobFile | null;
   try {
     file = await ctx.services.blobs.openFile(digest);
   } catch (error) {
