@@ -108,7 +108,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     blobStore: blobs,
     logger,
     manifestMaxBytes: config.manifests.maxBytes,
-    sendfile: config.storage.sendfile,
+    blobTransfer: config.storage.blobTransfer,
   };
   const metrics = new Metrics();
   const extensions = [...coreExtensions(metrics), ...(access.extensions ?? []), ...(federation.extensions ?? []), ...(options.extensions ?? [])];

@@ -32,10 +32,14 @@ export const configSchema = z.strictObject({
           fsync: z.boolean().default(true),
         })
         .default({ fsync: true }),
-      /** Send large local blobs with sendfile(2) (Linux, when the native addon is built); false always streams. */
-      sendfile: z.boolean().default(true),
+      /**
+       * How large local blobs reach the client: "copy" (a native thread copies through a 64 KiB buffer; fastest
+       * on loopback), "sendfile" (sendfile(2), saves CPU on real NICs), "stream" (through Node). The native modes
+       * need Linux and the addon in native/sendfile; without it every value streams.
+       */
+      blobTransfer: z.enum(["copy", "sendfile", "stream"]).default("copy"),
     })
-    .default({ driver: "filesystem", filesystem: { fsync: true }, sendfile: true }),
+    .default({ driver: "filesystem", filesystem: { fsync: true }, blobTransfer: "copy" }),
   metadata: z
     .strictObject({
       driver: z.enum(["sqlite"]).default("sqlite"),

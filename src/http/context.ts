@@ -19,8 +19,11 @@ export interface Services {
   blobStore: BlobStore;
   logger: Logger;
   manifestMaxBytes: number;
-  /** Send large local blobs with sendfile(2) when the addon is built (storage.sendfile). */
-  sendfile?: boolean;
+  /**
+   * How large local blobs are sent when the native addon is built (storage.blobTransfer): "copy" or
+   * "sendfile" on the addon's thread, "stream" (or absent) through Node.
+   */
+  blobTransfer?: "copy" | "sendfile" | "stream";
 }
 
 export interface RequestContext {

@@ -8,7 +8,7 @@ import { API_VERSION_HEADER, isClientAbort, send, type Headers } from "../respon
 import { parseRange } from "../request.js";
 import type { ForeignBlobResponse } from "../../federation/federation.js";
 import type { BlobFile, ByteRange } from "../../storage/blob-store.js";
-import { reserveSendFile, sendFileResponse } from "../sendfile.js";
+import { copyBufferBytesFor, nativeTransferResponse, reserveNativeTransfer, type NativeTransferMode } from "../sendfile.js";
 
 export async function getBlob(ctx: RequestContext, name: string, rawDigest: string): Promise<void> {
   const { digest } = parseDigest(rawDigest);
@@ -53,17 +53,27 @@ export async function getBlob(ctx: RequestContext, name: string, rawDigest: stri
     return;
   }
   const length = headers["Content-Length"] as number;
-  if (services.sendfile && (await sendLocalFile(ctx, status, headers, digest, partial ? range.range : undefined, length))) return;
+  const transfer = services.blobTransfer ?? "stream";
+  if (transfer !== "stream" && (await sendLocalFile(ctx, transfer, status, headers, digest, partial ? range.range : undefined, length))) return;
   const body = await services.blobs.open(digest, partial ? range.range : undefined);
   await streamBody(ctx, status, headers, body);
 }
 
 /**
- * Large local blobs on plain HTTP go out with sendfile(2) (src/http/sendfile.ts);
- * false when this response must be streamed instead (nothing was written yet).
+ * Large local blobs on plain HTTP go out from the native addon's thread, by
+ * copy or sendfile(2) (src/http/sendfile.ts); false when this response must
+ * be streamed instead (nothing was written yet).
  */
-async function sendLocalFile(ctx: RequestContext, status: number, headers: Headers, digest: string, range: ByteRange | undefined, length: number): Promise<boolean> {
-  const slot = reserveSendFile(ctx.res, length);
+async function sendLocalFile(
+  ctx: RequestContext,
+  mode: NativeTransferMode,
+  status: number,
+  headers: Headers,
+  digest: string,
+  range: ByteRange | undefined,
+  length: number,
+): Promise<boolean> {
+  const slot = reserveNativeTransfer(ctx.res, length);
   if (!slot) return false;
   let file: BlobFile | null;
   try {
@@ -77,15 +87,16 @@ async function sendLocalFile(ctx: RequestContext, status: number, headers: Heade
     return false;
   }
   try {
-    const outcome = await sendFileResponse(slot, ctx.res, {
+    const outcome = await nativeTransferResponse(slot, ctx.res, {
       status,
       headers: { ...API_VERSION_HEADER, ...headers },
       fd: file.fd,
       offset: range?.start ?? 0,
       length,
+      copyBufferBytes: copyBufferBytesFor(mode),
     });
     if (!outcome.ok && !outcome.clientGone) {
-      ctx.services.logger.warn({ err: outcome.error, requestId: ctx.requestId, digest, bytesSent: outcome.bytes }, "blob sendfile failed");
+      ctx.services.logger.warn({ err: outcome.error, requestId: ctx.requestId, digest, bytesSent: outcome.bytes }, "native blob transfer failed");
     }
   } finally {
     await file.close().catch(() => undefined);
