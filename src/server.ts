@@ -73,6 +73,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   const blobs = new FilesystemBlobStore({
     root: config.storage.filesystem.path ? resolve(config.storage.filesystem.path) : dataDir,
     fsync: config.storage.filesystem.fsync,
+    directIo: config.storage.filesystem.directIo,
   });
   await blobs.init();
   const meta = new SqliteMetaStore(config.metadata.sqlite.path ? resolve(config.metadata.sqlite.path) : join(dataDir, "metadata.db"));

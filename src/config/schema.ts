@@ -30,8 +30,10 @@ export const configSchema = z.strictObject({
           path: z.string().optional(),
           /** fsync blobs before they become visible, so a power cut cannot leave a truncated blob behind a digest. */
           fsync: z.boolean().default(true),
+          /** Write uploads with O_DIRECT (bypassing the page cache) where the filesystem allows it. */
+          directIo: z.boolean().default(true),
         })
-        .default({ fsync: true }),
+        .default({ fsync: true, directIo: true }),
       /**
        * How large local blobs reach the client: "copy" (a native thread copies through a 64 KiB buffer; fastest
        * on loopback), "sendfile" (sendfile(2), saves CPU on real NICs), "stream" (through Node). The native modes
@@ -39,7 +41,7 @@ export const configSchema = z.strictObject({
        */
       blobTransfer: z.enum(["copy", "sendfile", "stream"]).default("copy"),
     })
-    .default({ driver: "filesystem", filesystem: { fsync: true }, blobTransfer: "copy" }),
+    .default({ driver: "filesystem", filesystem: { fsync: true, directIo: true }, blobTransfer: "copy" }),
   metadata: z
     .strictObject({
       driver: z.enum(["sqlite"]).default("sqlite"),

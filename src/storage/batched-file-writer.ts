@@ -12,6 +12,8 @@ const BATCH_BYTES = 1024 * 1024;
 export class BatchedFileWriter extends Writable {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  private writing = false;
+  private afterWrite: (() => void) | null = null;
 
   constructor(
     private readonly fd: number,
@@ -35,6 +37,13 @@ export class BatchedFileWriter extends Writable {
     else this.flushPending(callback);
   }
 
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    // Report only once no write is in flight: the caller truncates the file
+    // after a failed append, and a write landing later would undo that.
+    if (!this.writing) return callback(error);
+    this.afterWrite = () => callback(error);
+  }
+
   private flushPending(callback: (error?: Error | null) => void): void {
     const buffers = this.pending;
     const bytes = this.pendingBytes;
@@ -42,7 +51,14 @@ export class BatchedFileWriter extends Writable {
     this.pendingBytes = 0;
     const position = this.position;
     this.position += bytes;
-    this.writeAll(buffers, position, bytes, callback);
+    this.writing = true;
+    this.writeAll(buffers, position, bytes, (error) => {
+      this.writing = false;
+      const afterWrite = this.afterWrite;
+      this.afterWrite = null;
+      callback(error);
+      afterWrite?.();
+    });
   }
 
   /** writev may write less than asked (signals, full disks); continue until all bytes are down. */

@@ -3,7 +3,7 @@
  * an fsync (optional) followed by an atomic rename into the content-addressed
  * tree, so a reader sees either no blob or the whole verified blob.
  */
-import { close, createReadStream, fdatasync, fstat, ftruncate, open as openCallback } from "node:fs";
+import { close, constants as fsConstants, createReadStream, fdatasync, fstat, ftruncate, open as openCallback } from "node:fs";
 import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { promisify } from "node:util";
 import { join } from "node:path";
@@ -12,6 +12,8 @@ import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { FsPaths } from "./fs-paths.js";
 import { BatchedFileWriter } from "./batched-file-writer.js";
+import { DIRECT_ALIGN, DirectFileWriter } from "./direct-file-writer.js";
+import { sharedAlignedSlabs } from "./aligned-slabs.js";
 import {
   BlobNotFoundError,
   UploadLengthError,
@@ -28,6 +30,11 @@ export interface FilesystemOptions {
   root: string;
   /** fsync data (and the directory entry) before a blob becomes visible. */
   fsync: boolean;
+  /**
+   * Write uploads with O_DIRECT when the filesystem supports it (see
+   * direct-file-writer.ts); falls back to the page cache by itself. Default true.
+   */
+  directIo?: boolean;
 }
 
 const openFd = promisify(openCallback);
@@ -40,6 +47,7 @@ const EARLY_FLUSH_BYTES = 8 * 1024 * 1024;
 
 export class FilesystemBlobStore implements BlobStore {
   private readonly paths: FsPaths;
+  private directUnsupported = false;
 
   constructor(private readonly options: FilesystemOptions) {
     this.paths = new FsPaths(options.root);
@@ -122,14 +130,14 @@ export class FilesystemBlobStore implements BlobStore {
     try {
       const size = (await fstatFd(fd)).size;
       if (size !== options.offset) throw new UploadOffsetError(size);
-      const written = await this.appendAt(fd, size, source, options);
+      const written = await this.appendAt(fd, path, size, source, options);
       return size + written;
     } finally {
       await closeFd(fd);
     }
   }
 
-  private async appendAt(fd: number, size: number, source: Readable, options: AppendOptions): Promise<number> {
+  private async appendAt(fd: number, path: string, size: number, source: Readable, options: AppendOptions): Promise<number> {
     let written = 0;
     const { onData, maxBytes, exactBytes } = options;
     // Flush to disk while the upload is still streaming, so the fsync at commit
@@ -163,8 +171,10 @@ export class FilesystemBlobStore implements BlobStore {
         callback(exactBytes !== undefined && written !== exactBytes ? new UploadLengthError(exactBytes, written) : null);
       },
     });
+    const directFd = await this.openDirect(path, size);
     try {
-      await pipeline(source, meter, new BatchedFileWriter(fd, size));
+      const writer = directFd === null ? new BatchedFileWriter(fd, size) : new DirectFileWriter(directFd, fd, size, sharedAlignedSlabs());
+      await pipeline(source, meter, writer);
       await flushing;
       return written;
     } catch (error) {
@@ -172,6 +182,26 @@ export class FilesystemBlobStore implements BlobStore {
       // Keep the session consistent: drop whatever part of this append landed.
       await ftruncateFd(fd, size).catch(() => undefined);
       throw error;
+    } finally {
+      if (directFd !== null) await closeFd(directFd).catch(() => undefined);
+    }
+  }
+
+  /**
+   * A second descriptor on the session file opened with O_DIRECT, or null when
+   * the append cannot use one: disabled, not at an aligned offset, or a
+   * filesystem that refuses O_DIRECT (tmpfs, some network filesystems), which
+   * is remembered so it is asked once.
+   */
+  private async openDirect(path: string, position: number): Promise<number | null> {
+    if (this.directUnsupported || this.options.directIo === false || position % DIRECT_ALIGN !== 0) return null;
+    const O_DIRECT = fsConstants.O_DIRECT;
+    if (O_DIRECT === undefined) return null;
+    try {
+      return await openFd(path, fsConstants.O_WRONLY | O_DIRECT);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "EINVAL") this.directUnsupported = true;
+      return null;
     }
   }
 

@@ -4,10 +4,10 @@ import { join } from "node:path";
 import { FilesystemBlobStore } from "../../src/storage/filesystem.js";
 import { blobStoreSuite } from "./blob-store-suite.js";
 
-for (const fsync of [true, false]) {
-  blobStoreSuite(`filesystem (fsync ${fsync})`, async () => {
+for (const [fsync, directIo] of [[true, true], [true, false], [false, true]]) {
+  blobStoreSuite(`filesystem (fsync ${fsync}, directIo ${directIo})`, async () => {
     const root = await mkdtemp(join(tmpdir(), "ferry-fs-"));
-    const store = new FilesystemBlobStore({ root, fsync });
+    const store = new FilesystemBlobStore({ root, fsync, directIo });
     await store.init();
     return { store, cleanup: () => rm(root, { recursive: true, force: true }) };
   });
