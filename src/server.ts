@@ -14,6 +14,7 @@ import { createAccessController } from "./auth/create.js";
 import { KeyedMutex } from "./registry/keyed-mutex.js";
 import type { RegistryDeps } from "./registry/context.js";
 import { OffThreadHashes } from "./hashing/off-thread-hashes.js";
+import { keepFreedHeapMapped } from "./native/addon.js";
 import type { AccessController } from "./auth/access.js";
 import type { Federation } from "./federation/federation.js";
 import { BlobService } from "./registry/blobs.js";
@@ -98,6 +99,9 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     digestLocks: new KeyedMutex(),
   };
   const hashing = new OffThreadHashes(logger);
+  // Pushes free ~100 MiB of body chunks each; without this glibc returns that
+  // heap to the kernel and the next push pays a page fault per 4 KiB again.
+  if (!keepFreedHeapMapped()) logger.debug("allocator tuning unavailable (no native addon or not glibc)");
   const uploads = new UploadService(deps, hashing);
   const services: Services = {
     blobs: new BlobService(deps),

@@ -23,10 +23,9 @@
  * - no progress for `idleTimeoutMs` ends the transfer; any failure after the
  *   headers destroys the connection (the only honest signal left).
  */
-import { createRequire } from "node:module";
+import { loadNativeAddon, type NativeAddon } from "../native/addon.js";
 import { createReadStream } from "node:fs";
 import { constants as osConstants } from "node:os";
-import { fileURLToPath } from "node:url";
 import type { ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { pipeline } from "node:stream/promises";
@@ -66,28 +65,8 @@ export function setNativeTransferLimits(changes: Partial<NativeTransferLimits>):
 }
 
 /** `partialWrites`: sends/sendfiles that took fewer bytes than offered (the socket buffer filled). */
-type Done = (errno: number, bytesSent: number, partialWrites: number) => void;
-interface Addon {
-  start(socketFd: number, fileFd: number, offset: number, length: number, idleTimeoutMs: number, done: Done, copyBufferBytes: number): unknown;
-  cancel(handle: unknown): boolean;
-}
-
-const ADDON_PATH = fileURLToPath(new URL("../../../native/sendfile/build/Release/ferry_sendfile.node", import.meta.url));
-
-let loaded: { addon: Addon } | { reason: string } | undefined;
-
-function load(): { addon: Addon } | { reason: string } {
-  if (loaded) return loaded;
-  if (process.platform !== "linux") return (loaded = { reason: `the native blob transfer is used on Linux only (this is ${process.platform})` });
-  try {
-    const addon = createRequire(import.meta.url)(ADDON_PATH) as Partial<Addon>;
-    if (typeof addon.start !== "function" || typeof addon.cancel !== "function") throw new Error("unexpected exports");
-    loaded = { addon: addon as Addon };
-  } catch (error) {
-    const message = error instanceof Error ? error.message.split("\n")[0] : String(error);
-    loaded = { reason: `native addon not loaded (${message}); build it with: node scripts/build-native.mjs` };
-  }
-  return loaded;
+function load(): { addon: NativeAddon } | { reason: string } {
+  return loadNativeAddon();
 }
 
 /** Whether the addon is built and loads. */
@@ -205,7 +184,7 @@ export async function nativeTransferResponse(
 const EMPTY = Buffer.alloc(0);
 
 async function send(res: ServerResponse, request: NativeTransferRequest): Promise<NativeTransferOutcome> {
-  const { addon } = load() as { addon: Addon };
+  const { addon } = load() as { addon: NativeAddon };
   res.writeHead(request.status, request.headers);
   res.flushHeaders();
   const socket = res.socket;

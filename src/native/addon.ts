@@ -1,0 +1,47 @@
+/**
+ * The optional native addon (native/sendfile, built by scripts/build-native.mjs
+ * at `npm install`): zero-copy and off-thread blob transfers, and allocator
+ * tuning. Everything that uses it has a pure-Node fallback; this module only
+ * loads it once and says why when it cannot.
+ */
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+
+/** Called once on the JS thread when a transfer ends; errno 0 means every byte was sent. */
+export type TransferDone = (errno: number, bytesSent: number, partialWrites: number) => void;
+
+export interface NativeAddon {
+  start(socketFd: number, fileFd: number, offset: number, length: number, idleTimeoutMs: number, done: TransferDone, copyBufferBytes: number): unknown;
+  cancel(handle: unknown): boolean;
+  setTrimThreshold(bytes: number): boolean;
+}
+
+const ADDON_PATH = fileURLToPath(new URL("../../../native/sendfile/build/Release/ferry_sendfile.node", import.meta.url));
+
+let loaded: { addon: NativeAddon } | { reason: string } | undefined;
+
+export function loadNativeAddon(): { addon: NativeAddon } | { reason: string } {
+  if (loaded) return loaded;
+  if (process.platform !== "linux") return (loaded = { reason: `the native addon is used on Linux only (this is ${process.platform})` });
+  try {
+    const addon = createRequire(import.meta.url)(ADDON_PATH) as Partial<NativeAddon>;
+    if (typeof addon.start !== "function" || typeof addon.cancel !== "function" || typeof addon.setTrimThreshold !== "function") {
+      throw new Error("unexpected exports (rebuild it)");
+    }
+    loaded = { addon: addon as NativeAddon };
+  } catch (error) {
+    const message = error instanceof Error ? error.message.split("\n")[0] : String(error);
+    loaded = { reason: `native addon not loaded (${message}); build it with: node scripts/build-native.mjs` };
+  }
+  return loaded;
+}
+
+/**
+ * Keeps up to 64 MiB of freed heap mapped instead of returning it to the
+ * kernel after every large request (see SetTrimThreshold in the C source for
+ * the measurement). Returns whether the allocator took the setting.
+ */
+export function keepFreedHeapMapped(bytes = 64 * 1024 * 1024): boolean {
+  const state = loadNativeAddon();
+  return "addon" in state && state.addon.setTrimThreshold(bytes);
+}
