@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Builds the optional sendfile(2) addon (native/sendfile) with the node-gyp
+// Builds the optional native addon (native/sendfile: off-thread blob transfers, allocator tuning) with the node-gyp
 // that ships with npm. Ferry works without it (blobs are then streamed through
 // user space), so ANY failure here prints one warning line and exits 0:
 // `npm install` / `npm ci` must never fail because of it.
@@ -16,7 +16,7 @@ const output = join(addonDir, "build", "Release", "ferry_sendfile.node");
 const verbose = process.argv.includes("--verbose") || process.env.FERRY_NATIVE_VERBOSE === "1";
 
 function skip(reason) {
-  console.warn(`ferry: sendfile addon not built (${reason}); blobs will be streamed instead. Details: node scripts/build-native.mjs --verbose`);
+  console.warn(`ferry: native addon not built (${reason}); blobs will be streamed through Node instead (slower pulls and pushes, nothing else changes). Details: node scripts/build-native.mjs --verbose`);
   process.exit(0);
 }
 
@@ -45,7 +45,7 @@ function findNodeDir() {
 }
 
 try {
-  if (process.platform !== "linux") skip(`sendfile(2) is used on Linux only, this is ${process.platform}`);
+  if (process.platform !== "linux") skip(`the native addon is used on Linux only, this is ${process.platform}`);
   const nodeGyp = findNodeGyp();
   if (!nodeGyp) skip("npm's node-gyp was not found");
   const nodedir = findNodeDir();
@@ -66,7 +66,7 @@ try {
   }
   const addon = createRequire(import.meta.url)(output);
   if (typeof addon.start !== "function" || typeof addon.cancel !== "function") skip("the built addon does not export start/cancel");
-  console.log(`ferry: sendfile addon built: ${output}`);
+  console.log(`ferry: native addon built: ${output}`);
 } catch (error) {
   skip(error instanceof Error ? error.message.split("\n")[0] : String(error));
 }
