@@ -93,10 +93,13 @@ function readConfigFile(file: string): Tree {
 
 export function formatConfigIssues(error: z.ZodError): string {
   return error.issues
-    .map((issue) => {
-      const key = issue.path.map(String).join(".") || "(root)";
-      const keys = issue.code === "unrecognized_keys" ? ` ${issue.keys.map((k) => (key === "(root)" ? k : `${key}.${k}`)).join(", ")}` : "";
-      return `  - config key ${key}${keys}: ${issue.message} (env ${envNameForKey(issue.path.map(String))})`;
+    .flatMap((issue) => {
+      const path = issue.path.map(String);
+      if (issue.code === "unrecognized_keys") {
+        // One line per unknown key, named in full, with the variable that would set it.
+        return issue.keys.map((k) => `  - config key ${[...path, k].join(".")}: not a known setting (env ${envNameForKey([...path, k])})`);
+      }
+      return [`  - config key ${path.join(".") || "(root)"}: ${issue.message} (env ${envNameForKey(path)})`];
     })
     .join("\n");
 }

@@ -115,6 +115,13 @@ describe("loadConfig", () => {
     );
   });
 
+  it("an unknown key is named in full with the variable that would set it", () => {
+    assert.throws(
+      () => loadConfig({ overrides: { storage: { fsync: false } } }),
+      (e: unknown) => e instanceof ConfigError && /config key storage\.fsync: not a known setting \(env FERRY_STORAGE__FSYNC\)/.test(e.message),
+    );
+  });
+
   it("an unknown key is an error naming it (a typo must not be silently ignored)", () => {
     assert.throws(
       () => loadConfig({ overrides: { lisen: "127.0.0.1:1" } }),
