@@ -37,11 +37,11 @@ export function loadNativeAddon(): { addon: NativeAddon } | { reason: string } {
 }
 
 /**
- * Keeps up to 64 MiB of freed heap mapped instead of returning it to the
+ * Keeps up to 32 MiB of freed heap mapped instead of returning it to the
  * kernel after every large request (see SetTrimThreshold in the C source for
  * the measurement). Returns whether the allocator took the setting.
  */
-export function keepFreedHeapMapped(bytes = 64 * 1024 * 1024): boolean {
+export function keepFreedHeapMapped(bytes = 32 * 1024 * 1024): boolean {
   const state = loadNativeAddon();
   return "addon" in state && state.addon.setTrimThreshold(bytes);
 }

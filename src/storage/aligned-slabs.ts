@@ -1,12 +1,14 @@
 /**
  * Page-aligned scratch buffers for O_DIRECT writes. Node gives no control over
  * Buffer alignment, but a WebAssembly.Memory is mapped by the engine on its
- * own pages, so every 1 MiB slice of one is page aligned. The pool is fixed
- * (a Memory cannot give back parts of itself); when it is empty the caller
+ * own pages, so every 1 MiB slice of one is page aligned. A Memory cannot give
+ * back parts of itself, so the pool grows in groups of four slabs only as far
+ * as concurrent uploads need, up to a cap; when it is exhausted the caller
  * writes through the page cache instead of waiting.
  */
 export const SLAB_BYTES = 1024 * 1024;
 const WASM_PAGE = 64 * 1024;
+const GROUP_SLABS = 4;
 
 /** Where DirectFileWriter takes its slabs from (tests substitute their own). */
 export interface SlabPool {
@@ -16,25 +18,34 @@ export interface SlabPool {
 
 export class AlignedSlabs implements SlabPool {
   private readonly free: Buffer[] = [];
+  private created = 0;
 
-  constructor(count: number) {
-    const memory = new WebAssembly.Memory({ initial: (count * SLAB_BYTES) / WASM_PAGE, maximum: (count * SLAB_BYTES) / WASM_PAGE });
-    const whole = Buffer.from(memory.buffer);
-    for (let i = 0; i < count; i++) this.free.push(whole.subarray(i * SLAB_BYTES, (i + 1) * SLAB_BYTES));
-  }
+  constructor(private readonly maxSlabs: number) {}
 
   take(): Buffer | undefined {
+    if (this.free.length === 0 && this.created < this.maxSlabs) this.grow();
     return this.free.pop();
   }
 
   give(slab: Buffer): void {
     this.free.push(slab);
   }
+
+  private grow(): void {
+    const count = Math.min(GROUP_SLABS, this.maxSlabs - this.created);
+    const pages = (count * SLAB_BYTES) / WASM_PAGE;
+    const group = Buffer.from(new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer);
+    for (let i = 0; i < count; i++) this.free.push(group.subarray(i * SLAB_BYTES, (i + 1) * SLAB_BYTES));
+    this.created += count;
+  }
 }
 
 let shared: AlignedSlabs | undefined;
 
-/** One pool per process: 32 MiB, enough for 8 uploads streaming at full speed at once. */
+/**
+ * One pool per process, at most 24 MiB: eight uploads streaming at full speed
+ * at once (one slab filling and two being written each).
+ */
 export function sharedAlignedSlabs(): AlignedSlabs {
-  return (shared ??= new AlignedSlabs(32));
+  return (shared ??= new AlignedSlabs(24));
 }

@@ -21,7 +21,7 @@ import { SLAB_BYTES, type SlabPool } from "./aligned-slabs.js";
 
 /** Block size every direct write is a multiple of (the largest logical block size in common use). */
 export const DIRECT_ALIGN = 4096;
-const MAX_IN_FLIGHT = 3;
+const MAX_IN_FLIGHT = 2;
 
 type Callback = (error?: Error | null) => void;
 
