@@ -20,7 +20,7 @@ const SLAB_BYTES = 512 * 1024;
 /** Slabs one session may have queued at the worker before update() asks the caller to wait. */
 const MAX_IN_FLIGHT = 4;
 /** Free slabs kept for reuse; more are left to the garbage collector. */
-const POOL_KEEP = 8;
+const POOL_KEEP = 32;
 
 export class OffThreadHashes implements HashFactory {
   private readonly worker: Worker;
