@@ -23,7 +23,8 @@ export type ErrorCode =
   | "UNSUPPORTED"
   | "TOOMANYREQUESTS"
   // Server-side failures only, never a client mistake: the spec lists no 5xx code.
-  // UNKNOWN: our own fault (500). UNAVAILABLE: an upstream we depend on failed (502/503).
+  // UNKNOWN: our own fault (500). UNAVAILABLE: something we depend on failed: an upstream
+  // (502/503) or our own storage being full (507).
   | "UNKNOWN"
   | "UNAVAILABLE";
 

@@ -9,7 +9,6 @@
  */
 import { randomUUID } from "node:crypto";
 import { Transform, type Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { RegistryError } from "../oci/errors.js";
 import { createDigester, type ParsedDigest } from "../oci/digest.js";
 import { inlineHashes, type HashFactory, type IncrementalHash } from "../hashing/incremental-hash.js";
@@ -189,7 +188,7 @@ export class UploadService {
     const hashable = running !== undefined && running.size === offset;
     if (!hashable) this.dropHash(id);
     try {
-      const size = await blobs.appendUpload(id, hashable ? hashWhileStreaming(body, running.hash) : body, {
+      const size = await blobs.appendUpload(id, shieldBody(body, hashable ? running.hash : undefined), {
         offset,
         exactBytes: expectedBytes,
       });
@@ -209,6 +208,14 @@ export class UploadService {
       }
       if (error instanceof UploadTooLargeError) throw new RegistryError("SIZE_INVALID", error.message, { status: 413 });
       if (error instanceof BlobNotFoundError) throw uploadUnknown(id);
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === "ENOSPC" || code === "EDQUOT") {
+        // Our problem, not the client's: say so plainly (the dispatcher logs it as an error).
+        throw new RegistryError("UNAVAILABLE", "the registry is out of storage space; this upload was not stored, retry later", {
+          status: 507,
+          detail: { reason: code === "ENOSPC" ? "no space left on the device" : "disk quota exceeded" },
+        });
+      }
       throw error;
     }
   }
@@ -261,19 +268,28 @@ export class UploadService {
 }
 
 /**
- * Passes the body through unchanged while feeding the hash, waiting when the
- * hash asks for it so a slow hasher slows the socket instead of growing memory.
+ * What storage reads instead of the request itself: the same bytes, fed to
+ * the running hash on the way (waiting when the hash asks, so a slow hasher
+ * slows the socket instead of growing memory). Storage destroys its source
+ * when a write fails; on the request that would reset the connection before
+ * the client could read our error, so the request is only unpiped, and the
+ * HTTP server discards the rest of its body after the error response.
  */
-function hashWhileStreaming(body: Readable, hash: IncrementalHash): Readable {
+function shieldBody(body: Readable, hash: IncrementalHash | undefined): Readable {
   const tap = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
-      const wait = hash.update(chunk);
+      const wait = hash?.update(chunk);
       if (wait) wait.then(() => callback(null, chunk));
       else callback(null, chunk);
     },
   });
-  // Errors reach the storage pipeline through `tap`; this promise only must not go unhandled.
-  pipeline(body, tap).catch(() => undefined);
+  const clientGone = (error?: Error) => tap.destroy(error ?? Object.assign(new Error("the client closed the connection"), { code: "ECONNRESET" }));
+  body.once("error", clientGone);
+  body.once("close", () => {
+    if (!body.readableEnded) clientGone();
+  });
+  tap.once("close", () => body.unpipe(tap));
+  body.pipe(tap);
   return tap;
 }
 
