@@ -1,0 +1,69 @@
+// Server CPU and wall time per 100 MiB monolithic push, for registries you
+// started yourself, interleaved so slow drifts of the machine hit all alike:
+//   node dist/bench/push-cpu.js ROUNDS name=PORT:PID [name=PORT:PID ...]
+// CPU is utime+stime of PID from /proc (Linux), read after each push settles.
+// Each push is POST /v2/r/blobs/uploads/ then one PUT ?digest= written on a
+// raw socket, so the client costs as little as possible.
+import { createHash, randomBytes, randomFillSync } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+
+interface Target {
+  name: string;
+  port: number;
+  pid: number;
+  cpuMs: number[];
+  wallMs: number[];
+}
+
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10; // clock ticks of 10 ms
+}
+
+function request(port: number, method: string, path: string, body?: Buffer): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    const head = `${method} ${path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nContent-Type: application/octet-stream\r\nContent-Length: ${body?.length ?? 0}\r\n\r\n`;
+    socket.write(head);
+    if (body) socket.write(body);
+    let reply = '';
+    socket.on('data', (d) => (reply += d.toString('latin1')));
+    socket.on('end', () => resolve(reply));
+    socket.on('error', reject);
+  });
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+const [roundsArg, ...specs] = process.argv.slice(2);
+const rounds = Number(roundsArg);
+if (!Number.isInteger(rounds) || rounds < 1 || specs.length === 0) {
+  console.error('usage: node dist/bench/push-cpu.js ROUNDS name=PORT:PID [name=PORT:PID ...]');
+  process.exit(2);
+}
+const targets: Target[] = specs.map((spec) => {
+  const [name, rest] = spec.split('=');
+  const [port, pid] = (rest ?? '').split(':').map(Number);
+  return { name, port, pid, cpuMs: [], wallMs: [] };
+});
+const body = randomBytes(100 * 1024 * 1024);
+for (let round = 0; round < rounds; round++) {
+  for (const target of [...targets].sort(() => Math.random() - 0.5)) {
+    randomFillSync(body, 0, 4096); // fresh content, so nothing dedups
+    const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+    const started = await request(target.port, 'POST', '/v2/r/blobs/uploads/');
+    const location = /\r\nlocation: ([^\r]+)/i.exec(started)?.[1];
+    if (!location) throw new Error(`${target.name}: no Location in ${started.slice(0, 120)}`);
+    const url = new URL(location, 'http://bench');
+    url.searchParams.set('digest', digest);
+    const cpu0 = cpuMs(target.pid);
+    const t0 = performance.now();
+    const reply = await request(target.port, 'PUT', url.pathname + url.search, body);
+    target.wallMs.push(performance.now() - t0);
+    if (!reply.startsWith('HTTP/1.1 201')) throw new Error(`${target.name}: ${reply.slice(0, 200)}`);
+    await new Promise((r) => setTimeout(r, 50)); // let the server finish its bookkeeping
+    target.cpuMs.push(cpuMs(target.pid) - cpu0);
+  }
+}
+for (const t of targets) console.log(`${t.name}: median CPU ${median(t.cpuMs)} ms, wall ${median(t.wallMs).toFixed(0)} ms per 100 MiB push (${rounds} rounds)`);
