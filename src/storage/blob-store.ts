@@ -26,8 +26,6 @@ export interface BlobStat {
 export interface AppendOptions {
   /** Where the bytes must land; the driver rejects with UploadOffsetError if the session has a different size. */
   offset: number;
-  /** Called with every chunk as it streams through, before it is written (used to hash on the fly). */
-  onData?: (chunk: Buffer) => void;
   /** Abort with UploadTooLargeError past this many bytes in this append. */
   maxBytes?: number;
   /** Abort with UploadLengthError unless exactly this many bytes arrive (Content-Range / Content-Length). */

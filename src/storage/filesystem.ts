@@ -139,7 +139,7 @@ export class FilesystemBlobStore implements BlobStore {
 
   private async appendAt(fd: number, path: string, size: number, source: Readable, options: AppendOptions): Promise<number> {
     let written = 0;
-    const { onData, maxBytes, exactBytes } = options;
+    const { maxBytes, exactBytes } = options;
     // Flush to disk while the upload is still streaming, so the fsync at commit
     // only has the tail left: commit latency no longer grows with blob size.
     const flushEvery = this.options.fsync ? EARLY_FLUSH_BYTES : Infinity;
@@ -156,7 +156,6 @@ export class FilesystemBlobStore implements BlobStore {
           callback(new UploadLengthError(exactBytes, written));
           return;
         }
-        onData?.(chunk);
         unflushed += chunk.length;
         if (unflushed >= flushEvery && flushing === null) {
           unflushed = 0;
