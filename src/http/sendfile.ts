@@ -65,18 +65,14 @@ export function setNativeTransferLimits(changes: Partial<NativeTransferLimits>):
 }
 
 /** `partialWrites`: sends/sendfiles that took fewer bytes than offered (the socket buffer filled). */
-function load(): { addon: NativeAddon } | { reason: string } {
-  return loadNativeAddon();
-}
-
 /** Whether the addon is built and loads. */
 export function available(): boolean {
-  return "addon" in load();
+  return "addon" in loadNativeAddon();
 }
 
 /** Why `available()` is false, or null when it is true. */
 export function unavailableReason(): string | null {
-  const state = load();
+  const state = loadNativeAddon();
   return "reason" in state ? state.reason : null;
 }
 
@@ -184,7 +180,7 @@ export async function nativeTransferResponse(
 const EMPTY = Buffer.alloc(0);
 
 async function send(res: ServerResponse, request: NativeTransferRequest): Promise<NativeTransferOutcome> {
-  const { addon } = load() as { addon: NativeAddon };
+  const { addon } = loadNativeAddon() as { addon: NativeAddon };
   res.writeHead(request.status, request.headers);
   res.flushHeaders();
   const socket = res.socket;
