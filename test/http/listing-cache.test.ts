@@ -12,7 +12,7 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { startTestRegistry, type TestRegistry } from "../helpers/registry.js";
 import { SqliteMetaStore } from "../../src/metadata/sqlite.js";
-import type { ManifestWrite } from "../../src/metadata/meta-store.js";
+import { manifest as manifestRecord } from "../metadata/meta-store-suite.js";
 import { buildImage, type TestImage } from "../helpers/images.js";
 import { OCI_MANIFEST, expectError, makeImage, pushManifest, req, uid } from "./client.js";
 import { basic, bcryptHash, pushImageAs } from "../auth/util.js";
@@ -133,17 +133,7 @@ describe("listing after changes through this registry", () => {
 describe("listing after changes by another connection to the same database", () => {
   let reg: TestRegistry;
   let other: SqliteMetaStore;
-  const manifest = (seed: string): ManifestWrite => ({
-    digest: `sha256:${Buffer.from(seed).toString("hex").padEnd(64, "0").slice(0, 64)}`,
-    mediaType: OCI_MANIFEST,
-    content: Buffer.from(JSON.stringify({ schemaVersion: 2, seed })),
-    subjectDigest: null,
-    artifactType: null,
-    annotations: null,
-    blobs: [],
-    manifests: [],
-    foreignLayers: [],
-  });
+  const manifest = (seed: string) => manifestRecord(`sha256:${Buffer.from(seed).toString("hex").padEnd(64, "0").slice(0, 64)}`);
   before(async () => {
     reg = await startTestRegistry();
     other = new SqliteMetaStore(join(reg.dataDir, "metadata.db"));

@@ -7,7 +7,8 @@ import { MissingReferencesError, type ManifestWrite, type MetaStore } from "../.
 
 const D = (n: number) => `sha256:${n.toString(16).padStart(64, "0")}`;
 
-function manifest(digest: string, extra: Partial<ManifestWrite> = {}): ManifestWrite {
+/** A minimal manifest record for metadata tests (no references). */
+export function manifest(digest: string, extra: Partial<ManifestWrite> = {}): ManifestWrite {
   return {
     digest,
     mediaType: "application/vnd.oci.image.manifest.v1+json",

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TokenCache } from "../../src/registry/listing-cache.js";
 import { SqliteMetaStore } from "../../src/metadata/sqlite.js";
-import type { ManifestWrite } from "../../src/metadata/meta-store.js";
+import { manifest as manifestRecord } from "../metadata/meta-store-suite.js";
 
 describe("TokenCache", () => {
   it("serves an entry only under the token it was stored with", () => {
@@ -56,17 +56,7 @@ describe("SqliteMetaStore.changeToken", () => {
   let dir: string;
   let first: SqliteMetaStore;
   let second: SqliteMetaStore;
-  const manifest = (n: number): ManifestWrite => ({
-    digest: `sha256:${n.toString(16).padStart(64, "0")}`,
-    mediaType: "application/vnd.oci.image.manifest.v1+json",
-    content: Buffer.from(`{"n":${n}}`),
-    subjectDigest: null,
-    artifactType: null,
-    annotations: null,
-    blobs: [],
-    manifests: [],
-    foreignLayers: [],
-  });
+  const manifest = (n: number) => manifestRecord(`sha256:${n.toString(16).padStart(64, "0")}`);
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), "ferry-token-"));
