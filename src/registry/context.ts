@@ -4,7 +4,7 @@ import type { BlobStore } from "../storage/blob-store.js";
 import type { MetaStore } from "../metadata/meta-store.js";
 import type { Federation } from "../federation/federation.js";
 import type { AccessController } from "../auth/access.js";
-import { KeyedMutex } from "./keyed-mutex.js";
+import type { Mutex } from "./leases.js";
 
 export interface RegistryDeps {
   blobs: BlobStore;
@@ -14,5 +14,5 @@ export interface RegistryDeps {
   logger: Logger;
   limits: { manifestMaxBytes: number };
   /** Per-digest lock shared by blob commits and garbage collection. */
-  digestLocks: KeyedMutex;
+  digestLocks: Mutex;
 }

@@ -6,6 +6,18 @@
  * Bytes are hashed while they stream to storage, so a blob is read once. The
  * running hash lives in this process; after a restart (or on another
  * replica) the session's bytes are re-read once at completion instead.
+ *
+ * A session has exactly one writer at a time across every process and
+ * replica: each PATCH, PUT and DELETE holds the session's lease in the
+ * metadata store (never process memory). Appends only ever add bytes at the
+ * session's current end, so while the lease is held nobody else changes the
+ * bytes a running hash has seen, and the bytes committed under a digest are
+ * the bytes that were hashed.
+ *
+ * Commit is recoverable: the verified digest is recorded on the session
+ * before the bytes move under it, so a crash between the move and the
+ * metadata link is finished at start-up and by the client's retried PUT,
+ * and garbage collection removes bytes that no record names.
  */
 import { randomUUID } from "node:crypto";
 import { Transform, type Readable } from "node:stream";
@@ -20,7 +32,8 @@ import {
 } from "../storage/blob-store.js";
 import type { Principal } from "../auth/access.js";
 import type { RegistryDeps } from "./context.js";
-import { KeyedMutex } from "./keyed-mutex.js";
+import { LeaseBusyError, LeaseLocks, type HeldLease } from "./leases.js";
+import { crashPoint } from "./crash-points.js";
 
 export interface UploadStatus {
   id: string;
@@ -45,14 +58,44 @@ interface RunningHash {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
+/**
+ * A session lease lives 30 s without renewal (a writer that crashed blocks its
+ * session that long); a request waits up to 2 s for one held by another
+ * request, which covers a client retrying before the server noticed its
+ * previous connection close, then gets 416 with the session's size.
+ */
+const SESSION_LEASE = { ttlMs: 30_000, waitMs: 2_000 };
+
 export class UploadService {
   private readonly hashes = new Map<string, RunningHash>();
-  private readonly sessionLocks = new KeyedMutex();
+  private readonly leases: LeaseLocks;
 
   constructor(
     private readonly deps: RegistryDeps,
     private readonly hashing: HashFactory = inlineHashes,
-  ) {}
+    sessionLease: { ttlMs: number; waitMs: number } = SESSION_LEASE,
+  ) {
+    this.leases = new LeaseLocks(deps.meta, sessionLease);
+  }
+
+  /** Runs `work` as the session's only writer, or answers 416 when another request holds it. */
+  private async asWriter<T>(id: string, work: (lease: HeldLease) => Promise<T>): Promise<T> {
+    try {
+      return await this.leases.run(`upload:${id}`, work);
+    } catch (error) {
+      if (error instanceof LeaseBusyError) {
+        const size = (await this.deps.blobs.uploadSize(id)) ?? 0;
+        throw rangeNotSatisfiable(
+          id,
+          size,
+          error.acquiring
+            ? "another request is writing to this upload session; retry when it has finished"
+            : "this request lost its hold on the upload session; nothing was stored by it",
+        );
+      }
+      throw error;
+    }
+  }
 
   async start(repository: string): Promise<UploadStatus> {
     const id = randomUUID();
@@ -73,8 +116,8 @@ export class UploadService {
   /** Appends a chunk (PATCH). `range` is the Content-Range the client sent, if any. */
   async append(repository: string, id: string, body: Readable, range: ChunkRange | null, contentLength: number | null): Promise<UploadStatus> {
     await this.requireSession(repository, id);
-    return this.sessionLocks.run(id, async () => {
-      const size = await this.appendLocked(id, body, range, contentLength);
+    return this.asWriter(id, async (lease) => {
+      const size = await this.appendLocked(id, body, range, contentLength, lease.signal);
       await this.deps.meta.touchUpload(id, Date.now());
       return { id, size };
     });
@@ -90,11 +133,16 @@ export class UploadService {
     contentLength: number | null,
   ): Promise<CommittedBlob> {
     await this.requireSession(repository, id);
-    return this.sessionLocks.run(id, async () => {
-      if (body) await this.appendLocked(id, body, range, contentLength);
-      const committed = await this.commit(repository, id, expected);
-      await this.deps.meta.deleteUpload(id);
-      return committed;
+    return this.asWriter(id, async (lease) => {
+      // Re-read under the lease: a commit may have been interrupted since the check above.
+      const record = await this.deps.meta.getUpload(id);
+      if (!record) throw uploadUnknown(id);
+      if (record.committingDigest) {
+        const resumed = await this.resumeCommit(repository, id, record.committingDigest, expected);
+        if (resumed) return resumed;
+      }
+      if (body) await this.appendLocked(id, body, range, contentLength, lease.signal);
+      return this.commit(repository, id, expected, lease);
     });
   }
 
@@ -104,8 +152,8 @@ export class UploadService {
     await this.deps.blobs.startUpload(id);
     this.hashes.set(id, { hash: this.hashing.create(), size: 0 });
     try {
-      await this.appendLocked(id, body, null, contentLength);
-      return await this.commit(repository, id, expected);
+      await this.appendLocked(id, body, null, contentLength, undefined);
+      return await this.commit(repository, id, expected, null);
     } catch (error) {
       this.dropHash(id);
       await this.deps.blobs.abortUpload(id).catch(() => undefined);
@@ -115,9 +163,11 @@ export class UploadService {
 
   async cancel(repository: string, id: string): Promise<void> {
     await this.requireSession(repository, id);
-    await this.sessionLocks.run(id, async () => {
+    await this.asWriter(id, async () => {
       this.dropHash(id);
-      await this.deps.blobs.abortUpload(id);
+      const record = await this.deps.meta.getUpload(id);
+      // A session interrupted mid-commit already became a blob: cancelling it only forgets the session.
+      if (!record?.committingDigest) await this.deps.blobs.abortUpload(id);
       await this.deps.meta.deleteUpload(id);
     });
   }
@@ -147,13 +197,16 @@ export class UploadService {
   async purgeStale(maxIdleMs: number): Promise<number> {
     const cutoff = Date.now() - maxIdleMs;
     let purged = 0;
+    await this.recoverCommits();
     for (const upload of await this.deps.meta.staleUploads(cutoff)) {
-      await this.sessionLocks.run(upload.id, async () => {
+      // A session another request is writing to right now is not stale.
+      const done = await this.leases.tryRun(`upload:${upload.id}`, async () => {
         this.dropHash(upload.id);
-        await this.deps.blobs.abortUpload(upload.id);
+        if (!upload.committingDigest) await this.deps.blobs.abortUpload(upload.id);
         await this.deps.meta.deleteUpload(upload.id);
+        return true;
       });
-      purged++;
+      if (done) purged++;
     }
     for (const orphan of await this.deps.blobs.listUploads()) {
       if (orphan.modifiedAt >= cutoff || this.hashes.has(orphan.id)) continue;
@@ -170,7 +223,60 @@ export class UploadService {
     if (!record || record.repository !== repository) throw uploadUnknown(id);
   }
 
-  private async appendLocked(id: string, body: Readable, range: ChunkRange | null, contentLength: number | null): Promise<number> {
+  /**
+   * Finishes commits that a crash interrupted: bytes already moved under their
+   * digest are linked into the session's repository (the session stays, so
+   * the client's retried PUT still gets 201); a session whose bytes had not
+   * moved yet goes back to being an ordinary open session.
+   */
+  async recoverCommits(): Promise<number> {
+    let recovered = 0;
+    for (const upload of await this.deps.meta.committingUploads()) {
+      const digest = upload.committingDigest!;
+      const done = await this.leases.tryRun(`upload:${upload.id}`, async () => {
+        if ((await this.deps.blobs.uploadSize(upload.id)) !== null) return false;
+        const stat = await this.deps.blobs.stat(digest);
+        if (stat === null) return false;
+        await this.deps.digestLocks.run(digest, () => this.deps.meta.linkBlob(upload.repository, digest, stat.size));
+        this.deps.logger.warn({ uploadId: upload.id, digest, repository: upload.repository }, "finished a blob commit interrupted by a crash");
+        return true;
+      });
+      if (done) recovered++;
+    }
+    return recovered;
+  }
+
+  /**
+   * A retried PUT on a session whose commit was interrupted. Returns the blob
+   * when the commit can be finished, null when the session's bytes are still
+   * in the session (an ordinary commit follows).
+   */
+  private async resumeCommit(repository: string, id: string, committing: string, expected: ParsedDigest): Promise<CommittedBlob | null> {
+    const { blobs, meta, digestLocks } = this.deps;
+    if ((await blobs.uploadSize(id)) !== null) return null;
+    const stat = await blobs.stat(committing);
+    if (stat === null) {
+      // Neither session bytes nor a blob: nothing to finish.
+      await meta.deleteUpload(id);
+      throw uploadUnknown(id);
+    }
+    if (committing !== expected.digest) {
+      await meta.deleteUpload(id);
+      throw new RegistryError("DIGEST_INVALID", `the uploaded content has digest ${committing}, not ${expected.digest}`, {
+        detail: { expected: expected.digest, actual: committing, size: stat.size },
+      });
+    }
+    await digestLocks.run(committing, () => meta.completeUpload(id, repository, committing, stat.size));
+    return { digest: committing, size: stat.size };
+  }
+
+  private async appendLocked(
+    id: string,
+    body: Readable,
+    range: ChunkRange | null,
+    contentLength: number | null,
+    lost: AbortSignal | undefined,
+  ): Promise<number> {
     const { blobs } = this.deps;
     const offset = await blobs.uploadSize(id);
     if (offset === null) throw uploadUnknown(id);
@@ -188,7 +294,7 @@ export class UploadService {
     const hashable = running !== undefined && running.size === offset;
     if (!hashable) this.dropHash(id);
     try {
-      const size = await blobs.appendUpload(id, shieldBody(body, hashable ? running.hash : undefined), {
+      const size = await blobs.appendUpload(id, shieldBody(body, hashable ? running.hash : undefined, lost), {
         offset,
         exactBytes: expectedBytes,
       });
@@ -208,6 +314,7 @@ export class UploadService {
       }
       if (error instanceof UploadTooLargeError) throw new RegistryError("SIZE_INVALID", error.message, { status: 413 });
       if (error instanceof BlobNotFoundError) throw uploadUnknown(id);
+      if (error instanceof LeaseBusyError) throw error;
       const code = (error as NodeJS.ErrnoException).code;
       if (code === "ENOSPC" || code === "EDQUOT") {
         // Our problem, not the client's: say so plainly (the dispatcher logs it as an error).
@@ -220,26 +327,35 @@ export class UploadService {
     }
   }
 
-  private async commit(repository: string, id: string, expected: ParsedDigest): Promise<CommittedBlob> {
+  /**
+   * Verifies and commits a session. `lease` is the session's (null for a
+   * monolithic push, whose session id nobody else knows): it is confirmed
+   * before the bytes move, so a writer that lost it commits nothing.
+   */
+  private async commit(repository: string, id: string, expected: ParsedDigest, lease: HeldLease | null): Promise<CommittedBlob> {
     const { blobs, meta, digestLocks } = this.deps;
     const size = await blobs.uploadSize(id);
     if (size === null) throw uploadUnknown(id);
     const actual = await this.digestOfSession(id, expected, size);
     if (actual !== expected.digest) {
       await blobs.abortUpload(id);
-      await meta.deleteUpload(id);
+      if (lease) await meta.deleteUpload(id);
       throw new RegistryError("DIGEST_INVALID", `the uploaded content has digest ${actual}, not ${expected.digest}`, {
         detail: { expected: expected.digest, actual, size },
       });
     }
     await digestLocks.run(expected.digest, async () => {
+      if (lease && !(await lease.confirm())) throw new LeaseBusyError(`upload:${id}`);
+      if (lease) await meta.markUploadCommitting(id, expected.digest);
       const known = await meta.blobSize(expected.digest);
       if (known !== null && (await blobs.stat(expected.digest)) !== null) {
         await blobs.abortUpload(id); // identical bytes already stored
       } else {
         await blobs.commitUpload(id, expected.digest);
       }
-      await meta.linkBlob(repository, expected.digest, size);
+      crashPoint("commit-after-move");
+      if (lease) await meta.completeUpload(id, repository, expected.digest, size);
+      else await meta.linkBlob(repository, expected.digest, size);
     });
     return { digest: expected.digest, size };
   }
@@ -275,7 +391,7 @@ export class UploadService {
  * the client could read our error, so the request is only unpiped, and the
  * HTTP server discards the rest of its body after the error response.
  */
-function shieldBody(body: Readable, hash: IncrementalHash | undefined): Readable {
+function shieldBody(body: Readable, hash: IncrementalHash | undefined, lost: AbortSignal | undefined): Readable {
   const tap = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
       const wait = hash?.update(chunk);
@@ -288,7 +404,13 @@ function shieldBody(body: Readable, hash: IncrementalHash | undefined): Readable
   body.once("close", () => {
     if (!body.readableEnded) clientGone();
   });
-  tap.once("close", () => body.unpipe(tap));
+  // A writer that lost the session's lease stops writing at once.
+  const onLost = () => tap.destroy(lost?.reason instanceof Error ? lost.reason : new Error("upload session lease lost"));
+  lost?.addEventListener("abort", onLost, { once: true });
+  tap.once("close", () => {
+    body.unpipe(tap);
+    lost?.removeEventListener("abort", onLost);
+  });
   body.pipe(tap);
   return tap;
 }

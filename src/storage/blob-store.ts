@@ -91,6 +91,12 @@ export interface BlobWriter {
 
 export interface BlobDeleter {
   delete(digest: string): Promise<void>;
+  /**
+   * Every committed blob with its last modification, in no particular order:
+   * garbage collection compares it with the metadata to remove bytes that a
+   * crash left behind between a commit's move and its metadata link.
+   */
+  listBlobs(): AsyncIterable<{ digest: string; modifiedAt: number }>;
 }
 
 export interface BlobStore extends BlobReader, BlobWriter, BlobDeleter {

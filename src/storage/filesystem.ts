@@ -104,6 +104,22 @@ export class FilesystemBlobStore implements BlobStore {
     await rm(this.paths.blob(digest), { force: true });
   }
 
+  async *listBlobs(): AsyncIterable<{ digest: string; modifiedAt: number }> {
+    const root = this.paths.blobsDir();
+    for (const algorithm of await readdir(root).catch(() => [] as string[])) {
+      if (algorithm !== "sha256" && algorithm !== "sha512") continue;
+      for (const prefix of await readdir(join(root, algorithm)).catch(() => [] as string[])) {
+        for (const hex of await readdir(join(root, algorithm, prefix)).catch(() => [] as string[])) {
+          const digest = `${algorithm}:${hex}`;
+          // Only names the layout could have produced; anything else is not ours to judge.
+          if (!/^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$/.test(digest) || !hex.startsWith(prefix)) continue;
+          const info = await stat(join(root, algorithm, prefix, hex)).catch(() => undefined);
+          if (info?.isFile()) yield { digest, modifiedAt: info.mtimeMs };
+        }
+      }
+    }
+  }
+
   async startUpload(uploadId: string): Promise<void> {
     const handle = await open(this.paths.upload(uploadId), "wx");
     await handle.close();

@@ -20,6 +20,10 @@ export class FsPaths {
     return join(this.root, "blobs", algorithm, hex.slice(0, 2));
   }
 
+  blobsDir(): string {
+    return join(this.root, "blobs");
+  }
+
   uploadsDir(): string {
     return join(this.root, "uploads");
   }
