@@ -11,6 +11,7 @@
  * once older than the grace period, unless a session is committing to them.
  */
 import type { RegistryDeps } from "./context.js";
+import { LeaseLocks } from "./leases.js";
 
 export interface GcReport {
   manifestsDeleted: number;
@@ -18,11 +19,23 @@ export interface GcReport {
   blobsDeleted: number;
   /** Bytes left behind by crashes (no metadata record), removed. */
   untrackedDeleted: number;
+  /** True when another process was collecting already, so this run did nothing. */
+  skipped: boolean;
 }
 
 const SWEEP_BATCH = 500;
 
+/**
+ * One collector at a time across processes and replicas (scheduled runs in
+ * every worker, `ferry gc` beside a running server): a second one returns at
+ * once with `skipped`. Concurrent runs would be safe, only wasted work.
+ */
 export async function collectGarbage(deps: RegistryDeps, options: { gracePeriodMs: number; untagged: boolean }): Promise<GcReport> {
+  const report = await new LeaseLocks(deps.meta, { ttlMs: 60_000, waitMs: 0 }).tryRun("gc", () => collect(deps, options));
+  return report ?? { manifestsDeleted: 0, linksDeleted: 0, blobsDeleted: 0, untrackedDeleted: 0, skipped: true };
+}
+
+async function collect(deps: RegistryDeps, options: { gracePeriodMs: number; untagged: boolean }): Promise<GcReport> {
   const olderThan = Date.now() - options.gracePeriodMs;
   const plan = await deps.meta.collectGarbage({ olderThan, untagged: options.untagged });
   let blobsDeleted = 0;
@@ -35,7 +48,7 @@ export async function collectGarbage(deps: RegistryDeps, options: { gracePeriodM
     });
   }
   const untrackedDeleted = await sweepUntracked(deps, olderThan);
-  return { manifestsDeleted: plan.manifestsDeleted, linksDeleted: plan.linksDeleted, blobsDeleted, untrackedDeleted };
+  return { manifestsDeleted: plan.manifestsDeleted, linksDeleted: plan.linksDeleted, blobsDeleted, untrackedDeleted, skipped: false };
 }
 
 async function sweepUntracked(deps: RegistryDeps, olderThan: number): Promise<number> {

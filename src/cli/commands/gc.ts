@@ -26,8 +26,14 @@ export function registerGc(program: Command): void {
       const registry = await startRegistry({ ...config, log: { ...config.log, level: "warn" } });
       try {
         const report = await registry.gc({ gracePeriodMs: grace, untagged: flags.untagged });
+        if (report.skipped) {
+          process.stdout.write("another garbage collection is running on this registry; nothing done\n");
+          return;
+        }
         process.stdout.write(
-          `deleted ${report.blobsDeleted} blobs, ${report.linksDeleted} repository links, ${report.manifestsDeleted} manifests\n`,
+          `deleted ${report.blobsDeleted} blobs, ${report.linksDeleted} repository links, ${report.manifestsDeleted} manifests` +
+            (report.untrackedDeleted > 0 ? `, ${report.untrackedDeleted} blobs left behind by a crash` : "") +
+            "\n",
         );
       } finally {
         await registry.close();

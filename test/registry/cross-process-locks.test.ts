@@ -1,0 +1,63 @@
+/**
+ * Locks that must hold across processes live in the metadata store: two
+ * registries over one data directory stand for two worker processes (or
+ * replicas) here, sharing nothing but the files.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes, createHash } from "node:crypto";
+import { startTestRegistry } from "../helpers/registry.js";
+
+const sha256 = (bytes: Buffer) => `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+
+test("one garbage collector at a time: a second one skips while the first holds the lease", async (t) => {
+  const first = await startTestRegistry();
+  t.after(() => first.close());
+  const second = await startTestRegistry({}, first.dataDir);
+  t.after(() => second.close());
+  // Another process is collecting.
+  assert.equal(await first.registry.deps.meta.acquireLease("gc", "elsewhere:1:x", 60_000), true);
+  const skipped = await second.registry.gc({ gracePeriodMs: 0 });
+  assert.equal(skipped.skipped, true);
+  await first.registry.deps.meta.releaseLease("gc", "elsewhere:1:x");
+  const ran = await second.registry.gc({ gracePeriodMs: 0 });
+  assert.equal(ran.skipped, false);
+});
+
+test("a blob commit waits while another process holds the digest (GC deleting it), then stores it", async (t) => {
+  const first = await startTestRegistry();
+  t.after(() => first.close());
+  const second = await startTestRegistry({}, first.dataDir);
+  t.after(() => second.close());
+  const bytes = randomBytes(50_000);
+  const digest = sha256(bytes);
+  // A collector in the first process holds the digest.
+  assert.equal(await first.registry.deps.meta.acquireLease(`blob:${digest}`, "collector:1:y", 60_000), true);
+  let answered = false;
+  const push = fetch(`${second.url}/v2/locks/a/blobs/uploads/?digest=${digest}`, { method: "POST", body: new Uint8Array(bytes) }).then((response) => {
+    answered = true;
+    return response;
+  });
+  await new Promise((resolve) => setTimeout(resolve, 400));
+  assert.equal(answered, false, "the commit waits for the digest's lease");
+  await first.registry.deps.meta.releaseLease(`blob:${digest}`, "collector:1:y");
+  const response = await push;
+  assert.equal(response.status, 201);
+  const pulled = Buffer.from(await (await fetch(`${first.url}/v2/locks/a/blobs/${digest}`)).arrayBuffer());
+  assert.equal(sha256(pulled), digest);
+});
+
+test("a lease held by a process of this machine that died is broken at once, not after it expires", async (t) => {
+  const r = await startTestRegistry();
+  t.after(() => r.close());
+  const start = await fetch(`${r.url}/v2/locks/b/blobs/uploads/`, { method: "POST" });
+  const location = start.headers.get("location")!;
+  const id = location.split("/").pop()!;
+  // pid 2^22+1 is above Linux's pid_max: no such process.
+  const { hostname } = await import("node:os");
+  const dead = `${hostname()}:4194305:00000000-0000-4000-8000-000000000000`;
+  assert.equal(await r.registry.deps.meta.acquireLease(`upload:${id}`, dead, 60_000), true);
+  const bytes = randomBytes(1000);
+  const put = await fetch(`${r.url}${location}?digest=${sha256(bytes)}`, { method: "PUT", body: new Uint8Array(bytes) });
+  assert.equal(put.status, 201);
+});
