@@ -1,4 +1,5 @@
 /** Turns the server flags shared by `serve` and `gc` into a loaded Config (or a clear error). */
+import cluster from "node:cluster";
 import { ConfigError, loadConfig } from "../config/load.js";
 import type { Config } from "../config/schema.js";
 
@@ -15,7 +16,8 @@ export function configFromFlags(flags: ServerFlags): Config {
   if (flags.data !== undefined) overrides.data = flags.data;
   if (flags.workers !== undefined) overrides.workers = Number(flags.workers);
   try {
-    return loadConfig({ file: flags.config, env: process.env, overrides });
+    // Workers load the same configuration as the primary, which already printed any warning.
+    return loadConfig({ file: flags.config, env: process.env, overrides, onWarning: cluster.isWorker ? () => undefined : undefined });
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`ferry: ${error.message}\n`);

@@ -7,6 +7,8 @@
  * scalars or flow collections, so `true`, `42` and `[https]` work:
  *   federation.verify.onFailure  ->  FERRY_FEDERATION__VERIFY__ON_FAILURE=warn
  *   listen                       ->  FERRY_LISTEN=0.0.0.0:5000
+ * A FERRY_* variable that names no setting is ignored with a warning (other
+ * tools use the prefix too); unknown keys in a file or in flags are errors.
  */
 import { readFileSync } from "node:fs";
 import YAML from "yaml";
@@ -35,8 +37,14 @@ function keyForEnvSegment(segment: string): string {
   return segment.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 }
 
-export function configFromEnv(env: NodeJS.ProcessEnv): Tree {
-  const tree: Tree = {};
+interface EnvSetting {
+  name: string;
+  path: string[];
+  value: unknown;
+}
+
+function envSettings(env: NodeJS.ProcessEnv): EnvSetting[] {
+  const settings: EnvSetting[] = [];
   for (const [name, raw] of Object.entries(env)) {
     if (!name.startsWith(ENV_PREFIX) || NON_CONFIG_ENV.has(name) || raw === undefined) continue;
     const path = name.slice(ENV_PREFIX.length).split("__").map(keyForEnvSegment);
@@ -46,9 +54,35 @@ export function configFromEnv(env: NodeJS.ProcessEnv): Tree {
     } catch {
       value = raw;
     }
-    setPath(tree, path, value);
+    settings.push({ name, path, value });
   }
+  return settings;
+}
+
+function treeOf(settings: EnvSetting[]): Tree {
+  const tree: Tree = {};
+  for (const { path, value } of settings) setPath(tree, path, value);
   return tree;
+}
+
+export function configFromEnv(env: NodeJS.ProcessEnv): Tree {
+  return treeOf(envSettings(env));
+}
+
+function getPath(tree: Tree, path: string[]): unknown {
+  let node: unknown = tree;
+  for (const key of path) {
+    if (typeof node !== "object" || node === null || Array.isArray(node)) return undefined;
+    node = (node as Tree)[key];
+  }
+  return node;
+}
+
+/** Unknown key paths (e.g. ["project"], ["log", "file"]) reported by a failed parse. */
+function unknownKeyPaths(error: z.ZodError): string[][] {
+  return error.issues.flatMap((issue) =>
+    issue.code === "unrecognized_keys" ? issue.keys.map((key) => [...issue.path.map(String), key]) : [],
+  );
 }
 
 function setPath(tree: Tree, path: string[], value: unknown): void {
@@ -109,15 +143,29 @@ export interface LoadOptions {
   env?: NodeJS.ProcessEnv;
   /** Flag values (e.g. --listen, --data), applied last. */
   overrides?: Tree;
+  /** Receives one line per problem that does not stop start-up (default: written to stderr). */
+  onWarning?: (message: string) => void;
 }
 
 export function loadConfig(options: LoadOptions = {}): Config {
   const env = options.env ?? {};
+  const warn = options.onWarning ?? ((message: string) => process.stderr.write(`ferry: warning: ${message}\n`));
   const file = options.file ?? env.FERRY_CONFIG;
-  let tree: Tree = file ? readConfigFile(file) : {};
-  tree = deepMerge(tree, configFromEnv(env));
-  tree = deepMerge(tree, options.overrides ?? {});
-  const result = configSchema.safeParse(tree);
-  if (!result.success) throw new ConfigError(`invalid configuration:\n${formatConfigIssues(result.error)}`);
-  return result.data;
+  const fromFile = file ? readConfigFile(file) : {};
+  const explicit = deepMerge(fromFile, options.overrides ?? {});
+  let settings = envSettings(env);
+  // Shells and CI systems set FERRY_* variables of their own: a variable that names no setting
+  // is ignored with a warning. Unknown keys in the file or flags stay errors (a typo there is ours to report).
+  for (;;) {
+    const tree = deepMerge(deepMerge(fromFile, treeOf(settings)), options.overrides ?? {});
+    const result = configSchema.safeParse(tree);
+    if (result.success) return result.data;
+    const unknown = unknownKeyPaths(result.error).filter((path) => getPath(explicit, path) === undefined);
+    const stray = settings.filter((setting) => unknown.some((path) => path.every((key, i) => setting.path[i] === key)));
+    if (stray.length === 0) throw new ConfigError(`invalid configuration:\n${formatConfigIssues(result.error)}`);
+    for (const setting of stray) {
+      warn(`environment variable ${setting.name} is not a Ferry setting (no config key ${setting.path.join(".")}); ignored`);
+    }
+    settings = settings.filter((setting) => !stray.includes(setting));
+  }
 }

@@ -15,6 +15,13 @@ import { cancelUpload, finishUpload, patchUpload, startUpload, uploadStatus } fr
 import { deleteManifest, getManifest, putManifest } from "./handlers/manifests.js";
 import { listCatalog, listReferrers, listTags } from "./handlers/listing.js";
 import type { Metrics } from "./metrics.js";
+import { framingError } from "./framing.js";
+import { GuardedBody, bodyIdleError, clientClosed, watchBody } from "./body.js";
+import type { ClientAddressResolver } from "./client-address.js";
+import type { UploadSlots } from "./upload-slots.js";
+import { hasBody } from "./request.js";
+import type { Readable } from "node:stream";
+import type { ErrorCode } from "../oci/errors.js";
 
 /** Endpoints outside /v2 (token service, /ferry/v1 admin API), contributed by their modules. */
 export interface Extension {
@@ -30,13 +37,29 @@ export interface AppOptions {
   extensions: Extension[];
   metrics: Metrics;
   accessLog: boolean;
+  limits: RequestLimits;
 }
+
+export interface RequestLimits {
+  /** Resolves the client's address (X-Forwarded-For from trusted proxies only). */
+  clientAddress: ClientAddressResolver;
+  /** Per-client cap on upload requests in progress. */
+  uploads: UploadSlots;
+  /** A body that sends nothing for this long is cut off (408). */
+  requestIdleTimeout: number;
+  maxHeaderCount: number;
+}
+
+/** How long a response may take after its body timed out before the connection is cut regardless. */
+const IDLE_GRACE_MS = 2000;
+/** How long a connection whose body we stopped reading stays half-open so the client can read our answer. */
+const LINGER_MS = 2000;
 
 let requestCounter = 0;
 const processTag = process.pid.toString(36);
 
 export function createRequestHandler(options: AppOptions): (req: IncomingMessage, res: ServerResponse) => void {
-  const { services, extensions, metrics } = options;
+  const { services, extensions, metrics, limits } = options;
   return (req, res) => {
     const started = process.hrtime.bigint();
     const requestId = `${processTag}-${(++requestCounter).toString(36)}`;
@@ -45,6 +68,7 @@ export function createRequestHandler(options: AppOptions): (req: IncomingMessage
     const path = q === -1 ? url : url.slice(0, q);
     const query = new URLSearchParams(q === -1 ? "" : url.slice(q + 1));
     const method = req.method ?? "GET";
+    const clientAddress = limits.clientAddress.resolve(req.socket.remoteAddress, req.headers["x-forwarded-for"]);
     let routeKind = "other";
     let errorCode: string | undefined;
 
@@ -53,15 +77,40 @@ export function createRequestHandler(options: AppOptions): (req: IncomingMessage
       metrics.observe(method, routeKind, res.statusCode, seconds);
       if (options.accessLog) {
         services.logger.info(
-          { requestId, method, path, status: res.statusCode, ms: Math.round(seconds * 1e4) / 10, code: errorCode },
+          { requestId, method, path, status: res.statusCode, ms: Math.round(seconds * 1e4) / 10, code: errorCode, client: clientAddress },
           "request",
         );
       }
     };
     res.once("finish", finish);
 
-    const ctx: RequestContext = { req, res, method, path, query, principal: { user: null }, services, requestId };
-    dispatch(ctx, extensions, (kind) => (routeKind = kind)).catch((error: unknown) => {
+    // Bad framing never reaches a handler: answered here, before anything reads the body.
+    const framing = framingError(req, limits.maxHeaderCount);
+    if (framing) {
+      errorCode = framing.code;
+      sendError(res, framing, method === "HEAD", requestId);
+      return;
+    }
+
+    const withBody = hasBody(req);
+    const body = new LazyBody(req);
+    if (withBody) guardBody(req, res, body, limits.requestIdleTimeout, () => bodyErrorCode(routeKind));
+
+    const ctx: RequestContext = {
+      req,
+      res,
+      method,
+      path,
+      query,
+      principal: { user: null },
+      services,
+      requestId,
+      clientAddress,
+      get body(): Readable {
+        return body.get();
+      },
+    };
+    dispatch(ctx, extensions, limits, (kind) => (routeKind = kind)).catch((error: unknown) => {
       if (clientWentAway(req, error)) {
         // Nobody is left to answer; an interrupted upload was already rolled back.
         errorCode = "CLIENT_ABORTED";
@@ -70,9 +119,86 @@ export function createRequestHandler(options: AppOptions): (req: IncomingMessage
       }
       const rendered = sendError(res, error, method === "HEAD", requestId);
       errorCode = rendered.code;
-      if (rendered.status >= 500) services.logger.error({ err: error, requestId, method, path }, "request failed");
+      if (rendered.status >= 500) logFailure(services, error, rendered, { requestId, method, path });
     });
   };
+}
+
+/** The body handlers read: created on first use, so routes that never read it pay nothing. */
+class LazyBody {
+  private body: GuardedBody | null = null;
+  private failure: Error | null = null;
+
+  constructor(private readonly req: IncomingMessage) {}
+
+  get(): GuardedBody {
+    if (!this.body) {
+      this.body = new GuardedBody(this.req);
+      if (this.failure) this.body.fail(this.failure);
+    }
+    return this.body;
+  }
+
+  fail(error: Error): void {
+    this.failure ??= error;
+    this.body?.fail(error);
+  }
+}
+
+/**
+ * Makes sure a body ends: cut off when it goes quiet (the handler then answers
+ * 408, or the connection is closed if it cannot), and not read further once
+ * the answer is out (the connection is closed instead of reading a body
+ * nobody wants, as Go's server does for large leftovers).
+ */
+function guardBody(req: IncomingMessage, res: ServerResponse, body: LazyBody, idleMs: number, code: () => ErrorCode): void {
+  const watch = watchBody(req, idleMs, () => {
+    body.fail(bodyIdleError(idleMs, code()));
+    const cut = setTimeout(() => req.socket.destroy(), IDLE_GRACE_MS);
+    cut.unref();
+    res.once("close", () => clearTimeout(cut));
+  });
+  res.once("close", () => {
+    if (req.complete) {
+      watch.stop();
+      return;
+    }
+    // Nothing more will be read for this request: a handler still reading must not wait for ever.
+    body.fail(clientClosed());
+    if (req.socket.destroyed) {
+      watch.stop();
+      return;
+    }
+    // Half-close and discard what still arrives for a moment, so the client reads our answer rather than a reset.
+    req.resume();
+    req.socket.end();
+    const linger = setTimeout(() => req.socket.destroy(), LINGER_MS);
+    linger.unref();
+    req.socket.once("close", () => {
+      clearTimeout(linger);
+      watch.stop();
+    });
+  });
+}
+
+function bodyErrorCode(routeKind: string): ErrorCode {
+  if (routeKind === "manifest") return "MANIFEST_INVALID";
+  if (routeKind === "uploads" || routeKind === "upload") return "BLOB_UPLOAD_INVALID";
+  return "UNSUPPORTED";
+}
+
+/**
+ * Failures we expected (an upstream or storage failing: a RegistryError) are
+ * one line at warn with the reason; anything else is a bug and gets its stack.
+ */
+function logFailure(services: Services, error: unknown, rendered: RegistryError, where: Record<string, string>): void {
+  if (error instanceof RegistryError && error.code !== "UNKNOWN") {
+    const line = { ...where, status: rendered.status, code: rendered.code, reason: error.message, detail: error.detail };
+    if (rendered.status === 507) services.logger.error(line, "request failed: storage full");
+    else services.logger.warn(line, "request failed upstream");
+    return;
+  }
+  services.logger.error({ err: error, ...where }, "request failed");
 }
 
 function clientWentAway(req: IncomingMessage, error: unknown): boolean {
@@ -80,7 +206,7 @@ function clientWentAway(req: IncomingMessage, error: unknown): boolean {
   return isClientAbort(error) || (req.destroyed && !req.complete);
 }
 
-async function dispatch(ctx: RequestContext, extensions: Extension[], setKind: (kind: string) => void): Promise<void> {
+async function dispatch(ctx: RequestContext, extensions: Extension[], limits: RequestLimits, setKind: (kind: string) => void): Promise<void> {
   const { method, path, services } = ctx;
   const route = matchRoute(path);
   if (!route) {
@@ -90,7 +216,7 @@ async function dispatch(ctx: RequestContext, extensions: Extension[], setKind: (
       if (!match || !methods.includes(method)) continue;
       setKind("extension");
       if (extension.access) {
-        ctx.principal = await services.access.authenticate(ctx.req.headers, ctx.req.socket.remoteAddress ?? "");
+        ctx.principal = await services.access.authenticate(ctx.req.headers, ctx.clientAddress);
         await services.access.authorize(ctx.principal, extension.access);
       }
       await extension.handle(ctx, match);
@@ -107,9 +233,19 @@ async function dispatch(ctx: RequestContext, extensions: Extension[], setKind: (
     });
   }
   if ("name" in route) assertRepositoryName(route.name);
-  ctx.principal = await services.access.authenticate(ctx.req.headers, ctx.req.socket.remoteAddress ?? "");
+  if (isUploadRequest(route, method)) {
+    // Checked before authentication too: an unauthenticated flood holds sockets just the same.
+    const release = limits.uploads.acquire(ctx.clientAddress);
+    ctx.res.once("close", release);
+  }
+  ctx.principal = await services.access.authenticate(ctx.req.headers, ctx.clientAddress);
   await services.access.authorize(ctx.principal, requiredAccess(route, method));
   await handle(ctx, route);
+}
+
+/** Requests that stream a blob into a session (POST, PATCH, PUT on uploads). */
+function isUploadRequest(route: Route, method: string): boolean {
+  return (route.kind === "uploads" && method === "POST") || (route.kind === "upload" && (method === "PATCH" || method === "PUT"));
 }
 
 function requiredAccess(route: Route, method: string): AccessRequest[] {

@@ -1,5 +1,6 @@
 /** What a handler gets: the request, the response, the caller and the use cases. */
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Readable } from "node:stream";
 import type { Logger } from "pino";
 import type { Principal, AccessController } from "../auth/access.js";
 import type { BlobService } from "../registry/blobs.js";
@@ -35,4 +36,16 @@ export interface RequestContext {
   principal: Principal;
   services: Services;
   requestId: string;
+  /**
+   * The client's address, resolved once per request: the socket peer, or the
+   * X-Forwarded-For hop a trusted proxy vouches for (config `trustedProxies`).
+   * Use this, never `req.socket.remoteAddress`.
+   */
+  clientAddress: string;
+  /**
+   * The request body to read instead of `req`: it always ends or errors, also
+   * when the client hung up before the handler started reading, or went quiet
+   * for longer than `http.requestIdleTimeout` (then with a 408 error).
+   */
+  body: Readable;
 }

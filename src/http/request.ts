@@ -1,15 +1,19 @@
 /** Reading requests: bounded bodies, query parameters, Content-Range and Range headers. */
 import type { IncomingMessage } from "node:http";
+import type { Readable } from "node:stream";
 import { RegistryError } from "../oci/errors.js";
 import type { ByteRange } from "../storage/blob-store.js";
 
-/** Reads a small body (manifests) whole, refusing more than `limit` bytes with 413. */
-export async function readBody(req: IncomingMessage, limit: number, what: string): Promise<Buffer> {
+/**
+ * Reads a small body (manifests) whole, refusing more than `limit` bytes with 413.
+ * `body` is the request's guarded body (RequestContext.body), which ends or errors.
+ */
+export async function readBody(req: IncomingMessage, body: Readable, limit: number, what: string): Promise<Buffer> {
   const declared = contentLength(req);
   if (declared !== null && declared > limit) throw tooLarge(what, limit);
   const chunks: Buffer[] = [];
   let total = 0;
-  for await (const chunk of req) {
+  for await (const chunk of body) {
     total += (chunk as Buffer).length;
     if (total > limit) throw tooLarge(what, limit);
     chunks.push(chunk as Buffer);

@@ -17,8 +17,41 @@ export function isClientAbort(error: unknown): boolean {
 export function send(res: ServerResponse, status: number, headers: Headers, body?: Buffer | string): void {
   if (res.headersSent || res.destroyed) return;
   const length = body === undefined ? 0 : typeof body === "string" ? Buffer.byteLength(body) : body.length;
-  res.writeHead(status, { ...API_VERSION_HEADER, "Content-Length": length, ...headers });
+  res.writeHead(status, safeHeaders({ ...API_VERSION_HEADER, "Content-Length": length, ...headers }));
   res.end(body);
+}
+
+/** Characters Node refuses in a header value (it would throw, turning a committed success into a 500). */
+const UNSAFE_HEADER_CHARS = /[^\t\x20-\x7e\x80-\xff]/u;
+
+/**
+ * Header values that came from data (URLs in manifests, names) made safe to
+ * send: characters Node would refuse are percent-encoded as UTF-8. Values
+ * that are already valid pass unchanged.
+ */
+export function safeHeaders(headers: Headers): Headers {
+  let out: Headers | null = null;
+  for (const [name, value] of Object.entries(headers)) {
+    if (typeof value === "number") continue;
+    const values = Array.isArray(value) ? value : [value];
+    if (!values.some((v) => UNSAFE_HEADER_CHARS.test(v))) continue;
+    out ??= { ...headers };
+    out[name] = Array.isArray(value) ? value.map(encodeUnsafe) : encodeUnsafe(value);
+  }
+  return out ?? headers;
+}
+
+function encodeUnsafe(value: string): string {
+  return value.replace(/[^\t\x20-\x7e\x80-\xff]/gu, (char) => percentEncode(char));
+}
+
+/** Visible ASCII only: anything else (controls, non-ASCII) percent-encoded as UTF-8. */
+export function asciiHeaderText(text: string): string {
+  return text.replace(/[^\x20-\x7e]/gu, (char) => percentEncode(char));
+}
+
+function percentEncode(char: string): string {
+  return [...Buffer.from(char, "utf8")].map((byte) => `%${byte.toString(16).toUpperCase().padStart(2, "0")}`).join("");
 }
 
 export function sendJson(res: ServerResponse, status: number, value: unknown, headers: Headers = {}, headOnly = false): void {

@@ -70,12 +70,37 @@ export class UploadService {
   private readonly hashes = new Map<string, RunningHash>();
   private readonly leases: LeaseLocks;
 
+  /** Open sessions as last counted in the store, and when (counting on every POST would cost a query each). */
+  private openSessions = { count: 0, countedAt: 0 };
+
   constructor(
     private readonly deps: RegistryDeps,
     private readonly hashing: HashFactory = inlineHashes,
     sessionLease: { ttlMs: number; waitMs: number } = SESSION_LEASE,
+    private readonly maxOpenSessions = 50_000,
   ) {
     this.leases = new LeaseLocks(deps.meta, sessionLease);
+  }
+
+  /**
+   * Sessions cost a record and a file each and live until purged, so their
+   * number is capped registry-wide. The count is refreshed at most once a
+   * second (other processes create sessions too) and counted up locally in
+   * between, so the cap holds within one second's worth of POSTs.
+   */
+  private async admitSession(): Promise<void> {
+    const now = Date.now();
+    if (now - this.openSessions.countedAt >= 1_000) {
+      this.openSessions = { count: await this.deps.meta.countUploads(), countedAt: now };
+    }
+    if (this.openSessions.count >= this.maxOpenSessions) {
+      throw new RegistryError("TOOMANYREQUESTS", "too many upload sessions are open in this registry; finish or cancel some, or retry later", {
+        status: 429,
+        headers: { "Retry-After": "60" },
+        detail: { limit: this.maxOpenSessions },
+      });
+    }
+    this.openSessions.count++;
   }
 
   /** Runs `work` as the session's only writer, or answers 416 when another request holds it. */
@@ -98,6 +123,7 @@ export class UploadService {
   }
 
   async start(repository: string): Promise<UploadStatus> {
+    await this.admitSession();
     const id = randomUUID();
     const now = Date.now();
     await this.deps.blobs.startUpload(id);
@@ -399,11 +425,17 @@ function shieldBody(body: Readable, hash: IncrementalHash | undefined, lost: Abo
       else callback(null, chunk);
     },
   });
+  // Storage attaches its listeners only after opening the session file; an
+  // error before that (client gone, lease lost) must not be an uncaught one.
+  // The pipeline still sees it: the tap is destroyed with it.
+  tap.on("error", () => undefined);
   const clientGone = (error?: Error) => tap.destroy(error ?? Object.assign(new Error("the client closed the connection"), { code: "ECONNRESET" }));
   body.once("error", clientGone);
   body.once("close", () => {
     if (!body.readableEnded) clientGone();
   });
+  // A body that closed before we got here will never emit 'close' again.
+  if (body.destroyed && !body.readableEnded) queueMicrotask(() => clientGone(body.errored ?? undefined));
   // A writer that lost the session's lease stops writing at once.
   const onLost = () => tap.destroy(lost?.reason instanceof Error ? lost.reason : new Error("upload session lease lost"));
   lost?.addEventListener("abort", onLost, { once: true });

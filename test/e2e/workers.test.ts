@@ -9,6 +9,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createServer } from "node:net";
+import { readFileSync, readdirSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { buildImage, sha256 } from "../helpers/images.js";
 
@@ -71,3 +72,93 @@ test("two worker processes share one data directory under concurrent pushes", as
     assert.equal(tags.tags.length, 4, `repository r${i}`);
   }
 });
+
+/** The stderr and exit code of a `ferry serve` run that is expected to stop by itself. */
+async function runUntilExit(args: string[], env: Record<string, string>, timeoutMs: number): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(process.execPath, ["dist/src/cli/main.js", "serve", ...args], {
+    stdio: ["ignore", "ignore", "pipe"],
+    env: { PATH: process.env.PATH ?? "", ...env },
+  });
+  let stderr = "";
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+  clearTimeout(timer);
+  return { code, stderr };
+}
+
+test("--workers 2 on a port in use exits non-zero with the single-process message, once", async (t) => {
+  const data = await mkdtemp(join(tmpdir(), "ferry-workers-"));
+  const blocker = createServer();
+  await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", () => resolve()));
+  const port = (blocker.address() as { port: number }).port;
+  t.after(async () => {
+    blocker.close();
+    await rm(data, { recursive: true, force: true });
+  });
+  const args = ["--listen", `127.0.0.1:${port}`, "--data", data];
+  // An unrelated FERRY_* variable must not be what stops it (defect 11): it is only a warning.
+  const env = { FERRY_LOG__LEVEL: "error", FERRY_PROJECT: "acme" };
+  const single = await runUntilExit(args, env, 15_000);
+  const workers = await runUntilExit([...args, "--workers", "2"], env, 15_000);
+  const expected = `ferry: listen EADDRINUSE: address already in use 127.0.0.1:${port}`;
+  assert.notEqual(single.code, 0);
+  assert.ok(single.stderr.includes(expected), single.stderr);
+  assert.notEqual(workers.code, null, "the supervisor stopped by itself instead of restarting workers for ever");
+  assert.notEqual(workers.code, 0);
+  assert.equal(workers.stderr.split(expected).length - 1, 1, `the message once: ${workers.stderr}`);
+  for (const run of [single, workers]) {
+    assert.equal(run.stderr.match(/FERRY_PROJECT/g)?.length, 1, `one warning naming FERRY_PROJECT: ${run.stderr}`);
+  }
+});
+
+test("a worker that dies while serving is replaced; the log line names it with workerPid, pid once", async (t) => {
+  const data = await mkdtemp(join(tmpdir(), "ferry-workers-"));
+  const port = await freePort();
+  const child = spawn(process.execPath, ["dist/src/cli/main.js", "serve", "--workers", "2", "--listen", `127.0.0.1:${port}`, "--data", data], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { PATH: process.env.PATH ?? "", FERRY_LOG__LEVEL: "warn" },
+  });
+  let stdout = "";
+  child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+  t.after(async () => {
+    child.kill("SIGTERM");
+    await new Promise((resolve) => child.once("exit", resolve));
+    await rm(data, { recursive: true, force: true });
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; !(await fetch(`${url}/v2/`).then((r) => r.ok, () => false)); i++) {
+    if (i > 100) assert.fail("server did not start");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const workers = childrenOf(child.pid!);
+  assert.equal(workers.length, 2, `two workers: ${workers.join(",")}`);
+  process.kill(workers[0]!, "SIGKILL");
+  for (let i = 0; !stdout.includes("worker died"); i++) {
+    if (i > 50) assert.fail(`no worker-death line: ${stdout}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const line = stdout.split("\n").find((l) => l.includes("worker died"))!;
+  assert.equal(line.match(/"pid":/g)?.length, 1, line);
+  assert.equal((JSON.parse(line) as { workerPid: number }).workerPid, workers[0]);
+  for (let i = 0; childrenOf(child.pid!).length < 2; i++) {
+    if (i > 50) assert.fail("the dead worker was not replaced");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  assert.equal((await fetch(`${url}/v2/`)).status, 200);
+});
+
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === pid) out.push(Number(entry));
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return out;
+}

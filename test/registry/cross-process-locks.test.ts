@@ -61,3 +61,26 @@ test("a lease held by a process of this machine that died is broken at once, not
   const put = await fetch(`${r.url}${location}?digest=${sha256(bytes)}`, { method: "PUT", body: new Uint8Array(bytes) });
   assert.equal(put.status, 201);
 });
+
+test("open upload sessions are capped registry-wide: beyond the cap a POST gets 429 in the spec's format", async (t) => {
+  const r = await startTestRegistry({ uploads: { maxOpenSessions: 3 } });
+  t.after(() => r.close());
+  const locations: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const response = await fetch(`${r.url}/v2/cap/a/blobs/uploads/`, { method: "POST" });
+    assert.equal(response.status, 202);
+    locations.push(response.headers.get("location")!);
+  }
+  const refused = await fetch(`${r.url}/v2/cap/a/blobs/uploads/`, { method: "POST" });
+  assert.equal(refused.status, 429);
+  const body = (await refused.json()) as { errors: Array<{ code: string }> };
+  assert.equal(body.errors[0]!.code, "TOOMANYREQUESTS");
+  assert.ok(refused.headers.get("retry-after"));
+  // Monolithic pushes open no visible session and still work.
+  const bytes = randomBytes(100);
+  assert.equal((await fetch(`${r.url}/v2/cap/a/blobs/uploads/?digest=${sha256(bytes)}`, { method: "POST", body: new Uint8Array(bytes) })).status, 201);
+  // Cancelling one frees a place (after the count is refreshed).
+  assert.equal((await fetch(`${r.url}${locations[0]}`, { method: "DELETE" })).status, 204);
+  await new Promise((resolve) => setTimeout(resolve, 1_100));
+  assert.equal((await fetch(`${r.url}/v2/cap/a/blobs/uploads/`, { method: "POST" })).status, 202);
+});

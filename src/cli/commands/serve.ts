@@ -21,23 +21,21 @@ async function serve(flags: ServerFlags): Promise<void> {
   const config = configFromFlags(flags);
   const logger = createLogger(config);
   if (config.workers > 1 && cluster.isPrimary) {
-    logger.info({ workers: config.workers }, "starting workers");
-    for (let i = 0; i < config.workers; i++) cluster.fork();
-    cluster.on("exit", (worker, code, signal) => {
-      if (code !== 0 && signal !== "SIGTERM" && signal !== "SIGINT") {
-        logger.error({ pid: worker.process.pid, code, signal }, "worker died; starting another");
-        cluster.fork();
-      }
-    });
-    const stop = () => {
-      for (const worker of Object.values(cluster.workers ?? {})) worker?.kill("SIGTERM");
-      process.exit(0);
-    };
-    process.once("SIGINT", stop);
-    process.once("SIGTERM", stop);
+    const { supervise } = await import("../supervisor.js");
+    supervise(config.workers, logger);
     return;
   }
-  const registry = await startRegistry(config, { logger });
+  const { reportToPrimary } = await import("../supervisor.js");
+  let registry: Awaited<ReturnType<typeof startRegistry>>;
+  try {
+    registry = await startRegistry(config, { logger });
+  } catch (error) {
+    if (!cluster.isWorker) throw error;
+    // The primary prints it once and stops: restarting a worker that cannot start only loops.
+    await reportToPrimary({ type: "ferry:startup-failed", message: (error as Error).message });
+    process.exit(1);
+  }
+  await reportToPrimary({ type: "ferry:ready" });
   const { host } = splitListen(config.listen);
   if (registry.deps.access.open && !isLoopback(host)) {
     logger.warn(

@@ -2,7 +2,7 @@
 import { parseManifestReference, parseReferenceForLookup } from "../../oci/reference.js";
 import { normalizeContentType } from "../../oci/media-types.js";
 import type { RequestContext } from "../context.js";
-import { send, type Headers } from "../respond.js";
+import { asciiHeaderText, send, type Headers } from "../respond.js";
 import { readBody } from "../request.js";
 
 export async function getManifest(ctx: RequestContext, name: string, rawReference: string): Promise<void> {
@@ -30,7 +30,7 @@ export async function getManifest(ctx: RequestContext, name: string, rawReferenc
 export async function putManifest(ctx: RequestContext, name: string, rawReference: string): Promise<void> {
   const reference = parseManifestReference(rawReference);
   const { services, req, res } = ctx;
-  const body = await readBody(req, services.manifestMaxBytes, "the manifest");
+  const body = await readBody(req, ctx.body, services.manifestMaxBytes, "the manifest");
   const pushed = await services.manifests.push({
     repository: name,
     reference,
@@ -52,8 +52,13 @@ export async function deleteManifest(ctx: RequestContext, name: string, rawRefer
   send(ctx.res, 202, {});
 }
 
-/** distribution-spec 1.1 "Warnings": `Warning: 299 - "<text>"`, text without quotes or newlines. */
+/**
+ * distribution-spec 1.1 "Warnings": `Warning: 299 - "<text>"`. A header may
+ * hold only visible ASCII safely (a character above U+00FF makes Node refuse
+ * the whole response, after the manifest was stored), so everything else is
+ * percent-encoded as UTF-8, the way a URL would write it; quotes become '.
+ */
 export function formatWarning(text: string): string {
-  const clean = text.replace(/["\\]/g, "'").replace(/[\r\n]+/g, " ").slice(0, 2000);
+  const clean = asciiHeaderText(text.replace(/["\\]/g, "'").replace(/[\r\n]+/g, " ").slice(0, 2000));
   return `299 - "${clean}"`;
 }

@@ -43,7 +43,7 @@ export async function startUpload(ctx: RequestContext, name: string): Promise<vo
   const digest = query.get("digest");
   if (digest !== null && mount === null) {
     const expected = parseDigest(digest);
-    const blob = await services.uploads.putMonolithic(name, expected, req, contentLength(req));
+    const blob = await services.uploads.putMonolithic(name, expected, ctx.body, contentLength(req));
     sendCommitted(ctx, name, blob.digest);
     return;
   }
@@ -73,7 +73,7 @@ export async function patchUpload(ctx: RequestContext, name: string, id: string)
   const { req, services } = ctx;
   const range = parseContentRange(req.headers["content-range"]);
   try {
-    const upload = await services.uploads.append(name, id, req, range, contentLength(req));
+    const upload = await services.uploads.append(name, id, ctx.body, range, contentLength(req));
     sendSession(ctx, name, 202, upload);
   } catch (error) {
     throw withSessionLocation(error, name, id);
@@ -87,7 +87,7 @@ export async function finishUpload(ctx: RequestContext, name: string, id: string
     throw new RegistryError("DIGEST_INVALID", "completing an upload needs the blob's digest in ?digest=", { status: 400 });
   }
   const expected = parseDigest(digest);
-  const body = hasBody(req) ? req : null;
+  const body = hasBody(req) ? ctx.body : null;
   const range = body ? parseContentRange(req.headers["content-range"]) : null;
   try {
     const blob = await services.uploads.finish(name, id, expected, body, range, body ? contentLength(req) : null);
