@@ -6,7 +6,8 @@
  */
 import type { IncomingHttpHeaders, IncomingMessage } from "node:http";
 import type { Readable } from "node:stream";
-import { AgentPool, discard } from "./http.js";
+import { AgentPool, discard, readAll } from "./http.js";
+import type { RegistryClient } from "./registry.js";
 import { DOCKER_FOREIGN_LAYER, isNonDistributableMediaType } from "../oci/media-types.js";
 import type { Descriptor } from "../oci/manifest.js";
 import { SourceError, errorMessage } from "./errors.js";
@@ -103,5 +104,107 @@ export async function checkForeignUrl(descriptor: Descriptor, url: string, verif
     return { url, ok: true, status: 200, ...(size === undefined ? {} : { size }) };
   } catch (error) {
     return { url, ok: false, error: errorMessage(error) };
+  }
+}
+
+/** Health of one foreign layer URL as the registry's admin API reports it (GET /ferry/v1/foreign/sources). */
+export interface ForeignSourceRow {
+  url: string;
+  host: string;
+  state: "unknown" | "healthy" | "degraded" | "failing";
+  successes: number;
+  failures: number;
+  consecutiveFailures: number;
+  recent: string;
+  lastSuccessAt: number | null;
+  lastFailureAt: number | null;
+  lastCheckedAt: number | null;
+  lastError: string | null;
+  lastLatencyMs: number | null;
+  averageLatencyMs: number | null;
+  referenced: boolean;
+  /** Not failing (what routing prefers). */
+  healthy: boolean;
+  policy: { allowed: boolean; rule: string; reason?: string };
+}
+
+export interface ForeignSourcesAnswer {
+  sources: ForeignSourceRow[];
+  recheck: {
+    interval: number;
+    method?: string;
+    concurrency?: number;
+    timeout?: number;
+    lastRound: { startedAt: number; finishedAt: number | null; checked: number } | null;
+  };
+}
+
+export interface ForeignLayerRow {
+  repository: string;
+  digest: string;
+  size: number;
+  urls: string[];
+  verification: string;
+  verifiedAt: number | null;
+  cached: boolean;
+  manifests: string[];
+  policy: Array<{ url: string; allowed: boolean; serve?: string; rule: string; reason?: string }>;
+}
+
+export interface ForeignLayersAnswer {
+  layers: ForeignLayerRow[];
+  cache: { entries: number; bytes: number; maxBytes: number };
+}
+
+export interface ForeignVerifyAnswer {
+  repository: string;
+  manifest: string;
+  mode: string;
+  ok: boolean;
+  layers: Array<{ digest: string; size: number; urls: string[]; verified: boolean; attempts: Array<{ url: string; ok: boolean; answer: string }> }>;
+}
+
+/** What to ask about: a whole registry, one repository, or one image. */
+export interface ForeignScope {
+  repository?: string;
+  /** Tag or digest; needs `repository`. */
+  reference?: string;
+}
+
+/**
+ * Ferry's federation admin API (/ferry/v1/foreign/*) over a RegistryClient's
+ * transport, so it authenticates exactly like every other command: stored
+ * credentials from `ferry login`, Basic or a Bearer token from the realm.
+ */
+export class ForeignAdminClient {
+  constructor(private readonly client: RegistryClient) {}
+
+  sources(scope: ForeignScope = {}): Promise<ForeignSourcesAnswer> {
+    return this.call("GET", "/ferry/v1/foreign/sources", scope);
+  }
+
+  layers(scope: ForeignScope = {}): Promise<ForeignLayersAnswer> {
+    return this.call("GET", "/ferry/v1/foreign/layers", scope);
+  }
+
+  verify(repository: string, reference: string, mode?: string): Promise<ForeignVerifyAnswer> {
+    return this.call("POST", "/ferry/v1/foreign/verify", { repository, reference }, mode ? { mode } : {});
+  }
+
+  private async call<T>(method: "GET" | "POST", path: string, scope: ForeignScope, extra: Record<string, string> = {}): Promise<T> {
+    const query = new URLSearchParams();
+    if (scope.repository) query.set("repository", scope.repository);
+    if (scope.reference) query.set("reference", scope.reference);
+    for (const [key, value] of Object.entries(extra)) query.set(key, value);
+    const target = query.size > 0 ? `${path}?${query}` : path;
+    const transport = this.client.transport;
+    const response = await transport.send({ method, path: target, headers: { accept: "application/json" } });
+    if (response.status !== 200) await transport.fail(response, `${method} ${transport.baseUrl}${path}`);
+    const text = (await readAll(response.body)).toString("utf8");
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      throw new Error(`${transport.baseUrl}${path} answered something that is not JSON (is this a Ferry registry?)`);
+    }
   }
 }

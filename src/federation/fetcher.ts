@@ -1,14 +1,17 @@
 /**
  * The one SSRF-safe HTTP client that federation uses, for push-time
- * verification and for the proxy alike (FEDERATION.md §3):
+ * verification, the admin verify endpoint and the proxy alike
+ * (docs/federation.md, "URL policy and SSRF"):
  *
- * - the URL is parsed by the WHATWG parser, so every written form of an IP
- *   literal (decimal, octal, hex, short, IPv4-mapped IPv6) is normalised
- *   before it is judged; literal hosts are checked before any socket exists;
- * - names are resolved by our own `lookup`, every returned address is checked,
- *   and the socket connects to exactly those checked addresses (no second DNS
- *   answer can slip in between check and connect);
- * - redirects are followed by hand, at most 5, and every hop is checked again;
+ * - every URL it contacts, the first and every redirect hop, passes one gate
+ *   (`admit`): strict RFC 3986 syntax as written, the canonical form
+ *   (canonical-url.ts), the URL rules (UrlPolicy), and the address rules for
+ *   an IP literal, all before any socket exists; what is requested is the
+ *   canonical URL that was judged;
+ * - names are resolved by our own `lookup`, every returned address is checked
+ *   against the address rules and the deny rules, and the socket connects to
+ *   exactly those checked addresses (no second DNS answer can slip in);
+ * - redirects are followed by hand, at most 5;
  * - time is bounded (no byte for `timeoutMs` ends the request) and so are
  *   bytes (never more than `maxBytes`, the descriptor's size);
  * - nothing identifying is sent: no Authorization, no Cookie, no client headers.
@@ -19,9 +22,12 @@ import { lookup as dnsLookup } from "node:dns/promises";
 import { Transform, type Readable, type TransformCallback } from "node:stream";
 import type { LookupFunction } from "node:net";
 import { forbiddenAddressReason, ipLiteralOf } from "./address.js";
-import { checkUrlSyntax } from "./url-syntax.js";
+import { canonicalizeUrl } from "./canonical-url.js";
+import { hasOnlyUriCharacters } from "./rfc3986.js";
+import type { RefusedUrl, UrlDecision } from "./policy.js";
 
-export type FetchFailureKind = "refused" | "timeout" | "network" | "redirect" | "too-large" | "invalid";
+/** `refused`: the address rules; `denied`: the URL rules (UrlPolicy). */
+export type FetchFailureKind = "refused" | "denied" | "timeout" | "network" | "redirect" | "too-large" | "invalid";
 
 export class FetchError extends Error {
   constructor(
@@ -48,6 +54,15 @@ export interface FetcherOptions {
   resolve?: (hostname: string) => Promise<ResolvedAddress[]>;
   /** Judges one address (null = allowed); tests replace it to treat one loopback address as public. */
   addressPolicy?: (address: string) => string | null;
+  /** The URL rules every URL and every redirect hop must pass (the registry passes its UrlPolicy). */
+  policy?: UrlGate;
+}
+
+/** What the fetcher needs of the URL policy. */
+export interface UrlGate {
+  decide(url: string): UrlDecision;
+  /** A refusal when a deny rule matches the URL with this resolved address as its host. */
+  refusalForAddress?(url: string, address: string): RefusedUrl | null;
 }
 
 export interface FetchRequest {
@@ -57,6 +72,12 @@ export interface FetchRequest {
   timeoutMs: number;
   /** The body may not exceed this many bytes (the descriptor's size). */
   maxBytes: number;
+  /**
+   * Bytes to ask for (GET only): sent as `Range: bytes=start-end`. The caller
+   * checks the answer (206 with a matching Content-Range, or 200 when the
+   * source ignored it); the fetcher only asks.
+   */
+  range?: { start: number; end?: number };
 }
 
 export interface FetchResponse {
@@ -87,32 +108,44 @@ export class SafeFetcher {
   async fetch(request: FetchRequest): Promise<FetchResponse> {
     const started = Date.now();
     const maxRedirects = this.options.maxRedirects ?? 5;
-    let url = request.url;
+    let url = this.admit(request.url, null);
     for (let hop = 0; ; hop++) {
-      const target = this.checkUrl(url);
-      const response = await this.once(target, request);
+      const response = await this.once(new URL(url), request);
       const location = response.headers.location;
       if (!REDIRECTS.has(response.statusCode ?? 0) || location === undefined) {
         return this.wrap(url, response, request, Date.now() - started);
       }
       response.resume();
       if (hop >= maxRedirects) throw new FetchError("redirect", `more than ${maxRedirects} redirects`, request.url);
-      try {
-        url = new URL(location, url).href;
-      } catch {
-        throw new FetchError("redirect", `redirected to an invalid URL`, url);
-      }
+      const next = resolveLocation(location, url);
+      if (next === null) throw new FetchError("redirect", `redirected to an invalid URL (${JSON.stringify(location.slice(0, 200))})`, url);
+      url = this.admit(next, url);
     }
   }
 
-  /** Refuses a URL before any socket exists: syntax, scheme, literal address. */
+  /** Refuses a URL before any socket exists: syntax, scheme, URL rules, literal address. */
   checkUrl(url: string): URL {
-    const problem = checkUrlSyntax(url, this.options.schemes);
-    if (problem) throw new FetchError("invalid", `URL ${problem.reason}`, url);
-    const parsed = new URL(url);
-    const literal = ipLiteralOf(parsed.hostname);
-    if (literal !== null) this.checkAddress(literal, url);
-    return parsed;
+    return new URL(this.admit(url, null));
+  }
+
+  /**
+   * The one gate for every URL this fetcher contacts (`from` is the URL that
+   * redirected here). Returns the canonical URL, which is what gets requested.
+   */
+  private admit(url: string, from: string | null): string {
+    const canonical = canonicalizeUrl(url, this.options.schemes);
+    if (!canonical.ok) {
+      if (from === null) throw new FetchError("invalid", `URL ${canonical.reason}`, url);
+      throw new FetchError("redirect", `redirected to ${url.slice(0, 200)}, which ${canonical.reason}`, from);
+    }
+    const { href, host, ip } = canonical.url;
+    const decision = this.options.policy?.decide(from === null ? url : href);
+    if (decision && !decision.allowed) {
+      if (from === null) throw new FetchError("denied", `URL ${url} ${decision.reason}`, url);
+      throw new FetchError("denied", `redirected to ${href}, which ${decision.reason}`, from);
+    }
+    if (ip) this.checkAddress(ipLiteralOf(host)!, href);
+    return href;
   }
 
   private checkAddress(address: string, url: string): void {
@@ -129,7 +162,12 @@ export class SafeFetcher {
         (addresses) => {
           try {
             if (addresses.length === 0) throw new FetchError("network", `${hostname} has no addresses`, url);
-            for (const entry of addresses) this.checkAddress(entry.address, url);
+            for (const entry of addresses) {
+              this.checkAddress(entry.address, url);
+              // The URL rules see addresses too: a deny rule for 127.0.0.1 also refuses a name that resolves there.
+              const refusal = this.options.policy?.refusalForAddress?.(url, entry.address);
+              if (refusal) throw new FetchError("denied", `URL ${url} ${refusal.reason}`, url);
+            }
           } catch (error) {
             callback(error as NodeJS.ErrnoException, "", 0);
             return;
@@ -151,7 +189,12 @@ export class SafeFetcher {
           agent: secure ? this.httpsAgent : this.httpAgent,
           lookup,
           // Only these: no credentials, cookies or client headers ever leave the registry.
-          headers: { "User-Agent": "ferry-registry (foreign layer fetch)", Accept: "*/*", "Accept-Encoding": "identity" },
+          headers: {
+            "User-Agent": "ferry-registry (foreign layer fetch)",
+            Accept: "*/*",
+            "Accept-Encoding": "identity",
+            ...(request.method === "GET" && request.range ? { Range: rangeHeader(request.range) } : {}),
+          },
         },
         (response) => {
           // From here on the body's idle timer (ByteLimit) bounds time; the socket timer must not fire twice.
@@ -236,6 +279,25 @@ class ByteLimit extends Transform {
   }
 }
 
+/**
+ * The absolute URL a Location header points to, or null when it is not a
+ * valid RFC 3986 reference. The fragment is dropped (it never reaches a
+ * server); network-path references ("//host/x") take the current scheme and
+ * are then judged as written, so "////host" stays hostless instead of being
+ * repaired.
+ */
+function resolveLocation(location: string, base: string): string | null {
+  if (!hasOnlyUriCharacters(location)) return null;
+  const reference = location.split("#")[0]!;
+  if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(reference)) return reference;
+  if (reference.startsWith("//")) return `${new URL(base).protocol}${reference}`;
+  try {
+    return new URL(reference, base).href;
+  } catch {
+    return null;
+  }
+}
+
 async function defaultResolve(hostname: string): Promise<ResolvedAddress[]> {
   const entries = await dnsLookup(hostname, { all: true, verbatim: true });
   return entries.map((entry) => ({ address: entry.address, family: entry.family === 6 ? 6 : 4 }));
@@ -259,4 +321,13 @@ function toFetchError(error: unknown, url: string): FetchError {
 
 export function formatMs(ms: number): string {
   return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}
+
+/** `bytes=start-end` (or `bytes=start-` for the rest); the numbers are the caller's, checked to be sane. */
+function rangeHeader(range: { start: number; end?: number }): string {
+  const { start, end } = range;
+  if (!Number.isSafeInteger(start) || start < 0 || (end !== undefined && (!Number.isSafeInteger(end) || end < start))) {
+    throw new Error(`invalid byte range ${start}-${end ?? ""}`);
+  }
+  return `bytes=${start}-${end ?? ""}`;
 }

@@ -1,12 +1,16 @@
 /**
- * The URL policy (FEDERATION.md §4.4): allowed schemes, then rules in order
- * (first match wins, `match` is a regex over the whole URL), then the
- * default. The rule that matches a URL also says how a blob request for the
- * layer is answered (error, redirect or proxy), whether proxied bytes are
- * cached, and whether redirects are signed.
+ * The URL policy (docs/federation.md, "URL policy and SSRF"): syntax and
+ * allowed schemes, then rules in order (first match wins), then the default.
+ * Every check runs on the canonical form of the URL (canonical-url.ts), so a
+ * rule sees one spelling per destination. A rule matches when its `match`
+ * regex matches the canonical URL and its `hosts` patterns match the
+ * canonical host (whichever of the two it has; both when it has both). The
+ * rule that matches also says how a blob request for the layer is answered
+ * (error, redirect or proxy), whether proxied bytes are cached, and whether
+ * redirects are signed.
  */
-import type { FederationConfig } from "./config.js";
-import { checkUrlSyntax } from "./url-syntax.js";
+import type { FederationConfig, FederationRule } from "./config.js";
+import { canonicalHost, canonicalizeUrl, type CanonicalUrl } from "./canonical-url.js";
 
 export type ServeMode = "error" | "redirect" | "proxy";
 
@@ -17,8 +21,11 @@ export interface SignOptions {
 
 export interface AllowedUrl {
   allowed: true;
+  /** The URL as written in the manifest (marks, health and proofs are keyed by it). */
   url: string;
-  /** "rules[2] (^https://cdn\.example\.com/)" or "default". */
+  /** Its canonical form: what the rules judged, what the fetcher requests, where redirect mode sends clients. */
+  canonical: string;
+  /** "rules[2] (^https://cdn\.example\.com/)", "rules[0] (hosts: *.cdn.example.com)" or "default". */
   rule: string;
   serve: ServeMode;
   cache: boolean;
@@ -27,6 +34,7 @@ export interface AllowedUrl {
 
 export interface RefusedUrl {
   allowed: false;
+  /** The URL as written. */
   url: string;
   rule: string;
   reason: string;
@@ -36,19 +44,31 @@ export type UrlDecision = AllowedUrl | RefusedUrl;
 
 export type PolicyConfig = Pick<FederationConfig, "schemes" | "rules" | "default">;
 
+/** A `hosts:` entry: one host, or every name below a suffix (`*.cdn.example.com`). */
+type HostPattern = { exact: string } | { suffix: string };
+
+interface CompiledRule {
+  name: string;
+  rule: FederationRule;
+  hosts: HostPattern[] | null;
+}
+
 export class UrlPolicy {
-  constructor(private readonly config: PolicyConfig) {}
+  private readonly rules: CompiledRule[];
+
+  constructor(private readonly config: PolicyConfig) {
+    this.rules = config.rules.map(compileRule);
+  }
 
   decide(url: string): UrlDecision {
-    const problem = checkUrlSyntax(url, this.config.schemes);
-    if (problem) return { allowed: false, url, rule: "syntax", reason: problem.reason };
-    for (const [index, rule] of this.config.rules.entries()) {
-      // A fresh RegExp state each time: a /g or /y flag must not make matching depend on history.
-      rule.match.lastIndex = 0;
-      if (!rule.match.test(url)) continue;
-      const name = `rules[${index}] (${rule.match.source})`;
-      if (rule.deny) return { allowed: false, url, rule: name, reason: `is denied by federation rule ${name}` };
-      return { allowed: true, url, rule: name, serve: rule.serve, cache: rule.cache, sign: rule.sign };
+    const canonical = canonicalizeUrl(url, this.config.schemes);
+    if (!canonical.ok) return { allowed: false, url, rule: "syntax", reason: canonical.reason };
+    const note = canonical.url.href === url ? "" : ` (canonical form ${canonical.url.href})`;
+    const matched = this.firstMatch(canonical.url);
+    if (matched) {
+      const { name, rule } = matched;
+      if (rule.deny) return { allowed: false, url, rule: name, reason: `is denied by federation rule ${name}${note}` };
+      return { allowed: true, url, canonical: canonical.url.href, rule: name, serve: rule.serve, cache: rule.cache, sign: rule.sign };
     }
     const fallback = this.config.default;
     if (fallback.deny) {
@@ -56,9 +76,67 @@ export class UrlPolicy {
         allowed: false,
         url,
         rule: "default",
-        reason: "matches no federation rule, and the default denies such URLs (only URLs a rule allows are accepted)",
+        reason: `matches no federation rule${note}, and the default denies such URLs (only URLs a rule allows are accepted)`,
       };
     }
-    return { allowed: true, url, rule: "default", serve: fallback.serve, cache: fallback.cache, sign: fallback.sign };
+    return { allowed: true, url, canonical: canonical.url.href, rule: "default", serve: fallback.serve, cache: fallback.cache, sign: fallback.sign };
   }
+
+  /**
+   * A name is not an address: a deny rule written for 127.0.0.1 cannot see
+   * that `intranet.example` resolves there. The fetcher asks this for every
+   * address DNS gives it: when the first rule matching the URL with that
+   * address as host is a deny rule, the name is refused too.
+   */
+  refusalForAddress(url: string, address: string): RefusedUrl | null {
+    const canonical = canonicalizeUrl(url, this.config.schemes);
+    if (!canonical.ok || canonical.url.ip) return null;
+    const withAddress = new URL(canonical.url.href);
+    withAddress.hostname = address.includes(":") ? `[${address}]` : address;
+    const resolved = canonicalizeUrl(withAddress.href, this.config.schemes);
+    if (!resolved.ok) return null;
+    const matched = this.firstMatch(resolved.url);
+    if (!matched?.rule.deny) return null;
+    return { allowed: false, url, rule: matched.name, reason: `resolves to ${address}, and ${resolved.url.href} is denied by federation rule ${matched.name}` };
+  }
+
+  private firstMatch(url: CanonicalUrl): CompiledRule | undefined {
+    return this.rules.find(({ rule, hosts }) => {
+      if (hosts && !hosts.some((pattern) => hostMatches(pattern, url))) return false;
+      if (!rule.match) return true;
+      // A fresh RegExp state each time: a /g or /y flag must not make matching depend on history.
+      rule.match.lastIndex = 0;
+      return rule.match.test(url.href);
+    });
+  }
+}
+
+function hostMatches(pattern: HostPattern, url: CanonicalUrl): boolean {
+  if ("exact" in pattern) return url.host === pattern.exact;
+  return !url.ip && url.host.endsWith(`.${pattern.suffix}`);
+}
+
+function compileRule(rule: FederationRule, index: number): CompiledRule {
+  const where = `federation.rules[${index}]`;
+  if (!rule.match && !rule.hosts) {
+    throw new Error(`${where} needs \`match\` or \`hosts\` (a regular expression over the URL, or host names): a rule with neither would match every URL, which is what \`default\` is for`);
+  }
+  const hosts = rule.hosts?.map((written) => compileHostPattern(written, where)) ?? null;
+  const label = [rule.match?.source, hosts && `hosts: ${hosts.map(showPattern).join(", ")}`].filter(Boolean).join(" ");
+  return { name: `rules[${index}] (${label})`, rule, hosts };
+}
+
+function compileHostPattern(written: string, where: string): HostPattern {
+  const wildcard = written.startsWith("*.");
+  const host = canonicalHost(wildcard ? written.slice(2) : written);
+  if (!host.ok) throw new Error(`${where}.hosts: ${JSON.stringify(written)} ${host.reason.replace(/^host /, "")}`);
+  if (!wildcard) return { exact: host.host };
+  // *.localhost is 127.0.0.1 like every other localhost name; a wildcard below an IP address means nothing.
+  if (host.host === "127.0.0.1" && /^localhost\.?$/i.test(written.slice(2))) return { exact: host.host };
+  if (host.ip) throw new Error(`${where}.hosts: ${JSON.stringify(written)}: "*." must be followed by a host name, not an IP address`);
+  return { suffix: host.host };
+}
+
+function showPattern(pattern: HostPattern): string {
+  return "exact" in pattern ? pattern.exact : `*.${pattern.suffix}`;
 }

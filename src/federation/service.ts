@@ -11,14 +11,15 @@ import type { Descriptor } from "../oci/manifest.js";
 import type { ForeignLayerMark, ForeignLayerWrite, MetaStore } from "../metadata/meta-store.js";
 import type { Extension } from "../http/app.js";
 import type { AdmitRequest, AdmitResult, ClientGateRequest, Federation, ForeignBlobResponse, ServeRequest } from "./federation.js";
+import type { BlobStore } from "../storage/blob-store.js";
 import type { FederationConfig } from "./config.js";
-import { federationDisabled, foreignLayerNotServed } from "./errors.js";
+import { federationDisabled, foreignLayerNotServed, clientSupportRequired } from "./errors.js";
 import { UrlPolicy, type AllowedUrl } from "./policy.js";
 import { SafeFetcher, type FetcherOptions } from "./fetcher.js";
 import { SourceHealth } from "./health.js";
 import { ProxyCache } from "./cache.js";
 import { Proxy } from "./proxy.js";
-import { Verifier, summarize, type Verification, type VerifyMode } from "./verifier.js";
+import { Verifier, summarize, type KeepPolicy, type Verification, type VerifyMode } from "./verifier.js";
 import { signUrl } from "./signer.js";
 import { adminExtensions } from "./admin.js";
 
@@ -33,7 +34,8 @@ export interface FederationServiceOptions {
   config: FederationConfig;
   meta: MetaStore;
   logger: Logger;
-  cacheDir: string;
+  /** The proxy cache's blob store namespace (apart from pushed blobs; shared by replicas when the store is). */
+  cacheStore: BlobStore;
   /** Test hooks for the fetcher (DNS, address policy). */
   fetcher?: Partial<Pick<FetcherOptions, "resolve" | "addressPolicy">>;
 }
@@ -49,17 +51,19 @@ export class FederationService implements Federation {
   private readonly config: FederationConfig;
   private readonly meta: MetaStore;
   private readonly privatePatterns: RegExp[];
+  private readonly cacheStore: BlobStore;
 
   constructor(options: FederationServiceOptions) {
     const { config, meta, logger } = options;
     this.config = config;
     this.meta = meta;
     this.policy = new UrlPolicy(config);
-    this.fetcher = new SafeFetcher({ schemes: config.schemes, allowPrivateNetworks: config.proxy.allowPrivateNetworks, ...options.fetcher });
+    this.fetcher = new SafeFetcher({ schemes: config.schemes, allowPrivateNetworks: config.proxy.allowPrivateNetworks, policy: this.policy, ...options.fetcher });
     this.health = new SourceHealth(meta, logger);
-    this.cache = new ProxyCache(options.cacheDir, config.proxy.cacheTtl, config.proxy.cacheMaxBytes, logger);
-    this.verifier = new Verifier(this.fetcher, this.health);
-    this.proxy = new Proxy(this.fetcher, this.health, this.cache, config.proxy.timeout, logger);
+    this.cacheStore = options.cacheStore;
+    this.cache = new ProxyCache({ store: options.cacheStore, meta, ttlMs: config.proxy.cacheTtl, maxBytes: config.proxy.cacheMaxBytes, logger });
+    this.verifier = new Verifier(this.fetcher, this.health, this.cache);
+    this.proxy = new Proxy(this.fetcher, this.health, this.cache, meta, config.proxy.timeout, logger);
     this.privatePatterns = config.privateRepositoryPatterns.map(globToRegExp);
     this.extensions = adminExtensions(this);
   }
@@ -129,13 +133,16 @@ export class FederationService implements Federation {
     const results = await mapLimit(request.layers, VERIFY_CONCURRENCY, async (layer) => {
       const base = { digest: layer.digest, mediaType: layer.mediaType, size: layer.size, urls: layer.urls ?? [] };
       if (mode === "off") return { mark: unverified(base, null), verification: null };
+      // A pinned layer needs its bytes: a HEAD cannot pin, so such layers are fetched.
+      const layerMode = mode === "head" && this.pinsAny(base.urls) ? "fetch" : mode;
       const existing = await this.meta.getForeignLayer(request.repository, layer.digest);
-      if (existing?.verification === "verified" && sameUrls(existing.urls, base.urls)) {
+      if (existing && alreadyVerified(existing, base.urls, layerMode)) {
         return { mark: { ...base, verification: "verified" as const, verifiedAt: existing.verifiedAt, verificationDetail: existing.verificationDetail }, verification: null };
       }
-      const verification = await this.verifier.verify({ ...base, urls: this.fetchableUrls(base.urls) }, mode, timeout);
+      const verification = await this.verifier.verify({ ...base, urls: this.fetchableUrls(base.urls) }, layerMode, timeout, this.keepPolicy());
       if (verification.ok) {
-        return { mark: { ...base, verification: "verified" as const, verifiedAt: Date.now(), verificationDetail: verification }, verification };
+        const provenUrls = verification.provenUrl ? [verification.provenUrl] : [];
+        return { mark: { ...base, verification: "verified" as const, verifiedAt: Date.now(), verificationDetail: verification, provenUrls }, verification };
       }
       return { mark: unverified(base, verification), verification };
     });
@@ -162,14 +169,45 @@ export class FederationService implements Federation {
 
   /** Verifies a stored mark on request (`ferry foreign verify`) and records the outcome. */
   async verifyMark(mark: ForeignLayerMark, mode: VerifyMode): Promise<Verification> {
-    const verification = await this.verifier.verify({ ...mark, urls: this.fetchableUrls(mark.urls) }, mode, this.config.verify.timeout);
+    const verification = await this.verifier.verify({ ...mark, urls: this.fetchableUrls(mark.urls) }, mode, this.config.verify.timeout, this.keepPolicy());
     await this.meta.setForeignVerification(mark.repository, mark.digest, verification.ok ? "verified" : "failed", Date.now(), verification);
+    if (verification.provenUrl) await this.meta.recordForeignProof(mark.repository, mark.digest, verification.provenUrl, Date.now());
     return verification;
+  }
+
+  /** Verified bytes go into the cache when the URL's rule proxies with a cache (a rule without one may forbid keeping copies). */
+  private keepPolicy(): KeepPolicy {
+    return (url) => {
+      const decision = this.policy.decide(url);
+      if (!decision.allowed || decision.serve !== "proxy" || !decision.cache) return null;
+      return { pin: this.ruleOptions(decision).pin };
+    };
+  }
+
+  private pinsAny(urls: string[]): boolean {
+    return urls.some((url) => this.keepPolicy()(url)?.pin === true);
+  }
+
+  /**
+   * The options of the rule behind a decision that policy.ts does not carry
+   * (pin, verifyBeforeServe), found by the rule's index in its name.
+   */
+  private ruleOptions(decision: AllowedUrl): { pin: boolean; verifyBeforeServe: boolean | number | undefined } {
+    const index = /^rules\[(\d+)\]/.exec(decision.rule);
+    const rule = index ? this.config.rules[Number(index[1])] : this.config.default;
+    return { pin: rule?.pin ?? false, verifyBeforeServe: rule?.verifyBeforeServe };
+  }
+
+  /** Whether a blob of `size` is fetched and verified whole before the client gets a byte. */
+  private verifiesBeforeServing(decision: AllowedUrl, size: number): boolean {
+    const setting = this.ruleOptions(decision).verifyBeforeServe ?? this.config.proxy.verifyBeforeServe;
+    return typeof setting === "boolean" ? setting : size <= setting;
   }
 
   async serve(request: ServeRequest): Promise<ForeignBlobResponse> {
     const { mark } = request;
     if (!this.config.enabled) throw foreignLayerNotServed(request);
+    // Only this repository's own URLs (the mark is per repository): another repository's sources never serve it.
     const allowed = mark.urls.map((url) => this.policy.decide(url)).filter((d): d is AllowedUrl => d.allowed);
     const first = allowed[0];
     if (!first) throw refusedByPolicy(mark);
@@ -179,45 +217,58 @@ export class FederationService implements Federation {
         throw foreignLayerNotServed(request);
       case "redirect": {
         const target = candidates.find((d) => this.health.isHealthy(d.url)) ?? first;
-        const location = target.sign ? signUrl(target.url, target.sign.secret, target.sign.expires) : target.url;
+        // The canonical form is what the policy judged: a client's parser never gets to read another spelling.
+        const location = target.sign ? signUrl(target.canonical, target.sign.secret, target.sign.expires) : target.canonical;
         return { kind: "redirect", location };
       }
       case "proxy":
         // HEAD answers from the mark: no reason to wake the source for a size the manifest already states.
         if (request.method === "HEAD") return { kind: "head", size: mark.size };
-        return this.proxy.serve(mark, candidates.map((d) => d.url), request.range, first.cache);
+        return this.proxy.serve({
+          repository: request.repository,
+          mark,
+          candidates: candidates.map((d) => d.url),
+          allowed: allowed.map((d) => d.url),
+          range: request.range,
+          cache: first.cache,
+          pin: this.ruleOptions(first).pin,
+          verifyBeforeServe: this.verifiesBeforeServing(first, mark.size),
+        });
     }
   }
 
   async gateManifest(request: ClientGateRequest): Promise<void> {
     if (!this.config.requireClientSupport) return;
     if (declaresSupport(request.headers[CLIENT_SUPPORT_HEADER])) return;
-    const count = await this.countForeignLayers(request.repository, request.manifestDigest);
-    if (count === 0) return;
-    throw new RegistryError(
-      "UNSUPPORTED",
-      `this image has ${count} foreign layer(s) that this registry does not serve as normal blobs; ` +
-        `this registry only gives such images to clients that declare they fetch foreign layers themselves ` +
-        `(request header "Ferry-Foreign-Layers: supported"). Use a client that does (e.g. ferry pull, or upgrade your client)`,
-      { status: 406, detail: { manifest: request.manifestDigest, foreignLayers: count, requiredHeader: "Ferry-Foreign-Layers: supported" } },
-    );
+    const marks = await this.meta.foreignLayersOfManifest(request.repository, request.manifestDigest);
+    if (marks.length === 0) return;
+    throw clientSupportRequired(request.manifestDigest, marks.map((mark) => this.modeOf(mark)));
   }
 
-  private async countForeignLayers(repository: string, manifestDigest: string): Promise<number> {
-    if (this.meta.countForeignLayers) return this.meta.countForeignLayers(repository, manifestDigest);
-    const marks = await this.meta.listForeignLayers(repository);
-    return marks.filter((m) => m.manifests.includes(manifestDigest)).length;
+  /** How a blob request for the layer is answered now (the rule of its first allowed URL), or null when none is allowed. */
+  private modeOf(mark: ForeignLayerMark): "error" | "redirect" | "proxy" | null {
+    if (!this.config.enabled) return "error";
+    for (const url of mark.urls) {
+      const decision = this.policy.decide(url);
+      if (decision.allowed) return decision.serve;
+    }
+    return null;
   }
 
-  listMarks(repository?: string): Promise<ForeignLayerMark[]> {
+  async listMarks(repository?: string): Promise<ForeignLayerMark[]> {
+    // The admin view reads the cache index synchronously afterwards (describeMark, stats): bring it up to date.
+    await this.cache.refresh();
     return this.meta.listForeignLayers(repository);
   }
 
-  /** What the admin API shows for a mark: how each URL would be served now. */
+  /** What the admin API shows for a mark: how each URL would be served now, and whether this repository gets cached bytes. */
   describeMark(mark: ForeignLayerMark) {
+    const allowed = mark.urls.filter((url) => this.policy.decide(url).allowed);
     return {
       ...mark,
-      cached: this.cache.has(mark.digest),
+      provenUrls: mark.provenUrls ?? [],
+      cached: this.cache.has(mark.digest) && (mark.provenUrls ?? []).some((url) => allowed.includes(url)),
+      pinned: this.cache.pinned(mark.digest),
       policy: mark.urls.map((url) => {
         const decision = this.policy.decide(url);
         return decision.allowed
@@ -229,6 +280,7 @@ export class FederationService implements Federation {
 
   async close(): Promise<void> {
     this.fetcher.close();
+    await this.cacheStore.close();
   }
 }
 
@@ -249,8 +301,14 @@ function declaresSupport(value: string | string[] | undefined): boolean {
   return values.some((v) => v.split(",").some((part) => part.trim().toLowerCase() === CLIENT_SUPPORT_VALUE));
 }
 
-function sameUrls(a: string[], b: string[]): boolean {
-  return a.length === b.length && a.every((url, i) => url === b[i]);
+/**
+ * A layer need not be checked again at push: `fetch` when one of this
+ * descriptor's URLs already delivered the bytes for the repository (a proof),
+ * `head` when the mark is verified and names every URL of this descriptor.
+ */
+function alreadyVerified(existing: ForeignLayerMark, urls: string[], mode: VerifyMode): boolean {
+  if (mode === "fetch") return (existing.provenUrls ?? []).some((url) => urls.includes(url));
+  return existing.verification === "verified" && urls.every((url) => existing.urls.includes(url));
 }
 
 /** `*` matches within one path component, `**` across components. */

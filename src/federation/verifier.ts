@@ -10,6 +10,7 @@ import { pipeline } from "node:stream/promises";
 import type { SafeFetcher } from "./fetcher.js";
 import { FetchError } from "./fetcher.js";
 import type { SourceHealth } from "./health.js";
+import type { ProxyCache } from "./cache.js";
 import { VerifyingStream } from "./verify-stream.js";
 
 export type VerifyMode = "head" | "fetch";
@@ -25,7 +26,14 @@ export interface Verification {
   ok: boolean;
   mode: VerifyMode;
   attempts: Attempt[];
+  /** `fetch` only: the URL whose bytes matched the digest (a proof for the repository). */
+  provenUrl?: string;
+  /** The verified bytes were committed into the proxy cache. */
+  cached?: boolean;
 }
+
+/** Which URLs' verified bytes go into the proxy cache (their rule caches), and whether pinned. */
+export type KeepPolicy = (url: string) => { pin: boolean } | null;
 
 export interface LayerToVerify {
   digest: string;
@@ -37,19 +45,32 @@ export class Verifier {
   constructor(
     private readonly fetcher: SafeFetcher,
     private readonly health: SourceHealth,
+    private readonly cache?: ProxyCache,
   ) {}
 
-  async verify(layer: LayerToVerify, mode: VerifyMode, timeoutMs: number): Promise<Verification> {
+  /**
+   * With `keep`, a `fetch` verification writes the bytes into a proxy cache
+   * session and commits them once verified: one download serves both.
+   */
+  async verify(layer: LayerToVerify, mode: VerifyMode, timeoutMs: number, keep?: KeepPolicy): Promise<Verification> {
     const attempts: Attempt[] = [];
     for (const url of layer.urls) {
-      const attempt = await this.attempt(layer, url, mode, timeoutMs);
+      const outcome = { cached: false };
+      const attempt = await this.attempt(layer, url, mode, timeoutMs, keep, outcome);
       attempts.push(attempt);
-      if (attempt.ok) return { ok: true, mode, attempts };
+      if (attempt.ok) return { ok: true, mode, attempts, ...(mode === "fetch" ? { provenUrl: url, cached: outcome.cached } : {}) };
     }
     return { ok: false, mode, attempts };
   }
 
-  private async attempt(layer: LayerToVerify, url: string, mode: VerifyMode, timeoutMs: number): Promise<Attempt> {
+  private async attempt(
+    layer: LayerToVerify,
+    url: string,
+    mode: VerifyMode,
+    timeoutMs: number,
+    keep: KeepPolicy | undefined,
+    outcome: { cached: boolean },
+  ): Promise<Attempt> {
     let latencyMs: number | null = null;
     try {
       const response = await this.fetcher.fetch({ url, method: mode === "head" ? "HEAD" : "GET", timeoutMs, maxBytes: layer.size });
@@ -66,7 +87,22 @@ export class Verifier {
         }
         return this.done(url, true, `HTTP ${response.status}, Content-Length ${layer.size}`, latencyMs);
       }
-      await pipeline(response.body, new VerifyingStream(layer.digest, layer.size), discard());
+      const kept = keep?.(url) ?? null;
+      if (kept && this.cache && this.cache.fits(layer.size, kept.pin)) {
+        const session = await this.cache.begin(layer.digest, layer.size);
+        try {
+          const verifier = new VerifyingStream(layer.digest, layer.size);
+          const verified = pipeline(response.body, verifier);
+          await Promise.all([verified, session.fill(verifier)]);
+        } catch (error) {
+          await session.abort();
+          throw error;
+        }
+        outcome.cached = await session.commit(kept.pin).catch(() => false);
+        if (!outcome.cached) await session.abort();
+      } else {
+        await pipeline(response.body, new VerifyingStream(layer.digest, layer.size), discard());
+      }
       return this.done(url, true, `HTTP ${response.status}, ${layer.size} bytes, digest verified`, latencyMs);
     } catch (error) {
       return this.done(url, false, describeFailure(error), latencyMs);

@@ -89,3 +89,75 @@ export class RangeSlice extends Transform {
     callback(null, this.held ?? undefined);
   }
 }
+
+/** Drops the first `count` bytes: a fallback source that ignored a Range resumes where the last one stopped. */
+export class SkipBytes extends Transform {
+  private left: number;
+
+  constructor(count: number) {
+    super();
+    this.left = count;
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    if (this.left >= chunk.length) {
+      this.left -= chunk.length;
+      callback();
+      return;
+    }
+    const rest = chunk.subarray(this.left);
+    this.left = 0;
+    callback(null, rest);
+  }
+}
+
+/**
+ * For a forwarded range, the most that can be checked without the whole
+ * blob: exactly `length` bytes arrive. Like VerifyingStream, the last chunk
+ * waits for the source's end, so a short or long answer cuts the response
+ * before it looks complete.
+ */
+export class ExactLength extends Transform {
+  private seen = 0;
+  private held: Buffer | null = null;
+
+  constructor(private readonly length: number) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.seen += chunk.length;
+    if (this.seen > this.length) {
+      callback(new ContentMismatchError(`size mismatch: the source sent more than the ${this.length} bytes of the range`));
+      return;
+    }
+    const previous = this.held;
+    this.held = chunk;
+    callback(null, previous ?? undefined);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    if (this.seen !== this.length) {
+      callback(new ContentMismatchError(`size mismatch: the source sent ${this.seen} bytes of the ${this.length}-byte range`));
+      return;
+    }
+    callback(null, this.held ?? undefined);
+  }
+}
+
+export interface ContentRange {
+  start: number;
+  end: number;
+  total: number | null;
+}
+
+/** `bytes START-END/TOTAL` (TOTAL may be `*`); null for anything else. */
+export function parseContentRange(value: string | string[] | undefined): ContentRange | null {
+  const text = Array.isArray(value) ? value[0] : value;
+  const match = text === undefined ? null : /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(text.trim());
+  if (!match) return null;
+  const start = Number(match[1]);
+  const end = Number(match[2]);
+  if (end < start) return null;
+  return { start, end, total: match[3] === "*" ? null : Number(match[3]) };
+}

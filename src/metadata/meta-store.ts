@@ -40,6 +40,22 @@ export interface ForeignLayerMark {
   verificationDetail: unknown;
   /** Digests of the manifests in this repository that reference the layer. */
   manifests: string[];
+  /**
+   * Which of `urls` delivered bytes whose digest and size matched, for this
+   * repository (push-time fetch verification or a proxy fetch). Only these
+   * authorise serving the layer's cached bytes to this repository.
+   */
+  provenUrls?: string[];
+}
+
+/** One entry of the shared proxy cache index (the bytes live in the cache's blob store namespace). */
+export interface ForeignCacheEntry {
+  digest: string;
+  size: number;
+  fetchedAt: number;
+  lastAccess: number;
+  /** Kept until no repository references the layer: never evicted, never expires. */
+  pinned: boolean;
 }
 
 export interface ForeignLayerWrite {
@@ -50,30 +66,53 @@ export interface ForeignLayerWrite {
   verification: VerificationState;
   verifiedAt: number | null;
   verificationDetail: unknown;
+  /** URLs of this descriptor that just delivered verified bytes for the repository (recorded as proofs). */
+  provenUrls?: string[];
 }
 
-/** One attempt to reach a foreign layer source (federation's source health). */
+/** One attempt to reach a foreign layer URL (federation's source health; never a policy refusal). */
 export interface SourceHealthEvent {
-  /** URL host (with port when not the scheme's default). */
+  url: string;
+  /** The URL's host (with port when not the scheme's default): the metrics label. */
   host: string;
   ok: boolean;
   at: number;
   /** Time to the response headers, when there was a response. */
   latencyMs: number | null;
-  /** What went wrong (status, timeout, refused, digest mismatch); null on success. */
+  /** What went wrong (status, timeout, connection refused, digest mismatch); null on success. */
   error: string | null;
 }
 
+/** How many of a URL's latest outcomes are kept (SourceHealthRecord.recent). */
+export const SOURCE_HEALTH_WINDOW = 10;
+
+/** Health of one foreign layer URL, over every process sharing the store. */
 export interface SourceHealthRecord {
+  url: string;
   host: string;
   successes: number;
   failures: number;
+  /** Failed attempts since the last success. */
+  consecutiveFailures: number;
+  /** The latest SOURCE_HEALTH_WINDOW outcomes, newest first: "1" ok, "0" failed. */
+  recent: string;
   lastSuccessAt: number | null;
   lastFailureAt: number | null;
   lastError: string | null;
   lastLatencyMs: number | null;
   /** Mean time to headers over all attempts that got a response. */
   averageLatencyMs: number | null;
+}
+
+/** The claim row of federation's background re-check (one per store, shared by every process). */
+export interface RecheckRoundRecord {
+  holder: string;
+  startedAt: number;
+  /** Null while the round runs (or when its holder died; leaseUntil then says when others may take over). */
+  finishedAt: number | null;
+  leaseUntil: number;
+  /** URLs checked by the last finished round. */
+  checked: number;
 }
 
 export interface ManifestWrite {
@@ -96,6 +135,12 @@ export interface UploadRecord {
   repository: string;
   createdAt: number;
   updatedAt: number;
+  /**
+   * Set just before a verified session's bytes are moved under their digest,
+   * cleared with the session. A session that still has it after a crash was
+   * interrupted mid-commit; recovery (or the client's retried PUT) finishes it.
+   */
+  committingDigest?: string | null;
 }
 
 export interface Page {
@@ -163,6 +208,27 @@ export interface MetaStore {
     at: number,
     detail: unknown,
   ): Promise<void>;
+  /**
+   * Records that `url` delivered the layer's exact bytes for `repository`.
+   * Ignored (false) unless the repository still names `url` for the layer.
+   */
+  recordForeignProof(repository: string, digest: string, url: string, at: number): Promise<boolean>;
+  /** The foreign layers `manifestDigest` references in `repository`, with those of its child manifests when it is an index. */
+  foreignLayersOfManifest(repository: string, manifestDigest: string): Promise<ForeignLayerMark[]>;
+
+  /** The proxy cache index, shared by every process and replica on this store. */
+  getForeignCacheEntry(digest: string): Promise<ForeignCacheEntry | null>;
+  listForeignCache(): Promise<ForeignCacheEntry[]>;
+  /** Records committed cache bytes; a pin is never lowered by a later unpinned write. */
+  putForeignCacheEntry(entry: { digest: string; size: number; fetchedAt: number; pinned: boolean }): Promise<void>;
+  touchForeignCacheEntry(digest: string, at: number): Promise<void>;
+  deleteForeignCacheEntry(digest: string): Promise<void>;
+  /**
+   * Removes, in one transaction, the index rows of unpinned entries fetched
+   * before `expiredBefore` and of the least recently used unpinned entries
+   * beyond `maxBytes`; returns their digests (the caller deletes the bytes).
+   */
+  evictForeignCache(maxBytes: number, expiredBefore: number): Promise<string[]>;
 
   /**
    * How many foreign layers `manifestDigest` references in `repository`,
@@ -172,7 +238,21 @@ export interface MetaStore {
   countForeignLayers?(repository: string, manifestDigest: string): Promise<number>;
   /** Persists one source-health event (optional; federation keeps health in memory without it). */
   recordSourceHealth?(event: SourceHealthEvent): Promise<void>;
+  /** Every URL's health record, ordered by URL. */
   listSourceHealth?(): Promise<SourceHealthRecord[]>;
+  /** Forgets the health records of these URLs (no foreign layer references them any more). */
+  forgetSourceHealth?(urls: string[]): Promise<void>;
+  /**
+   * Claims the next background re-check round for `holder`, atomically across
+   * processes: true when no round started in the last `intervalMs` and no
+   * other round is still running under an unexpired lease. The lease lasts
+   * until `now + leaseMs` unless renewed.
+   */
+  claimRecheckRound?(holder: string, now: number, intervalMs: number, leaseMs: number): Promise<boolean>;
+  /** Extends the running round's lease; false when `holder` no longer holds the round. */
+  renewRecheckRound?(holder: string, leaseUntil: number): Promise<boolean>;
+  finishRecheckRound?(holder: string, at: number, checked: number): Promise<void>;
+  lastRecheckRound?(): Promise<RecheckRoundRecord | null>;
 
   /**
    * A value that differs from every earlier one whenever the store's content may
@@ -188,6 +268,34 @@ export interface MetaStore {
   touchUpload(id: string, at: number): Promise<void>;
   deleteUpload(id: string): Promise<void>;
   staleUploads(updatedBefore: number): Promise<UploadRecord[]>;
+  /** How many upload sessions are open. */
+  countUploads(): Promise<number>;
+  /** Records that the session's verified bytes are about to become blob `digest` (durably, before the move). */
+  markUploadCommitting(id: string, digest: string): Promise<void>;
+  /** Sessions interrupted between markUploadCommitting and completeUpload. */
+  committingUploads(): Promise<UploadRecord[]>;
+  /** Links the committed blob into the session's repository and forgets the session, in one transaction. */
+  completeUpload(id: string, repository: string, digest: string, size: number): Promise<void>;
+  /**
+   * Which of `digests` the store neither knows as blobs nor has a session
+   * committing to: bytes under those names are left over from a crash.
+   */
+  untrackedBlobs(digests: string[]): Promise<string[]>;
+
+  /**
+   * Leases: mutual exclusion across processes and replicas (an upload session
+   * has one writer; a blob commit and garbage collection never interleave for
+   * one digest). A lease is held until released or until `ttlMs` passes
+   * without a renewal, so a holder that crashed cannot block others forever.
+   * Returns whether `holder` now holds `key`; re-acquiring one's own lease
+   * extends it.
+   */
+  acquireLease(key: string, holder: string, ttlMs: number): Promise<boolean>;
+  /** Extends a lease still held by `holder`; false when it was lost (expired and taken). */
+  renewLease(key: string, holder: string, ttlMs: number): Promise<boolean>;
+  releaseLease(key: string, holder: string): Promise<void>;
+  /** Who holds `key` now (null when nobody does or the lease expired). */
+  leaseHolder(key: string): Promise<string | null>;
 
   /** Removes unreferenced metadata and returns the blobs whose bytes can go. */
   collectGarbage(options: GcOptions): Promise<GcPlan>;

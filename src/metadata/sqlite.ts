@@ -7,7 +7,10 @@ import Database from "better-sqlite3";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { MissingReferencesError } from "./meta-store.js";
+import { SqliteForeignLayers, migrateForeignLayers } from "./sqlite-foreign.js";
+import { SqliteSourceHealth } from "./sqlite-source-health.js";
 import type {
+  ForeignCacheEntry,
   ForeignLayerMark,
   GcOptions,
   GcPlan,
@@ -16,6 +19,7 @@ import type {
   MetaStore,
   Page,
   ReferrerRecord,
+  RecheckRoundRecord,
   SourceHealthEvent,
   SourceHealthRecord,
   UploadRecord,
@@ -85,7 +89,13 @@ CREATE TABLE IF NOT EXISTS uploads (
   id TEXT PRIMARY KEY,
   repository TEXT NOT NULL,
   created_at INTEGER NOT NULL,
-  updated_at INTEGER NOT NULL
+  updated_at INTEGER NOT NULL,
+  committing_digest TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (
+  key TEXT PRIMARY KEY,
+  holder TEXT NOT NULL,
+  expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 `;
 
@@ -99,28 +109,20 @@ interface ManifestRow {
   created_at: number;
 }
 
-interface ForeignRow {
-  digest: string;
-  media_type: string;
-  size: number;
-  urls: string;
-  verification: VerificationState;
-  verified_at: number | null;
-  verification_detail: string | null;
-  name: string;
-  manifests: string | null;
-}
-
 interface UploadRow {
   id: string;
   repository: string;
   created_at: number;
   updated_at: number;
+  committing_digest: string | null;
 }
 
 export class SqliteMetaStore implements MetaStore {
   private readonly db: Database.Database;
   private readonly statements: ReturnType<SqliteMetaStore["prepare"]>;
+  private readonly leases: SqliteLeases;
+  /** Foreign-layer bookkeeping (sources per manifest, proofs, proxy cache index): sqlite-foreign.ts. */
+  private readonly foreign: SqliteForeignLayers;
 
   constructor(path: string) {
     if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
@@ -134,7 +136,11 @@ export class SqliteMetaStore implements MetaStore {
     this.db.pragma("journal_mode = WAL");
     this.db.pragma("foreign_keys = OFF");
     this.db.exec(SCHEMA);
+    migrateUploads(this.db);
+    migrateForeignLayers(this.db);
     this.statements = this.prepare();
+    this.leases = new SqliteLeases(path, this.db);
+    this.foreign = new SqliteForeignLayers(this.db);
   }
 
   private prepare() {
@@ -184,17 +190,6 @@ export class SqliteMetaStore implements MetaStore {
       insertReference: db.prepare<[number, string, string, string]>(
         "INSERT OR IGNORE INTO manifest_references (repository_id, manifest_digest, kind, child_digest) VALUES (?, ?, ?, ?)",
       ),
-      upsertForeign: db.prepare<[number, string, string, number, string, string, number | null, string | null, number]>(
-        `INSERT INTO foreign_layers
-           (repository_id, digest, media_type, size, urls, verification, verified_at, verification_detail, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (repository_id, digest) DO UPDATE SET
-           media_type = excluded.media_type, size = excluded.size, urls = excluded.urls,
-           verification = CASE WHEN excluded.verification = 'unverified' AND foreign_layers.verification = 'verified'
-                               THEN foreign_layers.verification ELSE excluded.verification END,
-           verified_at = COALESCE(excluded.verified_at, foreign_layers.verified_at),
-           verification_detail = COALESCE(excluded.verification_detail, foreign_layers.verification_detail)`,
-      ),
       upsertTag: db.prepare<[number, string, string, number]>(
         `INSERT INTO tags (repository_id, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?)
          ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at`,
@@ -218,10 +213,6 @@ export class SqliteMetaStore implements MetaStore {
       deleteReferencesOf: db.prepare<[number, string]>(
         "DELETE FROM manifest_references WHERE repository_id = ? AND manifest_digest = ?",
       ),
-      foreignStillUsed: db.prepare<[number, string], { present: number }>(
-        "SELECT 1 AS present FROM manifest_references WHERE repository_id = ? AND child_digest = ? AND kind = 'foreign' LIMIT 1",
-      ),
-      deleteForeign: db.prepare<[number, string]>("DELETE FROM foreign_layers WHERE repository_id = ? AND digest = ?"),
       deleteTag: db.prepare<[number, string]>("DELETE FROM tags WHERE repository_id = ? AND name = ?"),
       listTags: db.prepare<[string, string, number], string>(
         `SELECT t.name FROM repositories r JOIN tags t ON t.repository_id = r.id
@@ -232,27 +223,19 @@ export class SqliteMetaStore implements MetaStore {
          FROM repositories r JOIN manifests m ON m.repository_id = r.id
          WHERE r.name = ? AND m.subject_digest = ? ORDER BY m.created_at, m.digest`,
       ),
-      getForeign: db.prepare<[string, string], ForeignRow>(
-        `SELECT f.digest, f.media_type, f.size, f.urls, f.verification, f.verified_at, f.verification_detail, r.name,
-                (SELECT json_group_array(mr.manifest_digest) FROM manifest_references mr
-                  WHERE mr.repository_id = f.repository_id AND mr.child_digest = f.digest AND mr.kind = 'foreign') AS manifests
-         FROM repositories r JOIN foreign_layers f ON f.repository_id = r.id WHERE r.name = ? AND f.digest = ?`,
-      ),
-      listForeign: db.prepare<[string | null, string | null], ForeignRow>(
-        `SELECT f.digest, f.media_type, f.size, f.urls, f.verification, f.verified_at, f.verification_detail, r.name,
-                (SELECT json_group_array(mr.manifest_digest) FROM manifest_references mr
-                  WHERE mr.repository_id = f.repository_id AND mr.child_digest = f.digest AND mr.kind = 'foreign') AS manifests
-         FROM repositories r JOIN foreign_layers f ON f.repository_id = r.id
-         WHERE (? IS NULL OR r.name = ?) ORDER BY r.name, f.digest`,
-      ),
-      setForeignVerification: db.prepare<[string, number, string | null, string, string]>(
-        `UPDATE foreign_layers SET verification = ?, verified_at = ?, verification_detail = ?
-         WHERE repository_id = (SELECT id FROM repositories WHERE name = ?) AND digest = ?`,
-      ),
       createUpload: db.prepare<[string, string, number, number]>(
-        "INSERT INTO uploads (id, repository, created_at, updated_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO uploads (id, repository, created_at, updated_at, committing_digest) VALUES (?, ?, ?, ?, NULL)",
       ),
-      getUpload: db.prepare<[string], UploadRow>("SELECT id, repository, created_at, updated_at FROM uploads WHERE id = ?"),
+      getUpload: db.prepare<[string], UploadRow>("SELECT id, repository, created_at, updated_at, committing_digest FROM uploads WHERE id = ?"),
+      countUploads: db.prepare<[], { n: number }>("SELECT COUNT(*) AS n FROM uploads"),
+      markUploadCommitting: db.prepare<[string, string]>("UPDATE uploads SET committing_digest = ? WHERE id = ?"),
+      committingUploads: db.prepare<[], UploadRow>(
+        "SELECT id, repository, created_at, updated_at, committing_digest FROM uploads WHERE committing_digest IS NOT NULL",
+      ),
+      blobKnownOrCommitting: db.prepare<[string, string], { present: number }>(
+        `SELECT 1 AS present WHERE EXISTS (SELECT 1 FROM blobs WHERE digest = ?)
+            OR EXISTS (SELECT 1 FROM uploads WHERE committing_digest = ?)`,
+      ),
       touchUpload: db.prepare<[number, string]>("UPDATE uploads SET updated_at = ? WHERE id = ?"),
       deleteUpload: db.prepare<[string]>("DELETE FROM uploads WHERE id = ?"),
       // data_version changes when another connection (any process) commits;
@@ -263,7 +246,7 @@ export class SqliteMetaStore implements MetaStore {
       dataVersion: db.prepare<[], number>("PRAGMA data_version").pluck(),
       totalChanges: db.prepare<[], number>("SELECT total_changes()").pluck(),
       staleUploads: db.prepare<[number], UploadRow>(
-        "SELECT id, repository, created_at, updated_at FROM uploads WHERE updated_at < ? ORDER BY updated_at",
+        "SELECT id, repository, created_at, updated_at, committing_digest FROM uploads WHERE updated_at < ? ORDER BY updated_at",
       ),
     };
   }
@@ -343,20 +326,7 @@ export class SqliteMetaStore implements MetaStore {
       );
       for (const blob of manifest.blobs) s.insertReference.run(id, manifest.digest, "blob", blob);
       for (const child of manifest.manifests) s.insertReference.run(id, manifest.digest, "manifest", child);
-      for (const layer of manifest.foreignLayers) {
-        s.insertReference.run(id, manifest.digest, "foreign", layer.digest);
-        s.upsertForeign.run(
-          id,
-          layer.digest,
-          layer.mediaType,
-          layer.size,
-          JSON.stringify(layer.urls),
-          layer.verification,
-          layer.verifiedAt,
-          layer.verificationDetail === undefined || layer.verificationDetail === null ? null : JSON.stringify(layer.verificationDetail),
-          now,
-        );
-      }
+      this.foreign.put(id, manifest.digest, manifest.foreignLayers, now);
       if (tag !== undefined) s.upsertTag.run(id, tag, manifest.digest, now);
     }).immediate();
   }
@@ -380,9 +350,7 @@ export class SqliteMetaStore implements MetaStore {
       s.deleteTagsOf.run(id, digest);
       const foreign = s.foreignRefsOf.all(id, digest).map((row) => row.child_digest);
       s.deleteReferencesOf.run(id, digest);
-      for (const layer of foreign) {
-        if (s.foreignStillUsed.get(id, layer) === undefined) s.deleteForeign.run(id, layer);
-      }
+      this.foreign.afterManifestDeleted(id, digest, foreign);
       return true;
     }).immediate();
   }
@@ -408,17 +376,47 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   async getForeignLayer(repository: string, digest: string): Promise<ForeignLayerMark | null> {
-    const row = this.statements.getForeign.get(repository, digest);
-    return row ? toForeignMark(row) : null;
+    return this.foreign.get(repository, digest);
   }
 
   async listForeignLayers(repository?: string): Promise<ForeignLayerMark[]> {
-    const name = repository ?? null;
-    return this.statements.listForeign.all(name, name).map(toForeignMark);
+    return this.foreign.list(repository);
   }
 
   async setForeignVerification(repository: string, digest: string, state: VerificationState, at: number, detail: unknown): Promise<void> {
-    this.statements.setForeignVerification.run(state, at, detail === undefined ? null : JSON.stringify(detail), repository, digest);
+    this.foreign.setVerification(repository, digest, state, at, detail);
+  }
+
+  async recordForeignProof(repository: string, digest: string, url: string, at: number): Promise<boolean> {
+    return this.foreign.recordProof(repository, digest, url, at);
+  }
+
+  async foreignLayersOfManifest(repository: string, manifestDigest: string): Promise<ForeignLayerMark[]> {
+    return this.foreign.ofManifest(repository, manifestDigest);
+  }
+
+  async getForeignCacheEntry(digest: string): Promise<ForeignCacheEntry | null> {
+    return this.foreign.cacheEntry(digest);
+  }
+
+  async listForeignCache(): Promise<ForeignCacheEntry[]> {
+    return this.foreign.listCache();
+  }
+
+  async putForeignCacheEntry(entry: { digest: string; size: number; fetchedAt: number; pinned: boolean }): Promise<void> {
+    this.foreign.putCacheEntry(entry);
+  }
+
+  async touchForeignCacheEntry(digest: string, at: number): Promise<void> {
+    this.foreign.touchCacheEntry(digest, at);
+  }
+
+  async deleteForeignCacheEntry(digest: string): Promise<void> {
+    this.foreign.deleteCacheEntry(digest);
+  }
+
+  async evictForeignCache(maxBytes: number, expiredBefore: number): Promise<string[]> {
+    return this.foreign.evictCache(maxBytes, expiredBefore);
   }
 
   // Federation additions (countForeignLayers, source health). Prepared on first use.
@@ -431,40 +429,12 @@ export class SqliteMetaStore implements MetaStore {
 
   private prepareFederation() {
     const db = this.db;
-    db.exec(`CREATE TABLE IF NOT EXISTS foreign_sources (
-      host TEXT PRIMARY KEY,
-      successes INTEGER NOT NULL DEFAULT 0,
-      failures INTEGER NOT NULL DEFAULT 0,
-      last_success_at INTEGER,
-      last_failure_at INTEGER,
-      last_error TEXT,
-      last_latency_ms INTEGER,
-      latency_total_ms INTEGER NOT NULL DEFAULT 0,
-      latency_count INTEGER NOT NULL DEFAULT 0
-    ) WITHOUT ROWID`);
     return {
       countForeign: db.prepare<[string, string, string], { n: number }>(
         `SELECT COUNT(*) AS n FROM manifest_references mr JOIN repositories r ON r.id = mr.repository_id
          WHERE r.name = ? AND mr.kind = 'foreign' AND (mr.manifest_digest = ? OR mr.manifest_digest IN (
            SELECT c.child_digest FROM manifest_references c WHERE c.repository_id = r.id AND c.manifest_digest = ? AND c.kind = 'manifest'))`,
       ),
-      recordSource: db.prepare<[string, number, number, number | null, number | null, string | null, number | null, number, number]>(
-        `INSERT INTO foreign_sources (host, successes, failures, last_success_at, last_failure_at, last_error, last_latency_ms, latency_total_ms, latency_count)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (host) DO UPDATE SET
-           successes = successes + excluded.successes,
-           failures = failures + excluded.failures,
-           last_success_at = COALESCE(excluded.last_success_at, last_success_at),
-           last_failure_at = COALESCE(excluded.last_failure_at, last_failure_at),
-           last_error = CASE WHEN excluded.failures > 0 THEN excluded.last_error ELSE last_error END,
-           last_latency_ms = COALESCE(excluded.last_latency_ms, last_latency_ms),
-           latency_total_ms = latency_total_ms + excluded.latency_total_ms,
-           latency_count = latency_count + excluded.latency_count`,
-      ),
-      listSources: db.prepare<[], {
-        host: string; successes: number; failures: number; last_success_at: number | null; last_failure_at: number | null;
-        last_error: string | null; last_latency_ms: number | null; latency_total_ms: number; latency_count: number;
-      }>("SELECT * FROM foreign_sources ORDER BY host"),
     };
   }
 
@@ -472,32 +442,46 @@ export class SqliteMetaStore implements MetaStore {
     return this.federationStatements.countForeign.get(repository, manifestDigest, manifestDigest)?.n ?? 0;
   }
 
-  async recordSourceHealth(event: SourceHealthEvent): Promise<void> {
-    const latency = event.latencyMs === null ? null : Math.round(event.latencyMs);
-    this.federationStatements.recordSource.run(
-      event.host,
-      event.ok ? 1 : 0,
-      event.ok ? 0 : 1,
-      event.ok ? event.at : null,
-      event.ok ? null : event.at,
-      event.ok ? null : event.error,
-      latency,
-      latency ?? 0,
-      latency === null ? 0 : 1,
+  // Source health per URL and the re-check claim row: src/metadata/sqlite-source-health.ts.
+  private sourceHealthStore: Promise<SqliteSourceHealth> | undefined;
+
+  private sourceHealth(): Promise<SqliteSourceHealth> {
+    // Opened on first use: the one-time migration from per-host rows needs the layers' URLs.
+    this.sourceHealthStore ??= SqliteSourceHealth.open(this.db, async () => (await this.listForeignLayers()).flatMap((mark) => mark.urls)).catch(
+      (error: unknown) => {
+        this.sourceHealthStore = undefined;
+        throw error;
+      },
     );
+    return this.sourceHealthStore;
+  }
+
+  async recordSourceHealth(event: SourceHealthEvent): Promise<void> {
+    (await this.sourceHealth()).record(event);
   }
 
   async listSourceHealth(): Promise<SourceHealthRecord[]> {
-    return this.federationStatements.listSources.all().map((row) => ({
-      host: row.host,
-      successes: row.successes,
-      failures: row.failures,
-      lastSuccessAt: row.last_success_at,
-      lastFailureAt: row.last_failure_at,
-      lastError: row.last_error,
-      lastLatencyMs: row.last_latency_ms,
-      averageLatencyMs: row.latency_count === 0 ? null : Math.round(row.latency_total_ms / row.latency_count),
-    }));
+    return (await this.sourceHealth()).all();
+  }
+
+  async forgetSourceHealth(urls: string[]): Promise<void> {
+    (await this.sourceHealth()).forgetUrls(urls);
+  }
+
+  async claimRecheckRound(holder: string, now: number, intervalMs: number, leaseMs: number): Promise<boolean> {
+    return (await this.sourceHealth()).claimRound(holder, now, intervalMs, leaseMs);
+  }
+
+  async renewRecheckRound(holder: string, leaseUntil: number): Promise<boolean> {
+    return (await this.sourceHealth()).renewRound(holder, leaseUntil);
+  }
+
+  async finishRecheckRound(holder: string, at: number, checked: number): Promise<void> {
+    (await this.sourceHealth()).finishRound(holder, at, checked);
+  }
+
+  async lastRecheckRound(): Promise<RecheckRoundRecord | null> {
+    return (await this.sourceHealth()).lastRound();
   }
 
   async changeToken(): Promise<string> {
@@ -525,6 +509,50 @@ export class SqliteMetaStore implements MetaStore {
     return this.statements.staleUploads.all(updatedBefore).map(toUpload);
   }
 
+  async countUploads(): Promise<number> {
+    return this.statements.countUploads.get()!.n;
+  }
+
+  async markUploadCommitting(id: string, digest: string): Promise<void> {
+    this.statements.markUploadCommitting.run(digest, id);
+  }
+
+  async committingUploads(): Promise<UploadRecord[]> {
+    return this.statements.committingUploads.all().map(toUpload);
+  }
+
+  async completeUpload(id: string, repository: string, digest: string, size: number): Promise<void> {
+    const s = this.statements;
+    const now = Date.now();
+    this.db.transaction(() => {
+      const repositoryId = this.ensureRepository(repository);
+      s.upsertBlob.run(digest, size, now);
+      s.linkBlob.run(repositoryId, digest, now);
+      s.deleteUpload.run(id);
+    }).immediate();
+  }
+
+  async untrackedBlobs(digests: string[]): Promise<string[]> {
+    const s = this.statements;
+    return digests.filter((digest) => s.blobKnownOrCommitting.get(digest, digest) === undefined);
+  }
+
+  async acquireLease(key: string, holder: string, ttlMs: number): Promise<boolean> {
+    return this.leases.tryAcquire(key, holder, ttlMs);
+  }
+
+  async renewLease(key: string, holder: string, ttlMs: number): Promise<boolean> {
+    return this.leases.extend(key, holder, ttlMs);
+  }
+
+  async releaseLease(key: string, holder: string): Promise<void> {
+    this.leases.drop(key, holder);
+  }
+
+  async leaseHolder(key: string): Promise<string | null> {
+    return this.leases.holderOf(key);
+  }
+
   async collectGarbage(options: GcOptions): Promise<GcPlan> {
     const db = this.db;
     return db.transaction(() => {
@@ -546,10 +574,8 @@ export class SqliteMetaStore implements MetaStore {
           db.prepare("DELETE FROM manifest_references WHERE repository_id = ? AND manifest_digest = ?").run(row.repository_id, row.digest);
           manifestsDeleted++;
         }
-        db.prepare(
-          `DELETE FROM foreign_layers WHERE NOT EXISTS (SELECT 1 FROM manifest_references r
-             WHERE r.repository_id = foreign_layers.repository_id AND r.kind = 'foreign' AND r.child_digest = foreign_layers.digest)`,
-        ).run();
+        // Marks, per-manifest sources and proofs of the deleted manifests; pins of layers no repository references.
+        this.foreign.collectGarbage();
       }
       // A link is garbage when it is old enough and no manifest of its repository references it.
       const linksDeleted = db
@@ -582,6 +608,7 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   async close(): Promise<void> {
+    this.leases.close(this.db);
     this.db.close();
   }
 }
@@ -599,20 +626,72 @@ function toManifestRecord(repository: string, row: ManifestRow): ManifestRecord 
   };
 }
 
-function toForeignMark(row: ForeignRow): ForeignLayerMark {
+function toUpload(row: UploadRow): UploadRecord {
   return {
-    repository: row.name,
-    digest: row.digest,
-    mediaType: row.media_type,
-    size: row.size,
-    urls: JSON.parse(row.urls) as string[],
-    verification: row.verification,
-    verifiedAt: row.verified_at,
-    verificationDetail: row.verification_detail ? (JSON.parse(row.verification_detail) as unknown) : null,
-    manifests: row.manifests ? (JSON.parse(row.manifests) as string[]) : [],
+    id: row.id,
+    repository: row.repository,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    committingDigest: row.committing_digest,
   };
 }
 
-function toUpload(row: UploadRow): UploadRecord {
-  return { id: row.id, repository: row.repository, createdAt: row.created_at, updatedAt: row.updated_at };
+/** Databases created before committing_digest existed get the column once. */
+function migrateUploads(db: Database.Database): void {
+  const columns = db.prepare<[], { name: string }>("SELECT name FROM pragma_table_info('uploads')").all();
+  if (!columns.some((column) => column.name === "committing_digest")) {
+    db.exec("ALTER TABLE uploads ADD COLUMN committing_digest TEXT");
+  }
+}
+
+/**
+ * Leases on their own connection with synchronous = NORMAL: a lease is worth
+ * nothing after a crash (its holder is gone), so its writes need no fsync,
+ * and every PATCH, PUT and blob commit takes one. WAL keeps the file
+ * consistent either way. The clock is this machine's; replicas on several
+ * machines need a store whose clock they share (PostgreSQL's now()).
+ */
+class SqliteLeases {
+  private readonly db: Database.Database;
+  private readonly acquire: Database.Statement<[string, string, number, number]>;
+  private readonly renew: Database.Statement<[number, string, string]>;
+  private readonly release: Database.Statement<[string, string]>;
+  private readonly holder: Database.Statement<[string, number], { holder: string }>;
+
+  constructor(path: string, main: Database.Database) {
+    this.db = path === ":memory:" ? main : new Database(path);
+    if (this.db !== main) {
+      this.db.pragma("busy_timeout = 10000");
+      this.db.pragma("synchronous = NORMAL");
+    }
+    this.acquire = this.db.prepare(
+      `INSERT INTO leases (key, holder, expires_at) VALUES (?, ?, ?)
+       ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+       WHERE leases.holder = excluded.holder OR leases.expires_at <= ?`,
+    );
+    this.renew = this.db.prepare("UPDATE leases SET expires_at = ? WHERE key = ? AND holder = ?");
+    this.release = this.db.prepare("DELETE FROM leases WHERE key = ? AND holder = ?");
+    this.holder = this.db.prepare("SELECT holder FROM leases WHERE key = ? AND expires_at > ?");
+  }
+
+  tryAcquire(key: string, holder: string, ttlMs: number): boolean {
+    const now = Date.now();
+    return this.acquire.run(key, holder, now + ttlMs, now).changes > 0;
+  }
+
+  extend(key: string, holder: string, ttlMs: number): boolean {
+    return this.renew.run(Date.now() + ttlMs, key, holder).changes > 0;
+  }
+
+  drop(key: string, holder: string): void {
+    this.release.run(key, holder);
+  }
+
+  holderOf(key: string): string | null {
+    return this.holder.get(key, Date.now())?.holder ?? null;
+  }
+
+  close(main: Database.Database): void {
+    if (this.db !== main) this.db.close();
+  }
 }

@@ -240,3 +240,78 @@ test("no credentials, cookies or client headers are sent to a source", async (t)
   assert.equal(headers.cookie, undefined);
   assert.deepEqual(Object.keys(headers).sort(), ["accept", "accept-encoding", "connection", "host", "user-agent"]);
 });
+
+/**
+ * IPv4 embedded in IPv6: IPv4-compatible (::/96, deprecated) is refused as a
+ * whole; mapped, IPv4-translated, NAT64 (64:ff9b::/96 and the local-use
+ * 64:ff9b:1::/48), 6to4, Teredo and ISATAP are judged by the IPv4 rules
+ * applied to the IPv4 address they carry.
+ */
+test("addresses: IPv4-compatible IPv6 (::/96) is refused whatever it embeds", () => {
+  for (const address of ["::7f00:1", "::127.0.0.1", "::a9fe:a9fe", "::a00:1", "::808:808", "::2", "0:0:0:0:0:0:c0a8:101"]) {
+    assert.match(forbiddenAddressReason(address) ?? "allowed", /IPv4-compatible/, address);
+  }
+  assert.match(forbiddenAddressReason("::1")!, /loopback/);
+  assert.match(forbiddenAddressReason("::")!, /unspecified/);
+});
+
+test("addresses: every other IPv4 embedding is judged by the IPv4 it carries", () => {
+  const refused: Array<[string, RegExp]> = [
+    ["::ffff:127.0.0.1", /loopback/],
+    ["::ffff:0:a9fe:a9fe", /IPv4-translated.*169\.254\.169\.254.*link-local/],
+    ["64:ff9b::7f00:1", /NAT64.*127\.0\.0\.1.*loopback/],
+    ["64:ff9b::a9fe:a9fe", /NAT64.*link-local/],
+    ["64:ff9b::a00:1", /NAT64.*10\.0\.0\.1.*private/],
+    ["64:ff9b:1::7f00:1", /NAT64.*127\.0\.0\.1.*loopback/],
+    ["64:ff9b:1:7f00:0:100::", /NAT64.*127\.0\.0\.1.*loopback/], // the /48 layout: 127.0 | u octet | 0.1
+    ["64:ff9b:1:ffff:ffff::", /NAT64.*0\.0\.0\.0/], // only the /96 layout is valid here, and it carries 0.0.0.0
+    ["2002:7f00:1::1", /6to4.*127\.0\.0\.1.*loopback/],
+    ["2002:a9fe:a9fe::", /6to4.*link-local/],
+    ["2002:c0a8:101:1::1", /6to4.*192\.168\.1\.1.*private/],
+    ["2001:0:808:808::80ff:fffe", /Teredo.*client 127\.0\.0\.1.*loopback/], // client = NOT(80ff:fffe)
+    ["2001:0:a00:1::f7f7:f7f7", /Teredo.*server 10\.0\.0\.1.*private/],
+    ["2a00:1450::5efe:a9fe:a9fe", /ISATAP.*link-local/],
+    ["2a00:1450::200:5efe:7f00:1", /ISATAP.*loopback/],
+  ];
+  for (const [address, reason] of refused) assert.match(forbiddenAddressReason(address) ?? "allowed", reason, address);
+  // Public IPv4 behind a translator or tunnel is an ordinary destination (DNS64 networks reach every IPv4-only CDN so).
+  for (const address of ["::ffff:8.8.8.8", "64:ff9b::808:808", "64:ff9b:1::808:808", "2002:808:808::1", "2001:0:808:808::f7f7:f7f7", "2606:4700:4700::1111"]) {
+    assert.equal(forbiddenAddressReason(address), null, address);
+  }
+});
+
+test("every IPv6 embedding of a forbidden IPv4 is refused by the fetcher before any connection", async () => {
+  const p = trapPort;
+  fakeDns["compat.test"] = ["::7f00:1"];
+  fakeDns["nat64.test"] = ["64:ff9b::a9fe:a9fe"];
+  fakeDns["sixtofour.test"] = ["2002:a00:1::1"];
+  const urls = [
+    `http://[::127.0.0.1]:${p}/x`,
+    `http://[::7f00:1]:${p}/x`,
+    "http://[::a9fe:a9fe]/latest/meta-data/",
+    "http://[::169.254.169.254]/latest/meta-data/",
+    "http://[::a00:1]/x",
+    `http://[::ffff:0:7f00:1]:${p}/x`,
+    `http://[64:ff9b::7f00:1]:${p}/x`,
+    "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+    `http://[64:ff9b:1::7f00:1]:${p}/x`,
+    `http://[2002:7f00:1::1]:${p}/x`,
+    `http://[2001:0:808:808::80ff:fffe]:${p}/x`,
+    `http://compat.test:${p}/x`,
+    "http://nat64.test/latest/meta-data/",
+    "http://sixtofour.test/x",
+  ];
+  const f = fetcher();
+  attempts.length = 0;
+  trapConnections = 0;
+  for (const url of urls) {
+    await assert.rejects(
+      f.fetch({ url, method: "GET", timeoutMs: 2000, maxBytes: 100 }),
+      (error: unknown) => error instanceof FetchError && error.kind === "refused" && /refused to connect to/.test(error.message),
+      url,
+    );
+  }
+  f.close();
+  assert.deepEqual(attempts, []);
+  assert.equal(trapConnections, 0);
+});

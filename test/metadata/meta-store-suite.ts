@@ -89,6 +89,90 @@ export function metaStoreSuite(name: string, create: () => Promise<{ meta: MetaS
       assert.equal(await meta.deleteManifest("f", D(22)), false);
     });
 
+    // Foreign-layer bookkeeping (federation): sources per manifest, proofs, the proxy cache index.
+    const foreignLayer = (digest: string, urls: string[], extra: Record<string, unknown> = {}) => ({
+      digest,
+      mediaType: "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+      size: 5,
+      urls,
+      verification: "unverified" as const,
+      verifiedAt: null,
+      verificationDetail: null,
+      ...extra,
+    });
+
+    test("a foreign layer's URLs are the union over its manifests; each URL leaves with the last manifest naming it", async () => {
+      const [u1, u2, u3] = ["https://one.example/l", "https://two.example/l", "https://three.example/l"];
+      await meta.putManifest("u", manifest(D(81), { foreignLayers: [foreignLayer(D(80), [u1, u3])] }), "a");
+      await meta.putManifest("u", manifest(D(82), { foreignLayers: [foreignLayer(D(80), [u2])] }), "b");
+      assert.deepEqual((await meta.getForeignLayer("u", D(80)))?.urls, [u1, u2, u3], "union, not last push wins");
+      assert.deepEqual((await meta.listForeignLayers("u"))[0]?.urls, [u1, u2, u3]);
+      assert.deepEqual((await meta.listForeignLayers())[0]?.urls, [u1, u2, u3]);
+      await meta.putManifest("other", manifest(D(83), { foreignLayers: [foreignLayer(D(80), [u3])] }));
+      assert.deepEqual((await meta.getForeignLayer("other", D(80)))?.urls, [u3], "per repository");
+      await meta.deleteManifest("u", D(81));
+      assert.deepEqual((await meta.getForeignLayer("u", D(80)))?.urls, [u2], "u1 and u3 left with the manifest that named them");
+      assert.deepEqual((await meta.getForeignLayer("other", D(80)))?.urls, [u3], "another repository is untouched");
+      await meta.deleteManifest("u", D(82));
+      assert.equal(await meta.getForeignLayer("u", D(80)), null);
+    });
+
+    test("a proof is kept only for a URL the repository names for the layer, and leaves with it", async () => {
+      const [u1, u2] = ["https://one.example/p", "https://two.example/p"];
+      await meta.putManifest("pr", manifest(D(91), { foreignLayers: [foreignLayer(D(90), [u1], { provenUrls: [u1, u2] })] }));
+      assert.deepEqual((await meta.getForeignLayer("pr", D(90)))?.provenUrls, [u1], "u2 is not the repository's URL");
+      await meta.putManifest("pr", manifest(D(92), { foreignLayers: [foreignLayer(D(90), [u2])] }));
+      assert.equal(await meta.recordForeignProof("pr", D(90), u2, 1), true);
+      assert.equal(await meta.recordForeignProof("pr", D(90), "https://elsewhere.example/p", 1), false);
+      assert.equal(await meta.recordForeignProof("nobody", D(90), u2, 1), false, "another repository gets no proof from ours");
+      assert.deepEqual([...((await meta.getForeignLayer("pr", D(90)))?.provenUrls ?? [])].sort(), [u1, u2]);
+      await meta.deleteManifest("pr", D(91));
+      assert.deepEqual((await meta.getForeignLayer("pr", D(90)))?.provenUrls, [u2], "the proof of u1 left with u1");
+    });
+
+    test("verified through a URL that left, a mark is unverified again", async () => {
+      const [u1, u2] = ["https://one.example/v", "https://two.example/v"];
+      const detail = { ok: true, mode: "fetch", attempts: [{ url: u1, ok: true, answer: "ok" }] };
+      await meta.putManifest("ver", manifest(D(101), { foreignLayers: [foreignLayer(D(100), [u1], { verification: "verified", verifiedAt: 5, verificationDetail: detail })] }));
+      await meta.putManifest("ver", manifest(D(102), { foreignLayers: [foreignLayer(D(100), [u2])] }));
+      assert.equal((await meta.getForeignLayer("ver", D(100)))?.verification, "verified");
+      await meta.deleteManifest("ver", D(101));
+      assert.equal((await meta.getForeignLayer("ver", D(100)))?.verification, "unverified");
+    });
+
+    test("the foreign layers of a manifest include those of an index's children", async () => {
+      await meta.putManifest("ix", manifest(D(111), { foreignLayers: [foreignLayer(D(110), ["https://x.example/a"])] }));
+      await meta.putManifest("ix", manifest(D(112), { manifests: [D(111)] }));
+      assert.deepEqual((await meta.foreignLayersOfManifest("ix", D(112))).map((m) => m.digest), [D(110)]);
+      assert.deepEqual((await meta.foreignLayersOfManifest("ix", D(111))).map((m) => m.digest), [D(110)]);
+      assert.deepEqual(await meta.foreignLayersOfManifest("ix", D(113)), []);
+    });
+
+    test("the proxy cache index: LRU eviction beyond the budget and after expiry, never a pinned entry", async () => {
+      await meta.putForeignCacheEntry({ digest: D(120), size: 10, fetchedAt: 100, pinned: false });
+      await meta.putForeignCacheEntry({ digest: D(121), size: 10, fetchedAt: 200, pinned: false });
+      await meta.putForeignCacheEntry({ digest: D(122), size: 1000, fetchedAt: 50, pinned: true });
+      await meta.touchForeignCacheEntry(D(120), 300); // 120 is now more recently used than 121
+      assert.deepEqual(await meta.evictForeignCache(1000, 0), [], "within budget (pinned bytes do not count)");
+      await meta.putForeignCacheEntry({ digest: D(123), size: 10, fetchedAt: 400, pinned: false });
+      assert.deepEqual(await meta.evictForeignCache(20, 0), [D(121)], "the least recently used goes first");
+      assert.equal(await meta.getForeignCacheEntry(D(121)), null);
+      assert.deepEqual(await meta.evictForeignCache(1000, 350), [D(120)], "fetched before the expiry cut-off");
+      assert.deepEqual(await meta.evictForeignCache(0, Number.MAX_SAFE_INTEGER), [D(123)], "everything unpinned");
+      assert.equal((await meta.getForeignCacheEntry(D(122)))?.pinned, true, "pinned entries stay");
+      await meta.putForeignCacheEntry({ digest: D(122), size: 1000, fetchedAt: 60, pinned: false });
+      assert.equal((await meta.getForeignCacheEntry(D(122)))?.pinned, true, "an unpinned re-fetch does not lower a pin");
+      assert.deepEqual((await meta.listForeignCache()).map((e) => e.digest), [D(122)]);
+    });
+
+    test("a pin is released when no repository references the layer any more", async () => {
+      await meta.putManifest("pin", manifest(D(131), { foreignLayers: [foreignLayer(D(130), ["https://x.example/pin"])] }));
+      await meta.putForeignCacheEntry({ digest: D(130), size: 5, fetchedAt: 1, pinned: true });
+      await meta.deleteManifest("pin", D(131));
+      assert.equal((await meta.getForeignCacheEntry(D(130)))?.pinned, false);
+      assert.deepEqual(await meta.evictForeignCache(1000, 2), [D(130)], "then it expires like any entry");
+    });
+
     test("tags and repositories list in lexical order, paged by `after`", async () => {
       for (const tag of ["b", "a", "c", "B"]) await meta.putManifest("p", manifest(D(40)), tag);
       assert.deepEqual(await meta.listTags("p", { limit: 10 }), ["B", "a", "b", "c"]);
@@ -127,6 +211,43 @@ export function metaStoreSuite(name: string, create: () => Promise<{ meta: MetaS
       assert.equal(await meta.getUpload("u1"), null);
     });
 
+    test("a lease has one holder until released or expired, and only its holder renews or releases it", async () => {
+      assert.equal(await meta.acquireLease("upload:x", "h1", 60_000), true);
+      assert.equal(await meta.acquireLease("upload:x", "h2", 60_000), false, "held by h1");
+      assert.equal(await meta.acquireLease("upload:x", "h1", 60_000), true, "its holder re-acquires (extends)");
+      assert.equal(await meta.leaseHolder("upload:x"), "h1");
+      assert.equal(await meta.renewLease("upload:x", "h2", 60_000), false, "a non-holder cannot renew");
+      await meta.releaseLease("upload:x", "h2");
+      assert.equal(await meta.acquireLease("upload:x", "h2", 60_000), false, "a non-holder cannot release");
+      await meta.releaseLease("upload:x", "h1");
+      assert.equal(await meta.leaseHolder("upload:x"), null);
+      assert.equal(await meta.acquireLease("upload:x", "h2", 1), true, "free after release");
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.equal(await meta.leaseHolder("upload:x"), null, "expired");
+      assert.equal(await meta.renewLease("upload:x", "h2", 60_000), true, "an expired lease nobody took can still be renewed by its holder");
+      await meta.releaseLease("upload:x", "h2");
+      assert.equal(await meta.acquireLease("upload:x", "h3", 1), true);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.equal(await meta.acquireLease("upload:x", "h4", 60_000), true, "an expired lease can be taken");
+      assert.equal(await meta.renewLease("upload:x", "h3", 60_000), false, "and its old holder has lost it");
+      assert.equal(await meta.acquireLease("upload:y", "h3", 60_000), true, "leases are per key");
+    });
+
+    test("an interrupted commit is remembered on its session and completed in one step", async () => {
+      await meta.createUpload({ id: "u1", repository: "a/one", createdAt: 1, updatedAt: 1 });
+      assert.equal((await meta.getUpload("u1"))?.committingDigest ?? null, null);
+      assert.deepEqual(await meta.untrackedBlobs([D(7), D(8)]), [D(7), D(8)]);
+      await meta.markUploadCommitting("u1", D(7));
+      assert.equal((await meta.getUpload("u1"))?.committingDigest, D(7));
+      assert.deepEqual((await meta.committingUploads()).map((u) => u.id), ["u1"]);
+      assert.deepEqual(await meta.untrackedBlobs([D(7), D(8)]), [D(8)], "bytes a session is committing to are not untracked");
+      await meta.completeUpload("u1", "a/one", D(7), 70);
+      assert.equal(await meta.getUpload("u1"), null);
+      assert.deepEqual(await meta.linkedBlob("a/one", D(7)), { size: 70 });
+      assert.deepEqual(await meta.committingUploads(), []);
+      assert.deepEqual(await meta.untrackedBlobs([D(7), D(8)]), [D(8)], "a known blob is not untracked");
+    });
+
     test("garbage collection keeps referenced and recent blobs and returns orphans", async () => {
       const now = Date.now();
       await meta.linkBlob("g", D(60), 1); // referenced below
@@ -145,6 +266,51 @@ export function metaStoreSuite(name: string, create: () => Promise<{ meta: MetaS
       const untagged = await meta.collectGarbage({ olderThan: now + 60_000, untagged: true });
       assert.equal(untagged.manifestsDeleted, 1);
       assert.deepEqual(untagged.orphanBlobs, [D(60)]);
+    });
+
+    test("source health is kept per URL: counts, the latest outcomes, consecutive failures", async () => {
+      assert.ok(meta.recordSourceHealth && meta.listSourceHealth && meta.forgetSourceHealth, "the driver keeps source health");
+      const a = "https://cdn.example.com/a";
+      const b = "https://cdn.example.com/b";
+      const at = 1_000_000;
+      await meta.recordSourceHealth({ url: a, host: "cdn.example.com", ok: true, at, latencyMs: 10, error: null });
+      await meta.recordSourceHealth({ url: a, host: "cdn.example.com", ok: false, at: at + 1, latencyMs: null, error: "HTTP 503" });
+      await meta.recordSourceHealth({ url: a, host: "cdn.example.com", ok: false, at: at + 2, latencyMs: 30, error: "HTTP 502" });
+      await meta.recordSourceHealth({ url: b, host: "cdn.example.com", ok: true, at: at + 3, latencyMs: 5, error: null });
+      const [ra, rb] = await meta.listSourceHealth();
+      assert.deepEqual(ra, {
+        url: a, host: "cdn.example.com", successes: 1, failures: 2, consecutiveFailures: 2, recent: "001",
+        lastSuccessAt: at, lastFailureAt: at + 2, lastError: "HTTP 502", lastLatencyMs: 30, averageLatencyMs: 20,
+      });
+      assert.equal(rb?.url, b);
+      assert.equal(rb?.consecutiveFailures, 0);
+      await meta.recordSourceHealth({ url: a, host: "cdn.example.com", ok: true, at: at + 4, latencyMs: null, error: null });
+      const again = (await meta.listSourceHealth()).find((r) => r.url === a);
+      assert.equal(again?.consecutiveFailures, 0, "a success ends the run of failures");
+      assert.equal(again?.lastError, "HTTP 502", "the last error is kept for operators");
+      for (let i = 0; i < 12; i++) await meta.recordSourceHealth({ url: a, host: "cdn.example.com", ok: true, at: at + 10 + i, latencyMs: null, error: null });
+      assert.equal((await meta.listSourceHealth()).find((r) => r.url === a)?.recent, "1111111111", "only the latest 10 outcomes");
+      await meta.forgetSourceHealth([a]);
+      assert.deepEqual((await meta.listSourceHealth()).map((r) => r.url), [b]);
+    });
+
+    test("re-check rounds: one holder per interval, a running round blocks others until its lease expires", async () => {
+      assert.ok(meta.claimRecheckRound && meta.renewRecheckRound && meta.finishRecheckRound && meta.lastRecheckRound, "the driver keeps the claim row");
+      const t0 = 10_000_000;
+      assert.equal(await meta.lastRecheckRound(), null);
+      assert.equal(await meta.claimRecheckRound("p1", t0, 1_000, 5_000), true, "the first round");
+      assert.equal(await meta.claimRecheckRound("p2", t0 + 10, 1_000, 5_000), false, "within the interval");
+      assert.equal(await meta.claimRecheckRound("p2", t0 + 2_000, 1_000, 5_000), false, "p1 still runs under its lease");
+      assert.equal(await meta.renewRecheckRound("p2", t0 + 9_000), false, "only the holder renews");
+      assert.equal(await meta.renewRecheckRound("p1", t0 + 9_000), true);
+      assert.equal(await meta.claimRecheckRound("p2", t0 + 6_000, 1_000, 5_000), false, "the renewed lease holds");
+      await meta.finishRecheckRound("p1", t0 + 6_500, 3);
+      assert.deepEqual(await meta.lastRecheckRound(), { holder: "p1", startedAt: t0, finishedAt: t0 + 6_500, leaseUntil: t0 + 9_000, checked: 3 });
+      assert.equal(await meta.claimRecheckRound("p2", t0 + 6_600, 1_000, 5_000), true, "finished and the interval passed");
+      assert.equal(await meta.claimRecheckRound("p1", t0 + 6_700, 0, 5_000), false, "even with no interval, not while p2 runs");
+      // p2 dies without finishing: its lease runs out and p1 takes over.
+      assert.equal(await meta.claimRecheckRound("p1", t0 + 6_600 + 5_000, 1_000, 5_000), true);
+      assert.equal((await meta.lastRecheckRound())?.holder, "p1");
     });
   });
 }

@@ -1,122 +1,113 @@
 /**
- * `ferry foreign status|verify` (server side): both ask a running registry's
- * federation admin API (/ferry/v1/foreign/...). `check` comes from
- * foreign-check.ts (client side, owned by the client work).
+ * `ferry foreign status|verify` ask a running Ferry registry's federation
+ * admin API (/ferry/v1/foreign/...), addressed like every other command
+ * (`HOST[:PORT][/REPO[:TAG|@DIGEST]]`) and authenticated with the credentials
+ * `ferry login` stored. `check` comes from foreign-check.ts (client side:
+ * this machine fetches the URLs itself).
  */
-import type { SourceHealthRecord } from "../../metadata/meta-store.js";
 import type { Command } from "commander";
+import { Client, closeAllConnections } from "../../client/index.js";
+import {
+  ForeignAdminClient,
+  type ForeignLayersAnswer,
+  type ForeignScope,
+  type ForeignSourceRow,
+  type ForeignSourcesAnswer,
+  type ForeignVerifyAnswer,
+} from "../../client/foreign.js";
+import { isRegistryHost, parseImageReference } from "../../oci/image-reference.js";
 import { registerForeignCheck } from "./foreign-check.js";
 
 interface AdminFlags {
-  registry: string;
-  user?: string;
   json?: boolean;
+  insecure?: boolean;
 }
 
-/** A row of GET /ferry/v1/foreign/sources. */
-type SourceRow = SourceHealthRecord & { healthy: boolean };
-
-interface LayerRow {
-  repository: string;
-  digest: string;
-  size: number;
-  verification: string;
-  verifiedAt: number | null;
-  cached: boolean;
-  manifests: string[];
-  policy: Array<{ url: string; allowed: boolean; serve?: string; rule: string; reason?: string }>;
+export interface ForeignTarget {
+  registry: string;
+  repository?: string;
+  tag?: string;
+  digest?: string;
 }
-
-interface VerifyResult {
-  repository: string;
-  manifest: string;
-  mode: string;
-  ok: boolean;
-  layers: Array<{ digest: string; size: number; verified: boolean; attempts: Array<{ url: string; ok: boolean; answer: string }> }>;
-}
-
-// No FERRY_* environment defaults here: the config loader reads every FERRY_* variable as a config key.
-const DEFAULT_REGISTRY = "http://127.0.0.1:5000";
 
 export function registerForeignCommands(program: Command): void {
   const foreign = program.command("foreign").description("foreign (federated) layers");
 
-  withAdminFlags(
+  adminFlags(
     foreign
       .command("status")
-      .description("show foreign layer sources' health and the foreign layers a running registry knows")
-      .option("--repository <name>", "only this repository's foreign layers"),
-  ).action(async (flags: AdminFlags & { repository?: string }) => {
-    const sources = await admin<{ sources: SourceRow[] }>(flags, "GET", "/ferry/v1/foreign/sources");
-    const query = flags.repository ? `?repository=${encodeURIComponent(flags.repository)}` : "";
-    const layers = await admin<{ layers: LayerRow[]; cache: { entries: number; bytes: number; maxBytes: number } }>(flags, "GET", `/ferry/v1/foreign/layers${query}`);
+      .description("health of foreign layer URLs and the foreign layers a Ferry registry knows (admin)")
+      .argument("<reference>", "HOST[:PORT] (everything), HOST/REPO (one repository) or HOST/REPO:TAG|@DIGEST (one image)"),
+  ).action(async (reference: string, flags: AdminFlags) => {
+    const target = parseForeignTarget(reference);
+    const admin = await adminClient(target, flags);
+    const scope = scopeOf(target);
+    const [sources, layers] = await Promise.all([admin.sources(scope), admin.layers(scope)]);
     if (flags.json) {
-      process.stdout.write(`${JSON.stringify({ sources: sources.sources, layers: layers.layers, cache: layers.cache }, null, 2)}\n`);
+      const answer = { registry: target.registry, ...scope, sources: sources.sources, recheck: sources.recheck, layers: layers.layers, cache: layers.cache };
+      process.stdout.write(`${JSON.stringify(answer, null, 2)}\n`);
       return;
     }
-    process.stdout.write(formatStatus(sources.sources, layers.layers, layers.cache));
+    process.stdout.write(formatStatus(sources, layers));
   });
 
-  withAdminFlags(
+  adminFlags(
     foreign
       .command("verify")
-      .description("ask a running registry to verify an image's foreign layers now (exit 1 if any fails)")
-      .argument("<image>", "repository[:tag] or repository@digest (tag defaults to latest)")
+      .description("ask a Ferry registry to verify an image's foreign layers now (admin; exit 1 if any fails)")
+      .argument("<reference>", "HOST[:PORT]/REPO[:TAG|@DIGEST] (tag defaults to latest)")
       .option("--mode <mode>", "head (reachable, size matches) or fetch (download, digest verified)"),
-  ).action(async (image: string, flags: AdminFlags & { mode?: string }) => {
-    const { repository, reference } = splitImage(image);
-    const params = new URLSearchParams({ repository, reference });
-    if (flags.mode) params.set("mode", flags.mode);
-    const result = await admin<VerifyResult>(flags, "POST", `/ferry/v1/foreign/verify?${params}`);
+  ).action(async (reference: string, flags: AdminFlags & { mode?: string }) => {
+    const target = parseForeignTarget(reference);
+    if (!target.repository) throw new Error(`verify needs an image: HOST[:PORT]/REPO[:TAG|@DIGEST], not "${reference}"`);
+    const admin = await adminClient(target, flags);
+    const result = await admin.verify(target.repository, target.digest ?? target.tag ?? "latest", flags.mode);
     process.stdout.write(flags.json ? `${JSON.stringify(result, null, 2)}\n` : formatVerify(result));
     if (!result.ok) process.exitCode = 1;
   });
 
+  for (const command of foreign.commands) command.hook("postAction", () => closeAllConnections());
   registerForeignCheck(foreign);
 }
 
-function withAdminFlags(command: Command): Command {
-  return command
-    .option("--registry <url>", "base URL of the running registry", DEFAULT_REGISTRY)
-    .option("-u, --user <name:password>", "admin credentials (HTTP basic)")
-    .option("--json", "print the registry's JSON answer");
+function adminFlags(command: Command): Command {
+  return command.option("--json", "print a JSON document").option("--insecure", "use plain HTTP for the registry (loopback hosts always do)");
 }
 
-export function splitImage(image: string): { repository: string; reference: string } {
-  const at = image.indexOf("@");
-  if (at !== -1) return { repository: image.slice(0, at), reference: image.slice(at + 1) };
-  const colon = image.lastIndexOf(":");
-  if (colon > image.lastIndexOf("/")) return { repository: image.slice(0, colon), reference: image.slice(colon + 1) };
-  return { repository: image, reference: "latest" };
+async function adminClient(target: ForeignTarget, flags: AdminFlags): Promise<ForeignAdminClient> {
+  return new ForeignAdminClient(await new Client({ insecure: flags.insecure }).registry(target.registry));
 }
 
-async function admin<T>(flags: AdminFlags, method: string, path: string): Promise<T> {
-  const base = flags.registry.replace(/\/+$/, "");
-  const headers: Record<string, string> = { Accept: "application/json" };
-  const user = flags.user;
-  if (user) headers.Authorization = `Basic ${Buffer.from(user).toString("base64")}`;
-  let res: Response;
-  try {
-    res = await fetch(`${base}${path}`, { method, headers });
-  } catch (error) {
-    throw new Error(`cannot reach the registry at ${base}: ${((error as Error).cause as Error | undefined)?.message ?? (error as Error).message}`);
+function scopeOf(target: ForeignTarget): ForeignScope {
+  const reference = target.digest ?? target.tag;
+  return { ...(target.repository ? { repository: target.repository } : {}), ...(reference ? { reference } : {}) };
+}
+
+/**
+ * `HOST[:PORT]`, `HOST/REPO`, `HOST/REPO:TAG`, `HOST/REPO@DIGEST` (optionally
+ * `docker://`). Unlike a pull, the registry must be named: the admin API is
+ * Ferry's, so there is no default registry to fall back to.
+ */
+export function parseForeignTarget(value: string): ForeignTarget {
+  const bare = value.startsWith("docker://") ? value.slice("docker://".length) : value;
+  const slash = bare.indexOf("/");
+  const host = slash === -1 ? bare : bare.slice(0, slash);
+  if (host === "" || !isRegistryHost(host)) {
+    throw new Error(`"${value}" does not start with a registry: write HOST[:PORT][/REPO[:TAG|@DIGEST]] (e.g. localhost:5000/team/app:v1)`);
   }
-  const text = await res.text();
-  if (!res.ok) {
-    let message = text.slice(0, 500);
-    try {
-      const body = JSON.parse(text) as { errors?: Array<{ code: string; message: string }> };
-      if (body.errors?.length) message = body.errors.map((e) => `${e.code}: ${e.message}`).join("; ");
-    } catch {
-      // not JSON: show the text as is
-    }
-    throw new Error(`${base} answered ${res.status}: ${message}`);
-  }
-  return JSON.parse(text) as T;
+  if (slash === -1 || slash === bare.length - 1) return { registry: host };
+  const ref = parseImageReference(bare);
+  return { registry: ref.registry, repository: ref.repository, ...(ref.tag ? { tag: ref.tag } : {}), ...(ref.digest ? { digest: ref.digest } : {}) };
 }
 
 function when(ms: number | null): string {
   return ms === null ? "-" : new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+function duration(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 }
 
 function table(rows: string[][]): string {
@@ -124,34 +115,41 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  ")).join("\n") + "\n";
 }
 
-export function formatStatus(sources: SourceRow[], layers: LayerRow[], cache: { entries: number; bytes: number; maxBytes: number }): string {
-  let out = "SOURCES\n";
-  if (sources.length === 0) out += "  (no source contacted yet)\n";
-  else {
-    out += table([
-      ["HOST", "HEALTH", "OK", "FAILED", "LAST SUCCESS", "LAST FAILURE", "LATENCY", "LAST ERROR"],
-      ...sources.map((s) => [
-        s.host,
-        s.healthy ? "healthy" : "failing",
-        String(s.successes),
-        String(s.failures),
-        when(s.lastSuccessAt),
-        when(s.lastFailureAt),
-        s.averageLatencyMs === null ? "-" : `${s.averageLatencyMs}ms`,
-        s.lastError ?? "-",
-      ]),
-    ]);
-  }
+function recheckLine(recheck: ForeignSourcesAnswer["recheck"]): string {
+  if (!recheck.interval) return "re-check off";
+  const round = recheck.lastRound;
+  const last = round?.finishedAt ? `last round ${when(round.finishedAt)}, ${round.checked} URL(s)` : "no round finished yet";
+  return `re-check every ${duration(recheck.interval)} (${recheck.method ?? "head"}), ${last}`;
+}
+
+function sourceRow(s: ForeignSourceRow): string[] {
+  const note = s.policy.allowed ? (s.lastError ?? "-") : `refused by policy (${s.policy.rule}): not fetched`;
+  return [
+    s.url,
+    s.state,
+    String(s.successes),
+    String(s.failures),
+    when(s.lastCheckedAt),
+    s.averageLatencyMs === null ? "-" : `${s.averageLatencyMs}ms`,
+    note,
+  ];
+}
+
+export function formatStatus(sources: ForeignSourcesAnswer, layers: ForeignLayersAnswer): string {
+  let out = `SOURCES (${recheckLine(sources.recheck)})\n`;
+  if (sources.sources.length === 0) out += "  (no foreign layer URL known)\n";
+  else out += table([["URL", "STATE", "OK", "FAILED", "LAST CHECK", "LATENCY", "LAST ERROR"], ...sources.sources.map(sourceRow)]);
+  const cache = layers.cache;
   out += `\nFOREIGN LAYERS (proxy cache: ${cache.entries} blobs, ${cache.bytes} of ${cache.maxBytes} bytes)\n`;
-  if (layers.length === 0) return `${out}  (none)\n`;
-  for (const layer of layers) {
+  if (layers.layers.length === 0) return `${out}  (none)\n`;
+  for (const layer of layers.layers) {
     out += `${layer.repository}  ${layer.digest}  ${layer.size} bytes  ${layer.verification}${layer.verifiedAt ? ` ${when(layer.verifiedAt)}` : ""}${layer.cached ? "  cached" : ""}\n`;
     for (const p of layer.policy) out += `    ${p.url}  ${p.allowed ? `${p.serve} (${p.rule})` : `refused: ${p.reason}`}\n`;
   }
   return out;
 }
 
-export function formatVerify(result: VerifyResult): string {
+export function formatVerify(result: ForeignVerifyAnswer): string {
   let out = `${result.repository}@${result.manifest}: ${result.layers.length} foreign layer(s), mode ${result.mode}\n`;
   for (const layer of result.layers) {
     out += `${layer.verified ? "ok    " : "FAILED"}  ${layer.digest}  ${layer.size} bytes\n`;
