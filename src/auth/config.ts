@@ -74,8 +74,13 @@ const rateLimitSchema = z.strictObject({
   window: duration.default(5 * 60_000),
   /** Failed logins per user name within `window` before further attempts get 429. */
   perUser: z.number().int().min(1).default(10),
-  /** Failed logins per client address within `window`. */
+  /**
+   * Failed logins per client address within `window`; past it the address's
+   * failures get 429, but a correct password for a user who is not locked still works.
+   */
   perAddress: z.number().int().min(1).default(30),
+  /** Most user names (and, separately, addresses) whose failures are remembered; bounds memory. */
+  maxEntries: z.number().int().min(100).max(10_000_000).default(100_000),
 });
 
 export const authConfigSchema = z.strictObject({

@@ -22,23 +22,27 @@ import type { Extension } from "../http/app.js";
 import type { AccessController, AccessRequest, Principal, RepositoryAction } from "./access.js";
 import type { AuthConfig } from "./config.js";
 import type { Policy } from "./policy.js";
-import type { FailureLimiter } from "./rate-limit.js";
+import type { LoginLimiter } from "./rate-limit.js";
 import { formatScope, type Scope } from "./scope.js";
 import { TokenError, type TokenService } from "./tokens.js";
 import type { UserDirectory } from "./users.js";
+import { CheckGate } from "./check-gate.js";
 
 export interface PolicyAccessDeps {
   config: AuthConfig;
   users: UserDirectory;
   policy: Policy;
   tokens: TokenService;
-  limiter: FailureLimiter;
+  limiter: LoginLimiter;
   logger: Logger;
 }
 
 export class PolicyAccess implements AccessController {
   readonly open = false;
   extensions?: Extension[];
+
+  /** Bounds the CPU password checks may take, per address and in total. */
+  private readonly checks = new CheckGate();
 
   constructor(private readonly deps: PolicyAccessDeps) {}
 
@@ -51,7 +55,7 @@ export class PolicyAccess implements AccessController {
   get tokens(): TokenService {
     return this.deps.tokens;
   }
-  get limiter(): FailureLimiter {
+  get limiter(): LoginLimiter {
     return this.deps.limiter;
   }
 
@@ -102,19 +106,23 @@ export class PolicyAccess implements AccessController {
   }
 
   /**
-   * Checks a user's password under the failed-login limits; throws 401 or
-   * 429. Shared by Basic auth on the API and by the token endpoint.
+   * Checks a user's password under the failed-login limits (rate-limit.ts);
+   * throws 401 or 429. Shared by Basic auth on the API and by the token
+   * endpoint. `remoteAddress` is the client address as the HTTP layer
+   * resolved it (X-Forwarded-For only from trusted proxies).
    */
   async login(user: string, password: string, remoteAddress: string, realm: string | undefined): Promise<void> {
     const { limiter, users, logger } = this.deps;
-    limiter.check(remoteAddress, user);
-    if (await users.verify(user, password)) {
-      limiter.succeed(user);
-      return;
+    limiter.admit(remoteAddress, user);
+    if (await users.verify(user, password, (work) => this.checks.run(remoteAddress, work))) return;
+    const outcome = limiter.failed(remoteAddress, user);
+    const who = { user: user.slice(0, 100), address: remoteAddress };
+    logger.info(who, "failed login");
+    for (const kind of outcome.reached) {
+      logger.warn({ ...who, limit: kind, window: limiter.limits.windowMs }, `failed-login limit reached for this ${kind === "user" ? "user name" : "address"}`);
     }
-    limiter.fail(remoteAddress, user);
-    logger.info({ user: user.slice(0, 100), address: remoteAddress }, "failed login");
-    throw new RegistryError("UNAUTHORIZED", "invalid user name or password", {
+    // The same words for a wrong password and an unknown name: the answer must not tell which names exist.
+    throw outcome.error ?? new RegistryError("UNAUTHORIZED", "invalid user name or password", {
       headers: { "WWW-Authenticate": this.challenge(realm, []) },
     });
   }
@@ -263,7 +271,13 @@ function firstValue(header: string | string[] | undefined): string | undefined {
   return value?.split(",")[0]?.trim() || undefined;
 }
 
+/** Base64 Basic credentials longer than this are refused unread: no real user name and password need 3 KiB. */
+export const MAX_BASIC_CREDENTIALS = 4096;
+
 export function decodeBasic(credentials: string, challenge: string): { user: string; password: string } {
+  if (credentials.length > MAX_BASIC_CREDENTIALS) {
+    throw new RegistryError("UNAUTHORIZED", "Basic credentials too long", { headers: { "WWW-Authenticate": challenge } });
+  }
   const decoded = Buffer.from(credentials, "base64").toString("utf8");
   const colon = decoded.indexOf(":");
   if (colon <= 0) {

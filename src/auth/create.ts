@@ -4,7 +4,7 @@ import type { Config } from "../config/schema.js";
 import { OpenAccess, type AccessController } from "./access.js";
 import { PolicyAccess } from "./controller.js";
 import { Policy } from "./policy.js";
-import { FailureLimiter } from "./rate-limit.js";
+import { LoginLimiter } from "./rate-limit.js";
 import { tokenExtensions } from "./token-endpoint.js";
 import { TokenService } from "./tokens.js";
 import { UserDirectory } from "./users.js";
@@ -21,7 +21,8 @@ export async function createAccessController(config: Config, context: AuthContex
   const users = new UserDirectory(auth, logger);
   await users.load();
   const tokens = await TokenService.create(auth.token, context.dataDir);
-  const limiter = new FailureLimiter(auth.rateLimit.window, auth.rateLimit.perUser, auth.rateLimit.perAddress);
+  const { window: windowMs, perUser, perAddress, maxEntries } = auth.rateLimit;
+  const limiter = new LoginLimiter({ windowMs, perUser, perAddress, maxEntries });
   const access = new PolicyAccess({ config: auth, users, policy: new Policy(auth), tokens, limiter, logger });
   if (auth.token.enabled) access.extensions = tokenExtensions(access);
   return access;

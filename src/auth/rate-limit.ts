@@ -1,71 +1,107 @@
 /**
- * Failed-login limiter: after `perUser` failures for one user name, or
- * `perAddress` from one client address, within `window`, further attempts
- * get 429 TOOMANYREQUESTS with Retry-After until the oldest failure ages out.
- * Attempts are refused before the password is checked, so a locked-out
- * attacker learns nothing even when guessing right. Per process: with
- * several workers each keeps its own counts.
+ * Failed-login limits for a registry where many clients may share one
+ * address (a TLS proxy, a NAT) and an attacker may be one of them.
+ *
+ * - Per user name: after `perUser` failures for a name within `window`, every
+ *   attempt for it, from any address, gets 429 before its password is
+ *   checked (so a right guess then teaches nothing). Every name counts,
+ *   existing or not, so a 429 never tells whether a user exists.
+ * - Per address: after `perAddress` failures from an address, its failed
+ *   attempts are answered 429 instead of 401, and each name gets only
+ *   `LIMITED_ADDRESS_TRIES` more failures from it per window (instead of
+ *   `perUser`). A *correct* password for a user who is not locked still
+ *   succeeds: an attacker behind the same proxy as everyone else cannot lock
+ *   the others (the admin included) out by spraying made-up names.
+ * - A success resets nothing: otherwise each login of a victim would hand an
+ *   attacker a fresh allowance. Failures leave the sliding window on their own.
+ *
+ * Counts are per process (each of `workers: N` keeps its own) and live in
+ * bounded tables (see FailureTable), one per kind, so names sprayed to fill
+ * memory cannot push address or pair counts out.
  */
 import { RegistryError } from "../oci/errors.js";
+import { FailureTable } from "./failure-table.js";
 
-const MAX_KEYS = 100_000;
+/** Failures per name allowed from an address that is over its limit, before that pair is refused too. */
+export const LIMITED_ADDRESS_TRIES = 3;
 
-export class FailureLimiter {
-  private readonly failures = new Map<string, number[]>();
+export interface LoginLimits {
+  windowMs: number;
+  perUser: number;
+  perAddress: number;
+  /** Keys per table (user names, addresses, address+name pairs). */
+  maxEntries: number;
+}
+
+export type LimitKind = "user" | "address";
+
+export interface FailureOutcome {
+  /** The 429 to answer instead of 401 (the address is over its limit), or null. */
+  error: RegistryError | null;
+  /** Limits this failure has just reached, for a log line. */
+  reached: LimitKind[];
+}
+
+export class LoginLimiter {
+  private readonly users: FailureTable;
+  private readonly addresses: FailureTable;
+  /** Failures from an address while it was over its limit, per address+name. */
+  private readonly pairs: FailureTable;
 
   constructor(
-    private readonly windowMs: number,
-    private readonly perUser: number,
-    private readonly perAddress: number,
-    private readonly now: () => number = Date.now,
-  ) {}
-
-  /** Throws 429 when `address` or `user` has failed too often recently. */
-  check(address: string, user: string | null): void {
-    const wait = Math.max(
-      this.waitFor(`a:${address}`, this.perAddress),
-      user === null ? 0 : this.waitFor(`u:${user}`, this.perUser),
-    );
-    if (wait <= 0) return;
-    const seconds = Math.ceil(wait / 1000);
-    throw new RegistryError("TOOMANYREQUESTS", `too many failed logins; try again in ${seconds} seconds`, {
-      headers: { "Retry-After": String(seconds) },
-      detail: { retryAfterSeconds: seconds },
-    });
+    readonly limits: LoginLimits,
+    now: () => number = Date.now,
+  ) {
+    const common = { windowMs: limits.windowMs, maxEntries: limits.maxEntries, now };
+    this.users = new FailureTable({ ...common, limit: limits.perUser });
+    this.addresses = new FailureTable({ ...common, limit: limits.perAddress });
+    this.pairs = new FailureTable({ ...common, limit: Math.min(LIMITED_ADDRESS_TRIES, limits.perUser) });
   }
 
-  fail(address: string, user: string | null): void {
-    if (this.failures.size >= MAX_KEYS) this.sweep();
-    this.record(`a:${address}`);
-    if (user !== null) this.record(`u:${user}`);
+  /** Before a password is checked: throws 429 when the name is locked, or used up its tries from this limited address. */
+  admit(address: string, user: string): void {
+    const userWait = this.users.wait(user);
+    const pairWait = this.addresses.wait(address) > 0 ? this.pairs.wait(pairKey(address, user)) : 0;
+    const wait = Math.max(userWait, pairWait);
+    if (wait > 0) throw tooMany(wait, userWait >= pairWait ? "for this user name" : "for this user name from this address");
   }
 
-  succeed(user: string): void {
-    this.failures.delete(`u:${user}`);
+  /**
+   * Records a failed login (`user` null: a credential without a name, e.g. a
+   * refresh token). Returns the 429 to answer when the address was already
+   * over its limit; otherwise the caller answers 401.
+   */
+  failed(address: string, user: string | null): FailureOutcome {
+    const limited = this.addresses.wait(address) > 0;
+    const reached: LimitKind[] = [];
+    if (crossed(this.addresses, address, this.limits.perAddress)) reached.push("address");
+    if (user !== null) {
+      if (crossed(this.users, user, this.limits.perUser)) reached.push("user");
+      if (limited) this.pairs.record(pairKey(address, user));
+    }
+    return { error: limited ? tooMany(this.addresses.wait(address), "from this address") : null, reached };
   }
 
-  private record(key: string): void {
-    const list = this.recent(key);
-    list.push(this.now());
-    this.failures.set(key, list);
+  /** Keys held per table, for tests and metrics. */
+  get sizes(): { users: number; addresses: number; pairs: number } {
+    return { users: this.users.size, addresses: this.addresses.size, pairs: this.pairs.size };
   }
+}
 
-  private recent(key: string): number[] {
-    const cutoff = this.now() - this.windowMs;
-    const list = (this.failures.get(key) ?? []).filter((t) => t > cutoff);
-    if (list.length === 0) this.failures.delete(key);
-    return list;
-  }
+/** Records a failure; true when it is the one that brings `key` to its limit (a table keeps no more than `limit`). */
+function crossed(table: FailureTable, key: string, limit: number): boolean {
+  const before = table.count(key);
+  return table.record(key) >= limit && before < limit;
+}
 
-  /** Milliseconds until fewer than `max` failures remain in the window (0: not limited). */
-  private waitFor(key: string, max: number): number {
-    const list = this.recent(key);
-    if (list.length < max) return 0;
-    return list[list.length - max]! + this.windowMs - this.now();
-  }
+function pairKey(address: string, user: string): string {
+  return `${address}\u0000${user}`;
+}
 
-  private sweep(): void {
-    for (const key of [...this.failures.keys()]) this.recent(key);
-    if (this.failures.size >= MAX_KEYS) this.failures.clear();
-  }
+function tooMany(waitMs: number, what: string): RegistryError {
+  const seconds = Math.max(1, Math.ceil(waitMs / 1000));
+  return new RegistryError("TOOMANYREQUESTS", `too many failed logins ${what}; try again in ${seconds} seconds`, {
+    headers: { "Retry-After": String(seconds) },
+    detail: { retryAfterSeconds: seconds },
+  });
 }

@@ -37,7 +37,7 @@ export function tokenExtensions(access: PolicyAccess): Extension[] {
 }
 
 function remote(ctx: RequestContext): string {
-  return ctx.req.socket.remoteAddress ?? "";
+  return ctx.clientAddress;
 }
 
 function checkService(access: PolicyAccess, service: string | null): void {
@@ -103,17 +103,16 @@ async function postToken(access: PolicyAccess, ctx: RequestContext): Promise<voi
   });
 }
 
+/** Refresh tokens are signed, so not guessable; failures still count against the address, like bad passwords. */
 async function checkRefresh(access: PolicyAccess, refreshToken: string, address: string): Promise<string> {
-  const limiter = access.limiter;
-  limiter.check(address, null);
   try {
     const { subject, fingerprint } = await access.tokens.verifyRefresh(refreshToken);
     if (access.users.credentialFingerprint(subject) !== fingerprint) throw new TokenError("revoked (the user or their password changed)");
     return subject;
   } catch (error) {
     if (!(error instanceof TokenError)) throw error;
-    limiter.fail(address, null);
-    throw new RegistryError("UNAUTHORIZED", `refresh token rejected: ${error.message}`, { detail: { reason: error.message } });
+    const { error: limited } = access.limiter.failed(address, null);
+    throw limited ?? new RegistryError("UNAUTHORIZED", `refresh token rejected: ${error.message}`, { detail: { reason: error.message } });
   }
 }
 

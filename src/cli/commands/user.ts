@@ -15,6 +15,21 @@ interface UserFlags {
 }
 
 const USER_NAME = /^[^:\s]{1,256}$/;
+const MIN_COST = 10;
+const MAX_COST = 16;
+
+/** The hashes already in the file (any line NAME:HASH); none when it does not exist yet. */
+async function existingHashes(file: string): Promise<string[]> {
+  const { readFile } = await import("node:fs/promises");
+  const text = await readFile(file, "utf8").catch((error: NodeJS.ErrnoException) => {
+    if (error.code === "ENOENT") return "";
+    throw error;
+  });
+  return text.split(/\r?\n/).flatMap((line) => {
+    const colon = line.indexOf(":");
+    return line.startsWith("#") || colon <= 0 ? [] : [line.slice(colon + 1).trim()];
+  });
+}
 
 export function registerUserCommands(program: Command): void {
   const user = program.command("user").description("manage users in the htpasswd file (bcrypt)");
@@ -24,7 +39,7 @@ export function registerUserCommands(program: Command): void {
     .option("-f, --file <htpasswd>", "htpasswd file (default: auth.htpasswd from the config)")
     .option("-c, --config <file>", "YAML config file to take auth.htpasswd from")
     .option("--password-stdin", "read the password from standard input")
-    .option("--cost <n>", "bcrypt cost factor (10-16)", "12")
+    .option("--cost <n>", "bcrypt cost factor (10-16; default: the cost most entries in the file have, else 12)")
     .action(async (name: string, flags: UserFlags) => addUser(name, flags));
   user
     .command("rm <name>")
@@ -51,9 +66,23 @@ async function htpasswdFile(flags: UserFlags): Promise<string> {
 
 async function addUser(name: string, flags: UserFlags): Promise<void> {
   if (!USER_NAME.test(name)) throw new Error(`user name "${name}" may not contain ":" or white space`);
-  const cost = Number(flags.cost ?? "12");
-  if (!Number.isInteger(cost) || cost < 10 || cost > 16) throw new Error("--cost must be an integer from 10 to 16");
+  const requested = flags.cost === undefined ? undefined : Number(flags.cost);
+  if (requested !== undefined && (!Number.isInteger(requested) || requested < MIN_COST || requested > MAX_COST)) {
+    throw new Error(`--cost must be an integer from ${MIN_COST} to ${MAX_COST}`);
+  }
   const file = await htpasswdFile(flags);
+  const { typicalCost, DEFAULT_BCRYPT_COST } = await import("../../auth/bcrypt-cost.js");
+  const existing = typicalCost(await existingHashes(file));
+  // Entries of one cost keep failed logins equally slow for every name: the registry checks unknown
+  // names against a dummy of the most common cost, so a user with another cost can be told apart by timing.
+  const fileCost = existing !== undefined && existing >= MIN_COST && existing <= MAX_COST ? existing : undefined;
+  const cost = requested ?? fileCost ?? DEFAULT_BCRYPT_COST;
+  if (existing !== undefined && cost !== existing) {
+    process.stderr.write(
+      `note: most entries in ${file} have bcrypt cost ${existing}, this one gets ${cost}; ` +
+        "failed logins for names of a different cost take a different time, which tells that the name exists\n",
+    );
+  }
   const password = flags.passwordStdin ? await readStdinLine() : await promptTwice(name);
   if (password === "") throw new Error("empty password refused");
   const { default: bcrypt } = await import("bcryptjs");
