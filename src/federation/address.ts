@@ -107,6 +107,30 @@ function nat64(bytes: number[]): string | null {
   return null;
 }
 
+/**
+ * Every IPv4 address an IPv6 address carries (compatible ::/96, mapped,
+ * translated, NAT64 in each layout, 6to4, both Teredo ends, ISATAP), so that
+ * a deny rule written for an IPv4 host also refuses its IPv6 spellings.
+ */
+export function embeddedIpv4s(v6: ipaddr.IPv6): string[] {
+  const bytes = v6.toByteArray();
+  const out: ipaddr.IPv4[] = [];
+  const range = v6.range();
+  if (bytes.slice(0, 12).every((b) => b === 0) || range === "ipv4Mapped" || range === "rfc6145") out.push(ipv4At(bytes, 12));
+  if (range === "rfc6052") {
+    const wellKnown = bytes.slice(4, 12).every((b) => b === 0);
+    const layouts = wellKnown ? [[12, 13, 14, 15]] : [[6, 7, 9, 10], [7, 9, 10, 11], [9, 10, 11, 12], [12, 13, 14, 15]];
+    for (const layout of layouts) out.push(ipaddr.fromByteArray(layout.map((i) => bytes[i]!)) as ipaddr.IPv4);
+  }
+  if (range === "6to4") out.push(ipv4At(bytes, 2));
+  if (range === "teredo") {
+    out.push(ipv4At(bytes, 4));
+    out.push(ipaddr.fromByteArray(bytes.slice(12, 16).map((b) => b ^ 0xff)) as ipaddr.IPv4);
+  }
+  if ((bytes[8] === 0 || bytes[8] === 2) && bytes[9] === 0 && bytes[10] === 0x5e && bytes[11] === 0xfe) out.push(ipv4At(bytes, 12));
+  return [...new Set(out.map((v4) => v4.toString()))];
+}
+
 function embedded(kind: string, v4: ipaddr.IPv4): string | null {
   const reason = judgeIpv4(v4);
   return reason === null ? null : `is ${kind} embedding ${v4.toString()}, which ${reason}`;

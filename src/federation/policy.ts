@@ -11,6 +11,7 @@
  */
 import type { FederationConfig, FederationRule } from "./config.js";
 import { canonicalHost, canonicalizeUrl, type CanonicalUrl } from "./canonical-url.js";
+import { embeddedIpv4s, parseIpv6 } from "./address.js";
 
 export type ServeMode = "error" | "redirect" | "proxy";
 
@@ -64,6 +65,8 @@ export class UrlPolicy {
     const canonical = canonicalizeUrl(url, this.config.schemes);
     if (!canonical.ok) return { allowed: false, url, rule: "syntax", reason: canonical.reason };
     const note = canonical.url.href === url ? "" : ` (canonical form ${canonical.url.href})`;
+    const embedded = this.refusalForEmbeddedIpv4(url, canonical.url);
+    if (embedded) return embedded;
     const matched = this.firstMatch(canonical.url);
     if (matched) {
       const { name, rule } = matched;
@@ -98,6 +101,28 @@ export class UrlPolicy {
     const matched = this.firstMatch(resolved.url);
     if (!matched?.rule.deny) return null;
     return { allowed: false, url, rule: matched.name, reason: `resolves to ${address}, and ${resolved.url.href} is denied by federation rule ${matched.name}` };
+  }
+
+  /**
+   * `[::127.0.0.3]`, `[64:ff9b::7f00:3]` or `[2002:7f00:3::]` reach (or, on
+   * a network that translates, may reach) 127.0.0.3: a deny rule for the
+   * IPv4 host refuses each IPv6 spelling that carries it.
+   */
+  private refusalForEmbeddedIpv4(url: string, canonical: CanonicalUrl): RefusedUrl | null {
+    if (!canonical.ip || !canonical.host.startsWith("[")) return null;
+    const v6 = parseIpv6(canonical.host.slice(1, -1));
+    if (!v6) return null;
+    for (const v4 of embeddedIpv4s(v6)) {
+      const withV4 = new URL(canonical.href);
+      withV4.hostname = v4;
+      const resolved = canonicalizeUrl(withV4.href, this.config.schemes);
+      if (!resolved.ok) continue;
+      const matched = this.firstMatch(resolved.url);
+      if (matched?.rule.deny) {
+        return { allowed: false, url, rule: matched.name, reason: `carries the IPv4 address ${v4}, and ${resolved.url.href} is denied by federation rule ${matched.name}` };
+      }
+    }
+    return null;
   }
 
   private firstMatch(url: CanonicalUrl): CompiledRule | undefined {

@@ -209,6 +209,14 @@ function clientWentAway(req: IncomingMessage, error: unknown): boolean {
 async function dispatch(ctx: RequestContext, extensions: Extension[], limits: RequestLimits, setKind: (kind: string) => void): Promise<void> {
   const { method, path, services } = ctx;
   const route = matchRoute(path);
+  if (hasBody(ctx.req) || (route && isUploadRequest(route, method))) {
+    // Every request whose body Ferry reads (blob uploads, manifests, token
+    // forms) holds a socket and buffers for as long as the body trickles in,
+    // so all of them share the per-client cap. Checked before authentication:
+    // an unauthenticated flood holds sockets just the same.
+    const release = limits.uploads.acquire(ctx.clientAddress);
+    ctx.res.once("close", release);
+  }
   if (!route) {
     for (const extension of extensions) {
       const match = extension.path.exec(path);
@@ -233,11 +241,6 @@ async function dispatch(ctx: RequestContext, extensions: Extension[], limits: Re
     });
   }
   if ("name" in route) assertRepositoryName(route.name);
-  if (isUploadRequest(route, method)) {
-    // Checked before authentication too: an unauthenticated flood holds sockets just the same.
-    const release = limits.uploads.acquire(ctx.clientAddress);
-    ctx.res.once("close", release);
-  }
   ctx.principal = await services.access.authenticate(ctx.req.headers, ctx.clientAddress);
   await services.access.authorize(ctx.principal, requiredAccess(route, method));
   await handle(ctx, route);

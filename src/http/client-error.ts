@@ -4,7 +4,9 @@
  * format instead of Node's bare `400 Bad Request`, then the connection closed.
  */
 import type { Socket } from "node:net";
-import { API_VERSION_HEADER } from "./respond.js";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { API_VERSION_HEADER, sendError } from "./respond.js";
+import { RegistryError } from "../oci/errors.js";
 
 /** How long a rejected connection stays half-open so the client can read the answer before we close it. */
 const LINGER_MS = 2000;
@@ -29,20 +31,39 @@ function describe(error: NodeJS.ErrnoException): ParserFailure | null {
   }
 }
 
+/** A complete error response written straight to the socket (no request object exists), then the connection closed. */
+function endWithError(socket: Socket, failure: ParserFailure): void {
+  // The spec's error body; UNSUPPORTED is its closest code for a request we cannot serve.
+  const body = JSON.stringify({ errors: [{ code: "UNSUPPORTED", message: failure.message }] });
+  const head = [
+    `HTTP/1.1 ${failure.status} ${failure.reason}`,
+    `Docker-Distribution-API-Version: ${API_VERSION_HEADER["Docker-Distribution-API-Version"]}`,
+    "Content-Type: application/json",
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    "Connection: close",
+  ];
+  socket.end(`${head.join("\r\n")}\r\n\r\n${body}`);
+  const linger = setTimeout(() => socket.destroy(), LINGER_MS);
+  linger.unref();
+  socket.once("close", () => clearTimeout(linger));
+}
+
+/** An Expect other than 100-continue (RFC 9110 §10.1.1): 417 in the spec's format instead of Node's empty one. */
+export function refuseExpectation(req: IncomingMessage, res: ServerResponse): void {
+  sendError(res, new RegistryError("UNSUPPORTED", "only `Expect: 100-continue` is supported", { status: 417 }), req.method === "HEAD", "");
+}
+
+/** CONNECT (Node hands it to a 'connect' listener, or drops the socket without one): a registry is no proxy. */
+export function refuseConnect(_req: unknown, socket: Socket): void {
+  endWithError(socket, { status: 405, reason: "Method Not Allowed", message: "CONNECT is not supported: this is a registry, not a proxy" });
+}
+
 export function handleClientError(error: NodeJS.ErrnoException, socket: Socket): void {
   const failure = describe(error);
   const inFlight = (socket as Socket & { _httpMessage?: { headersSent: boolean } | null })._httpMessage;
   if (failure && socket.writable && (!inFlight || !inFlight.headersSent)) {
-    // The spec's error body; UNSUPPORTED is its closest code for a request we cannot read.
-    const body = JSON.stringify({ errors: [{ code: "UNSUPPORTED", message: failure.message }] });
-    const head = [
-      `HTTP/1.1 ${failure.status} ${failure.reason}`,
-      `Docker-Distribution-API-Version: ${API_VERSION_HEADER["Docker-Distribution-API-Version"]}`,
-      "Content-Type: application/json",
-      `Content-Length: ${Buffer.byteLength(body)}`,
-      "Connection: close",
-    ];
-    socket.end(`${head.join("\r\n")}\r\n\r\n${body}`);
+    endWithError(socket, failure);
+    return;
   } else if (socket.writable && inFlight?.headersSent) {
     // Our answer is on its way (e.g. the 400 for a bad Transfer-Encoding): let it leave before closing.
     socket.end();

@@ -19,6 +19,8 @@ export function framingError(req: IncomingMessage, maxHeaderCount: number): Regi
       headers: { Connection: "close" },
     });
   }
+  // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host.
+  if (req.httpVersion === "1.1" && req.headers.host === undefined) return badFraming("an HTTP/1.1 request must carry a Host header");
   const te = req.headers["transfer-encoding"];
   if (te === undefined) return null;
   if (te.trim().toLowerCase() !== "chunked") {

@@ -1,7 +1,8 @@
 /**
- * A cap on the upload requests one client may have in progress at once. Each
- * holds a socket, a session file and memory for as long as its body keeps
- * trickling in, so without a cap one client can exhaust the descriptors of
+ * A cap on the requests with a body (blob uploads, manifest pushes, token
+ * forms) one client may have in progress at once. Each holds a socket,
+ * buffers and often a session file for as long as its body keeps trickling
+ * in, so without a cap one client can exhaust the descriptors and memory of
  * the whole registry. Clients are keyed by address (IPv6 by /64).
  */
 import { RegistryError } from "../oci/errors.js";
@@ -19,7 +20,7 @@ export class UploadSlots {
     if (current >= this.perClient) {
       throw new RegistryError(
         "TOOMANYREQUESTS",
-        `too many uploads in progress from this client: at most ${this.perClient} at once; retry when one has finished`,
+        `too many uploads in progress from this client (requests with a body): at most ${this.perClient} at once; retry when one has finished`,
         { status: 429, detail: { limit: this.perClient }, headers: { "Retry-After": "1" } },
       );
     }

@@ -294,8 +294,12 @@ export interface MetaStore {
   /** Extends a lease still held by `holder`; false when it was lost (expired and taken). */
   renewLease(key: string, holder: string, ttlMs: number): Promise<boolean>;
   releaseLease(key: string, holder: string): Promise<void>;
-  /** Who holds `key` now (null when nobody does or the lease expired). */
-  leaseHolder(key: string): Promise<string | null>;
+  /**
+   * The lease row for `key`, expired or not (null when it was released or
+   * never taken): a row that exists when a new holder takes the key means
+   * the previous holder never released it (crashed, frozen, cut off).
+   */
+  leaseHolder(key: string): Promise<{ holder: string; expiresAt: number } | null>;
 
   /** Removes unreferenced metadata and returns the blobs whose bytes can go. */
   collectGarbage(options: GcOptions): Promise<GcPlan>;

@@ -549,7 +549,7 @@ export class SqliteMetaStore implements MetaStore {
     this.leases.drop(key, holder);
   }
 
-  async leaseHolder(key: string): Promise<string | null> {
+  async leaseHolder(key: string): Promise<{ holder: string; expiresAt: number } | null> {
     return this.leases.holderOf(key);
   }
 
@@ -656,7 +656,7 @@ class SqliteLeases {
   private readonly acquire: Database.Statement<[string, string, number, number]>;
   private readonly renew: Database.Statement<[number, string, string]>;
   private readonly release: Database.Statement<[string, string]>;
-  private readonly holder: Database.Statement<[string, number], { holder: string }>;
+  private readonly holder: Database.Statement<[string], { holder: string; expires_at: number }>;
 
   constructor(path: string, main: Database.Database) {
     this.db = path === ":memory:" ? main : new Database(path);
@@ -671,7 +671,7 @@ class SqliteLeases {
     );
     this.renew = this.db.prepare("UPDATE leases SET expires_at = ? WHERE key = ? AND holder = ?");
     this.release = this.db.prepare("DELETE FROM leases WHERE key = ? AND holder = ?");
-    this.holder = this.db.prepare("SELECT holder FROM leases WHERE key = ? AND expires_at > ?");
+    this.holder = this.db.prepare("SELECT holder, expires_at FROM leases WHERE key = ?");
   }
 
   tryAcquire(key: string, holder: string, ttlMs: number): boolean {
@@ -687,8 +687,9 @@ class SqliteLeases {
     this.release.run(key, holder);
   }
 
-  holderOf(key: string): string | null {
-    return this.holder.get(key, Date.now())?.holder ?? null;
+  holderOf(key: string): { holder: string; expiresAt: number } | null {
+    const row = this.holder.get(key);
+    return row ? { holder: row.holder, expiresAt: row.expires_at } : null;
   }
 
   close(main: Database.Database): void {

@@ -18,6 +18,8 @@ export interface LeaseOptions {
   ttlMs: number;
   /** How long to wait for a busy lease before giving up. */
   waitMs: number;
+  /** Stops waiting (rejecting with its reason): the client that wanted the lease went away. */
+  signal?: AbortSignal;
 }
 
 export interface HeldLease {
@@ -25,6 +27,12 @@ export interface HeldLease {
   readonly signal: AbortSignal;
   /** Confirms (and extends) the lease right before an irreversible step. */
   confirm(): Promise<boolean>;
+  /**
+   * True when the previous holder never released the key (it crashed, or was
+   * frozen past the lease): it may still hold open files and write to them
+   * if it wakes up, so the new holder must not share its resources.
+   */
+  readonly tookOver: boolean;
 }
 
 export class LeaseBusyError extends Error {
@@ -67,9 +75,9 @@ export class LeaseLocks {
 
   /** Runs `work` holding `key`; waits up to waitMs for it, then rejects with LeaseBusyError. */
   async run<T>(key: string, work: (lease: HeldLease) => Promise<T>, options: Partial<LeaseOptions> = {}): Promise<T> {
-    const { ttlMs, waitMs } = { ...this.defaults, ...options };
+    const { ttlMs, waitMs, signal } = { ...this.defaults, ...options };
     const holder = HOLDER_PREFIX + randomUUID();
-    await this.acquire(key, holder, ttlMs, waitMs);
+    const tookOver = await this.acquire(key, holder, ttlMs, waitMs, signal);
     const controller = new AbortController();
     let expiresAt = Date.now() + ttlMs;
     let renewing = false;
@@ -89,6 +97,7 @@ export class LeaseLocks {
     const timer = setInterval(() => void renew(), Math.max(Math.floor(ttlMs / 3), 50));
     timer.unref();
     const lease: HeldLease = {
+      tookOver,
       signal: controller.signal,
       confirm: async () => {
         if (controller.signal.aborted) return false;
@@ -126,20 +135,23 @@ export class LeaseLocks {
     };
   }
 
-  private async acquire(key: string, holder: string, ttlMs: number, waitMs: number): Promise<void> {
+  /** Takes the lease; resolves whether it was taken over from a holder that never released it. */
+  private async acquire(key: string, holder: string, ttlMs: number, waitMs: number, signal: AbortSignal | undefined): Promise<boolean> {
     const deadline = Date.now() + waitMs;
     let pause = 2;
     let checkedHolder = false;
     for (;;) {
-      if (await this.meta.acquireLease(key, holder, ttlMs)) return;
+      signal?.throwIfAborted();
+      const previous = await this.meta.leaseHolder(key);
+      if (await this.meta.acquireLease(key, holder, ttlMs)) return previous !== null && previous.holder !== holder;
       if (!checkedHolder) {
         // A holder on this machine whose process is gone (kill -9, a worker
-        // the supervisor restarted) will never release: break its lease now
-        // instead of making the client wait for it to expire.
+        // the supervisor restarted) will never write again: break its lease
+        // now instead of making the client wait for it to expire.
         checkedHolder = true;
         const current = await this.meta.leaseHolder(key);
-        if (current !== null && holderIsDeadHere(current)) {
-          await this.meta.releaseLease(key, current);
+        if (current !== null && holderIsDeadHere(current.holder)) {
+          await this.meta.releaseLease(key, current.holder);
           continue;
         }
       }

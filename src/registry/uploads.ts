@@ -103,10 +103,29 @@ export class UploadService {
     this.openSessions.count++;
   }
 
-  /** Runs `work` as the session's only writer, or answers 416 when another request holds it. */
-  private async asWriter<T>(id: string, work: (lease: HeldLease) => Promise<T>): Promise<T> {
+  /**
+   * Runs `work` as the session's only writer, or answers 416 when another
+   * request holds it. Taking over from a writer that never released the
+   * session (frozen or cut off past its lease) first moves the session to
+   * fresh storage, so that writer can no longer touch its bytes or, once
+   * committed, the blob; its running hash, if this process has it, is dropped.
+   * Waiting stops when `body`'s client goes away.
+   */
+  private async asWriter<T>(id: string, work: (lease: HeldLease) => Promise<T>, body?: Readable | null): Promise<T> {
     try {
-      return await this.leases.run(`upload:${id}`, work);
+      return await this.leases.run(
+        `upload:${id}`,
+        async (lease) => {
+          if (lease.tookOver) {
+            this.dropHash(id);
+            await this.deps.blobs.detachUpload?.(id).catch((error: unknown) => {
+              if (!(error instanceof BlobNotFoundError)) throw error;
+            });
+          }
+          return work(lease);
+        },
+        { signal: body ? clientGoneSignal(body) : undefined },
+      );
     } catch (error) {
       if (error instanceof LeaseBusyError) {
         const size = (await this.deps.blobs.uploadSize(id)) ?? 0;
@@ -142,11 +161,15 @@ export class UploadService {
   /** Appends a chunk (PATCH). `range` is the Content-Range the client sent, if any. */
   async append(repository: string, id: string, body: Readable, range: ChunkRange | null, contentLength: number | null): Promise<UploadStatus> {
     await this.requireSession(repository, id);
-    return this.asWriter(id, async (lease) => {
-      const size = await this.appendLocked(id, body, range, contentLength, lease.signal);
-      await this.deps.meta.touchUpload(id, Date.now());
-      return { id, size };
-    });
+    return this.asWriter(
+      id,
+      async (lease) => {
+        const size = await this.appendLocked(id, body, range, contentLength, lease.signal);
+        await this.deps.meta.touchUpload(id, Date.now());
+        return { id, size };
+      },
+      body,
+    );
   }
 
   /** Completes a session (PUT ?digest=), with an optional last chunk. */
@@ -169,7 +192,7 @@ export class UploadService {
       }
       if (body) await this.appendLocked(id, body, range, contentLength, lease.signal);
       return this.commit(repository, id, expected, lease);
-    });
+    }, body);
   }
 
   /** Monolithic push in one request (POST ?digest=). The session never becomes visible. */
@@ -211,10 +234,17 @@ export class UploadService {
     const candidates = from === null ? await meta.repositoriesWithBlob(digest, 50) : [from];
     for (const source of candidates) {
       if (source === repository || !access.can(principal, source, "pull")) continue;
-      const linked = await meta.linkedBlob(source, digest);
-      if (!linked) continue;
-      await this.deps.digestLocks.run(digest, () => meta.linkBlob(repository, digest, linked.size));
-      return { digest, size: linked.size };
+      if (!(await meta.linkedBlob(source, digest))) continue;
+      // Checked again under the digest's lock, bytes included: garbage
+      // collection in another process may have unlinked and deleted the blob
+      // since, and linking it now would acknowledge a blob without bytes.
+      const mounted = await this.deps.digestLocks.run(digest, async () => {
+        const linked = await meta.linkedBlob(source, digest);
+        if (!linked || (await this.deps.blobs.stat(digest)) === null) return null;
+        await meta.linkBlob(repository, digest, linked.size);
+        return { digest, size: linked.size };
+      });
+      if (mounted) return mounted;
     }
     return null;
   }
@@ -445,6 +475,17 @@ function shieldBody(body: Readable, hash: IncrementalHash | undefined, lost: Abo
   });
   body.pipe(tap);
   return tap;
+}
+
+/** Aborts when the request body's client goes away before the body ended. */
+function clientGoneSignal(body: Readable): AbortSignal {
+  const controller = new AbortController();
+  const gone = () => controller.abort(Object.assign(new Error("the client closed the connection"), { code: "ECONNRESET" }));
+  if (body.destroyed && !body.readableEnded) gone();
+  else body.once("close", () => {
+    if (!body.readableEnded) gone();
+  });
+  return controller.signal;
 }
 
 export function uploadUnknown(id: string): RegistryError {

@@ -85,6 +85,14 @@ export interface BlobWriter {
   /** Makes the session's bytes the blob `digest` (already verified by the caller) and ends the session. */
   commitUpload(uploadId: string, digest: string): Promise<void>;
   abortUpload(uploadId: string): Promise<void>;
+  /**
+   * Optional: gives the session fresh storage holding the same bytes, so that
+   * a previous writer which lost the session (frozen past its lease) and may
+   * still hold the old storage open can no longer change what the session
+   * or, after commit, the blob holds. Drivers whose writers cannot outlive
+   * their request (no open files) leave it out.
+   */
+  detachUpload?(uploadId: string): Promise<void>;
   /** Every session the store holds, with its last modification (to purge orphans). */
   listUploads(): Promise<Array<{ id: string; modifiedAt: number }>>;
 }

@@ -4,7 +4,7 @@
  * tree, so a reader sees either no blob or the whole verified blob.
  */
 import { close, constants as fsConstants, createReadStream, fdatasync, fstat, ftruncate, open as openCallback } from "node:fs";
-import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
+import { copyFile, mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { promisify } from "node:util";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
@@ -245,6 +245,21 @@ export class FilesystemBlobStore implements BlobStore {
     if (this.options.fsync) await syncDirectory(dir);
   }
 
+  async detachUpload(uploadId: string): Promise<void> {
+    // A copy under a new name, renamed over the session: the old inode, which
+    // a stale writer may still have open, is no longer reachable by any path.
+    const path = this.paths.upload(uploadId);
+    const fresh = `${path}.detach-${process.pid}`;
+    try {
+      await copyFile(path, fresh);
+      await rename(fresh, path);
+    } catch (error) {
+      await rm(fresh, { force: true });
+      if (isNotFound(error)) throw new BlobNotFoundError(uploadId);
+      throw error;
+    }
+  }
+
   async abortUpload(uploadId: string): Promise<void> {
     await rm(this.paths.upload(uploadId), { force: true });
   }
@@ -255,7 +270,10 @@ export class FilesystemBlobStore implements BlobStore {
     const out: Array<{ id: string; modifiedAt: number }> = [];
     for (const name of names) {
       const info = await stat(join(dir, name)).catch(() => undefined);
-      if (info) out.push({ id: name, modifiedAt: info.mtimeMs });
+      if (!info) continue;
+      if (/^[0-9a-f-]{36}$/.test(name)) out.push({ id: name, modifiedAt: info.mtimeMs });
+      // A detach copy left by a crash mid-copy (detachUpload): nothing refers to it.
+      else if (/\.detach-\d+$/.test(name) && info.mtimeMs < Date.now() - 3_600_000) await rm(join(dir, name), { force: true });
     }
     return out;
   }

@@ -70,6 +70,24 @@ describe("http.maxUploadsPerClient", () => {
     const again = await startSession("127.0.0.1");
     assert.equal(again.status, 202, again.raw.slice(0, 300));
   });
+
+  it("manifest pushes and token forms whose bodies trickle count too (no memory held without limit)", async () => {
+    const from = "127.0.0.7";
+    for (let i = 0; i < LIMIT; i++) {
+      held.push(await holdOpen(reg.url, `PUT /v2/${repo}/manifests/t${i} HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 4000000\r\n\r\n{`, from));
+    }
+    await settle();
+    const refused = await exchange(
+      reg.url,
+      [`PUT /v2/${repo}/manifests/more HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 4000000\r\nConnection: close\r\n\r\n{`],
+      0,
+      5000,
+      from,
+    );
+    assert.equal(refused.status, 429, refused.raw.slice(0, 300));
+    assert.match(refused.raw, /"code":"TOOMANYREQUESTS"/);
+    for (const h of held.splice(0)) h.socket.destroy();
+  });
 });
 
 describe("trustedProxies and X-Forwarded-For", () => {

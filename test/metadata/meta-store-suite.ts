@@ -215,15 +215,15 @@ export function metaStoreSuite(name: string, create: () => Promise<{ meta: MetaS
       assert.equal(await meta.acquireLease("upload:x", "h1", 60_000), true);
       assert.equal(await meta.acquireLease("upload:x", "h2", 60_000), false, "held by h1");
       assert.equal(await meta.acquireLease("upload:x", "h1", 60_000), true, "its holder re-acquires (extends)");
-      assert.equal(await meta.leaseHolder("upload:x"), "h1");
+      assert.equal((await meta.leaseHolder("upload:x"))?.holder, "h1");
       assert.equal(await meta.renewLease("upload:x", "h2", 60_000), false, "a non-holder cannot renew");
       await meta.releaseLease("upload:x", "h2");
       assert.equal(await meta.acquireLease("upload:x", "h2", 60_000), false, "a non-holder cannot release");
       await meta.releaseLease("upload:x", "h1");
-      assert.equal(await meta.leaseHolder("upload:x"), null);
+      assert.equal(await meta.leaseHolder("upload:x"), null, "released");
       assert.equal(await meta.acquireLease("upload:x", "h2", 1), true, "free after release");
       await new Promise((resolve) => setTimeout(resolve, 10));
-      assert.equal(await meta.leaseHolder("upload:x"), null, "expired");
+      assert.ok((await meta.leaseHolder("upload:x"))!.expiresAt <= Date.now(), "expired, but never released");
       assert.equal(await meta.renewLease("upload:x", "h2", 60_000), true, "an expired lease nobody took can still be renewed by its holder");
       await meta.releaseLease("upload:x", "h2");
       assert.equal(await meta.acquireLease("upload:x", "h3", 1), true);

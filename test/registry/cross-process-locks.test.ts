@@ -84,3 +84,50 @@ test("open upload sessions are capped registry-wide: beyond the cap a POST gets 
   await new Promise((resolve) => setTimeout(resolve, 1_100));
   assert.equal((await fetch(`${r.url}/v2/cap/a/blobs/uploads/`, { method: "POST" })).status, 202);
 });
+
+test("a writer that lost its session (frozen past its lease) can no longer change the committed blob", async (t) => {
+  const r = await startTestRegistry();
+  t.after(() => r.close());
+  const bytes = randomBytes(200_000);
+  const start = await fetch(`${r.url}/v2/locks/stale/blobs/uploads/`, { method: "POST" });
+  const location = start.headers.get("location")!;
+  const id = location.split("/").pop()!;
+  assert.equal((await fetch(`${r.url}${location}`, { method: "PATCH", body: new Uint8Array(bytes) })).status, 202);
+  // A writer in another process still has the session file open, and its
+  // lease ran out without being released (it was frozen).
+  const { open } = await import("node:fs/promises");
+  const { join } = await import("node:path");
+  const stale = await open(join(r.dataDir, "uploads", id), "r+");
+  t.after(() => stale.close());
+  assert.equal(await r.registry.deps.meta.acquireLease(`upload:${id}`, "frozen:1:x", 1), true);
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  const put = await fetch(`${r.url}${location}?digest=${sha256(bytes)}`, { method: "PUT" });
+  assert.equal(put.status, 201, "the session is taken over and committed");
+  // The frozen writer wakes up: writes what it had, then rolls back as a failed append does.
+  await stale.write(randomBytes(4096), 0, 4096, 0);
+  await stale.truncate(0);
+  const pulled = Buffer.from(await (await fetch(`${r.url}/v2/locks/stale/blobs/${sha256(bytes)}`)).arrayBuffer());
+  assert.equal(pulled.length, bytes.length, "the committed blob was not truncated");
+  assert.equal(sha256(pulled), sha256(bytes), "the committed blob holds the bytes named by its digest");
+});
+
+test("a mount that races garbage collection of its source is not acknowledged without bytes", async (t) => {
+  const r = await startTestRegistry();
+  t.after(() => r.close());
+  const bytes = randomBytes(10_000);
+  const digest = sha256(bytes);
+  assert.equal((await fetch(`${r.url}/v2/locks/src/blobs/uploads/?digest=${digest}`, { method: "POST", body: new Uint8Array(bytes) })).status, 201);
+  const { meta, blobs } = r.registry.deps;
+  // A collector in another process holds the digest and is about to delete it.
+  assert.equal(await meta.acquireLease(`blob:${digest}`, "collector:1:z", 60_000), true);
+  const mount = fetch(`${r.url}/v2/locks/dst/blobs/uploads/?mount=${digest}&from=locks/src`, { method: "POST" });
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  // It unlinks the blob, forgets it and deletes its bytes, then lets go.
+  assert.equal(await meta.unlinkBlob("locks/src", digest), true);
+  assert.deepEqual(await meta.forgetBlobs([digest]), [digest]);
+  await blobs.delete(digest);
+  await meta.releaseLease(`blob:${digest}`, "collector:1:z");
+  const answered = await mount;
+  assert.equal(answered.status, 202, "the mount falls back to an upload session instead of acknowledging a blob with no bytes");
+  assert.equal((await fetch(`${r.url}/v2/locks/dst/blobs/${digest}`, { method: "HEAD" })).status, 404);
+});
