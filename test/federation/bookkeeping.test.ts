@@ -5,24 +5,14 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startTestRegistry, type TestRegistry } from "../helpers/registry.js";
-import { FakeSource, blob, parseErrors, pushForeignImage, sha256 } from "./helpers.js";
+import { type TestRegistry } from "../helpers/registry.js";
+import { federatedRegistry, fakeSource, serveAll, blob, parseErrors, pushForeignImage, sha256 } from "./helpers.js";
 
-type After = { after(fn: () => Promise<void>): void };
+const registry = federatedRegistry;
 
-async function registry(t: After, federation: Record<string, unknown>): Promise<TestRegistry> {
-  const r = await startTestRegistry({ federation: { ...federation, proxy: { allowPrivateNetworks: true, timeout: "1s", ...(federation.proxy as object) } } });
-  t.after(() => r.close());
-  return r;
-}
+const source = fakeSource;
 
-async function source(t: After): Promise<FakeSource> {
-  const s = await new FakeSource().start();
-  t.after(() => s.close());
-  return s;
-}
-
-const all = (serve: string, extra: Record<string, unknown> = {}) => ({ rules: [{ match: "^http://127\\.0\\.0\\.1:", serve, ...extra }] });
+const all = serveAll;
 
 async function get(r: TestRegistry, repository: string, digest: string) {
   const res = await fetch(`${r.url}/v2/${repository}/blobs/${digest}`, { redirect: "manual" });

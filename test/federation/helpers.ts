@@ -7,6 +7,7 @@ import { createServer, type IncomingHttpHeaders, type Server, type ServerRespons
 import type { AddressInfo, Socket } from "node:net";
 import { createHash, randomBytes } from "node:crypto";
 import { verifySignedUrl } from "../../src/federation/signer.js";
+import { startTestRegistry, type TestRegistry } from "../helpers/registry.js";
 
 export type Behaviour =
   | { kind: "ok" }
@@ -227,4 +228,25 @@ export interface ErrorBody {
 
 export function parseErrors(body: string): ErrorBody["errors"] {
   return (JSON.parse(body) as ErrorBody).errors;
+}
+
+type After = { after(fn: () => Promise<void>): void };
+
+/** A registry for federation tests: loopback sources allowed, 1 s fetch timeout, closed after the test. */
+export async function federatedRegistry(t: After, federation: Record<string, unknown>, dataDir?: string): Promise<TestRegistry> {
+  const r = await startTestRegistry({ federation: { ...federation, proxy: { allowPrivateNetworks: true, timeout: "1s", ...(federation.proxy as object) } } }, dataDir);
+  t.after(() => r.close());
+  return r;
+}
+
+/** A FakeSource on loopback, closed after the test. */
+export async function fakeSource(t: After): Promise<FakeSource> {
+  const s = await new FakeSource().start();
+  t.after(() => s.close());
+  return s;
+}
+
+/** Federation settings with one rule for every loopback source, in the given serve mode. */
+export function serveAll(serve: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { rules: [{ match: "^http://127\\.0\\.0\\.1:", serve, ...extra }] };
 }

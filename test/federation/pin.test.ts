@@ -9,22 +9,14 @@ import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startTestRegistry, type TestRegistry } from "../helpers/registry.js";
-import { FakeSource, blob, pushForeignImage, sha256 } from "./helpers.js";
+import { type TestRegistry } from "../helpers/registry.js";
+import { federatedRegistry, fakeSource, blob, pushForeignImage, sha256 } from "./helpers.js";
 
 type After = { after(fn: () => Promise<void>): void };
 
-async function registry(t: After, federation: Record<string, unknown>, dataDir?: string): Promise<TestRegistry> {
-  const r = await startTestRegistry({ federation: { ...federation, proxy: { allowPrivateNetworks: true, timeout: "1s", ...(federation.proxy as object) } } }, dataDir);
-  t.after(() => r.close());
-  return r;
-}
+const registry = federatedRegistry;
 
-async function source(t: After): Promise<FakeSource> {
-  const s = await new FakeSource().start();
-  t.after(() => s.close());
-  return s;
-}
+const source = fakeSource;
 
 async function tempDir(t: After): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "ferry-pin-"));

@@ -7,24 +7,14 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { request } from "node:http";
 import { startTestRegistry, type TestRegistry } from "../helpers/registry.js";
-import { FakeSource, blob, parseErrors, pushForeignImage, sha256 } from "./helpers.js";
+import { federatedRegistry, fakeSource, serveAll, FakeSource, blob, parseErrors, pushForeignImage, sha256 } from "./helpers.js";
 import { verifySignedUrl } from "../../src/federation/signer.js";
 
-type After = { after(fn: () => Promise<void>): void };
+const registry = federatedRegistry;
 
-async function registry(t: After, federation: Record<string, unknown>, dataDir?: string): Promise<TestRegistry> {
-  const r = await startTestRegistry({ federation: { ...federation, proxy: { allowPrivateNetworks: true, timeout: "1s", ...(federation.proxy as object) } } }, dataDir);
-  t.after(() => r.close());
-  return r;
-}
+const source = fakeSource;
 
-async function source(t: After): Promise<FakeSource> {
-  const s = await new FakeSource().start();
-  t.after(() => s.close());
-  return s;
-}
-
-const everything = (serve: string, extra: Record<string, unknown> = {}) => ({ rules: [{ match: "^http://127\\.0\\.0\\.1:", serve, ...extra }] });
+const everything = serveAll;
 
 async function getBlob(r: TestRegistry, repository: string, digest: string, headers: Record<string, string> = {}, method = "GET") {
   const res = await fetch(`${r.url}/v2/${repository}/blobs/${digest}`, { method, headers, redirect: "manual" });

@@ -5,18 +5,14 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { request } from "node:http";
-import { startTestRegistry, type TestRegistry } from "../helpers/registry.js";
-import { blob, parseErrors, pushForeignImage, sha256 } from "./helpers.js";
+import { type TestRegistry } from "../helpers/registry.js";
+import { federatedRegistry, serveAll, blob, parseErrors, pushForeignImage, sha256 } from "./helpers.js";
 import { RangeSource } from "./range-source.js";
 import { SafeFetcher, type FetchRequest } from "../../src/federation/fetcher.js";
 
 type After = { after(fn: () => Promise<void>): void };
 
-async function registry(t: After, federation: Record<string, unknown>): Promise<TestRegistry> {
-  const r = await startTestRegistry({ federation: { ...federation, proxy: { allowPrivateNetworks: true, timeout: "1s", ...(federation.proxy as object) } } });
-  t.after(() => r.close());
-  return r;
-}
+const registry = federatedRegistry;
 
 async function source(t: After): Promise<RangeSource> {
   const s = await new RangeSource().start();
@@ -24,7 +20,7 @@ async function source(t: After): Promise<RangeSource> {
   return s;
 }
 
-const all = (serve: string, extra: Record<string, unknown> = {}) => ({ rules: [{ match: "^http://127\\.0\\.0\\.1:", serve, ...extra }] });
+const all = serveAll;
 
 /** A raw GET that reports whether the body arrived complete or the connection was cut. */
 function rawGet(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: Buffer; complete: boolean }> {
