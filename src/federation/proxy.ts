@@ -51,12 +51,6 @@ export interface ProxyRequest {
   verifyBeforeServe: boolean;
 }
 
-/**
- * The fetcher request plus the range to ask the source for. A fetcher that
- * does not send it gets the whole blob (200), which is handled as such.
- */
-type RangedFetchRequest = FetchRequest & { range?: { start: number; end?: number } };
-
 interface OpenSource {
   url: string;
   response: FetchResponse;
@@ -295,7 +289,7 @@ export class Proxy {
   private async openAt(mark: ForeignLayerMark, url: string, offset: number, attempts: Attempt[]): Promise<OpenSource | null> {
     let latencyMs: number | null = null;
     try {
-      const request: RangedFetchRequest = { url, method: "GET", timeoutMs: this.timeoutMs, maxBytes: mark.size };
+      const request: FetchRequest = { url, method: "GET", timeoutMs: this.timeoutMs, maxBytes: mark.size };
       if (offset > 0) request.range = { start: offset };
       const response = await this.fetcher.fetch(request);
       latencyMs = response.latencyMs;
@@ -330,7 +324,7 @@ export class Proxy {
     for (const url of this.ordered(request.candidates)) {
       let latencyMs: number | null = null;
       try {
-        const fetchRequest: RangedFetchRequest = { url, method: "GET", timeoutMs: this.timeoutMs, maxBytes: mark.size, range: { start: range.start, end: range.end } };
+        const fetchRequest: FetchRequest = { url, method: "GET", timeoutMs: this.timeoutMs, maxBytes: mark.size, range: { start: range.start, end: range.end } };
         const response = await this.fetcher.fetch(fetchRequest);
         latencyMs = response.latencyMs;
         if (response.status === 206) {
