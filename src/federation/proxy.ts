@@ -316,42 +316,74 @@ export class Proxy {
    * A range of a large blob that is not cached: asked of the source as a
    * range. A 206 must carry exactly the Content-Range asked for and that many
    * bytes (its digest cannot be checked without the whole blob); a 200 is the
-   * whole blob, verified and sliced.
+   * whole blob, verified and sliced. A source that fails midway is replaced
+   * by the next URL, asked for the rest of the range; the client's headers
+   * wait for the first byte, so a range no source can start gets a 502.
    */
   private async forwardRange(request: ProxyRequest, range: ByteRange, caching: boolean): Promise<ForeignBlobResponse> {
     const { mark } = request;
     const attempts: Attempt[] = [];
-    for (const url of this.ordered(request.candidates)) {
+    const bytes = this.rangeBytes(mark, range, this.ordered(request.candidates), attempts);
+    let first: IteratorResult<Buffer>;
+    try {
+      first = await bytes.next();
+    } catch {
+      throw unavailable(mark, attempts);
+    }
+    if (caching) this.fillInBackground(request);
+    const body = Readable.from(
+      (async function* () {
+        if (!first.done) yield first.value;
+        yield* bytes;
+      })(),
+      { objectMode: false },
+    );
+    return { kind: "stream", size: mark.size, body, range };
+  }
+
+  /** The bytes of `range`, from the first URL that delivers them, resuming on the next at the offset reached. */
+  private async *rangeBytes(mark: ForeignLayerMark, range: ByteRange, urls: string[], attempts: Attempt[]): AsyncGenerator<Buffer> {
+    let next = range.start;
+    for (const url of urls) {
       let latencyMs: number | null = null;
+      let whole = false;
       try {
-        const fetchRequest: FetchRequest = { url, method: "GET", timeoutMs: this.timeoutMs, maxBytes: mark.size, range: { start: range.start, end: range.end } };
-        const response = await this.fetcher.fetch(fetchRequest);
+        const wanted = { start: next, end: range.end };
+        const response = await this.fetcher.fetch({ url, method: "GET", timeoutMs: this.timeoutMs, maxBytes: mark.size, range: wanted });
         latencyMs = response.latencyMs;
+        let body: Readable;
         if (response.status === 206) {
           const answered = parseContentRange(response.headers["content-range"]);
-          if (!answered || answered.start !== range.start || answered.end !== range.end || answered.total !== mark.size) {
+          if (!answered || answered.start !== wanted.start || answered.end !== wanted.end || answered.total !== mark.size) {
             response.body.destroy();
-            throw new Error(`answered Range bytes=${range.start}-${range.end} with Content-Range ${String(response.headers["content-range"])}`);
+            throw new Error(`answered Range bytes=${wanted.start}-${wanted.end} with Content-Range ${String(response.headers["content-range"])}`);
           }
-          const body = through(response.body, new ExactLength(range.end - range.start + 1));
-          this.recordOutcome(url, latencyMs, body);
-          if (caching) this.fillInBackground(request);
-          return { kind: "stream", size: mark.size, body, range };
+          body = through(response.body, new ExactLength(wanted.end - wanted.start + 1));
+        } else if (response.status === 200) {
+          // The source ignored Range: the whole blob, verified, of which the wanted part is passed on.
+          whole = true;
+          body = through(verifying(response.body, mark), new RangeSlice(wanted));
+        } else {
+          response.body.destroy();
+          throw new Error(`HTTP ${response.status}`);
         }
-        if (response.status === 200) {
-          const body = through(verifying(response.body, mark), new RangeSlice(range));
-          this.recordOutcome(url, latencyMs, body);
-          return { kind: "stream", size: mark.size, body, range };
+        for await (const chunk of body) {
+          next += (chunk as Buffer).length;
+          yield chunk as Buffer;
         }
-        response.body.destroy();
-        throw new Error(`HTTP ${response.status}`);
+        this.health.record(url, { ok: true, latencyMs, error: null });
+        return;
       } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === "ERR_STREAM_PREMATURE_CLOSE") throw error; // the client left
         const answer = describeFailure(error);
         attempts.push({ url, ok: false, answer });
         this.health.record(url, { ok: false, latencyMs, error: answer });
+        this.logger.warn({ digest: mark.digest, url, offset: next, reason: answer }, "foreign layer source failed while proxying a range");
+        // Bytes of a whole blob that failed its digest may already be out: they cannot be taken back.
+        if (whole && next > range.start) throw error;
       }
     }
-    throw unavailable(mark, attempts);
+    throw new Error(`every source failed after ${next - range.start} of ${range.end - range.start + 1} bytes: ${summarize(attempts)}`);
   }
 
   /** After a forwarded range: the whole blob into the cache, once, without a client waiting. */
@@ -369,18 +401,6 @@ export class Proxy {
         flight.settle(error);
         this.logger.debug({ digest: mark.digest, reason: describeFailure(error) }, "background fill of the proxy cache failed");
       });
-  }
-
-  private recordOutcome(url: string, latencyMs: number | null, body: Readable): void {
-    let failed = false;
-    body.once("error", (error: Error) => {
-      failed = true;
-      if ((error as NodeJS.ErrnoException).code === "ERR_STREAM_PREMATURE_CLOSE") return; // the client left
-      this.health.record(url, { ok: false, latencyMs, error: describeFailure(error) });
-    });
-    body.once("end", () => {
-      if (!failed) this.health.record(url, { ok: true, latencyMs, error: null });
-    });
   }
 
   /** Records that these URLs of the repository delivered the layer's exact bytes. */

@@ -92,6 +92,10 @@ test("a range whose source sends fewer bytes than its Content-Range promised nev
   const layer = blob(300_000);
   const url = source.put("/cut", layer.bytes);
   source.behave("/cut", { kind: "cut", afterBytes: 500 });
+  // Nothing reached the client yet (the short answer is held back): a proper UNAVAILABLE instead of a stream.
+  await assert.rejects(proxy.serve(requestFor(markOf(layer, [url]), { range: { start: 0, end: 99_999 } })), { code: "UNAVAILABLE" });
+  // Cut after the client had bytes: the stream fails and never completes.
+  source.behave("/cut", { kind: "cut", afterBytes: 80_000 });
   const response = await proxy.serve(requestFor(markOf(layer, [url]), { range: { start: 0, end: 99_999 } }));
   if (response.kind !== "stream") return assert.fail("a stream");
   await assert.rejects(read(response.body));

@@ -195,5 +195,35 @@ test("Range on a large uncached blob from a source that ignores Range: the whole
   // Still ignoring Range, now with one wrong byte: the whole blob is hashed, so the slice never completes.
   s.behave("/a", { kind: "wrong-bytes", ignoreRange: true });
   const wrong = await rawGet(`${r.url}/v2/app/blobs/${layer.digest}`, { Range: "bytes=299990-299999" });
-  assert.equal(wrong.complete, false, "the tail of a blob whose digest does not match never arrives complete");
+  // The slice is held until the whole blob verified: the client gets a 502 instead of the unverifiable tail.
+  assert.equal(wrong.status, 502, "the tail of a blob whose digest does not match is never sent");
+});
+
+test("forwarded Range: a source that dies mid-range is replaced by the next URL, asked for the rest", async (t) => {
+  const s = await source(t);
+  const r = await registry(t, { ...all("proxy"), proxy: { verifyBeforeServe: false } });
+  const layer = blob(400_000);
+  s.put("/cut", layer.bytes);
+  s.behave("/cut", { kind: "cut", afterBytes: 150_000 });
+  const good = s.put("/good", layer.bytes);
+  await pushForeignImage(r.url, "app", "v1", [{ ...layer, urls: [s.url("/cut"), good] }]);
+  const got = await rawGet(`${r.url}/v2/app/blobs/${layer.digest}`, { Range: "bytes=1000-200999" });
+  assert.equal(got.status, 206);
+  assert.equal(got.complete, true);
+  assert.deepEqual(got.body, layer.bytes.subarray(1000, 201_000));
+  const resume = s.gets("/good")[0]!.range;
+  assert.match(resume ?? "", /^bytes=\d+-200999$/);
+  assert.ok(Number(/=(\d+)-/.exec(resume!)![1]) > 1000, "asked for the rest, not the whole range again");
+});
+
+test("forwarded Range: when no source can start the range, the client gets a 502 in the spec's format, not an empty reply", async (t) => {
+  const s = await source(t);
+  const r = await registry(t, { ...all("proxy"), proxy: { verifyBeforeServe: false } });
+  const layer = blob(400_000);
+  s.put("/cut", layer.bytes);
+  s.behave("/cut", { kind: "cut", afterBytes: 0 });
+  await pushForeignImage(r.url, "app", "v1", [{ ...layer, urls: [s.url("/cut")] }]);
+  const got = await rawGet(`${r.url}/v2/app/blobs/${layer.digest}`, { Range: "bytes=100-199" });
+  assert.equal(got.status, 502);
+  assert.equal(parseErrors(got.body.toString())[0]!.code, "UNAVAILABLE");
 });
