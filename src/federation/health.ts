@@ -158,6 +158,9 @@ export function sourceState(record: SourceHealthRecord | undefined, slowMs = SLO
  * fetcher's and policy's refusal texts are recognised.
  */
 export function isPolicyRefusal(outcome: Pick<AttemptOutcome, "error" | "kind">): boolean {
+  // The URL was contacted and answered with a redirect the policy refuses:
+  // that is how the source behaves, so it counts against the URL.
+  if (/^redirected to /.test(outcome.error ?? "")) return false;
   if (outcome.kind === "refused" || outcome.kind === "invalid" || outcome.kind === "denied") return true;
   const error = outcome.error ?? "";
   return (

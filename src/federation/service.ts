@@ -264,10 +264,13 @@ export class FederationService implements Federation {
   /** What the admin API shows for a mark: how each URL would be served now, and whether this repository gets cached bytes. */
   describeMark(mark: ForeignLayerMark) {
     const allowed = mark.urls.filter((url) => this.policy.decide(url).allowed);
+    // Served the way the first allowed URL's rule says (as blob requests are): only a caching proxy rule reads the cache.
+    const serving = allowed.length > 0 ? this.policy.decide(allowed[0]!) : null;
+    const servesFromCache = serving !== null && serving.allowed && serving.serve === "proxy" && Boolean(serving.cache);
     return {
       ...mark,
       provenUrls: mark.provenUrls ?? [],
-      cached: this.cache.has(mark.digest) && (mark.provenUrls ?? []).some((url) => allowed.includes(url)),
+      cached: servesFromCache && this.cache.has(mark.digest) && (mark.provenUrls ?? []).some((url) => allowed.includes(url)),
       pinned: this.cache.pinned(mark.digest),
       policy: mark.urls.map((url) => {
         const decision = this.policy.decide(url);

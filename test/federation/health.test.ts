@@ -156,3 +156,8 @@ test("registry: health is per URL — a 404 on one path does not make the host's
   assert.equal(byUrl.get(goneUrl)?.successes, 0);
   assert.equal(byUrl.get(goodUrl)?.host, byUrl.get(goneUrl)?.host, "same host, different states");
 });
+
+test("a URL that answers with a redirect to a denied URL counts as a failed attempt of that URL", () => {
+  assert.equal(isPolicyRefusal({ error: "redirected to http://127.0.0.5:8085/x, which is denied by federation rule rules[0] (hosts: 127.0.0.5)", kind: "denied" }), false);
+  assert.equal(isPolicyRefusal({ error: "is denied by federation rule rules[0] (hosts: 127.0.0.5)", kind: "denied" }), true);
+});

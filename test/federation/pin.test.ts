@@ -130,3 +130,23 @@ test("the byte budget holds across processes and never evicts a pinned layer", a
   assert.equal((await getBytes(one, "app", pinned.digest)).status, 200);
   assert.equal((await getBytes(one, "app", a.digest)).status, 502, "evicted by the other process: the bytes are gone");
 });
+
+test("the admin view's `cached` is true only where blob requests are answered from the cache", async (t) => {
+  const s = await source(t);
+  const r = await registry(t, {
+    rules: [
+      { match: "/cached/", serve: "proxy", cache: true },
+      { match: "^http://127\\.0\\.0\\.1:", serve: "proxy" },
+    ],
+    verify: { mode: "fetch" },
+  });
+  const layer = blob(5000);
+  await pushForeignImage(r.url, "withcache", "v1", [{ ...layer, urls: [s.put("/cached/a", layer.bytes)] }]);
+  await pushForeignImage(r.url, "nocache", "v1", [{ ...layer, urls: [s.put("/plain/a", layer.bytes)] }]);
+  const layers = (await admin(r)).layers;
+  assert.equal(layers.find((l) => l.repository === "withcache")?.cached, true);
+  assert.equal(layers.find((l) => l.repository === "nocache")?.cached, false, "its rule proxies without the cache, so its pulls go to the source");
+  const before = s.gets("/plain/a");
+  assert.equal((await getBytes(r, "nocache", layer.digest)).status, 200);
+  assert.equal(s.gets("/plain/a"), before + 1, "and indeed the pull went to the source");
+});
