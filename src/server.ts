@@ -12,6 +12,7 @@ import { SqliteMetaStore } from "./metadata/sqlite.js";
 import { createFederation } from "./federation/create.js";
 import { createAccessController } from "./auth/create.js";
 import { KeyedMutex } from "./registry/keyed-mutex.js";
+import { LeaseLocks } from "./registry/leases.js";
 import type { RegistryDeps } from "./registry/context.js";
 import { OffThreadHashes } from "./hashing/off-thread-hashes.js";
 import { keepFreedHeapMapped } from "./native/addon.js";
@@ -26,6 +27,10 @@ import { createRequestHandler, type Extension } from "./http/app.js";
 import type { Services } from "./http/context.js";
 import { Metrics } from "./http/metrics.js";
 import { coreExtensions } from "./http/handlers/operations.js";
+import { ClientAddressResolver } from "./http/client-address.js";
+import { UploadSlots } from "./http/upload-slots.js";
+import { handleClientError, refuseConnect, refuseExpectation } from "./http/client-error.js";
+import { startForeignRecheck } from "./federation/recheck.js";
 
 export interface RunningRegistry {
   /** Base URL, e.g. http://127.0.0.1:5000 */
@@ -71,12 +76,16 @@ export function splitListen(listen: string): { host: string; port: number } {
 export async function startRegistry(config: Config, options: StartOptions = {}): Promise<RunningRegistry> {
   const logger = options.logger ?? createLogger(config);
   const dataDir = resolve(config.data);
-  const blobs = new FilesystemBlobStore({
-    root: config.storage.filesystem.path ? resolve(config.storage.filesystem.path) : dataDir,
-    fsync: config.storage.filesystem.fsync,
-    directIo: config.storage.filesystem.directIo,
-  });
-  await blobs.init();
+  // The S3 driver (and the AWS SDK behind it) is loaded only when configured; it checks the bucket itself.
+  const blobs =
+    config.storage.driver === "s3"
+      ? await (await import("./storage/s3-open.js")).openS3BlobStore(config.storage)
+      : new FilesystemBlobStore({
+          root: config.storage.filesystem.path ? resolve(config.storage.filesystem.path) : dataDir,
+          fsync: config.storage.filesystem.fsync,
+          directIo: config.storage.filesystem.directIo,
+        });
+  if (blobs instanceof FilesystemBlobStore) await blobs.init();
   const meta = new SqliteMetaStore(config.metadata.sqlite.path ? resolve(config.metadata.sqlite.path) : join(dataDir, "metadata.db"));
   let access: AccessController;
   let federation: Federation;
@@ -96,13 +105,16 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     access,
     logger,
     limits: { manifestMaxBytes: config.manifests.maxBytes },
-    digestLocks: new KeyedMutex(),
+    // Blob commits and garbage collection exclude each other per digest across processes and replicas.
+    digestLocks: new LeaseLocks(meta).mutex("blob:", new KeyedMutex()),
   };
   const hashing = new OffThreadHashes(logger);
   // Pushes free ~100 MiB of body chunks each; without this glibc returns that
   // heap to the kernel and the next push pays a page fault per 4 KiB again.
   if (!keepFreedHeapMapped()) logger.debug("allocator tuning unavailable (no native addon or not glibc)");
-  const uploads = new UploadService(deps, hashing);
+  const uploads = new UploadService(deps, hashing, undefined, config.uploads.maxOpenSessions);
+  // Finish commits a crash interrupted before this process serves anything.
+  await uploads.recoverCommits();
   const services: Services = {
     blobs: new BlobService(deps),
     uploads,
@@ -117,8 +129,19 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   };
   const metrics = new Metrics();
   const extensions = [...coreExtensions(metrics), ...(access.extensions ?? []), ...(federation.extensions ?? []), ...(options.extensions ?? [])];
-  const handler = createRequestHandler({ services, extensions, metrics, accessLog: config.log.accessLog });
-  const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 0, headersTimeout: 60_000 }, handler);
+  const handler = createRequestHandler({
+    services,
+    extensions,
+    metrics,
+    accessLog: config.log.accessLog,
+    limits: {
+      clientAddress: new ClientAddressResolver(config.trustedProxies),
+      uploads: new UploadSlots(config.http.maxUploadsPerClient),
+      requestIdleTimeout: config.http.requestIdleTimeout,
+      maxHeaderCount: config.http.maxHeaderCount,
+    },
+  });
+  const server = createHttpServer(config.http, handler);
 
   const { host, port } = splitListen(config.listen);
   try {
@@ -148,6 +171,8 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   };
   every(config.uploads.purgeInterval, purgeUploads, "purging stale uploads");
   every(config.gc.interval, async () => logger.info(await gc(), "garbage collection"), "garbage collection");
+  // Foreign source health on /metrics, and the re-check schedule (federation.recheck).
+  const foreignSources = startForeignRecheck(federation, meta, config.federation, logger, metrics.registry);
 
   return {
     url: `http://${hostForUrl}:${actualPort}`,
@@ -158,6 +183,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     purgeUploads,
     async close() {
       for (const timer of timers) clearInterval(timer);
+      await foreignSources.stop();
       await new Promise<void>((resolveClose) => {
         server.close(() => resolveClose());
         server.closeAllConnections();
@@ -170,12 +196,57 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   };
 }
 
+/**
+ * The HTTP server with the limits of config `http` (docs/security.md "Limits").
+ * No total request timeout: a push may take hours as long as its body keeps
+ * moving, which the dispatcher's idle-body timeout checks.
+ */
+function createHttpServer(limits: Config["http"], handler: ReturnType<typeof createRequestHandler>): Server {
+  const server = createServer(
+    {
+      keepAliveTimeout: limits.keepAliveTimeout,
+      headersTimeout: limits.headersTimeout,
+      requestTimeout: 0,
+      maxHeaderSize: limits.maxHeaderBytes,
+      // A missing Host is answered by framingError in the spec's format, not by Node's bare 400.
+      requireHostHeader: false,
+      // How often Node looks for connections past headersTimeout: often enough that the timeout means what it says.
+      connectionsCheckingInterval: Math.min(Math.max(Math.floor(limits.headersTimeout / 4), 100), 5000),
+    },
+    handler,
+  );
+  // Node would silently drop headers past its count limit, which the framing checks then could not see;
+  // the dispatcher refuses requests with more than http.maxHeaderCount instead (the size limit bounds them).
+  server.maxHeadersCount = 0;
+  server.on("clientError", handleClientError);
+  server.on("connect", refuseConnect);
+  server.on("checkExpectation", refuseExpectation);
+  return server;
+}
+
 function listen(server: Server, host: string, port: number): Promise<void> {
   return new Promise((resolveListen, reject) => {
-    server.once("error", reject);
+    const fail = (error: NodeJS.ErrnoException) => reject(listenError(error, host, port));
+    server.once("error", fail);
     server.listen(port, host, () => {
-      server.off("error", reject);
+      server.off("error", fail);
       resolveListen();
     });
   });
+}
+
+const LISTEN_ERRORS: Record<string, string> = {
+  EADDRINUSE: "address already in use",
+  EACCES: "permission denied",
+  EADDRNOTAVAIL: "address not available",
+};
+
+/**
+ * One wording whether the process listens itself or, as a cluster worker,
+ * through the primary (which reports "bind EADDRINUSE" instead).
+ */
+function listenError(error: NodeJS.ErrnoException, host: string, port: number): Error {
+  const reason = error.code ? LISTEN_ERRORS[error.code] : undefined;
+  if (!reason) return error;
+  return Object.assign(new Error(`listen ${error.code}: ${reason} ${host}:${port}`), { code: error.code });
 }

@@ -6,6 +6,29 @@ import { z } from "zod";
 import { duration, size } from "./types.js";
 import { federationConfigSchema } from "../federation/config.js";
 import { authConfigSchema } from "../auth/config.js";
+import { isIpOrCidr } from "../http/client-address.js";
+
+/**
+ * Connection and request limits (docs/security.md "Limits"). Defaults follow nginx and distribution:
+ * a client that sends nothing for a minute is dropped, uploads may take as long as they keep moving.
+ */
+const httpConfigSchema = z.strictObject({
+  /** Time to receive a request's headers (slowloris); also bounds a connection that never sends a request. */
+  headersTimeout: duration.refine((ms) => ms >= 1, "must be above 0").default(60_000),
+  /** A request body that sends no byte for this long while the registry waits for it is cut off (408). */
+  requestIdleTimeout: duration.refine((ms) => ms >= 1, "must be above 0").default(60_000),
+  /** An idle keep-alive connection is closed after this long. */
+  keepAliveTimeout: duration.refine((ms) => ms >= 1, "must be above 0").default(65_000),
+  /** Upload requests (POST, PATCH, PUT on uploads) and other requests with a body one client address may have in progress at once; more get 429. */
+  maxUploadsPerClient: z.number().int().min(1).max(100_000).default(32),
+  /** Size of a request's start line and headers together; more gets 431. */
+  maxHeaderBytes: size.refine((n) => n >= 1024 && n <= 1024 * 1024, "must be between 1KiB and 1MiB").default(16 * 1024),
+  /** Number of header fields in one request; more gets 431. */
+  maxHeaderCount: z.number().int().min(16).max(10_000).default(100),
+});
+
+/** An IPv4/IPv6 address or CIDR range, checked here so a typo stops start-up. */
+const ipOrCidr = z.string().refine((value) => isIpOrCidr(value), "must be an IP address or a CIDR range, e.g. 10.0.0.0/8 or ::1");
 
 const listen = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, "write HOST:PORT, e.g. 127.0.0.1:5000 or [::1]:5000");
 
@@ -23,7 +46,29 @@ export const configSchema = z.strictObject({
     .default({ level: "info", accessLog: true }),
   storage: z
     .strictObject({
-      driver: z.enum(["filesystem"]).default("filesystem"),
+      driver: z.enum(["filesystem", "s3"]).default("filesystem"),
+      /** Blobs in an S3-compatible bucket (docs/storage.md); required when driver is s3. */
+      s3: z
+        .strictObject({
+          /** Omit for AWS; e.g. http://127.0.0.1:7480 for a local Ceph RGW. */
+          endpoint: z.string().regex(/^https?:\/\/[^\s/]+(\/.*)?$/, "write a URL, e.g. http://127.0.0.1:7480").optional(),
+          region: z.string().min(1).default("us-east-1"),
+          bucket: z.string().min(3),
+          /** Key prefix inside the bucket. */
+          prefix: z.string().default(""),
+          /** Path-style URLs (http://host/bucket/key); defaults to true when an endpoint is set. */
+          forcePathStyle: z.boolean().optional(),
+          /** Both or neither; without them the AWS credential chain (AWS_* variables, shared files, instance roles). */
+          accessKeyId: z.string().min(1).optional(),
+          secretAccessKey: z.string().min(1).optional(),
+          /** Multipart part size for uploads: memory per active push, and the smallest chunk S3 receives. */
+          partSize: size.refine((n) => n >= 5 * 1024 * 1024 && n <= 5 * 1024 ** 3, "must be between 5MiB and 5GiB").default(16 * 1024 * 1024),
+          /** Answer blob GETs with 307 to a presigned URL of the object (clients must reach the endpoint). */
+          redirect: z
+            .strictObject({ enabled: z.boolean().default(false), expires: duration.refine((ms) => ms >= 1000 && ms <= 7 * 86_400_000, "must be between 1s and 7d").default(15 * 60_000) })
+            .default({ enabled: false, expires: 15 * 60_000 }),
+        })
+        .optional(),
       filesystem: z
         .strictObject({
           /** Defaults to <data>/blobs. */
@@ -52,8 +97,10 @@ export const configSchema = z.strictObject({
     .strictObject({
       purgeAfter: duration.default(24 * 3_600_000),
       purgeInterval: duration.default(3_600_000),
+      /** Upload sessions open at once in the whole registry; a POST beyond it gets 429 until some finish or expire. */
+      maxOpenSessions: z.number().int().min(1).default(50_000),
     })
-    .default({ purgeAfter: 24 * 3_600_000, purgeInterval: 3_600_000 }),
+    .default({ purgeAfter: 24 * 3_600_000, purgeInterval: 3_600_000, maxOpenSessions: 50_000 }),
   manifests: z.strictObject({ maxBytes: size.default(4 * 1024 * 1024) }).default({ maxBytes: 4 * 1024 * 1024 }),
   gc: z
     .strictObject({
@@ -63,6 +110,12 @@ export const configSchema = z.strictObject({
       untagged: z.boolean().default(false),
     })
     .default({ interval: 0, gracePeriod: 3_600_000, untagged: false }),
+  http: httpConfigSchema.default(httpConfigSchema.parse({})),
+  /**
+   * Reverse proxies (IPs or CIDRs) whose X-Forwarded-For is believed. Empty: the socket peer is the client.
+   * The client address keys login rate limits, the per-client upload cap and the access log.
+   */
+  trustedProxies: z.array(ipOrCidr).default([]),
   federation: federationConfigSchema.default(federationConfigSchema.parse({})),
   auth: authConfigSchema.optional(),
 });

@@ -1,0 +1,71 @@
+/**
+ * What this process remembers of the upload sessions it wrote to (s3.ts),
+ * to spare S3 round trips; all of it can be lost at any time.
+ *
+ * PieceCache: bytes of upload pieces this process wrote lately, bounded in size.
+ * A piece's key names its offset and size and its bytes never change once a
+ * session state names it, so a cached copy is never stale; a piece written
+ * by another replica is simply not here and is read from S3.
+ */
+const MAX_ENTRY_BYTES = 8 * 1024 * 1024;
+const MAX_TOTAL_BYTES = 32 * 1024 * 1024;
+
+export class PieceCache {
+  private readonly entries = new Map<string, Buffer>();
+  private bytes = 0;
+
+  get(key: string): Buffer | undefined {
+    return this.entries.get(key);
+  }
+
+  remember(key: string, body: Buffer): void {
+    if (body.length > MAX_ENTRY_BYTES) return;
+    this.forget([key]);
+    this.entries.set(key, body);
+    this.bytes += body.length;
+    // Oldest first (Map keeps insertion order).
+    for (const [oldest, value] of this.entries) {
+      if (this.bytes <= MAX_TOTAL_BYTES) break;
+      this.entries.delete(oldest);
+      this.bytes -= value.length;
+    }
+  }
+
+  forget(keys: Iterable<string>): void {
+    for (const key of keys) {
+      const value = this.entries.get(key);
+      if (value === undefined) continue;
+      this.entries.delete(key);
+      this.bytes -= value.length;
+    }
+  }
+}
+
+/**
+ * ETags of parts uploaded by appends of this process that succeeded. Once a
+ * session's state counts part n, no writer uploads part n again (appends only
+ * add parts above the count), so these stay right; anything missing or not
+ * adding up is asked of S3 instead.
+ */
+export class KnownParts {
+  private readonly uploads = new Map<string, Array<{ n: number; etag: string; size: number }>>();
+
+  add(mpu: string, parts: Array<{ n: number; etag: string; size: number }>): void {
+    const list = this.uploads.get(mpu) ?? [];
+    this.uploads.delete(mpu);
+    for (const part of parts) list[part.n - 1] = part;
+    this.uploads.set(mpu, list);
+    if (this.uploads.size > 10_000) this.uploads.delete(this.uploads.keys().next().value!);
+  }
+
+  /** Parts 1..count if all are known and sum to `bytes`; forgets the upload either way. */
+  take(mpu: string, count: number, bytes: number): Array<{ n: number; etag: string; size: number }> | null {
+    const list = this.uploads.get(mpu);
+    this.uploads.delete(mpu);
+    if (!list || list.length < count) return null;
+    const parts = list.slice(0, count);
+    // A plain loop: some() would skip the holes a missing part leaves in the array.
+    for (let i = 0; i < count; i++) if (!parts[i] || parts[i].n !== i + 1) return null;
+    return parts.reduce((sum, p) => sum + p.size, 0) === bytes ? parts : null;
+  }
+}
