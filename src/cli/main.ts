@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-/** The `ferry` command. Each subcommand lives in its own module under commands/. */
-import { Command } from "commander";
+/** The `ferry` command. Each subcommand lives in its own module under commands/, loaded only when used. */
+import { Command, CommanderError } from "commander";
 import { registerCommands } from "./commands/index.js";
 
 const program = new Command();
@@ -10,9 +10,20 @@ program
   .version("0.1.0")
   .showHelpAfterError();
 
-registerCommands(program);
+async function main(): Promise<void> {
+  const first = process.argv[2];
+  // --version needs no command module at all.
+  if (first !== "-V" && first !== "--version") await registerCommands(program, first);
+  // Top-level usage errors (unknown command) exit 2, like the client commands' (see client.ts).
+  program.exitOverride();
+  await program.parseAsync(process.argv);
+}
 
-program.parseAsync(process.argv).catch((error: unknown) => {
+main().catch((error: unknown) => {
+  if (error instanceof CommanderError) {
+    // Commander already printed the message; help and --version are not failures.
+    process.exit(error.exitCode === 0 ? 0 : 2);
+  }
   process.stderr.write(`ferry: ${(error as Error).message}\n`);
   process.exit(1);
 });

@@ -14,7 +14,7 @@ import type { Readable } from "node:stream";
 import { digestOf, parseDigest } from "../oci/digest.js";
 import { parseManifest, type Descriptor } from "../oci/manifest.js";
 import { isManifestMediaType } from "../oci/media-types.js";
-import { ClientError, SourceError, errorMessage, isTransient } from "./errors.js";
+import { ClientError, NotFoundError, SourceError, errorMessage, isTransient } from "./errors.js";
 import { distributableMediaType, isForeign } from "./foreign.js";
 import {
   formatPlatform,
@@ -72,6 +72,7 @@ class Pool {
 
 export async function copyImage(source: ImageSource, destination: ImageDestination, options: CopyOptions = {}): Promise<CopyResult> {
   const copier = new Copier(source, destination, options);
+  await destination.prepare?.();
   try {
     const result = await copier.run();
     await destination.commit();
@@ -85,13 +86,40 @@ export async function copyImage(source: ImageSource, destination: ImageDestinati
 /** Picks a platform's manifest from an index (or returns the manifest itself). */
 export async function selectPlatform(source: ImageSource, root: ManifestData, platform: Platform): Promise<ManifestData> {
   const parsed = parseManifest(root.bytes, root.mediaType);
-  if (parsed.kind !== "index") return root;
+  if (parsed.kind !== "index") {
+    // A single image has one platform, in its config: asking for another is an error, not a silent substitute.
+    const actual = await configPlatform(source, parsed.config);
+    if (actual && !platformMatches(platform, { mediaType: "", digest: "", size: 0, platform: { ...actual } })) {
+      throw new NotFoundError(`the image is ${formatPlatform(actual)}, not ${formatPlatform(platform)} (it is a single-platform image, not an index)`);
+    }
+    return root;
+  }
   const child = parsed.manifests.find((m) => platformMatches(platform, m));
   if (!child) {
     const available = parsed.manifests.map((m) => formatPlatform(m.platform)).join(", ");
-    throw new ClientError(`no manifest for platform ${formatPlatform(platform)} in the index (available: ${available || "none"})`);
+    throw new NotFoundError(`no manifest for platform ${formatPlatform(platform)} in the index (available: ${available || "none"})`);
   }
   return source.manifest(child);
+}
+
+/** os/architecture/variant from an image's config blob, or undefined when it cannot be read. */
+async function configPlatform(source: ImageSource, config: Descriptor | undefined): Promise<Platform | undefined> {
+  if (!config || config.size > 4 * 1024 * 1024) return undefined;
+  for (const candidate of source.blobCandidates(config)) {
+    try {
+      const stream = await candidate.open();
+      const verifier = new VerifyingStream(config.digest, config.size);
+      stream.on("error", (error) => verifier.destroy(error));
+      const chunks: Buffer[] = [];
+      for await (const chunk of stream.pipe(verifier) as AsyncIterable<Buffer>) chunks.push(chunk);
+      const body = JSON.parse(Buffer.concat(chunks).toString("utf8")) as { os?: unknown; architecture?: unknown; variant?: unknown };
+      if (typeof body.os !== "string" || typeof body.architecture !== "string") return undefined;
+      return { os: body.os, architecture: body.architecture, ...(typeof body.variant === "string" && body.variant ? { variant: body.variant } : {}) };
+    } catch {
+      continue;
+    }
+  }
+  return undefined;
 }
 
 class Copier {
@@ -213,7 +241,8 @@ class Copier {
           stream = await candidate.open();
         } catch (error) {
           failures.push(`${candidate.name}: ${errorMessage(error)}`);
-          this.emit({ type: "source-failed", digest, source: candidate.name, error: errorMessage(error) });
+          const absent = (error as { code?: unknown }).code === "ENOENT";
+          if (!(absent && candidate.quietWhenMissing)) this.emit({ type: "source-failed", digest, source: candidate.name, error: errorMessage(error) });
           break;
         }
         const verifier = new VerifyingStream(digest, size, (bytes) => this.emit({ type: "blob-progress", digest, bytes, size }));

@@ -7,7 +7,6 @@
  * `get` reads the server URL on stdin and prints {"Username","Secret"};
  * `store` reads {"ServerURL","Username","Secret"}; `erase` reads the URL.
  */
-import { spawn } from "node:child_process";
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
@@ -68,7 +67,9 @@ function helperFor(config: DockerConfig, registry: string): string | undefined {
   return config.credsStore || undefined;
 }
 
-function runHelper(helper: string, action: "get" | "store" | "erase", input: string): Promise<string> {
+async function runHelper(helper: string, action: "get" | "store" | "erase", input: string): Promise<string> {
+  // Loaded only when a helper is configured: most commands never start a process.
+  const { spawn } = await import("node:child_process");
   return new Promise((resolve, reject) => {
     const child = spawn(`docker-credential-${helper}`, [action], { stdio: ["pipe", "pipe", "pipe"] });
     let out = "";

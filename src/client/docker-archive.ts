@@ -22,6 +22,7 @@ import { DOCKER_MANIFEST, OCI_MANIFEST } from "../oci/media-types.js";
 import { isForeign } from "./foreign.js";
 import type { BlobCandidate, ImageDestination, ImageSource, ManifestData } from "./image.js";
 import { indexTar, type TarMember } from "./tar-index.js";
+import { dockerLayerType, ociLayerType } from "./layer-media-types.js";
 
 export const DOCKER_CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar";
@@ -84,8 +85,7 @@ export class DockerArchiveSource implements ImageSource {
     const config = JSON.parse(configBytes.toString("utf8")) as { rootfs?: { diff_ids?: string[] } };
     const diffIds = config.rootfs?.diff_ids ?? [];
     const files = new Map<string, TarMember>();
-    const layers: Descriptor[] = [];
-    let zstd = false;
+    let layers: Descriptor[] = [];
     for (const [i, path] of entry.Layers.entries()) {
       const member = await this.member(path);
       const known = entry.LayerSources?.[diffIds[i] ?? ""];
@@ -94,18 +94,19 @@ export class DockerArchiveSource implements ImageSource {
         layers.push(known);
       } else {
         const mediaType = isGzip(magic) ? DOCKER_LAYER_GZIP : isZstd(magic) ? OCI_LAYER_ZSTD : DOCKER_LAYER_TAR;
-        zstd ||= mediaType === OCI_LAYER_ZSTD;
         layers.push({ mediaType, digest, size: member.size });
       }
       files.set(digest, member);
     }
     const configDigest = digestOf(configBytes);
     files.set(configDigest, await this.member(entry.Config));
-    // Docker schema 2 has no zstd layer type; such an image becomes an OCI manifest.
+    // One format throughout: Docker schema 2 unless a layer has no Docker type (zstd), then OCI.
+    const oci = layers.some((layer) => dockerLayerType(layer.mediaType) === undefined);
+    layers = layers.map((layer) => ({ ...layer, mediaType: oci ? ociLayerType(layer.mediaType) : dockerLayerType(layer.mediaType)! }));
     const manifestObject = {
       schemaVersion: 2,
-      mediaType: zstd ? OCI_MANIFEST : DOCKER_MANIFEST,
-      config: { mediaType: zstd ? OCI_CONFIG : DOCKER_CONFIG_MEDIA_TYPE, digest: configDigest, size: configBytes.length },
+      mediaType: oci ? OCI_MANIFEST : DOCKER_MANIFEST,
+      config: { mediaType: oci ? OCI_CONFIG : DOCKER_CONFIG_MEDIA_TYPE, digest: configDigest, size: configBytes.length },
       layers,
     };
     const bytes = Buffer.from(JSON.stringify(manifestObject, null, 3));
@@ -206,7 +207,8 @@ export class DockerArchiveDestination implements ImageDestination {
     const entry: ArchiveEntry = { Config: configName, RepoTags: this.repoTags, Layers: layerNames };
     const sources: Record<string, Descriptor> = {};
     parsed.layers.forEach((layer, i) => {
-      if (isForeign(layer) && diffIds[i]) sources[diffIds[i]!] = layer;
+      // As `docker save` records them: with Docker media types where Docker has one.
+      if (isForeign(layer) && diffIds[i]) sources[diffIds[i]!] = { ...layer, mediaType: dockerLayerType(layer.mediaType) ?? layer.mediaType };
     });
     if (Object.keys(sources).length > 0) entry.LayerSources = sources;
 

@@ -6,22 +6,54 @@ export interface RemoteErrorEntry {
   detail?: unknown;
 }
 
+/** The request a failure belongs to, so the CLI can say who refused what (see explain.ts). */
+export interface RequestInfo {
+  /** host[:port] of the registry (or the token realm's host). */
+  registry: string;
+  method: string;
+  url: string;
+  /** The user whose credentials went with the request; undefined when anonymous. */
+  user?: string;
+  /** True for the token endpoint (a refused password shows up there first). */
+  token?: boolean;
+  /** Token scopes the request asked for (`repository:a/b:pull,push`): what it meant to do. */
+  scopes?: string[];
+}
+
 export class ClientError extends Error {
   /** HTTP status when the failure was an HTTP answer. */
   readonly status?: number;
+  readonly request?: RequestInfo;
   /** The first distribution-spec error code in the body, when there was one. */
   readonly code?: string;
   readonly errors: RemoteErrorEntry[];
   /** True for failures worth retrying (network errors, 429, 502-504). */
   readonly transient: boolean;
 
-  constructor(message: string, options: { status?: number; errors?: RemoteErrorEntry[]; transient?: boolean; cause?: unknown } = {}) {
+  constructor(message: string, options: { status?: number; errors?: RemoteErrorEntry[]; transient?: boolean; cause?: unknown; request?: RequestInfo } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = "ClientError";
     this.status = options.status;
+    this.request = options.request;
     this.errors = options.errors ?? [];
     this.code = this.errors[0]?.code;
     this.transient = options.transient ?? false;
+  }
+}
+
+/** The command line was wrong (a bad reference, transport, flag value): exit code 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** What was asked for does not exist (an image, a tag, a platform of an index): exit code 3. */
+export class NotFoundError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "NotFoundError";
   }
 }
 

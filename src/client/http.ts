@@ -31,12 +31,31 @@ export interface HttpResponse {
   body: IncomingMessage;
 }
 
+/** TLS settings for https connections (`--tls-verify=false`, `--ca-file`, client certificates). */
+export interface TlsSettings {
+  /** false skips certificate checks (the connection is still encrypted). */
+  rejectUnauthorized?: boolean;
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+}
+
+/** Every pool, so a CLI process can close all idle connections with one call. */
+const pools = new Set<AgentPool>();
+
+/** Closes every pool's connections (pools open new ones if used again). */
+export function destroyAllPools(): void {
+  for (const pool of pools) pool.destroy();
+}
+
 /** Keep-alive agents for http and https, created on first use. */
 export class AgentPool {
   private http?: HttpAgent;
   private https?: HttpsAgent;
 
-  constructor(private readonly options: { maxSockets: number; connectTimeoutMs?: number }) {}
+  constructor(private readonly options: { maxSockets: number; connectTimeoutMs?: number; tls?: TlsSettings }) {
+    pools.add(this);
+  }
 
   private async agentFor(url: URL): Promise<{ agent: HttpAgent; send: typeof httpRequest }> {
     if (url.protocol === "http:") {
@@ -45,7 +64,7 @@ export class AgentPool {
     }
     if (url.protocol !== "https:") throw new Error(`unsupported protocol ${url.protocol}`);
     const https = await import("node:https");
-    this.https ??= new https.Agent({ keepAlive: true, maxSockets: this.options.maxSockets });
+    this.https ??= new https.Agent({ keepAlive: true, maxSockets: this.options.maxSockets, ...this.options.tls });
     return { agent: this.https, send: https.request };
   }
 

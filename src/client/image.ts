@@ -14,6 +14,12 @@ export interface BlobCandidate {
   /** What the user sees in errors: a URL, "registry host/repo", "layout DIR". */
   name: string;
   open(): Promise<Readable>;
+  /**
+   * A local copy that may legitimately be absent (a layout holding only a
+   * foreign layer's descriptor): its ENOENT is not reported unless every
+   * other candidate fails too.
+   */
+  quietWhenMissing?: boolean;
 }
 
 export interface RegistryLocation {
@@ -35,6 +41,8 @@ export interface ImageSource {
 
 export interface ImageDestination {
   readonly name: string;
+  /** Checks the destination before anything is read or sent (a registry: that GET /v2/ is a registry). */
+  prepare?(): Promise<void>;
   /** Registries keep foreign layers as references; layouts and archives store their bytes. */
   readonly storesForeignBytes: boolean;
   /** An archive holds one image, not an index. */
@@ -68,7 +76,8 @@ export type ProgressEvent =
   | { type: "blob-done"; digest: string; size: number; outcome: BlobOutcome; source?: string }
   | { type: "source-failed"; digest: string; source: string; error: string }
   | { type: "manifest"; digest: string; mediaType: string; root: boolean }
-  | { type: "notice"; message: string };
+  | { type: "notice"; message: string }
+  | { type: "warning"; registry: string; message: string };
 
 export interface Platform {
   os: string;

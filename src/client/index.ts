@@ -1,65 +1,43 @@
 /**
  * The client library's front door: image locations as the CLI takes them
- * (`oci:DIR[:TAG]`, `docker-archive:FILE[:NAME:TAG]`, `[docker://]host/repo:tag`),
- * registry clients with stored credentials, and inspect / foreign check.
+ * (`oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:NAME:TAG]`,
+ * `[docker://]host/repo:tag`, see location.ts), registry clients with stored
+ * or given credentials and TLS settings, and inspect / foreign check.
  */
-import { parseImageReference, formatImageReference, manifestReferenceOf, type ImageReference } from "../oci/image-reference.js";
+import { formatImageReference, manifestReferenceOf, type ImageReference } from "../oci/image-reference.js";
 import { parseManifest, type Descriptor, type ParsedManifest } from "../oci/manifest.js";
-import { isValidTag } from "../oci/reference.js";
-import { getCredentials, dockerConfigPath } from "./credentials.js";
-import { checkForeignUrl, isForeign, type UrlCheck } from "./foreign.js";
+import type { Credentials } from "./credentials.js";
+import type { UrlCheck } from "./foreign.js";
 import type { ImageDestination, ImageSource, ManifestData } from "./image.js";
-import { OciLayoutDestination, OciLayoutSource } from "./oci-layout.js";
-import { RegistryClient } from "./registry.js";
-import { RegistryDestination, RegistrySource } from "./registry-image.js";
+import type { RegistryClient } from "./registry.js";
+import { connect } from "./connect.js";
+import { destroyAllPools, type TlsSettings } from "./http.js";
+import type { ImageLocation } from "./location.js";
+
+export { parseLocation, type ImageLocation } from "./location.js";
 
 export { copyImage, selectPlatform, type CopyOptions, type CopyResult } from "./copy.js";
 export { RegistryClient } from "./registry.js";
-import { closeConnections } from "./transport.js";
-import { closeForeignConnections } from "./foreign.js";
 
-/** Lets a CLI process exit without waiting for idle keep-alive connections to time out. */
+/** Lets a CLI process exit without waiting for idle keep-alive connections to time out (registry and foreign hosts). */
 export async function closeAllConnections(): Promise<void> {
-  await Promise.all([closeConnections(), closeForeignConnections()]);
+  destroyAllPools();
 }
 export * from "./image.js";
 
-export type ImageLocation =
-  | { kind: "oci"; dir: string; tag?: string }
-  | { kind: "docker-archive"; file: string; tag?: string }
-  | { kind: "registry"; ref: ImageReference };
-
 export interface ClientContext {
-  /** Plain HTTP for every registry (loopback hosts always use HTTP). */
+  /** Plain HTTP for every registry (loopback hosts use HTTP unless TLS settings are given). */
   insecure?: boolean;
-  /** Docker config.json path (default $DOCKER_CONFIG or ~/.docker). */
+  /** Docker config.json path (default $DOCKER_CONFIG or ~/.docker); `--authfile`. */
   configPath?: string;
+  /** Credentials for every registry this client talks to, instead of the stored ones (`--creds`). */
+  credentials?: Credentials;
+  /** HTTPS settings (`--tls-verify=false`, `--ca-file`, client certificates); implies HTTPS even on loopback. */
+  tls?: TlsSettings;
+  /** The registry's `Warning` headers (e.g. federation's warn mode). */
+  onWarning?: (registry: string, text: string) => void;
   /** Upload chunk size (bytes). */
   chunkSize?: number;
-}
-
-export function parseLocation(value: string): ImageLocation {
-  if (value.startsWith("oci:")) {
-    const { path, tag } = splitTag(value.slice(4));
-    return tag ? { kind: "oci", dir: path, tag } : { kind: "oci", dir: path };
-  }
-  if (value.startsWith("docker-archive:")) {
-    const rest = value.slice("docker-archive:".length);
-    // FILE or FILE:name:tag (skopeo's syntax); a bare FILE may itself contain no ':'.
-    const first = rest.indexOf(":");
-    if (first > 0) return { kind: "docker-archive", file: rest.slice(0, first), tag: rest.slice(first + 1) };
-    return { kind: "docker-archive", file: rest };
-  }
-  const bare = value.startsWith("docker://") ? value.slice("docker://".length) : value;
-  return { kind: "registry", ref: parseImageReference(bare) };
-}
-
-function splitTag(value: string): { path: string; tag?: string } {
-  const colon = value.lastIndexOf(":");
-  if (colon > 0 && !value.slice(colon + 1).includes("/") && isValidTag(value.slice(colon + 1))) {
-    return { path: value.slice(0, colon), tag: value.slice(colon + 1) };
-  }
-  return { path: value };
 }
 
 export class Client {
@@ -71,10 +49,7 @@ export class Client {
   registry(host: string): Promise<RegistryClient> {
     let client = this.clients.get(host);
     if (!client) {
-      client = (async () => {
-        const credentials = await getCredentials(host, this.context.configPath ?? dockerConfigPath());
-        return new RegistryClient({ registry: host, insecure: this.context.insecure, ...(credentials ? { credentials } : {}) });
-      })();
+      client = connect(host, this.context);
       this.clients.set(host, client);
     }
     return client;
@@ -83,27 +58,35 @@ export class Client {
   async source(location: ImageLocation): Promise<ImageSource> {
     switch (location.kind) {
       case "oci":
-        return new OciLayoutSource(location.dir, location.tag);
+        return new (await import("./oci-layout.js")).OciLayoutSource(location.dir, location.tag);
       case "docker-archive": {
         // Loaded on demand: tar-stream is not needed by registry and layout transfers.
         const { DockerArchiveSource } = await import("./docker-archive.js");
         return new DockerArchiveSource(location.file, location.tag);
       }
+      case "oci-archive": {
+        const { OciArchiveSource } = await import("./oci-archive.js");
+        return new OciArchiveSource(location.file, location.tag);
+      }
       case "registry":
-        return new RegistrySource(await this.registry(location.ref.registry), location.ref);
+        return new (await import("./registry-image.js")).RegistrySource(await this.registry(location.ref.registry), location.ref);
     }
   }
 
   async destination(location: ImageLocation, repoTags: string[] = []): Promise<ImageDestination> {
     switch (location.kind) {
       case "oci":
-        return new OciLayoutDestination(location.dir, location.tag);
+        return new (await import("./oci-layout.js")).OciLayoutDestination(location.dir, location.tag);
       case "docker-archive": {
         const { DockerArchiveDestination } = await import("./docker-archive.js");
         return new DockerArchiveDestination(location.file, location.tag ? [location.tag] : repoTags);
       }
+      case "oci-archive": {
+        const { OciArchiveDestination } = await import("./oci-archive.js");
+        return new OciArchiveDestination(location.file, location.tag);
+      }
       case "registry":
-        return new RegistryDestination(await this.registry(location.ref.registry), location.ref, this.context.chunkSize);
+        return new (await import("./registry-image.js")).RegistryDestination(await this.registry(location.ref.registry), location.ref, this.context.chunkSize);
     }
   }
 
@@ -128,6 +111,7 @@ export class Client {
   /** Every foreign layer of an image (all platforms of an index) with the state of each URL. */
   async checkForeign(ref: ImageReference, verify: boolean): Promise<ForeignLayerCheck[]> {
     const client = await this.registry(ref.registry);
+    const { checkForeignUrl, isForeign } = await import("./foreign.js");
     const root = await client.getManifest(ref.repository, manifestReferenceOf(ref));
     const layers = new Map<string, Descriptor>();
     const collect = async (manifest: ManifestData): Promise<void> => {

@@ -76,6 +76,7 @@ export class OciLayoutSource implements ImageSource {
     const path = blobPath(this.dir, descriptor.digest);
     const local: BlobCandidate = {
       name: `layout ${this.dir}`,
+      quietWhenMissing: (descriptor.urls?.length ?? 0) > 0,
       open: async () => {
         await stat(path);
         return createReadStream(path, { highWaterMark: 1024 * 1024 });

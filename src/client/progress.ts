@@ -78,6 +78,9 @@ function plainReporter(err: NodeJS.WritableStream): Reporter {
         case "notice":
           err.write(`notice: ${event.message}\n`);
           break;
+        case "warning":
+          err.write(`warning from ${event.registry}: ${event.message}\n`);
+          break;
       }
     },
     finish: () => undefined,
@@ -98,6 +101,20 @@ function ttyReporter(err: NodeJS.WritableStream): Reporter {
     cliProgress.Presets.shades_classic,
   );
   const bars = new Map<string, { bar: cliProgressModule.SingleBar; started: number }>();
+  // The bars hide the cursor and turn line wrap off; Ctrl-C must give the terminal back as it was.
+  let stopped = false;
+  const interrupted = (code: number) => () => {
+    if (!stopped) {
+      stopped = true;
+      multibar.stop();
+    }
+    err.write("\ninterrupted\n");
+    process.exit(code);
+  };
+  const onInterrupt = interrupted(130);
+  const onTerminate = interrupted(143);
+  process.once("SIGINT", onInterrupt);
+  process.once("SIGTERM", onTerminate);
   const payload = (digest: string, bytes: number, size: number, started: number) => {
     const seconds = Math.max(0.001, (Date.now() - started) / 1000);
     return { digest: shortDigest(digest), done: formatBytes(bytes), size: formatBytes(size), speed: `${formatBytes(bytes / seconds)}/s` };
@@ -127,11 +144,17 @@ function ttyReporter(err: NodeJS.WritableStream): Reporter {
         case "notice":
           multibar.log(`notice: ${event.message}\n`);
           break;
+        case "warning":
+          multibar.log(`warning from ${event.registry}: ${event.message}\n`);
+          break;
         case "manifest":
           break;
       }
     },
     finish() {
+      stopped = true;
+      process.off("SIGINT", onInterrupt);
+      process.off("SIGTERM", onTerminate);
       multibar.stop();
     },
   };

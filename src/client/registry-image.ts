@@ -54,6 +54,10 @@ export class RegistryDestination implements ImageDestination {
     this.name = `${ref.registry}/${ref.repository}`;
   }
 
+  async prepare(): Promise<void> {
+    await this.client.checkRegistry();
+  }
+
   async hasBlob(descriptor: Descriptor): Promise<boolean> {
     if (isForeign(descriptor)) return false;
     const size = await this.client.blobSize(this.ref.repository, descriptor.digest, [`repository:${this.ref.repository}:pull,push`]);

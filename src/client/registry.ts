@@ -11,6 +11,7 @@ import { ClientError, SourceError, errorMessage, isTransient } from "./errors.js
 import { discard, readAll } from "./http.js";
 import { Transport, header, sleep, type Response, type TransportOptions } from "./transport.js";
 import { VerifyingStream } from "./verify.js";
+import type { Descriptor } from "../oci/manifest.js";
 
 export const MANIFEST_ACCEPT = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST].join(", ");
 
@@ -59,6 +60,30 @@ export class RegistryClient {
     const response = await this.transport.send({ method: "GET", path: "/v2/" });
     if (response.status !== 200) await this.transport.fail(response, `GET ${this.transport.baseUrl}/v2/`);
     await discard(response.body);
+  }
+
+  /**
+   * GET /v2/ before a push: the host must answer like an OCI registry (200
+   * with the API version header or a JSON body; a refusal is an auth error),
+   * so nothing is pushed to a web server that happens to accept PUTs.
+   */
+  async checkRegistry(): Promise<void> {
+    const response = await this.transport.send({ method: "GET", path: "/v2/" });
+    if (response.status === 401 || response.status === 403) await this.transport.fail(response, `GET ${this.transport.baseUrl}/v2/`);
+    const body = await readAll(response.body).catch(() => Buffer.alloc(0));
+    const apiVersion = header(response.headers, "docker-distribution-api-version");
+    let json = false;
+    try {
+      JSON.parse(body.toString("utf8"));
+      json = true;
+    } catch {
+      json = false;
+    }
+    if (response.status === 200 && (apiVersion !== undefined || json)) return;
+    const type = header(response.headers, "content-type");
+    throw new ClientError(
+      `${this.registry} does not look like an OCI registry: GET ${this.transport.baseUrl}/v2/ answered HTTP ${response.status}${type ? ` (${type.split(";")[0]})` : ""}; check the host and port`,
+    );
   }
 
   async getManifest(repository: string, reference: string): Promise<ManifestData> {
@@ -110,6 +135,60 @@ export class RegistryClient {
       throw new ClientError(`${this.registry}/${repository}: the registry stored the manifest under ${digest}, not ${manifest.digest}`);
     }
     return manifest.digest;
+  }
+
+  /**
+   * Deletes one tag, leaving the manifest and its other tags (DELETE
+   * /v2/<name>/manifests/<tag>, distribution-spec 1.1). Registries that only
+   * delete by digest (distribution 2.8) answer 400/405; that is reported as
+   * unsupported, never turned into a manifest delete.
+   */
+  async deleteTag(repository: string, tag: string): Promise<void> {
+    const path = `/v2/${repository}/manifests/${tag}`;
+    const response = await this.transport.send({ method: "DELETE", path, scopes: [`repository:${repository}:delete`, pushPull(repository)] });
+    if (response.status === 202 || response.status === 200) {
+      await discard(response.body);
+      return;
+    }
+    if (response.status === 405 || response.status === 400) {
+      const text = (await readAll(response.body).catch(() => Buffer.alloc(0))).toString("utf8");
+      throw new ClientError(
+        `${this.registry} does not support deleting a tag alone (HTTP ${response.status}${text.includes("UNSUPPORTED") ? " UNSUPPORTED" : ""}); \`ferry rm\` deletes the manifest with all its tags`,
+        { status: response.status },
+      );
+    }
+    await this.transport.fail(response, `DELETE ${this.registry}${path}`);
+  }
+
+  /**
+   * The OCI 1.1 referrers of a manifest (signatures, SBOMs, attestations): the
+   * referrers API, or the tag schema fallback (`<alg>-<hex>` tag) where the
+   * registry has no such API.
+   */
+  async referrers(repository: string, digest: string, artifactType?: string): Promise<{ manifests: Descriptor[]; via: "api" | "tag" }> {
+    const query = artifactType ? `?artifactType=${encodeURIComponent(artifactType)}` : "";
+    const path = `/v2/${repository}/referrers/${digest}${query}`;
+    const response = await this.transport.send({ method: "GET", path, headers: { accept: OCI_INDEX }, scopes: [pull(repository)] });
+    if (response.status === 200) {
+      const body = JSON.parse((await readAll(response.body)).toString("utf8")) as { manifests?: Descriptor[] };
+      const manifests = Array.isArray(body.manifests) ? body.manifests : [];
+      // A registry that ignores the filter says so with OCI-Filters-Applied missing; filter here then.
+      const filtered = artifactType && !header(response.headers, "oci-filters-applied")?.includes("artifactType") ? manifests.filter((m) => m.artifactType === artifactType) : manifests;
+      return { manifests: filtered, via: "api" };
+    }
+    if (response.status !== 404) await this.transport.fail(response, `GET ${this.registry}${path}`);
+    await discard(response.body);
+    const { algorithm, encoded } = parseDigest(digest);
+    let index: ManifestData;
+    try {
+      index = await this.getManifest(repository, `${algorithm}-${encoded}`);
+    } catch (error) {
+      if (error instanceof ClientError && error.status === 404) return { manifests: [], via: "tag" };
+      throw error;
+    }
+    const body = JSON.parse(index.bytes.toString("utf8")) as { manifests?: Descriptor[] };
+    const manifests = Array.isArray(body.manifests) ? body.manifests : [];
+    return { manifests: artifactType ? manifests.filter((m) => m.artifactType === artifactType) : manifests, via: "tag" };
   }
 
   async deleteManifest(repository: string, digest: string): Promise<void> {

@@ -11,8 +11,8 @@
  */
 import type { IncomingMessage } from "node:http";
 import type { Readable } from "node:stream";
-import { ClientError, SourceError, isTransient, isTransientStatus, type RemoteErrorEntry } from "./errors.js";
-import { AgentPool, bodyUsed, discard, readAll } from "./http.js";
+import { ClientError, SourceError, isTransient, isTransientStatus, type RemoteErrorEntry, type RequestInfo } from "./errors.js";
+import { AgentPool, bodyUsed, discard, readAll, type TlsSettings } from "./http.js";
 import type { Credentials } from "./credentials.js";
 
 export type Body = Buffer | Readable | null;
@@ -27,9 +27,16 @@ export interface TransportOptions {
   attempts?: number;
   /** First backoff delay in ms (default 250, doubled each retry). */
   backoffMs?: number;
-  /** Connections to use (default: one keep-alive pool shared by every Transport). */
+  /** Connections to use (default: one keep-alive pool shared by every Transport with the same TLS settings). */
   pool?: AgentPool;
   userAgent?: string;
+  /**
+   * TLS settings. Giving any (even `rejectUnauthorized: false`) means HTTPS is
+   * wanted, so loopback hosts then use HTTPS too.
+   */
+  tls?: TlsSettings;
+  /** Called once per distinct `Warning: 299` text the registry sends (distribution-spec 1.1 "Warnings"). */
+  onWarning?: (text: string) => void;
 }
 
 export interface SendOptions {
@@ -51,6 +58,8 @@ export interface Response {
   headers: Record<string, string | string[] | undefined>;
   body: IncomingMessage;
   url: URL;
+  /** The scopes the request asked for (for error messages). */
+  scopes?: string[];
 }
 
 interface Challenge {
@@ -64,10 +73,23 @@ interface CachedToken {
 }
 
 const sharedPool = new AgentPool({ maxSockets: 16 });
+/** Pools with custom TLS settings, so closeConnections reaches them too. */
+const tlsPools: AgentPool[] = [];
 
-/** Closes keep-alive connections so a CLI process can exit at once. */
+/** Closes the registry connections so a CLI process can exit at once. */
 export async function closeConnections(): Promise<void> {
   sharedPool.destroy();
+  for (const pool of tlsPools) pool.destroy();
+}
+
+/** Texts of `Warning: 299 - "text"` headers (several may share one header line, comma-separated). */
+export function parseWarnings(value: string | string[] | undefined): string[] {
+  const out: string[] = [];
+  for (const line of Array.isArray(value) ? value : value ? [value] : []) {
+    const re = /(\d{3})\s+\S+\s+"((?:[^"\\]|\\.)*)"/g;
+    for (let m = re.exec(line); m; m = re.exec(line)) if (m[1] === "299") out.push(m[2]!.replace(/\\(.)/g, "$1"));
+  }
+  return out;
 }
 
 export function isLoopbackHost(registry: string): boolean {
@@ -101,16 +123,35 @@ export class Transport {
   private readonly userAgent: string;
   private challenge?: Challenge;
   private readonly tokens = new Map<string, CachedToken>();
+  private readonly onWarning?: (text: string) => void;
+  private readonly warned = new Set<string>();
 
   constructor(options: TransportOptions) {
     this.registry = options.registry;
-    const scheme = options.insecure || isLoopbackHost(options.registry) ? "http" : "https";
-    this.baseUrl = `${scheme}://${options.registry}`;
+    const plain = options.insecure || (isLoopbackHost(options.registry) && !options.tls);
+    this.baseUrl = `${plain ? "http" : "https"}://${options.registry}`;
     this.credentials = options.credentials;
     this.attempts = options.attempts ?? 4;
     this.backoffMs = options.backoffMs ?? 250;
-    this.pool = options.pool ?? sharedPool;
+    if (options.pool) this.pool = options.pool;
+    else if (options.tls) {
+      this.pool = new AgentPool({ maxSockets: 16, tls: options.tls });
+      tlsPools.push(this.pool);
+    } else this.pool = sharedPool;
     this.userAgent = options.userAgent ?? "ferry-client/0.1";
+    this.onWarning = options.onWarning;
+  }
+
+  /** Who a request goes out as, for error messages. */
+  private requestInfo(method: string, url: URL | string, token = false, scopes?: string[]): RequestInfo {
+    return {
+      registry: this.registry,
+      method,
+      url: String(url),
+      ...(this.credentials ? { user: this.credentials.username } : {}),
+      ...(token ? { token } : {}),
+      ...(scopes ? { scopes } : {}),
+    };
   }
 
   setCredentials(credentials: Credentials | undefined): void {
@@ -128,6 +169,7 @@ export class Transport {
     for (let attempt = 1; ; attempt++) {
       try {
         const response = await this.sendAuthenticated(options);
+        if (options.scopes) response.scopes = options.scopes;
         if (isTransientStatus(response.status) && attempt < attempts) {
           const retryAfter = Number(header(response.headers, "retry-after"));
           await discard(response.body);
@@ -188,7 +230,7 @@ export class Transport {
 
   private async fetchToken(challenge: Challenge, scopes: string[]): Promise<CachedToken> {
     const realm = challenge.params.realm;
-    if (!realm) throw new ClientError(`${this.registry} asked for a Bearer token but named no realm`);
+    if (!realm) throw new ClientError(`${this.registry} asked for a Bearer token but named no realm`, { request: this.requestInfo("GET", this.baseUrl, true) });
     const url = new URL(realm);
     if (challenge.params.service) url.searchParams.set("service", challenge.params.service);
     for (const scope of scopes) url.searchParams.append("scope", scope);
@@ -199,16 +241,26 @@ export class Transport {
     try {
       response = await this.pool.send({ method: "GET", url, headers, idleTimeoutMs: 60_000 });
     } catch (error) {
-      throw new ClientError(`token request to ${url.origin}${url.pathname}: ${(error as Error).message}`, { transient: isTransient(error), cause: error });
+      throw new ClientError(`token request to ${url.origin}${url.pathname}: ${(error as Error).message}`, {
+        transient: isTransient(error),
+        cause: error,
+        request: this.requestInfo("GET", url, true),
+      });
     }
     const text = (await readAll(response.body)).toString("utf8");
     if (response.status !== 200) {
       throw new ClientError(`token request to ${url.origin}${url.pathname} failed: HTTP ${response.status} ${errorSummary(text)}`, {
         status: response.status,
         errors: remoteErrors(text),
+        request: this.requestInfo("GET", url, true),
       });
     }
-    const body = JSON.parse(text) as { token?: string; access_token?: string; expires_in?: number };
+    let body: { token?: string; access_token?: string; expires_in?: number };
+    try {
+      body = JSON.parse(text) as typeof body;
+    } catch {
+      throw new ClientError(`token response from ${url.origin} is not JSON`, { request: this.requestInfo("GET", url, true) });
+    }
     const token = body.token ?? body.access_token;
     if (!token) throw new ClientError(`token response from ${url.origin} carries no token`);
     // Token spec: expires_in defaults to 60 s; renew a little early.
@@ -231,14 +283,24 @@ export class Transport {
         throw new ClientError(`${options.method} ${url.href}: ${(error as Error).message}`, {
           transient: isTransient(error),
           cause: error,
+          request: this.requestInfo(options.method, url),
         });
       }
       const status = response.status;
+      if (this.onWarning && response.headers.warning) this.warn(response.headers.warning);
       const location = header(response.headers, "location");
       const redirect = (status === 301 || status === 302 || status === 303 || status === 307 || status === 308) && location;
       if (!redirect || !options.followRedirects || hop >= 5) return { status, headers: response.headers, body: response.body, url };
       await discard(response.body);
       url = new URL(location, url);
+    }
+  }
+
+  private warn(value: string | string[]): void {
+    for (const text of parseWarnings(value)) {
+      if (this.warned.has(text)) continue;
+      this.warned.add(text);
+      this.onWarning!(text);
     }
   }
 
@@ -252,6 +314,7 @@ export class Transport {
       status: response.status,
       errors,
       transient: isTransientStatus(response.status),
+      request: this.requestInfo(what.split(" ")[0] ?? "", response.url, false, response.scopes),
     });
   }
 }

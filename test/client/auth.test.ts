@@ -36,17 +36,18 @@ describe("login and Basic auth against distribution with htpasswd", { skip: skip
 
   test("wrong password: login fails and stores nothing", async () => {
     const login = await ferry(["login", "-u", "alice", "--password-stdin", target.host], { dockerConfig, stdin: "wrong\n" });
-    assert.equal(login.code, 1);
-    assert.match(login.stderr, /401/);
+    assert.equal(login.code, 4, "exit code 4: authentication");
+    assert.match(login.stderr, /refused the password of user alice .*run `ferry login 127\.0\.0\.1:\d+` again/);
     await assert.rejects(readFile(join(dockerConfig, "config.json")));
   });
 
-  test("anonymous push is refused with the registry's 401", async () => {
+  test("anonymous push is refused: authentication required, run ferry login (exit 4)", async () => {
     const image = await buildImage();
     await writeLayout(join(work, "anon"), [{ tag: "v1", image }]);
     const push = await ferry(["push", "-q", `oci:${join(work, "anon")}:v1`, `${target.host}/secure/app:v1`], { dockerConfig });
-    assert.equal(push.code, 1);
-    assert.match(push.stderr, /HTTP 401/);
+    assert.equal(push.code, 4);
+    assert.match(push.stderr, /authentication required to access 127\.0\.0\.1:\d+: run `ferry login 127\.0\.0\.1:\d+`/);
+    assert.match(push.stderr, /the registry said: HTTP 401/, "the registry's words stay on a second line");
   });
 
   test("login stores Docker config.json credentials that push, pull and foreign fetches use correctly", async () => {
@@ -78,8 +79,8 @@ describe("login and Basic auth against distribution with htpasswd", { skip: skip
     const logout = await ferry(["logout", target.host], { dockerConfig });
     assert.equal(logout.code, 0);
     const after = await ferry(["tags", `${target.host}/secure/app`], { dockerConfig });
-    assert.equal(after.code, 1);
-    assert.match(after.stderr, /401/);
+    assert.equal(after.code, 4);
+    assert.match(after.stderr, /authentication required to pull from secure\/app on 127\.0\.0\.1:\d+: run `ferry login/);
   });
 });
 

@@ -19,7 +19,8 @@ export function registerForeignCheck(foreign: Command): void {
     .option("--insecure", "use plain HTTP for the registry")
     .action(async (reference: string, flags: CheckFlags) => {
       const client = new Client({ insecure: flags.insecure });
-      const results = await client.checkForeign(parseImageReference(reference), flags.verify === true);
+      // docker:// is accepted as by every other command.
+      const results = await client.checkForeign(parseImageReference(reference.replace(/^docker:\/\//, "")), flags.verify === true);
       const failed = results.filter((r) => !r.ok).length;
       if (flags.json) {
         process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
