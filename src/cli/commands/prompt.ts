@@ -6,9 +6,11 @@
  */
 export async function prompt(question: string, hidden: boolean): Promise<string> {
   const input = process.stdin;
-  process.stderr.write(question);
   const raw = typeof input.setRawMode === "function";
+  // Echo goes off before the question shows: a user (or a script) answering
+  // the moment the prompt appears must not have the password echoed.
   if (raw) input.setRawMode(true);
+  process.stderr.write(question);
   input.resume();
   try {
     return await new Promise<string>((resolve, reject) => {
