@@ -7,6 +7,7 @@ import { join, resolve } from "node:path";
 import type { AddressInfo } from "node:net";
 import { pino, type Logger } from "pino";
 import type { Config } from "./config/schema.js";
+import type { BlobStore } from "./storage/blob-store.js";
 import { FilesystemBlobStore } from "./storage/filesystem.js";
 import { SqliteMetaStore } from "./metadata/sqlite.js";
 import { createFederation } from "./federation/create.js";
@@ -91,7 +92,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   let federation: Federation;
   try {
     access = await createAccessController(config, { dataDir, logger });
-    federation = await createFederation(config, { dataDir, logger, access, meta });
+    federation = await createFederation(config, { dataDir, logger, access, meta, cacheStore: await proxyCacheStore(config) });
   } catch (error) {
     // A bad htpasswd file or federation setting must not leave the database open.
     await meta.close();
@@ -249,4 +250,17 @@ function listenError(error: NodeJS.ErrnoException, host: string, port: number): 
   const reason = error.code ? LISTEN_ERRORS[error.code] : undefined;
   if (!reason) return error;
   return Object.assign(new Error(`listen ${error.code}: ${reason} ${host}:${port}`), { code: error.code });
+}
+
+/**
+ * Where the federation proxy cache keeps its bytes: beside the blobs on S3
+ * (under `<prefix>federation-cache/`, so every replica shares one cache and
+ * one byte budget), or the federation's own default on the filesystem.
+ */
+async function proxyCacheStore(config: Config): Promise<BlobStore | undefined> {
+  if (config.storage.driver !== "s3" || !config.storage.s3) return undefined;
+  const { openS3BlobStore } = await import("./storage/s3-open.js");
+  const s3 = config.storage.s3;
+  const prefix = s3.prefix === "" || s3.prefix.endsWith("/") ? s3.prefix : `${s3.prefix}/`;
+  return openS3BlobStore({ ...config.storage, s3: { ...s3, prefix: `${prefix}federation-cache/` } });
 }
