@@ -1,0 +1,132 @@
+/**
+ * A real S3 server for tests: a loopback Ceph RGW started with the project's
+ * scripts/s3-service.sh (data in a temp dir, stopped by PID), or one already
+ * running named by FERRY_TEST_S3_ENDPOINT (+ FERRY_TEST_S3_ACCESS_KEY /
+ * FERRY_TEST_S3_SECRET_KEY), which .ci/run starts once for the whole suite.
+ *
+ * Without the Ceph packages the tests are skipped with the apt-get line;
+ * with REQUIRE_E2E_TOOLS=1 (CI) that is a failure instead.
+ */
+import { execFile, spawnSync } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+import { randomBytes } from "node:crypto";
+import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
+import { createS3Client } from "../../src/storage/s3-client.js";
+
+const run = promisify(execFile);
+const SCRIPT = resolve(process.cwd(), "scripts/s3-service.sh");
+export const APT_LINE = "apt-get install -y --no-install-recommends ceph-mon ceph-osd radosgw ceph-common curl";
+
+export interface S3TestServer {
+  endpoint: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  region: string;
+  /** Present when this process started the server (so it may stop it). */
+  gateway?: { stop(): Promise<void>; start(): Promise<void> };
+  close(): Promise<void>;
+}
+
+/** A skip reason when no S3 server can be had, false otherwise (throws under REQUIRE_E2E_TOOLS=1). */
+export function skipUnlessS3(options: { ownServer?: boolean } = {}): string | false {
+  if (process.env.FERRY_TEST_S3_ENDPOINT && !options.ownServer) return false;
+  if (spawnSync(SCRIPT, ["check"], { stdio: "ignore" }).status === 0) return false;
+  if (process.env.REQUIRE_E2E_TOOLS === "1") throw new Error(`Ceph RGW packages missing (.ci/run installs them: ${APT_LINE})`);
+  return `needs a local Ceph RGW (install: ${APT_LINE})`;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as { port: number }).port;
+      server.close(() => resolvePort(port));
+    });
+  });
+}
+
+/** The shared server when one is named (and `ownServer` is not asked), else a fresh one of our own. */
+export async function startS3Server(options: { ownServer?: boolean } = {}): Promise<S3TestServer> {
+  const shared = process.env.FERRY_TEST_S3_ENDPOINT;
+  if (shared && !options.ownServer) {
+    return {
+      endpoint: shared,
+      accessKeyId: process.env.FERRY_TEST_S3_ACCESS_KEY ?? "ferrytestaccess",
+      secretAccessKey: process.env.FERRY_TEST_S3_SECRET_KEY ?? "ferrytestsecret",
+      region: "us-east-1",
+      async close() {},
+    };
+  }
+  const dir = await mkdtemp(join(tmpdir(), "ferry-rgw-"));
+  // Ports the kernel just handed out; the monitor's neighbours serve the OSD (it scans a range).
+  const s3Port = await freePort();
+  const monPort = 20_000 + Math.floor(Math.random() * 20_000);
+  const env = { ...process.env, RGW_DIR: dir, S3_PORT: String(s3Port), MON_PORT: String(monPort) };
+  try {
+    await run(SCRIPT, ["start"], { env, timeout: 60_000 });
+  } catch (error) {
+    await run(SCRIPT, ["stop"], { env }).catch(() => undefined);
+    const stderr = (error as { stderr?: string }).stderr ?? "";
+    throw new Error(`could not start Ceph RGW: ${stderr.trim().split("\n").slice(-3).join(" | ")}`);
+  }
+  return {
+    endpoint: `http://127.0.0.1:${s3Port}`,
+    accessKeyId: "ferrytestaccess",
+    secretAccessKey: "ferrytestsecret",
+    region: "us-east-1",
+    gateway: {
+      stop: async () => void (await run(SCRIPT, ["gateway-stop"], { env })),
+      start: async () => {
+        try {
+          await run(SCRIPT, ["gateway-start"], { env, timeout: 60_000 });
+        } catch (error) {
+          // The gateway's own log says why; the directory is gone after close().
+          const log = await readFile(join(dir, "log", "client.rgw.a.log"), "utf8").catch(() => "");
+          throw new Error(`${(error as Error).message}\nradosgw log tail:\n${log.split("\n").slice(-15).join("\n")}`);
+        }
+      },
+    },
+    async close() {
+      await run(SCRIPT, ["stop"], { env }).catch(() => undefined);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function clientFor(server: S3TestServer): S3Client {
+  return createS3Client({
+    endpoint: server.endpoint,
+    region: server.region,
+    bucket: "",
+    accessKeyId: server.accessKeyId,
+    secretAccessKey: server.secretAccessKey,
+  });
+}
+
+/** A new, empty bucket with a unique name; `drop` empties and removes it. */
+export async function createTestBucket(server: S3TestServer): Promise<{ bucket: string; drop(): Promise<void> }> {
+  const client = clientFor(server);
+  const bucket = `ferry-test-${randomBytes(6).toString("hex")}`;
+  await client.send(new CreateBucketCommand({ Bucket: bucket }));
+  return {
+    bucket,
+    async drop() {
+      try {
+        for (;;) {
+          const page = await client.send(new ListObjectsV2Command({ Bucket: bucket }));
+          const keys = (page.Contents ?? []).map((o) => ({ Key: o.Key! }));
+          if (keys.length === 0) break;
+          await client.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys, Quiet: true } }));
+        }
+        await client.send(new DeleteBucketCommand({ Bucket: bucket })).catch(() => undefined);
+      } finally {
+        client.destroy();
+      }
+    },
+  };
+}
