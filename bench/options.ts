@@ -83,8 +83,12 @@ const FAST: Profile = {
 export const WORKLOAD_GROUPS = ['manifest', 'pull', 'push', 'list', 'mix'] as const;
 export type WorkloadGroup = (typeof WORKLOAD_GROUPS)[number];
 
+/** Where both registries keep blobs: local files, or one loopback Ceph RGW (scripts/s3-service.sh). */
+export type StorageMode = 'filesystem' | 's3';
+
 export interface Options {
   profile: Profile;
+  storage: StorageMode;
   only?: RegistryName;
   ferryArgs: string[];
   ferryCli: string;
@@ -99,6 +103,11 @@ function positiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
   return n;
+}
+
+function storageMode(value: string): StorageMode {
+  if (value !== 'filesystem' && value !== 's3') throw new InvalidArgumentError('expected "filesystem" or "s3"');
+  return value;
 }
 
 function registryName(value: string): RegistryName {
@@ -130,6 +139,7 @@ export function parseOptions(argv: string[], repoRoot: string): Options {
     .description('Benchmark Ferry against the reference registry (CNCF distribution)')
     .option('--fast', 'small sizes, one repeat: checks the harness works (CI)', false)
     .option('--only <registry>', 'run against one registry only: ferry | reference', registryName)
+    .option('--storage <driver>', 'blob storage of both registries: filesystem | s3 (starts a loopback Ceph RGW)', storageMode, 'filesystem')
     .option('--ferry-args <args>', 'extra arguments for `ferry serve`, e.g. "--workers 2"', '')
     .option('--ferry-cli <path>', 'Ferry CLI entry point', path.join(repoRoot, 'dist/src/cli/main.js'))
     .option('--reference-bin <path>', 'reference registry binary', '/usr/bin/docker-registry')
@@ -143,6 +153,7 @@ export function parseOptions(argv: string[], repoRoot: string): Options {
   const raw = program.opts<{
     fast: boolean;
     only?: RegistryName;
+    storage: StorageMode;
     ferryArgs: string;
     ferryCli: string;
     referenceBin: string;
@@ -157,6 +168,7 @@ export function parseOptions(argv: string[], repoRoot: string): Options {
 
   return {
     profile,
+    storage: raw.storage,
     only: raw.only,
     ferryArgs: splitArgs(raw.ferryArgs),
     ferryCli: path.resolve(raw.ferryCli),

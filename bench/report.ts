@@ -6,6 +6,8 @@ import type { RegistryName } from './types.js';
 
 export interface RunInfo {
   mode: 'fast' | 'full';
+  /** Blob storage of both registries (--storage). */
+  storage: 'filesystem' | 's3';
   repeats: number;
   cores: number;
   cpuModel: string;
@@ -39,7 +41,7 @@ export function renderReport(info: RunInfo, rows: readonly Row[], notes: readonl
   const out: string[] = [];
   out.push(`Ferry vs reference registry (${info.referenceVersion})`);
   out.push(
-    `mode ${info.mode}, ${info.repeats} repeat${info.repeats > 1 ? 's' : ''} per workload, ` +
+    `mode ${info.mode}, storage ${info.storage}, ${info.repeats} repeat${info.repeats > 1 ? 's' : ''} per workload, ` +
       `registries: ${info.registries.join(', ')}${info.ferryArgs.length ? `, ferry args: ${info.ferryArgs.join(' ')}` : ''}`,
   );
   out.push(`machine: ${info.cores} cores (${info.cpuModel}), Node ${info.node}, ${info.platform}`);

@@ -129,6 +129,7 @@ async function main(): Promise<number> {
     const pkg = JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { version?: string };
     const info: RunInfo = {
       mode: profile.mode,
+      storage: options.storage,
       repeats: profile.repeats,
       cores: os.cpus().length,
       cpuModel: os.cpus()[0]?.model ?? 'unknown',

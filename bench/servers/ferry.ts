@@ -6,8 +6,9 @@ import { freePort, spawnServer } from '../server-process.js';
 import { waitForRegistry } from '../ready.js';
 import { onCleanup } from '../cleanup.js';
 import type { StartedServer } from './reference.js';
+import type { S3Bucket } from './s3.js';
 
-export async function startFerry(cli: string, extraArgs: string[], workDir: string): Promise<StartedServer> {
+export async function startFerry(cli: string, extraArgs: string[], workDir: string, s3?: S3Bucket): Promise<StartedServer> {
   if (!existsSync(cli)) {
     throw new Error(`Ferry CLI not found at ${cli} (not built yet?); use --only reference to benchmark the reference alone`);
   }
@@ -16,7 +17,19 @@ export async function startFerry(cli: string, extraArgs: string[], workDir: stri
   const port = await freePort();
   // Same logging as the reference's generated config: access log off, errors only.
   const configPath = path.join(workDir, 'ferry.yml');
-  await fs.writeFile(configPath, 'log:\n  level: error\n  accessLog: false\n');
+  const storage = s3
+    ? [
+        'storage:',
+        '  driver: s3',
+        '  s3:',
+        `    endpoint: ${s3.endpoint}`,
+        `    bucket: ${s3.bucket}`,
+        `    accessKeyId: ${s3.accessKeyId}`,
+        `    secretAccessKey: ${s3.secretAccessKey}`,
+        '',
+      ].join('\n')
+    : '';
+  await fs.writeFile(configPath, `log:\n  level: error\n  accessLog: false\n${storage}`);
   const args = [cli, 'serve', '--config', configPath, '--listen', `127.0.0.1:${port}`, '--data', dataDir, ...extraArgs];
   // process.execPath: the same Node that runs the harness, not whatever is on PATH.
   const server = spawnServer(process.execPath, args, path.join(workDir, 'server.log'), workDir);

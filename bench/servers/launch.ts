@@ -11,6 +11,7 @@ import type { Registry } from '../registry.js';
 import type { RegistryName } from '../types.js';
 import { startFerry } from './ferry.js';
 import { startReference, type StartedServer } from './reference.js';
+import { startBenchS3, type S3Bucket } from './s3.js';
 
 /**
  * Creates the workspace under os.tmpdir(); removed at exit unless --keep-data.
@@ -32,11 +33,11 @@ export async function makeWorkspace(keep: boolean): Promise<string> {
   return dir;
 }
 
-async function startOne(name: RegistryName, options: Options, workDir: string): Promise<StartedServer> {
+async function startOne(name: RegistryName, options: Options, workDir: string, s3?: S3Bucket): Promise<StartedServer> {
   await fs.mkdir(workDir, { recursive: true });
   return name === 'ferry'
-    ? startFerry(options.ferryCli, options.ferryArgs, workDir)
-    : startReference(options.referenceBin, workDir);
+    ? startFerry(options.ferryCli, options.ferryArgs, workDir, s3)
+    : startReference(options.referenceBin, workDir, s3);
 }
 
 /**
@@ -47,9 +48,11 @@ async function startOne(name: RegistryName, options: Options, workDir: string): 
 export async function launchRegistries(options: Options, workspace: string): Promise<Registry[]> {
   const names: RegistryName[] = options.only ? [options.only] : ['ferry', 'reference'];
   const out: Registry[] = [];
+  // With --storage s3 both registries use one RGW, each its own bucket.
+  const s3 = options.storage === 's3' ? await startBenchS3(options.repoRoot, path.join(workspace, 'rgw'), names) : undefined;
   for (const name of names) {
     const workDir = path.join(workspace, name);
-    const { server, baseUrl, dataDir } = await startOne(name, options, workDir);
+    const { server, baseUrl, dataDir } = await startOne(name, options, workDir, s3?.[name]);
     const http = new RegistryHttp(baseUrl);
     onCleanup(() => http.close());
     const memory = new MemorySampler(server.pid);

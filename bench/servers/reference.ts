@@ -5,6 +5,7 @@ import path from 'node:path';
 import { freePort, spawnServer, type ServerProcess } from '../server-process.js';
 import { waitForRegistry } from '../ready.js';
 import { onCleanup } from '../cleanup.js';
+import type { S3Bucket } from './s3.js';
 
 export interface StartedServer {
   baseUrl: string;
@@ -18,7 +19,21 @@ export interface StartedServer {
  * auth and the storage health check, plus quiet logging: an access log line
  * per request would measure log I/O rather than the registry.
  */
-function referenceConfig(dataDir: string, port: number): string {
+function referenceConfig(dataDir: string, port: number, s3?: S3Bucket): string {
+  const storage = s3
+    ? [
+        // distribution's s3 driver on the same RGW (path style, plain HTTP, SigV4).
+        '  s3:',
+        `    accesskey: ${s3.accessKeyId}`,
+        `    secretkey: ${s3.secretAccessKey}`,
+        '    region: us-east-1',
+        `    regionendpoint: ${s3.endpoint}`,
+        `    bucket: ${s3.bucket}`,
+        '    secure: false',
+        '    v4auth: true',
+        '    rootdirectory: /',
+      ]
+    : ['  filesystem:', `    rootdirectory: ${JSON.stringify(dataDir)}`];
   return [
     'version: 0.1',
     'log:',
@@ -28,8 +43,7 @@ function referenceConfig(dataDir: string, port: number): string {
     'storage:',
     '  cache:',
     '    blobdescriptor: inmemory',
-    '  filesystem:',
-    `    rootdirectory: ${JSON.stringify(dataDir)}`,
+    ...storage,
     '  delete:',
     '    enabled: true',
     'http:',
@@ -38,13 +52,16 @@ function referenceConfig(dataDir: string, port: number): string {
   ].join('\n');
 }
 
-export async function startReference(binary: string, workDir: string): Promise<StartedServer> {
+export async function startReference(binary: string, workDir: string, s3?: S3Bucket): Promise<StartedServer> {
   const dataDir = path.join(workDir, 'data');
   await fs.mkdir(dataDir, { recursive: true });
   const port = await freePort();
   const configPath = path.join(workDir, 'config.yml');
-  await fs.writeFile(configPath, referenceConfig(dataDir, port));
-  const server = spawnServer(binary, ['serve', configPath], path.join(workDir, 'server.log'), workDir);
+  await fs.writeFile(configPath, referenceConfig(dataDir, port, s3));
+  // Its S3 driver panics at start when AWS_CA_BUNDLE is set (LoadCustomCABundleError); env execs in place, same pid.
+  const server = s3
+    ? spawnServer('/usr/bin/env', ['-u', 'AWS_CA_BUNDLE', binary, 'serve', configPath], path.join(workDir, 'server.log'), workDir)
+    : spawnServer(binary, ['serve', configPath], path.join(workDir, 'server.log'), workDir);
   // Registered before waiting, so a server that never becomes ready is still stopped.
   onCleanup(() => server.stop());
   const baseUrl = `http://127.0.0.1:${port}`;

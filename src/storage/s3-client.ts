@@ -23,6 +23,10 @@ export interface S3ConnectionOptions {
 }
 
 export function createS3Client(options: S3ConnectionOptions): S3Client {
+  // The SDK warns on every start under Node 20 that its releases after January 2027 need
+  // Node 22; the version is pinned in package.json (docs/storage.md), so the warning only
+  // alarms operators. An explicit setting of the variable is left alone.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
   // Connections to a loopback store are not kept alive: Ceph RGW sends a small body ~40 ms
   // after its headers (Nagle against the client's delayed ACK), which a fresh connection
   // (still in TCP quick-ACK mode) does not suffer; on loopback a connection costs ~0.1 ms

@@ -69,3 +69,26 @@ export class KnownParts {
     return parts.reduce((sum, p) => sum + p.size, 0) === bytes ? parts : null;
   }
 }
+
+/**
+ * Part-sized buffers for appends, reused: a fresh 16 MiB buffer is a fresh
+ * mapping whose every page faults on first write (~20 µs per 4 KiB page on
+ * our VMs, ~80 ms of CPU per part). Up to `keep` idle buffers stay; an
+ * append holds one only while it runs.
+ */
+export class PartBufferPool {
+  private readonly idle: Buffer[] = [];
+
+  constructor(
+    private readonly size: number,
+    private readonly keep = 4,
+  ) {}
+
+  take(): Buffer {
+    return this.idle.pop() ?? Buffer.allocUnsafeSlow(this.size);
+  }
+
+  give(buffer: Buffer): void {
+    if (this.idle.length < this.keep) this.idle.push(buffer);
+  }
+}

@@ -60,7 +60,7 @@ import {
   type SessionState,
   type UploadedPart,
 } from "./s3-layout.js";
-import { KnownParts, PieceCache } from "./s3-piece-cache.js";
+import { KnownParts, PartBufferPool, PieceCache } from "./s3-piece-cache.js";
 
 export interface S3StoreOptions extends S3ConnectionOptions {
   /** Key prefix inside the bucket ("" for the root). */
@@ -88,6 +88,7 @@ export class S3BlobStore implements BlobStore {
   private readonly pieceCache = new PieceCache();
   /** ETags of parts this process uploaded, by multipart upload. */
   private readonly knownParts = new KnownParts();
+  private readonly partBuffers: PartBufferPool;
 
   constructor(private readonly options: S3StoreOptions, client?: S3Client) {
     if (options.partSize < MIN_PART_BYTES || options.partSize > MAX_PART_BYTES) throw new Error("partSize must be between 5MiB and 5GiB");
@@ -95,6 +96,7 @@ export class S3BlobStore implements BlobStore {
     this.layout = new S3Layout(options.prefix);
     this.bucket = options.bucket;
     this.partSize = options.partSize;
+    this.partBuffers = new PartBufferPool(options.partSize);
     this.maxCopyBytes = options.maxCopyBytes ?? MAX_PART_BYTES;
     if (this.maxCopyBytes < 2 * MIN_PART_BYTES || this.maxCopyBytes > MAX_PART_BYTES) throw new Error("maxCopyBytes must be between 10MiB and 5GiB");
   }
@@ -157,9 +159,14 @@ export class S3BlobStore implements BlobStore {
     // Pieces folded into an uploaded part or a merged piece: deleted once the new state no longer names them.
     const consumed: string[] = [];
     const uploaded: UploadedPart[] = [];
+    // The next part is assembled in one buffer: the session's pieces (read back only if the part
+    // fills) go in front, this request's bytes after them. One part per append in memory; the
+    // buffer comes from a pool, so its pages are not faulted in again for every push.
     let pending = state.pieces.reduce((sum, piece) => sum + piece.size, 0);
-    const chunks: Buffer[] = [];
-    let buffered = 0;
+    // Pieces are only ever written below S3's minimum part size, which no partSize is under.
+    if (pending >= MIN_PART_BYTES) throw storeUnavailable(new Error("pieces exceed a part"), "storing upload data");
+    let part: Buffer | null = null;
+    let filled = 0;
     let written = 0;
     let leftover: { key: string; body: Buffer } | null = null;
     try {
@@ -168,22 +175,29 @@ export class S3BlobStore implements BlobStore {
         written += chunk.length;
         if (maxBytes !== undefined && written > maxBytes) throw new UploadTooLargeError(`more than ${maxBytes} bytes`);
         if (exactBytes !== undefined && written > exactBytes) throw new UploadLengthError(exactBytes, written);
-        if (chunk.length === 0) continue;
-        chunks.push(chunk);
-        buffered += chunk.length;
-        // Reading the socket waits while a full part uploads: one part per append in memory.
-        while (pending + buffered >= this.partSize) {
-          const take = this.partSize - pending;
-          state = await this.uploadPart(uploadId, state, takeBytes(chunks, take), consumed, uploaded);
-          buffered -= take;
-          pending = 0;
+        for (let at = 0; at < chunk.length; ) {
+          part ??= this.partBuffers.take();
+          const n = Math.min(chunk.length - at, this.partSize - pending - filled);
+          chunk.copy(part, pending + filled, at, at + n);
+          filled += n;
+          at += n;
+          // Reading the socket waits while a full part uploads.
+          if (pending + filled === this.partSize) {
+            state = await this.uploadPart(uploadId, state, part, pending + filled, consumed, uploaded);
+            pending = 0;
+            filled = 0;
+          }
         }
       }
       if (exactBytes !== undefined && written !== exactBytes) throw new UploadLengthError(exactBytes, written);
       const size = start + written;
-      if (buffered > 0) {
-        let offset = size - buffered;
-        let body = Buffer.concat(chunks, buffered);
+      if (part !== null && pending + filled >= MIN_PART_BYTES) {
+        // Enough for a part of its own (S3's minimum): uploaded now rather than stored as a piece
+        // and read back later, so chunks of 5 MiB or more are written to S3 once.
+        state = await this.uploadPart(uploadId, state, part, pending + filled, consumed, uploaded);
+      } else if (part !== null && filled > 0) {
+        let offset = size - filled;
+        let body = Buffer.from(part.subarray(pending, pending + filled)); // a copy: the part buffer goes back to the pool
         let pieces = state.pieces;
         if (pieces.length >= MAX_PIECES) {
           // Many tiny chunks: fold them into one piece (less than a part) to keep the state small.
@@ -205,6 +219,8 @@ export class S3BlobStore implements BlobStore {
       // The session stays as it was: the old state still names only the old bytes.
       if (leftover !== null) await this.deleteKeys([leftover.key]).catch(() => undefined);
       throw error;
+    } finally {
+      if (part !== null) this.partBuffers.give(part);
     }
     if (leftover !== null) this.pieceCache.remember(leftover.key, leftover.body);
     if (uploaded.length > 0) this.knownParts.add(state.mpu!, uploaded);
@@ -303,8 +319,18 @@ export class S3BlobStore implements BlobStore {
     await this.attempt("saving an upload's state", () => this.client.send(this.stateCommand(uploadId, state, false)));
   }
 
-  /** Uploads the session's pieces followed by `head` as the next part; the new state names no pieces. */
-  private async uploadPart(uploadId: string, state: SessionState, head: Buffer[], consumed: string[], uploaded: UploadedPart[]): Promise<SessionState> {
+  /**
+   * Uploads part[0, length) as the next part, its first bytes being the session's pieces
+   * (read into the space left for them); the new state names no pieces.
+   */
+  private async uploadPart(
+    uploadId: string,
+    state: SessionState,
+    part: Buffer,
+    length: number,
+    consumed: string[],
+    uploaded: UploadedPart[],
+  ): Promise<SessionState> {
     if (!state.mpu) {
       const created = await this.attempt("starting a multipart upload", () =>
         this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: this.layout.staging(uploadId) })),
@@ -313,11 +339,10 @@ export class S3BlobStore implements BlobStore {
       // Recorded at once, so a failed append leaves no multipart upload the session does not know.
       await this.putState(uploadId, state);
     }
-    const pieces = state.pieces.length > 0 ? [await this.readPieces(uploadId, state)] : [];
-    const body = Buffer.concat([...pieces, ...head]);
-    uploaded.push(await this.putPart(uploadId, state, body));
+    if (state.pieces.length > 0) (await this.readPieces(uploadId, state)).copy(part, 0);
+    uploaded.push(await this.putPart(uploadId, state, part.subarray(0, length)));
     consumed.push(...state.pieces.map((p) => this.layout.piece(uploadId, p.offset, p.size)));
-    return { ...state, np: state.np + 1, partBytes: state.partBytes + body.length, pieces: [] };
+    return { ...state, np: state.np + 1, partBytes: state.partBytes + length, pieces: [] };
   }
 
   /** Uploads `body` as part np+1 of the session's multipart upload. */
@@ -598,23 +623,4 @@ export class S3BlobStore implements BlobStore {
  */
 function inParts(state: SessionState): boolean {
   return state.sealed === true || state.np > 0;
-}
-
-/** Removes the first `count` bytes from `chunks` (splitting a chunk if needed) and returns them. */
-function takeBytes(chunks: Buffer[], count: number): Buffer[] {
-  const out: Buffer[] = [];
-  let left = count;
-  while (left > 0) {
-    const first = chunks[0];
-    if (first.length <= left) {
-      out.push(first);
-      chunks.shift();
-      left -= first.length;
-    } else {
-      out.push(first.subarray(0, left));
-      chunks[0] = first.subarray(left);
-      left = 0;
-    }
-  }
-  return out;
 }

@@ -1,0 +1,93 @@
+/**
+ * The S3 driver's pure parts, without an S3 server: the key layout, the
+ * session state's validation, what clients are told when the store fails,
+ * when payloads go unsigned, and the per-process caches.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { S3Layout, emptySession, encodeSessionState, parseSessionState } from "../../src/storage/s3-layout.js";
+import { isLoopbackEndpoint, isMissing, payloadProtectedInTransit, storeUnavailable } from "../../src/storage/s3-client.js";
+import { KnownParts, PieceCache } from "../../src/storage/s3-piece-cache.js";
+
+const HEX = "a".repeat(64);
+
+test("blob keys are <prefix>blobs/<algorithm>/<hex>, and only such keys map back to digests", () => {
+  const layout = new S3Layout("team-a");
+  assert.equal(layout.blob(`sha256:${HEX}`), `team-a/blobs/sha256/${HEX}`);
+  assert.equal(new S3Layout("").blob(`sha256:${HEX}`), `blobs/sha256/${HEX}`);
+  assert.equal(new S3Layout("x/").blob(`sha256:${HEX}`), `x/blobs/sha256/${HEX}`);
+  assert.equal(layout.digestOfKey(`team-a/blobs/sha256/${HEX}`), `sha256:${HEX}`);
+  for (const key of [`team-a/blobs/sha256/${HEX}/x`, `team-a/blobs/md5/${HEX}`, `team-a/blobs/sha256/${HEX.toUpperCase()}`, `other/blobs/sha256/${HEX}`]) {
+    assert.equal(layout.digestOfKey(key), null, key);
+  }
+  assert.throws(() => layout.blob("sha256:../../etc"), /not a digest/);
+});
+
+test("session keys stay inside the session's folder; keys no session could have are not reported as sessions", () => {
+  const layout = new S3Layout("");
+  assert.equal(layout.state("0b6c0d5e-1c1a-4a59-9d4b-7f1b2c3d4e5f"), "uploads/0b6c0d5e-1c1a-4a59-9d4b-7f1b2c3d4e5f/state");
+  assert.equal(layout.piece("id1", 5, 7), "uploads/id1/piece-0000000000000005-7");
+  for (const bad of ["..", ".", "a/b", "", "x".repeat(129), "a b"]) assert.throws(() => layout.session(bad), /invalid upload id/, bad);
+  assert.equal(layout.sessionOfKey("uploads/abc/state"), "abc");
+  assert.equal(layout.sessionOfKey("uploads/../state"), null);
+  assert.equal(layout.sessionOfKey("uploads/a b/state"), null);
+  assert.equal(layout.sessionOfKey("blobs/sha256/x"), null);
+});
+
+test("a session state round-trips, and anything malformed is refused rather than guessed at", () => {
+  const state = { ...emptySession(), size: 12, mpu: "2~abc", np: 1, partBytes: 10, pieces: [{ offset: 10, size: 2 }] };
+  assert.deepEqual(parseSessionState(encodeSessionState(state)), state);
+  for (const bad of [undefined, "", "{", "null", '{"v":2,"size":0,"np":0,"partBytes":0,"pieces":[]}', '{"v":1,"size":-1,"np":0,"partBytes":0,"pieces":[]}', '{"v":1,"size":0,"np":0,"partBytes":0,"pieces":[{"offset":"0","size":1}]}', '{"v":1,"size":0,"np":0,"partBytes":0,"pieces":[],"mpu":5}']) {
+    assert.throws(() => parseSessionState(bad), /malformed/, String(bad));
+  }
+});
+
+test("a store failure becomes 503 UNAVAILABLE naming the S3 error, never S3's message (it may name the bucket)", () => {
+  const s3Error = Object.assign(new Error("Access Denied for bucket secret-bucket-name"), { name: "AccessDenied", $metadata: { httpStatusCode: 403 } });
+  const failure = storeUnavailable(s3Error, "storing upload data");
+  assert.equal(failure.code, "UNAVAILABLE");
+  assert.equal(failure.status, 503);
+  assert.deepEqual(failure.detail, { store: "s3", reason: "AccessDenied", status: 403 });
+  assert.doesNotMatch(JSON.stringify({ message: failure.message, detail: failure.detail }), /secret-bucket-name/);
+  const refused = storeUnavailable(Object.assign(new Error("connect ECONNREFUSED 10.0.0.5:7480"), { code: "ECONNREFUSED" }), "reading a blob");
+  assert.deepEqual(refused.detail, { store: "s3", reason: "ECONNREFUSED" });
+  assert.doesNotMatch(refused.message, /10\.0\.0\.5/);
+  // A missing object is an answer, a missing bucket is not.
+  assert.equal(isMissing(Object.assign(new Error(""), { name: "NoSuchKey" })), true);
+  assert.equal(isMissing(Object.assign(new Error(""), { name: "NotFound", $metadata: { httpStatusCode: 404 } })), true);
+  assert.equal(isMissing(Object.assign(new Error(""), { name: "NoSuchBucket", $metadata: { httpStatusCode: 404 } })), false);
+});
+
+test("payloads go unsigned only where TLS or loopback protects them; keep-alive is dropped only on loopback", () => {
+  assert.equal(payloadProtectedInTransit(undefined), true, "AWS default endpoint is HTTPS");
+  assert.equal(payloadProtectedInTransit("https://s3.example.com"), true);
+  assert.equal(payloadProtectedInTransit("http://127.0.0.1:7480"), true);
+  assert.equal(payloadProtectedInTransit("http://[::1]:7480"), true);
+  assert.equal(payloadProtectedInTransit("http://10.0.0.5:7480"), false);
+  assert.equal(payloadProtectedInTransit("http://127.evil.example:7480"), false);
+  assert.equal(isLoopbackEndpoint("http://127.0.0.1:7480"), true);
+  assert.equal(isLoopbackEndpoint("https://s3.amazonaws.com"), false);
+  assert.equal(isLoopbackEndpoint(undefined), false);
+});
+
+test("the piece cache is bounded and forgets on request; known parts are used only when they add up", () => {
+  const cache = new PieceCache();
+  const big = Buffer.alloc(8 * 1024 * 1024);
+  for (let i = 0; i < 6; i++) cache.remember(`k${i}`, big);
+  assert.equal(cache.get("k0"), undefined, "oldest evicted past 32 MiB");
+  assert.ok(cache.get("k5"));
+  cache.remember("huge", Buffer.alloc(9 * 1024 * 1024));
+  assert.equal(cache.get("huge"), undefined, "entries above 8 MiB are not kept");
+  cache.forget(["k5"]);
+  assert.equal(cache.get("k5"), undefined);
+
+  const known = new KnownParts();
+  known.add("u", [{ n: 1, etag: "a", size: 5 }]);
+  known.add("u", [{ n: 2, etag: "b", size: 3 }]);
+  assert.equal(known.take("u", 2, 9), null, "sizes that do not add up are asked of S3");
+  known.add("u", [{ n: 1, etag: "a", size: 5 }, { n: 2, etag: "b", size: 3 }]);
+  assert.deepEqual(known.take("u", 2, 8)?.map((p) => p.etag), ["a", "b"]);
+  assert.equal(known.take("u", 2, 8), null, "taken once");
+  known.add("v", [{ n: 2, etag: "b", size: 3 }]);
+  assert.equal(known.take("v", 2, 3), null, "a part this process did not upload is missing");
+});
