@@ -4,49 +4,37 @@
  * presigned URLs, purge of orphaned multipart uploads, and skopeo copying an
  * image in and out.
  */
-import { test, before, after } from "node:test";
+import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { ListMultipartUploadsCommand, ListObjectsV2Command, type S3Client } from "@aws-sdk/client-s3";
+import { ListMultipartUploadsCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { startTestRegistry, type TestRegistry } from "../helpers/registry.js";
 import { buildImage, writeLayout, sha256, type TestImage } from "../helpers/images.js";
 import { skipUnless } from "../helpers/tools.js";
-import { clientFor, createTestBucket, skipUnlessS3, startS3Server, type S3TestServer } from "../helpers/s3-rgw.js";
+import { skipUnlessS3, useS3Bucket } from "../helpers/s3-rgw.js";
 import { skopeo } from "./clients.js";
 
 const MiB = 1024 * 1024;
 const skip = skipUnlessS3();
-let server: S3TestServer;
-let bucket: { bucket: string; drop(): Promise<void> };
-let raw: S3Client;
 const registries: TestRegistry[] = [];
-
-before(async () => {
-  if (skip) return;
-  server = await startS3Server();
-  bucket = await createTestBucket(server);
-  raw = clientFor(server);
-});
-
+// Registered first, so it runs first: the registries close before the bucket goes.
 after(async () => {
   for (const registry of registries) await registry.close();
-  raw?.destroy();
-  await bucket?.drop().catch(() => undefined);
-  await server?.close();
 });
+const s3 = useS3Bucket(skip);
 
 async function s3Registry(prefix: string, extra: Record<string, unknown> = {}, top: Record<string, unknown> = {}): Promise<TestRegistry> {
   const registry = await startTestRegistry({
     storage: {
       driver: "s3",
       s3: {
-        endpoint: server.endpoint,
-        bucket: bucket.bucket,
-        accessKeyId: server.accessKeyId,
-        secretAccessKey: server.secretAccessKey,
+        endpoint: s3.server.endpoint,
+        bucket: s3.bucket,
+        accessKeyId: s3.server.accessKeyId,
+        secretAccessKey: s3.server.secretAccessKey,
         prefix,
         partSize: "5MiB",
         ...extra,
@@ -84,7 +72,7 @@ test("a blob pushed in small PATCH chunks to one replica and finished on another
   }
   // The rest goes with the PUT to a second registry process sharing the data directory.
   const second = await startTestRegistry(
-    { storage: { driver: "s3", s3: { endpoint: server.endpoint, bucket: bucket.bucket, accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey, prefix, partSize: "5MiB" } } },
+    { storage: { driver: "s3", s3: { endpoint: s3.server.endpoint, bucket: s3.bucket, accessKeyId: s3.server.accessKeyId, secretAccessKey: s3.server.secretAccessKey, prefix, partSize: "5MiB" } } },
     first.dataDir,
   );
   registries.push(second);
@@ -104,7 +92,7 @@ test("a blob pushed in small PATCH chunks to one replica and finished on another
   const head = await fetch(`${first.url}/v2/s3/app/blobs/${digest}`, { method: "HEAD" });
   assert.equal(head.status, 200);
   assert.equal(head.headers.get("content-length"), String(bytes.length));
-  const leftovers = await raw.send(new ListObjectsV2Command({ Bucket: bucket.bucket, Prefix: `${prefix}uploads/` }));
+  const leftovers = await s3.raw.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: `${prefix}uploads/` }));
   assert.equal(leftovers.KeyCount ?? 0, 0, "the finished session left nothing in the bucket");
 });
 
@@ -117,7 +105,7 @@ test("with redirect.enabled a blob GET answers 307 to a presigned URL that serve
   const got = await fetch(`${registry.url}/v2/s3/redir/blobs/${digest}`, { redirect: "manual" });
   assert.equal(got.status, 307);
   const location = got.headers.get("location")!;
-  assert.ok(location.startsWith(`${server.endpoint}/${bucket.bucket}/redirect/blobs/sha256/`), location);
+  assert.ok(location.startsWith(`${s3.server.endpoint}/${s3.bucket}/redirect/blobs/sha256/`), location);
   assert.match(location, /X-Amz-Expires=120/);
   const direct = await fetch(location);
   assert.equal(direct.status, 200);
@@ -135,12 +123,12 @@ test("the purge job aborts the multipart upload of an abandoned session", { skip
   const location = await startSession(registry.url, "s3/purge");
   const patch = await fetch(location, { method: "PATCH", body: new Uint8Array(randomBytes(6 * MiB)) });
   assert.equal(patch.status, 202);
-  const uploads = async () => (await raw.send(new ListMultipartUploadsCommand({ Bucket: bucket.bucket, Prefix: prefix }))).Uploads ?? [];
+  const uploads = async () => (await s3.raw.send(new ListMultipartUploadsCommand({ Bucket: s3.bucket, Prefix: prefix }))).Uploads ?? [];
   assert.equal((await uploads()).length, 1);
   await new Promise((resolve) => setTimeout(resolve, 5));
   assert.ok((await registry.registry.purgeUploads()) >= 1);
   assert.equal((await uploads()).length, 0);
-  const left = await raw.send(new ListObjectsV2Command({ Bucket: bucket.bucket, Prefix: `${prefix}uploads/` }));
+  const left = await s3.raw.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: `${prefix}uploads/` }));
   assert.equal(left.KeyCount ?? 0, 0);
   assert.equal((await fetch(location)).status, 404);
 });

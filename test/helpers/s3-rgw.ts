@@ -7,6 +7,7 @@
  * Without the Ceph packages the tests are skipped with the apt-get line;
  * with REQUIRE_E2E_TOOLS=1 (CI) that is a failure instead.
  */
+import { before, after } from "node:test";
 import { execFile, spawnSync } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer } from "node:net";
@@ -129,4 +130,36 @@ export async function createTestBucket(server: S3TestServer): Promise<{ bucket: 
       }
     },
   };
+}
+
+export interface S3Fixture {
+  server: S3TestServer;
+  /** A bucket of this test file's own. */
+  bucket: string;
+  /** A plain SDK client, to look at what the registry left in the bucket. */
+  raw: S3Client;
+}
+
+/**
+ * Registers before/after hooks for a test file: the shared RGW, a fresh
+ * bucket and a raw client, filled in before the first test and dropped after
+ * the last. Nothing is started when the file is skipped.
+ */
+export function useS3Bucket(skip: string | false): S3Fixture {
+  const fixture = {} as S3Fixture;
+  let drop: (() => Promise<void>) | undefined;
+  before(async () => {
+    if (skip) return;
+    fixture.server = await startS3Server();
+    const created = await createTestBucket(fixture.server);
+    fixture.bucket = created.bucket;
+    drop = created.drop;
+    fixture.raw = clientFor(fixture.server);
+  });
+  after(async () => {
+    fixture.raw?.destroy();
+    await drop?.().catch(() => undefined);
+    await fixture.server?.close();
+  });
+  return fixture;
 }

@@ -5,43 +5,28 @@
  * replica), multipart commits and ranged server-side copies, Range GETs,
  * orphaned multipart uploads, and start-up checks that name the config key.
  */
-import { describe, test, before, after } from "node:test";
+import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { Readable } from "node:stream";
-import { DeleteObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, type S3Client } from "@aws-sdk/client-s3";
+import { DeleteObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { S3BlobStore, type S3StoreOptions } from "../../src/storage/s3.js";
 import { loadConfig } from "../../src/config/load.js";
 import { startTestRegistry } from "../helpers/registry.js";
 import { blobStoreSuite } from "./blob-store-suite.js";
-import { clientFor, createTestBucket, skipUnlessS3, startS3Server, type S3TestServer } from "../helpers/s3-rgw.js";
+import { skipUnlessS3, useS3Bucket } from "../helpers/s3-rgw.js";
 
 const MiB = 1024 * 1024;
 const skip = skipUnlessS3();
-let server: S3TestServer;
-let bucket: { bucket: string; drop(): Promise<void> };
-let raw: S3Client;
-
-before(async () => {
-  if (skip) return;
-  server = await startS3Server();
-  bucket = await createTestBucket(server);
-  raw = clientFor(server);
-});
-
-after(async () => {
-  raw?.destroy();
-  await bucket?.drop().catch(() => undefined);
-  await server?.close();
-});
+const s3 = useS3Bucket(skip);
 
 function storeOptions(prefix: string, extra: Partial<S3StoreOptions> = {}): S3StoreOptions {
   return {
-    endpoint: server.endpoint,
-    region: server.region,
-    bucket: bucket.bucket,
-    accessKeyId: server.accessKeyId,
-    secretAccessKey: server.secretAccessKey,
+    endpoint: s3.server.endpoint,
+    region: s3.server.region,
+    bucket: s3.bucket,
+    accessKeyId: s3.server.accessKeyId,
+    secretAccessKey: s3.server.secretAccessKey,
     prefix,
     partSize: 5 * MiB,
     ...extra,
@@ -59,12 +44,12 @@ async function collect(stream: Readable): Promise<Buffer> {
 }
 
 async function keysUnder(prefix: string): Promise<string[]> {
-  const page = await raw.send(new ListObjectsV2Command({ Bucket: bucket.bucket, Prefix: prefix }));
+  const page = await s3.raw.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: prefix }));
   return (page.Contents ?? []).map((o) => o.Key!);
 }
 
 async function multipartUploadsUnder(prefix: string): Promise<number> {
-  const page = await raw.send(new ListMultipartUploadsCommand({ Bucket: bucket.bucket, Prefix: prefix }));
+  const page = await s3.raw.send(new ListMultipartUploadsCommand({ Bucket: s3.bucket, Prefix: prefix }));
   return (page.Uploads ?? []).length;
 }
 
@@ -203,7 +188,7 @@ describe("S3 driver on Ceph RGW", { skip }, () => {
       await store.appendUpload(id, Readable.from([randomBytes(6 * MiB)]), { offset: 0 });
       assert.equal(await multipartUploadsUnder(prefix), 1);
       // A crash that lost the state object: only the multipart upload and a piece remain.
-      await raw.send(new DeleteObjectCommand({ Bucket: bucket.bucket, Key: `${prefix}uploads/${id}/state` }));
+      await s3.raw.send(new DeleteObjectCommand({ Bucket: s3.bucket, Key: `${prefix}uploads/${id}/state` }));
       assert.equal(await store.uploadSize(id), null);
       const listed = await store.listUploads();
       assert.ok(listed.some((u) => u.id === id && u.modifiedAt > 0), "the orphan is listed for the purge job");
@@ -238,7 +223,7 @@ describe("S3 driver on Ceph RGW", { skip }, () => {
   });
 
   test("start-up stops with a message naming the key and what S3 answered: missing bucket, wrong keys, unreachable endpoint", async () => {
-    const base = { endpoint: server.endpoint, bucket: bucket.bucket, accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey };
+    const base = { endpoint: s3.server.endpoint, bucket: s3.bucket, accessKeyId: s3.server.accessKeyId, secretAccessKey: s3.server.secretAccessKey };
     const start = (s3: Record<string, unknown>) => startTestRegistry({ storage: { driver: "s3", s3: { ...base, ...s3 } } });
     await assert.rejects(start({ bucket: "no-such-bucket-here" }), /storage\.s3\.bucket.*"no-such-bucket-here".*does not exist.*NoSuchBucket/);
     await assert.rejects(start({ secretAccessKey: "wrong" }), /storage\.s3\.accessKeyId \/ storage\.s3\.secretAccessKey.*SignatureDoesNotMatch/);
@@ -253,16 +238,16 @@ describe("S3 driver on Ceph RGW", { skip }, () => {
     const config = loadConfig({
       env: {
         FERRY_STORAGE__DRIVER: "s3",
-        FERRY_STORAGE__S3__BUCKET: bucket.bucket,
-        FERRY_STORAGE__S3__ENDPOINT: server.endpoint,
-        FERRY_STORAGE__S3__ACCESS_KEY_ID: server.accessKeyId,
-        FERRY_STORAGE__S3__SECRET_ACCESS_KEY: server.secretAccessKey,
+        FERRY_STORAGE__S3__BUCKET: s3.bucket,
+        FERRY_STORAGE__S3__ENDPOINT: s3.server.endpoint,
+        FERRY_STORAGE__S3__ACCESS_KEY_ID: s3.server.accessKeyId,
+        FERRY_STORAGE__S3__SECRET_ACCESS_KEY: s3.server.secretAccessKey,
         FERRY_STORAGE__S3__PART_SIZE: "8MiB",
         FERRY_STORAGE__S3__REDIRECT__ENABLED: "true",
       },
     });
     assert.equal(config.storage.driver, "s3");
-    assert.equal(config.storage.s3?.bucket, bucket.bucket);
+    assert.equal(config.storage.s3?.bucket, s3.bucket);
     assert.equal(config.storage.s3?.partSize, 8 * MiB);
     assert.equal(config.storage.s3?.redirect.enabled, true);
     assert.equal(config.storage.s3?.redirect.expires, 15 * 60_000);
