@@ -22,6 +22,14 @@ async function source(t: After): Promise<RangeSource> {
 
 const all = serveAll;
 
+/** Pushes app:v1 naming `layer` at two URLs: /cut, which breaks off after `afterBytes`, then /good. */
+async function pushCutThenGood(s: RangeSource, r: TestRegistry, layer: { bytes: Buffer; digest: string; size: number }, afterBytes: number): Promise<void> {
+  s.put("/cut", layer.bytes);
+  s.behave("/cut", { kind: "cut", afterBytes });
+  const good = s.put("/good", layer.bytes);
+  await pushForeignImage(r.url, "app", "v1", [{ ...layer, urls: [s.url("/cut"), good] }]);
+}
+
 /** A raw GET that reports whether the body arrived complete or the connection was cut. */
 function rawGet(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: Buffer; complete: boolean }> {
   return new Promise((resolve) => {
@@ -98,10 +106,7 @@ test("verifyBeforeServe: a source that fails after its headers is replaced by th
   const s = await source(t);
   const r = await registry(t, all("proxy"));
   const layer = blob(50_000);
-  s.put("/cut", layer.bytes);
-  s.behave("/cut", { kind: "cut", afterBytes: 1000 });
-  const good = s.put("/good", layer.bytes);
-  await pushForeignImage(r.url, "app", "v1", [{ ...layer, urls: [s.url("/cut"), good] }]);
+  await pushCutThenGood(s, r, layer, 1000);
   const got = await rawGet(`${r.url}/v2/app/blobs/${layer.digest}`);
   assert.equal(got.status, 200);
   assert.equal(got.complete, true);
@@ -121,10 +126,7 @@ test("streamed large blob: a source that fails midway is resumed from the next U
   const s = await source(t);
   const r = await registry(t, { ...all("proxy"), proxy: { verifyBeforeServe: "1KiB" } });
   const layer = blob(400_000);
-  s.put("/cut", layer.bytes);
-  s.behave("/cut", { kind: "cut", afterBytes: 100_000 });
-  const good = s.put("/good", layer.bytes);
-  await pushForeignImage(r.url, "app", "v1", [{ ...layer, urls: [s.url("/cut"), good] }]);
+  await pushCutThenGood(s, r, layer, 100_000);
   const got = await rawGet(`${r.url}/v2/app/blobs/${layer.digest}`);
   assert.equal(got.status, 200);
   assert.equal(got.complete, true, "the connection is not cut: the next URL took over");
@@ -155,10 +157,7 @@ test("streamed large blob: the fallback source is asked for the rest with a Rang
   const s = await source(t);
   const r = await registry(t, { ...all("proxy"), proxy: { verifyBeforeServe: false } });
   const layer = blob(400_000);
-  s.put("/cut", layer.bytes);
-  s.behave("/cut", { kind: "cut", afterBytes: 100_000 });
-  const good = s.put("/good", layer.bytes);
-  await pushForeignImage(r.url, "app", "v1", [{ ...layer, urls: [s.url("/cut"), good] }]);
+  await pushCutThenGood(s, r, layer, 100_000);
   const got = await rawGet(`${r.url}/v2/app/blobs/${layer.digest}`);
   assert.equal(sha256(got.body), layer.digest);
   const resume = s.gets("/good")[0]!.range;
@@ -203,10 +202,7 @@ test("forwarded Range: a source that dies mid-range is replaced by the next URL,
   const s = await source(t);
   const r = await registry(t, { ...all("proxy"), proxy: { verifyBeforeServe: false } });
   const layer = blob(400_000);
-  s.put("/cut", layer.bytes);
-  s.behave("/cut", { kind: "cut", afterBytes: 150_000 });
-  const good = s.put("/good", layer.bytes);
-  await pushForeignImage(r.url, "app", "v1", [{ ...layer, urls: [s.url("/cut"), good] }]);
+  await pushCutThenGood(s, r, layer, 150_000);
   const got = await rawGet(`${r.url}/v2/app/blobs/${layer.digest}`, { Range: "bytes=1000-200999" });
   assert.equal(got.status, 206);
   assert.equal(got.complete, true);
