@@ -459,25 +459,25 @@ function shieldBody(body: Readable, hash: IncrementalHash | undefined, lost: Abo
   // error before that (client gone, lease lost) must not be an uncaught one.
   // The pipeline still sees it: the tap is destroyed with it.
   tap.on("error", () => undefined);
-  const clientGone = (error?: Error) => tap.destroy(error ?? Object.assign(new Error("the client closed the connection"), { code: "ECONNRESET" }));
-  body.once("error", clientGone);
-  body.once("close", () => {
-    if (!body.readableEnded) clientGone();
+  body.once("error", (error) => tap.destroy(error));
+  // The client went away mid-body, or a writer lost the session's lease: stop writing at once.
+  const stops = [clientGoneSignal(body), ...(lost ? [lost] : [])];
+  const stop = (signal: AbortSignal) => () => tap.destroy(signal.reason instanceof Error ? signal.reason : new Error("the upload was stopped"));
+  const listeners = stops.map((signal) => {
+    const listener = stop(signal);
+    if (signal.aborted) queueMicrotask(listener);
+    else signal.addEventListener("abort", listener, { once: true });
+    return { signal, listener };
   });
-  // A body that closed before we got here will never emit 'close' again.
-  if (body.destroyed && !body.readableEnded) queueMicrotask(() => clientGone(body.errored ?? undefined));
-  // A writer that lost the session's lease stops writing at once.
-  const onLost = () => tap.destroy(lost?.reason instanceof Error ? lost.reason : new Error("upload session lease lost"));
-  lost?.addEventListener("abort", onLost, { once: true });
   tap.once("close", () => {
     body.unpipe(tap);
-    lost?.removeEventListener("abort", onLost);
+    for (const { signal, listener } of listeners) signal.removeEventListener("abort", listener);
   });
   body.pipe(tap);
   return tap;
 }
 
-/** Aborts when the request body's client goes away before the body ended. */
+/** Aborts when the request body's client goes away before the body ended (also when it already has). */
 function clientGoneSignal(body: Readable): AbortSignal {
   const controller = new AbortController();
   const gone = () => controller.abort(Object.assign(new Error("the client closed the connection"), { code: "ECONNRESET" }));
