@@ -4,6 +4,11 @@
  * worker's own message, as a single process would) when a worker cannot
  * start at all or they keep dying. Restarting a worker that fails at
  * start-up (port in use, bad data directory) would only loop forever.
+ *
+ * Workers start one after another, each once the previous one is ready:
+ * start-up creates and migrates the database files, and SQLite can answer
+ * "database is locked" at once (without waiting) to processes doing that
+ * concurrently, which would stop the whole server.
  */
 import cluster, { type Worker } from "node:cluster";
 import type { Logger } from "pino";
@@ -51,12 +56,19 @@ export function supervise(count: number, logger: Logger): void {
     stopAll(1);
   };
 
+  let started = 0;
   const fork = () => {
     const worker = cluster.fork();
     worker.on("message", (message: unknown) => {
       if (!isWorkerMessage(message)) return;
-      if (message.type === "ferry:ready") ready.add(worker.id);
-      else if (message.type === "ferry:startup-failed") fail(message.message);
+      if (message.type === "ferry:ready") {
+        ready.add(worker.id);
+        // The next of the initial workers starts once this one is up.
+        if (started < count && !stopping) {
+          started++;
+          fork();
+        }
+      } else if (message.type === "ferry:startup-failed") fail(message.message);
     });
   };
 
@@ -88,7 +100,8 @@ export function supervise(count: number, logger: Logger): void {
   });
 
   logger.info({ workers: count }, "starting workers");
-  for (let i = 0; i < count; i++) fork();
+  started = 1;
+  fork();
   const stop = () => stopAll(0);
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
