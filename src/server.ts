@@ -3,12 +3,13 @@
  * background jobs. `startRegistry` is what `ferry serve` and the tests call.
  */
 import { createServer, type Server } from "node:http";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import type { AddressInfo } from "node:net";
 import { pino, type Logger } from "pino";
 import type { Config } from "./config/schema.js";
 import type { BlobStore } from "./storage/blob-store.js";
 import { FilesystemBlobStore } from "./storage/filesystem.js";
+import { ensureWritableDirectory } from "./storage/writable-dir.js";
 import { SqliteMetaStore } from "./metadata/sqlite.js";
 import { createFederation } from "./federation/create.js";
 import { createAccessController } from "./auth/create.js";
@@ -77,6 +78,12 @@ export function splitListen(listen: string): { host: string; port: number } {
 export async function startRegistry(config: Config, options: StartOptions = {}): Promise<RunningRegistry> {
   const logger = options.logger ?? createLogger(config);
   const dataDir = resolve(config.data);
+  // Checked before anything opens a file in it: the user gets one sentence, not an EACCES from SQLite.
+  ensureWritableDirectory(dataDir, "data directory");
+  if (config.storage.driver === "filesystem" && config.storage.filesystem.path) {
+    ensureWritableDirectory(resolve(config.storage.filesystem.path), "blob directory (storage.filesystem.path)");
+  }
+  if (config.metadata.sqlite.path) ensureWritableDirectory(dirname(resolve(config.metadata.sqlite.path)), "metadata directory (metadata.sqlite.path)");
   // The S3 driver (and the AWS SDK behind it) is loaded only when configured; it checks the bucket itself.
   const blobs =
     config.storage.driver === "s3"
@@ -155,7 +162,8 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     throw error;
   }
   const actualPort = (server.address() as AddressInfo).port;
-  const hostForUrl = host.includes(":") ? `[${host}]` : host;
+  // Every interface (":5000"): the URL this machine itself reaches it by.
+  const hostForUrl = host === "" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
 
   const gc = (o: { gracePeriodMs?: number; untagged?: boolean } = {}) =>
     collectGarbage(deps, { gracePeriodMs: o.gracePeriodMs ?? config.gc.gracePeriod, untagged: o.untagged ?? config.gc.untagged });
@@ -229,7 +237,8 @@ function listen(server: Server, host: string, port: number): Promise<void> {
   return new Promise((resolveListen, reject) => {
     const fail = (error: NodeJS.ErrnoException) => reject(listenError(error, host, port));
     server.once("error", fail);
-    server.listen(port, host, () => {
+    // An empty host is every interface (IPv6 and IPv4 where the system has both).
+    server.listen(port, host === "" ? undefined : host, () => {
       server.off("error", fail);
       resolveListen();
     });
@@ -249,7 +258,7 @@ const LISTEN_ERRORS: Record<string, string> = {
 function listenError(error: NodeJS.ErrnoException, host: string, port: number): Error {
   const reason = error.code ? LISTEN_ERRORS[error.code] : undefined;
   if (!reason) return error;
-  return Object.assign(new Error(`listen ${error.code}: ${reason} ${host}:${port}`), { code: error.code });
+  return Object.assign(new Error(`listen ${error.code}: ${reason} ${host === "" ? "(every interface)" : host}:${port}`), { code: error.code });
 }
 
 /**

@@ -2,12 +2,13 @@
 /** The `ferry` command. Each subcommand lives in its own module under commands/, loaded only when used. */
 import { Command, CommanderError } from "commander";
 import { registerCommands } from "./commands/index.js";
+import { VERSION } from "./version.js";
 
 const program = new Command();
 program
   .name("ferry")
   .description("Ferry: an OCI registry with layer federation, and its client")
-  .version("0.1.0")
+  .version(VERSION)
   .showHelpAfterError();
 
 async function main(): Promise<void> {

@@ -14,10 +14,24 @@ export function configFromFlags(flags: ServerFlags): Config {
   const overrides: Record<string, unknown> = {};
   if (flags.listen !== undefined) overrides.listen = flags.listen;
   if (flags.data !== undefined) overrides.data = flags.data;
-  if (flags.workers !== undefined) overrides.workers = Number(flags.workers);
+  if (flags.workers !== undefined) {
+    // Number("") is 0 and Number("2x") NaN: both would reach the schema as something the user never wrote.
+    if (!/^\d+$/.test(flags.workers)) {
+      process.stderr.write(`ferry: flag --workers: expected a whole number of processes, got "${flags.workers}"\n`);
+      process.exit(2);
+    }
+    overrides.workers = Number(flags.workers);
+  }
   try {
     // Workers load the same configuration as the primary, which already printed any warning.
-    return loadConfig({ file: flags.config, env: process.env, overrides, onWarning: cluster.isWorker ? () => undefined : undefined });
+    return loadConfig({
+      file: flags.config,
+      env: process.env,
+      overrides,
+      // Only flags actually given: a bad FERRY_LISTEN must not be blamed on --listen.
+      flagNames: Object.fromEntries(Object.keys(overrides).map((key) => [key, `--${key}`])),
+      onWarning: cluster.isWorker ? () => undefined : undefined,
+    });
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`ferry: ${error.message}\n`);

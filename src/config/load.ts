@@ -14,6 +14,7 @@ import { readFileSync } from "node:fs";
 import YAML from "yaml";
 import { z } from "zod";
 import { configSchema, type Config } from "./schema.js";
+import { closestKey, keysAt, listPrefix } from "./suggest.js";
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -37,7 +38,7 @@ function keyForEnvSegment(segment: string): string {
   return segment.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 }
 
-interface EnvSetting {
+export interface EnvSetting {
   name: string;
   path: string[];
   value: unknown;
@@ -125,15 +126,59 @@ function readConfigFile(file: string): Tree {
   return parsed as Tree;
 }
 
-export function formatConfigIssues(error: z.ZodError): string {
+/** Where a setting's value came from, so an error names what the user actually wrote. */
+export interface SettingSources {
+  /** Environment variables that were applied, by key path. */
+  env: EnvSetting[];
+  /** Flag names by top-level key (e.g. listen -> --listen). */
+  flags: Record<string, string>;
+  file?: string;
+}
+
+function envHint(path: string[]): string {
+  // Variables cannot address one item of a list: the hint names the variable that sets the whole list.
+  const list = listPrefix(configSchema, path);
+  if (list) return `env ${envNameForKey(list)}='[...]' sets the whole list, in YAML flow syntax`;
+  return `env ${envNameForKey(path)}`;
+}
+
+function suggestion(path: string[], key: string, asEnv: boolean): string {
+  const close = closestKey(key, keysAt(configSchema, path));
+  if (!close) return "";
+  return asEnv ? `; did you mean ${envNameForKey([...path, close])}?` : `; did you mean ${[...path, close].join(".")}?`;
+}
+
+/**
+ * Names the source of the value at `path`: the flag, the variable, or the config key (in its file).
+ * `inside`: only a variable that set a parent of `path` counts (an unknown key set by a variable of its
+ * own name never gets here: it is ignored with a warning, so the file must have it).
+ */
+function describe(path: string[], sources: SettingSources | undefined, inside: boolean): string {
+  const flag = sources && path.length > 0 ? sources.flags[path[0]!] : undefined;
+  if (flag) return `flag ${flag}`;
+  const fromEnv = sources?.env.find(
+    (setting) => (inside ? setting.path.length < path.length : setting.path.length <= path.length) && setting.path.every((key, i) => path[i] === key),
+  );
+  if (fromEnv) return `environment variable ${fromEnv.name} (${path.join(".")})`;
+  const where = sources?.file ? ` in ${sources.file}` : "";
+  return `config key ${path.join(".") || "(root)"}${where}`;
+}
+
+export function formatConfigIssues(error: z.ZodError, sources?: SettingSources): string {
   return error.issues
     .flatMap((issue) => {
       const path = issue.path.map(String);
       if (issue.code === "unrecognized_keys") {
-        // One line per unknown key, named in full, with the variable that would set it.
-        return issue.keys.map((k) => `  - config key ${[...path, k].join(".")}: not a known setting (env ${envNameForKey([...path, k])})`);
+        // One line per unknown key, named in full, with the closest known key.
+        return issue.keys.map((k) => `  - ${describe([...path, k], sources, true)}: not a known setting${suggestion(path, k, false)}`);
       }
-      return [`  - config key ${path.join(".") || "(root)"}: ${issue.message} (env ${envNameForKey(path)})`];
+      const source = describe(path, sources, false);
+      let hint = source.startsWith("config key") ? ` (${envHint(path)})` : "";
+      // A variable's value is read as YAML: a list must be written as one.
+      if (source.startsWith("environment variable") && issue.code === "invalid_type" && issue.expected === "array") {
+        hint = ` (write a YAML list, e.g. ${source.split(" ")[2]}='[a, b]')`;
+      }
+      return [`  - ${source}: ${issue.message}${hint}`];
     })
     .join("\n");
 }
@@ -143,6 +188,8 @@ export interface LoadOptions {
   env?: NodeJS.ProcessEnv;
   /** Flag values (e.g. --listen, --data), applied last. */
   overrides?: Tree;
+  /** Flag names by top-level key they set (e.g. { listen: "--listen" }), so errors name the flag. */
+  flagNames?: Record<string, string>;
   /** Receives one line per problem that does not stop start-up (default: written to stderr). */
   onWarning?: (message: string) => void;
 }
@@ -162,9 +209,15 @@ export function loadConfig(options: LoadOptions = {}): Config {
     if (result.success) return result.data;
     const unknown = unknownKeyPaths(result.error).filter((path) => getPath(explicit, path) === undefined);
     const stray = settings.filter((setting) => unknown.some((path) => path.every((key, i) => setting.path[i] === key)));
-    if (stray.length === 0) throw new ConfigError(`invalid configuration:\n${formatConfigIssues(result.error)}`);
+    if (stray.length === 0) {
+      const sources: SettingSources = { env: settings, flags: options.flagNames ?? {}, file };
+      throw new ConfigError(`invalid configuration:\n${formatConfigIssues(result.error, sources)}`);
+    }
     for (const setting of stray) {
-      warn(`environment variable ${setting.name} is not a Ferry setting (no config key ${setting.path.join(".")}); ignored`);
+      const unknownAt = unknown.find((path) => path.every((key, i) => setting.path[i] === key))!;
+      const parent = unknownAt.slice(0, -1);
+      const hint = suggestion(parent, unknownAt[unknownAt.length - 1]!, true).replace(/^; /, " (").replace(/\?$/, "?)");
+      warn(`environment variable ${setting.name} is not a Ferry setting${hint === "" ? "" : hint}; ignored`);
     }
     settings = settings.filter((setting) => !stray.includes(setting));
   }

@@ -30,7 +30,11 @@ const httpConfigSchema = z.strictObject({
 /** An IPv4/IPv6 address or CIDR range, checked here so a typo stops start-up. */
 const ipOrCidr = z.string().refine((value) => isIpOrCidr(value), "must be an IP address or a CIDR range, e.g. 10.0.0.0/8 or ::1");
 
-const listen = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, "write HOST:PORT, e.g. 127.0.0.1:5000 or [::1]:5000");
+/** HOST:PORT; an empty host (":5000") means every interface, as in Go's and distribution's `addr`. */
+const listen = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]*):\d{1,5}$/, "write HOST:PORT, e.g. 127.0.0.1:5000, [::1]:5000, or :5000 for every interface")
+  .refine((value) => Number(value.slice(value.lastIndexOf(":") + 1)) <= 65535, "the port must be 0-65535");
 
 export const configSchema = z.strictObject({
   listen: listen.default("127.0.0.1:5000"),

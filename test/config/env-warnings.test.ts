@@ -39,7 +39,7 @@ describe("unknown FERRY_* environment variables", () => {
   });
 
   it("a known variable with a bad value is still an error", () => {
-    assert.throws(() => loadConfig({ env: { FERRY_HTTP__REQUEST_IDLE_TIMEOUT: "soon", FERRY_PROJECT: "x" }, onWarning: () => undefined }), /http\.requestIdleTimeout/);
+    assert.throws(() => loadConfig({ env: { FERRY_HTTP__REQUEST_IDLE_TIMEOUT: "soon", FERRY_PROJECT: "x" }, onWarning: () => undefined }), /FERRY_HTTP__REQUEST_IDLE_TIMEOUT \(http\.requestIdleTimeout\)/);
   });
 
   it("the http keys have production defaults and can be set from the environment", () => {

@@ -1,7 +1,10 @@
 /** `ferry serve`: runs the registry (one process, or one per --workers over the same data). */
 import cluster from "node:cluster";
 import type { Command } from "commander";
+import type { Logger } from "pino";
 import type { ServerFlags } from "../server-config.js";
+import type { Config } from "../../config/schema.js";
+import { VERSION } from "../version.js";
 
 export function registerServe(program: Command): void {
   program
@@ -23,6 +26,8 @@ async function serve(flags: ServerFlags): Promise<void> {
   if (config.workers > 1 && cluster.isPrimary) {
     const { supervise } = await import("../supervisor.js");
     supervise(config.workers, logger);
+    // The supervisor stops its workers on SIGTERM.
+    stopWithParent(logger, () => process.kill(process.pid, "SIGTERM"));
     return;
   }
   const { reportToPrimary } = await import("../supervisor.js");
@@ -45,16 +50,68 @@ async function serve(flags: ServerFlags): Promise<void> {
     // The log is buffered; a start-up warning must not wait for the buffer to fill.
     logger.flush();
   }
-  if (cluster.isPrimary || cluster.worker?.id === 1) {
-    process.stdout.write(`Ferry registry listening on ${registry.url} (data: ${config.data})\n`);
-  }
+  if (cluster.isPrimary || cluster.worker?.id === 1) announce(config, registry.url, logger);
+  let stopping = false;
   const stop = async () => {
+    if (stopping) return;
+    stopping = true;
     await registry.close();
     logger.flush();
     process.exit(0);
   };
   process.once("SIGINT", () => void stop());
   process.once("SIGTERM", () => void stop());
+  if (cluster.isPrimary) stopWithParent(logger, () => void stop());
+}
+
+/**
+ * The start-up banner: a JSON log line like every other (log collectors parse
+ * it), plus one human sentence when a person is watching the terminal.
+ */
+function announce(config: Config, url: string, logger: Logger): void {
+  const { host } = splitListenHost(config.listen);
+  logger.info(
+    {
+      url,
+      listen: config.listen,
+      interfaces: host === "" ? "all" : host,
+      data: config.data,
+      storage: config.storage.driver,
+      metadata: config.metadata.driver,
+      workers: config.workers,
+      auth: config.auth ? "on" : "off",
+      version: VERSION,
+    },
+    `ferry listening on ${url}`,
+  );
+  logger.flush();
+  if (process.stderr.isTTY) {
+    const where = host === "" ? `every interface, port ${config.listen.slice(1)}` : url;
+    process.stderr.write(`Ferry ${VERSION} listening on ${where} (data: ${config.data}, blobs: ${config.storage.driver}, metadata: ${config.metadata.driver}). Stop with Ctrl-C.\n`);
+  }
+}
+
+function splitListenHost(listen: string): { host: string } {
+  return { host: listen.slice(0, listen.lastIndexOf(":")).replace(/^\[|\]$/g, "") };
+}
+
+/**
+ * Under npm (`npx ferry serve`, `npm start`) the server runs below a shell
+ * that npm signals; when that shell dies the signal never reaches us and the
+ * server would outlive the command the user stopped, holding the port. So a
+ * process started by npm stops when its parent goes away. Outside npm
+ * (systemd, nohup, a container) being re-parented is normal and nothing happens.
+ */
+function stopWithParent(logger: Logger, stop: () => void): void {
+  if (!process.env.npm_command && !process.env.npm_lifecycle_event) return;
+  const parent = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(timer);
+    logger.info({ parent }, "the process that started ferry (npm) is gone; stopping");
+    stop();
+  }, 500);
+  timer.unref();
 }
 
 function isLoopback(host: string): boolean {
