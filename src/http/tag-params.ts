@@ -13,8 +13,9 @@ import { parseTag, type ManifestReference } from "../oci/reference.js";
 
 /**
  * Tags one request may set. Ten is the spec's floor; 100 tags of the longest
- * legal length (128) still fit Node's 16 KiB header limit in the request line
- * and in the OCI-Tag answer, which a Node client reads with the same limit.
+ * legal length (128) still fit the default 16 KiB header limit
+ * (`http.maxHeaderBytes`) in the request line, and in the OCI-Tag answer,
+ * which a Node client reads with the same limit.
  */
 export const MAX_TAG_PARAMS = 100;
 
