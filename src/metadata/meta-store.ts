@@ -185,12 +185,12 @@ export interface MetaStore {
   missingManifests(repository: string, digests: string[]): Promise<string[]>;
 
   /**
-   * Stores a manifest (idempotent) and optionally points `tag` at it, in one
-   * transaction. Rejects with MissingReferencesError, storing nothing, when a
+   * Stores a manifest (idempotent) and optionally points `tag` (one or
+   * several) at it, in one transaction. Rejects with MissingReferencesError, storing nothing, when a
    * blob or child manifest it references is no longer in the repository at
    * commit time (garbage collection may have run since the caller checked).
    */
-  putManifest(repository: string, manifest: ManifestWrite, tag?: string): Promise<void>;
+  putManifest(repository: string, manifest: ManifestWrite, tag?: string | readonly string[]): Promise<void>;
   getManifest(repository: string, digest: string): Promise<ManifestRecord | null>;
   getTaggedManifest(repository: string, tag: string): Promise<ManifestRecord | null>;
   /** Deletes the manifest, its tags and references, and foreign marks no other manifest uses. */

@@ -298,7 +298,7 @@ export class SqliteMetaStore implements MetaStore {
     return digests.filter((digest) => this.statements.hasManifest.get(id, digest) === undefined);
   }
 
-  async putManifest(repository: string, manifest: ManifestWrite, tag?: string): Promise<void> {
+  async putManifest(repository: string, manifest: ManifestWrite, tag?: string | readonly string[]): Promise<void> {
     const now = Date.now();
     const s = this.statements;
     this.db.transaction(() => {
@@ -322,7 +322,7 @@ export class SqliteMetaStore implements MetaStore {
       for (const blob of manifest.blobs) s.insertReference.run(id, manifest.digest, "blob", blob);
       for (const child of manifest.manifests) s.insertReference.run(id, manifest.digest, "manifest", child);
       this.foreign.put(id, manifest.digest, manifest.foreignLayers, now);
-      if (tag !== undefined) s.upsertTag.run(id, tag, manifest.digest, now);
+      for (const name of typeof tag === "string" ? [tag] : (tag ?? [])) s.upsertTag.run(id, name, manifest.digest, now);
     }).immediate();
   }
 

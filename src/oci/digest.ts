@@ -44,6 +44,18 @@ export function parseDigest(value: string): ParsedDigest {
   return { algorithm, encoded, digest: value };
 }
 
+/**
+ * The `digest-algorithm` parameter of an upload POST (distribution-spec main,
+ * "the algorithm the registry should use for the blob"): one Ferry can verify,
+ * else 400 DIGEST_INVALID at once rather than after the client sent the bytes.
+ */
+export function parseDigestAlgorithm(value: string): DigestAlgorithm {
+  if (value === "sha256" || value === "sha512") return value;
+  throw new RegistryError("DIGEST_INVALID", `digest algorithm "${truncate(value)}" is not supported (use sha256 or sha512)`, {
+    detail: { algorithm: truncate(value), supported: ["sha256", "sha512"] },
+  });
+}
+
 export function isValidDigest(value: string): boolean {
   try {
     parseDigest(value);

@@ -36,14 +36,17 @@ export type ManifestReference = { kind: "tag"; tag: string } | { kind: "digest";
 /** A manifest reference in a URL is a digest when it contains ':', otherwise a tag. */
 export function parseManifestReference(reference: string): ManifestReference {
   if (reference.includes(":")) return { kind: "digest", digest: parseDigest(reference) };
-  if (!isValidTag(reference)) {
-    throw new RegistryError(
-      "MANIFEST_INVALID",
-      "invalid tag: a tag is 1-128 characters of [A-Za-z0-9_.-] and cannot start with '.' or '-'",
-      { status: 400, detail: { tag: reference.slice(0, 130) } },
-    );
-  }
-  return { kind: "tag", tag: reference };
+  return { kind: "tag", tag: parseTag(reference) };
+}
+
+/** A tag a client asks to set (in the path or a `tag` query parameter): 400 MANIFEST_INVALID unless it fits the grammar. */
+export function parseTag(tag: string): string {
+  if (isValidTag(tag)) return tag;
+  throw new RegistryError(
+    "MANIFEST_INVALID",
+    "invalid tag: a tag is 1-128 characters of [A-Za-z0-9_.-] and cannot start with '.' or '-'",
+    { status: 400, detail: { tag: tag.slice(0, 130) } },
+  );
 }
 
 /**

@@ -22,6 +22,8 @@ export interface PushRequest {
   reference: ManifestReference;
   body: Buffer;
   contentType: string | undefined;
+  /** Tags to point at the manifest besides a tag in the path (`tag` query parameters on a push by digest). */
+  extraTags?: readonly string[];
 }
 
 export class ManifestService {
@@ -46,14 +48,14 @@ export class ManifestService {
         manifests: blobs.childManifests,
         foreignLayers: foreign.marks,
       },
-      reference.kind === "tag" ? reference.tag : undefined,
+      reference.kind === "tag" ? [reference.tag, ...(request.extraTags ?? [])] : (request.extraTags ?? []),
     );
     return { digest, subject: manifest.subject?.digest, warnings: foreign.warnings };
   }
 
-  private async store(repository: string, write: ManifestWrite, tag: string | undefined): Promise<void> {
+  private async store(repository: string, write: ManifestWrite, tags: readonly string[]): Promise<void> {
     try {
-      await this.deps.meta.putManifest(repository, write, tag);
+      await this.deps.meta.putManifest(repository, write, tags);
     } catch (error) {
       if (!(error instanceof MissingReferencesError)) throw error;
       const gone = [...write.blobs, ...write.manifests].filter((d) => error.digests.includes(d));

@@ -62,6 +62,18 @@ export function metaStoreSuite(name: string, create: () => Promise<{ meta: MetaS
       assert.equal(await meta.deleteTag("r", "latest"), false);
     });
 
+    test("several tags are set with the manifest in one write (tag query parameters), and none when it is refused", async () => {
+      await meta.putManifest("multi", manifest(D(13)), "moved");
+      await meta.putManifest("multi", manifest(D(14)), ["a", "b", "moved"]);
+      for (const tag of ["a", "b", "moved"]) assert.equal((await meta.getTaggedManifest("multi", tag))?.digest, D(14), tag);
+      await meta.putManifest("multi", manifest(D(15)), []);
+      assert.ok(await meta.getManifest("multi", D(15)));
+      assert.deepEqual(await meta.listTags("multi", { limit: 10 }), ["a", "b", "moved"]);
+      await assert.rejects(meta.putManifest("multi", manifest(D(16), { blobs: [D(160)] }), ["a", "c"]), MissingReferencesError);
+      assert.equal((await meta.getTaggedManifest("multi", "a"))?.digest, D(14), "a refused write moves no tag");
+      assert.equal(await meta.getTaggedManifest("multi", "c"), null);
+    });
+
     test("a manifest whose blobs vanished before commit (GC race) is refused and nothing is stored", async () => {
       await meta.linkBlob("race", D(70), 1);
       await assert.rejects(meta.putManifest("race", manifest(D(71), { blobs: [D(70), D(72)] }), "t"), (error: unknown) => {

@@ -4,6 +4,7 @@ import { normalizeContentType } from "../../oci/media-types.js";
 import type { RequestContext } from "../context.js";
 import { asciiHeaderText, send, type Headers } from "../respond.js";
 import { readBody } from "../request.js";
+import { tagParams } from "../tag-params.js";
 
 export async function getManifest(ctx: RequestContext, name: string, rawReference: string): Promise<void> {
   const reference = parseReferenceForLookup(rawReference);
@@ -30,18 +31,22 @@ export async function getManifest(ctx: RequestContext, name: string, rawReferenc
 export async function putManifest(ctx: RequestContext, name: string, rawReference: string): Promise<void> {
   const reference = parseManifestReference(rawReference);
   const { services, req, res } = ctx;
+  const extraTags = tagParams(ctx.query, reference);
   const body = await readBody(req, ctx.body, services.manifestMaxBytes, "the manifest");
   const pushed = await services.manifests.push({
     repository: name,
     reference,
     body,
     contentType: normalizeContentType(req.headers["content-type"]),
+    extraTags,
   });
   const headers: Headers = {
     Location: `/v2/${name}/manifests/${pushed.digest}`,
     "Docker-Content-Digest": pushed.digest,
   };
   if (pushed.subject) headers["OCI-Subject"] = pushed.subject;
+  // "MUST include an OCI-Tag response header ... for each accepted tag" (only when `tag` parameters were sent).
+  if (extraTags.length > 0) headers["OCI-Tag"] = extraTags;
   if (pushed.warnings.length > 0) headers.Warning = pushed.warnings.map(formatWarning);
   send(res, 201, headers);
 }

@@ -1,5 +1,5 @@
 /** /v2/<name>/blobs/uploads/ (distribution-spec "Pushing blobs", "Mounting a blob"). */
-import { parseDigest } from "../../oci/digest.js";
+import { parseDigest, parseDigestAlgorithm } from "../../oci/digest.js";
 import { RegistryError, isRegistryError } from "../../oci/errors.js";
 import { assertRepositoryName } from "../../oci/reference.js";
 import type { RequestContext } from "../context.js";
@@ -31,6 +31,9 @@ function sendCommitted(ctx: RequestContext, name: string, digest: string): void 
 /** POST: start a session, push monolithically with ?digest=, or mount with ?mount=. */
 export async function startUpload(ctx: RequestContext, name: string): Promise<void> {
   const { query, services, req } = ctx;
+  // Checked, not kept: the digest in the closing PUT (or ?digest=) decides how the bytes are verified.
+  const algorithm = query.get("digest-algorithm");
+  if (algorithm !== null) parseDigestAlgorithm(algorithm);
   const mount = query.get("mount");
   if (mount !== null) {
     const from = query.get("from");
