@@ -3,7 +3,7 @@
  * source to a destination. Blobs stream from source to destination through a
  * verifier, `jobs` at a time; manifests go up byte-for-byte after their blobs.
  *
- * Foreign layers (FEDERATION.md §4.10): a layer with `urls` is not uploaded to
+ * Foreign layers (docs/federation.md): a layer with `urls` is not uploaded to
  * a registry and its descriptor is kept; layouts and archives store its bytes,
  * read from the `urls` first (no credentials) and then from the registry.
  * With `includeForeign` the bytes are uploaded as a regular layer and the

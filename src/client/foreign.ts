@@ -1,5 +1,5 @@
 /**
- * Foreign layers on the client side (FEDERATION.md §4.10). Their `urls` are
+ * Foreign layers on the client side (docs/federation.md). Their `urls` are
  * fetched with NO credentials of any kind: a dedicated HTTP agent, no
  * Authorization header, redirects followed by hand (http/https only). The
  * caller verifies digest and size (VerifyingStream).

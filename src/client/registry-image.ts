@@ -26,7 +26,7 @@ export class RegistrySource implements ImageSource {
     return this.client.getManifest(this.ref.repository, descriptor.digest);
   }
 
-  /** FEDERATION.md §4.10: a foreign layer's `urls` first, in order, then the registry. */
+  /** docs/federation.md: a foreign layer's `urls` first, in order, then the registry. */
   blobCandidates(descriptor: Descriptor): BlobCandidate[] {
     const candidates: BlobCandidate[] = (descriptor.urls ?? []).map((url) => ({ name: url, open: () => openForeignUrl(url) }));
     candidates.push({

@@ -1,5 +1,5 @@
 /**
- * Source health (FEDERATION.md §4.7), per foreign layer URL: every attempt to
+ * Source health (docs/federation.md), per foreign layer URL: every attempt to
  * reach a URL (push verification, proxy fetches, `ferry foreign verify`, the
  * background re-check) is recorded — counts, the latest outcomes, last
  * success and failure, what failed, latency — in the metadata store, which

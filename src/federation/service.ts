@@ -1,5 +1,5 @@
 /**
- * Federation as configured (FEDERATION.md §4, decisions 1–9). With no
+ * Federation as configured (docs/federation.md). With no
  * `federation` key this behaves as the spec baseline: URLs are policed for
  * scheme and syntax only, nothing is fetched, and blob requests answer in
  * `error` mode. Manifests are never rewritten; everything here works from
@@ -23,7 +23,7 @@ import { Verifier, summarize, type KeepPolicy, type Verification, type VerifyMod
 import { signUrl } from "./signer.js";
 import { adminExtensions } from "./admin.js";
 
-/** The request header a client sends to say it fetches foreign layers itself (FEDERATION.md §4.9). */
+/** The request header a client sends to say it fetches foreign layers itself (docs/federation.md). */
 export const CLIENT_SUPPORT_HEADER = "ferry-foreign-layers";
 export const CLIENT_SUPPORT_VALUE = "supported";
 

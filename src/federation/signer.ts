@@ -1,6 +1,6 @@
 /**
- * Signed redirect URLs (FEDERATION.md §3: "an HMAC and an expiry in the query
- * string, as CDNs do"). The registry appends two query parameters:
+ * Signed redirect URLs (docs/federation.md): an HMAC and an expiry in the
+ * query string, as CDNs do. The registry appends two query parameters:
  *
  *   <url>[?|&]ferry-expires=<unix seconds>&ferry-signature=<base64url HMAC-SHA256>
  *

@@ -1,5 +1,5 @@
 /**
- * Verification of foreign layers (FEDERATION.md §4.6): `head` = some URL
+ * Verification of foreign layers (docs/federation.md): `head` = some URL
  * answers 2xx with the descriptor's Content-Length; `fetch` = some URL
  * delivers bytes whose digest and size match. URLs are tried in order until
  * one succeeds; every attempt and its answer is kept for the error message,

@@ -28,7 +28,7 @@ export function isManifestMediaType(mediaType: string): boolean {
   return mediaType in MANIFEST_KIND;
 }
 
-/** Layers whose media type says "do not push these bytes" (see FEDERATION.md §1). */
+/** Layers whose media type says "do not push these bytes" (see docs/federation.md). */
 export function isNonDistributableMediaType(mediaType: string): boolean {
   return mediaType === DOCKER_FOREIGN_LAYER || (OCI_NONDISTRIBUTABLE_LAYERS as readonly string[]).includes(mediaType);
 }

@@ -2,7 +2,7 @@
  * End to end with skopeo 1.9.3 (containers/image): push an image whose layer
  * is foreign from an OCI layout written here (skopeo keeps the URL and
  * uploads nothing), then pull it in every serve mode with the source up and
- * down. Measured skopeo behaviour this relies on (FEDERATION.md §2): on pull
+ * down. Measured skopeo behaviour this relies on (docs/federation.md): on pull
  * it tries the layer's `urls` itself first; a connection error moves on to
  * the registry, an HTTP error status fails the pull. So sources here either
  * serve everyone, serve no one (down), or drop skopeo's own connections

@@ -1,6 +1,6 @@
 /**
  * The SSRF-safe fetcher: a matrix of forbidden destinations, each refused
- * with zero connection attempts (FEDERATION.md §3), redirect hops re-checked,
+ * with zero connection attempts (docs/federation.md), redirect hops re-checked,
  * bounded time and bytes, nothing identifying sent.
  */
 import { test, before, after } from "node:test";

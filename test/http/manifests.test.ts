@@ -409,7 +409,7 @@ describe("non-distributable (foreign) layers with urls", () => {
   });
 
   it("an ordinary layer with urls but no blob is accepted as foreign, without any fetch", async () => {
-    // FEDERATION.md §2: skopeo/podman never upload a layer whose descriptor has urls, whatever its
+    // docs/federation.md: skopeo/podman never upload a layer whose descriptor has urls, whatever its
     // media type, and push the manifest unchanged; issue 3 lists "distributable layers that carry
     // urls but were not uploaded" among the foreign layers a manifest PUT must accept. A layer
     // WITHOUT urls and without a blob is still MANIFEST_BLOB_UNKNOWN (tested above).
