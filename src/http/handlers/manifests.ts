@@ -4,6 +4,7 @@ import { normalizeContentType } from "../../oci/media-types.js";
 import type { RequestContext } from "../context.js";
 import { asciiHeaderText, send, type Headers } from "../respond.js";
 import { readBody } from "../request.js";
+import { notify } from "../../notifications/http-events.js";
 
 export async function getManifest(ctx: RequestContext, name: string, rawReference: string): Promise<void> {
   const reference = parseReferenceForLookup(rawReference);
@@ -25,6 +26,7 @@ export async function getManifest(ctx: RequestContext, name: string, rawReferenc
     return;
   }
   send(res, 200, headers, record.content);
+  notify(ctx, "pull", { mediaType: record.mediaType, size: record.size, digest: record.digest, length: record.size, repository: name, ...tagOf(reference) });
 }
 
 export async function putManifest(ctx: RequestContext, name: string, rawReference: string): Promise<void> {
@@ -44,12 +46,18 @@ export async function putManifest(ctx: RequestContext, name: string, rawReferenc
   if (pushed.subject) headers["OCI-Subject"] = pushed.subject;
   if (pushed.warnings.length > 0) headers.Warning = pushed.warnings.map(formatWarning);
   send(res, 201, headers);
+  notify(ctx, "push", { mediaType: pushed.mediaType, size: body.length, digest: pushed.digest, length: body.length, repository: name, ...tagOf(reference) });
 }
 
 export async function deleteManifest(ctx: RequestContext, name: string, rawReference: string): Promise<void> {
   const reference = parseReferenceForLookup(rawReference);
   await ctx.services.manifests.delete(name, reference);
   send(ctx.res, 202, {});
+  notify(ctx, "delete", { repository: name, ...(reference.kind === "tag" ? { tag: reference.tag } : { digest: reference.digest.digest }) });
+}
+
+function tagOf(reference: { kind: "tag"; tag: string } | { kind: "digest" }): { tag?: string } {
+  return reference.kind === "tag" ? { tag: reference.tag } : {};
 }
 
 /**
