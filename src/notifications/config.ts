@@ -15,10 +15,7 @@ export const DEFAULT_EVENTS: readonly EventAction[] = EVENT_ACTIONS.filter((acti
 /** Header names the delivery sets itself; configuring them would break the envelope or its signature. */
 const RESERVED_HEADERS = new Set(["content-type", "content-length", "host", "transfer-encoding", "connection", "ferry-signature-256"]);
 
-const headerName = z
-  .string()
-  .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, "a header name is letters, digits and -")
-  .refine((name) => !RESERVED_HEADERS.has(name.toLowerCase()), "is set by Ferry itself");
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** A value may not carry line breaks (header injection) or other control characters. */
 const headerValue = z.string().regex(/^[\t\x20-\x7e\x80-\xff]*$/, "a header value may not contain line breaks or control characters");
 
@@ -27,7 +24,16 @@ export const endpointSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "letters, digits, '.', '_' and '-', at most 64, starting with a letter or digit"),
   url: z.string().regex(/^https?:\/\/[^\s]+$/, "write an http:// or https:// URL, e.g. https://ci.example.com/hooks/registry"),
   /** Sent with every delivery (e.g. Authorization); a list sends the header once per value, as distribution's config does. */
-  headers: z.record(headerName, z.union([headerValue, z.array(headerValue).min(1)])).default({}),
+  headers: z
+    .record(z.string(), z.union([headerValue, z.array(headerValue).min(1)]))
+    // Checked here rather than as the record's key schema, whose errors do not say what is wrong.
+    .superRefine((headers, ctx) => {
+      for (const name of Object.keys(headers)) {
+        if (!HEADER_NAME.test(name)) ctx.addIssue({ code: "custom", path: [name], message: "is not a header name (letters, digits and -)" });
+        else if (RESERVED_HEADERS.has(name.toLowerCase())) ctx.addIssue({ code: "custom", path: [name], message: "is set by Ferry itself and cannot be configured" });
+      }
+    })
+    .default({}),
   events: z.array(z.enum(EVENT_ACTIONS)).min(1, "name at least one event, or leave `events` out for all but pull").optional(),
   /** Longest wait for the connection and the answer's headers. */
   timeout: duration.refine((ms) => ms >= 10 && ms <= 300_000, "must be between 10ms and 5m").default(5_000),
