@@ -158,8 +158,8 @@ export async function streamBody(ctx: RequestContext, status: number, headers: H
 export async function deleteBlob(ctx: RequestContext, name: string, rawDigest: string): Promise<void> {
   const { digest } = parseDigest(rawDigest);
   await ctx.services.blobs.delete(name, digest);
-  send(ctx.res, 202, { "Docker-Content-Digest": digest });
   notify(ctx, "delete", { mediaType: BLOB_MEDIA_TYPE, digest, repository: name });
+  send(ctx.res, 202, { "Docker-Content-Digest": digest });
 }
 
 function notifyPull(ctx: RequestContext, name: string, digest: string, size: number): void {

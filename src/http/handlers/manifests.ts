@@ -25,8 +25,9 @@ export async function getManifest(ctx: RequestContext, name: string, rawReferenc
     send(res, 200, { ...headers, "Content-Length": record.size });
     return;
   }
-  send(res, 200, headers, record.content);
+  // Queued before the answer leaves, so a client that saw the answer can count on the event.
   notify(ctx, "pull", { mediaType: record.mediaType, size: record.size, digest: record.digest, length: record.size, repository: name, ...tagOf(reference) });
+  send(res, 200, headers, record.content);
 }
 
 export async function putManifest(ctx: RequestContext, name: string, rawReference: string): Promise<void> {
@@ -45,15 +46,15 @@ export async function putManifest(ctx: RequestContext, name: string, rawReferenc
   };
   if (pushed.subject) headers["OCI-Subject"] = pushed.subject;
   if (pushed.warnings.length > 0) headers.Warning = pushed.warnings.map(formatWarning);
-  send(res, 201, headers);
   notify(ctx, "push", { mediaType: pushed.mediaType, size: body.length, digest: pushed.digest, length: body.length, repository: name, ...tagOf(reference) });
+  send(res, 201, headers);
 }
 
 export async function deleteManifest(ctx: RequestContext, name: string, rawReference: string): Promise<void> {
   const reference = parseReferenceForLookup(rawReference);
   await ctx.services.manifests.delete(name, reference);
-  send(ctx.res, 202, {});
   notify(ctx, "delete", { repository: name, ...(reference.kind === "tag" ? { tag: reference.tag } : { digest: reference.digest.digest }) });
+  send(ctx.res, 202, {});
 }
 
 function tagOf(reference: { kind: "tag"; tag: string } | { kind: "digest" }): { tag?: string } {

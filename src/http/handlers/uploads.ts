@@ -38,8 +38,8 @@ export async function startUpload(ctx: RequestContext, name: string): Promise<vo
     const from = query.get("from");
     const mounted = await tryMount(ctx, name, mount, from);
     if (mounted) {
-      sendCommitted(ctx, name, mounted.digest);
       notify(ctx, "mount", { ...blobTarget(name, mounted), ...(from !== null ? { fromRepository: from } : {}) });
+      sendCommitted(ctx, name, mounted.digest);
       return;
     }
   }
@@ -47,8 +47,8 @@ export async function startUpload(ctx: RequestContext, name: string): Promise<vo
   if (digest !== null && mount === null) {
     const expected = parseDigest(digest);
     const blob = await services.uploads.putMonolithic(name, expected, ctx.body, contentLength(req));
-    sendCommitted(ctx, name, blob.digest);
     notify(ctx, "push", blobTarget(name, blob));
+    sendCommitted(ctx, name, blob.digest);
     return;
   }
   const upload = await services.uploads.start(name);
@@ -95,8 +95,8 @@ export async function finishUpload(ctx: RequestContext, name: string, id: string
   const range = body ? parseContentRange(req.headers["content-range"]) : null;
   try {
     const blob = await services.uploads.finish(name, id, expected, body, range, body ? contentLength(req) : null);
-    sendCommitted(ctx, name, blob.digest);
     notify(ctx, "push", blobTarget(name, blob));
+    sendCommitted(ctx, name, blob.digest);
   } catch (error) {
     throw withSessionLocation(error, name, id);
   }
