@@ -237,8 +237,8 @@ export class NotificationQueue {
   succeeded(delivery: ClaimedDelivery, holder: string, now: number): void {
     this.db.transaction(() => {
       this.touchEndpoint.run(delivery.endpoint);
-      this.removeClaimed(delivery, holder);
-      this.delivered.run(now, delivery.endpoint);
+      // A claim that ran out belongs to whoever took the event over: it sends and counts it.
+      if (this.removeClaimed(delivery, holder)) this.delivered.run(now, delivery.endpoint);
     }).immediate();
   }
 
