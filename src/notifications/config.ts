@@ -46,6 +46,12 @@ export const endpointSchema = z.strictObject({
   maxAge: duration.default(24 * 3_600_000),
   /** Events of different repositories in flight at once (one repository is always one at a time, in order). */
   concurrency: z.number().int().min(1).max(64).default(4),
+  /**
+   * Events of one repository sent in one envelope when several are waiting
+   * (1: one event per request). A burst of pulls then costs a request per
+   * batch instead of per event.
+   */
+  maxBatch: z.number().int().min(1).max(1000).default(50),
   /** HMAC-SHA256 key: each body is signed in `Ferry-Signature-256: sha256=<hex>`. */
   hmacSecret: z.string().min(16, "an HMAC secret needs at least 16 characters").optional(),
   /** Allow loopback, private and link-local addresses (a receiver inside the network); refused by default, like foreign layer URLs. */

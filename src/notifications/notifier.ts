@@ -2,12 +2,16 @@
  * Queues events for every endpoint that subscribed to them and delivers them
  * (docs/notifications.md):
  *
- * - `emit` writes one row per interested endpoint to the durable queue
- *   (queue.ts) and returns; a request never waits for a webhook, and a queue
- *   that cannot be written costs a warning, never the request.
+ * - `emit` adds one row per interested endpoint to a buffer that is written
+ *   to the durable queue (queue.ts) in one transaction right after the
+ *   current tick: a request never waits for a webhook, a queue that cannot
+ *   be written costs a warning, never the request, and many events (a burst
+ *   of pulls) share one write. A transaction per event halved manifest GET
+ *   throughput with pull events on.
  * - Every process runs a pump per endpoint: it claims the oldest due event of
- *   up to `concurrency` repositories at a time, POSTs each as a one-event
- *   envelope, and removes it on a 2xx answer. A failure schedules a retry
+ *   up to `concurrency` repositories at a time (with up to `maxBatch - 1`
+ *   events of the same repository behind it), POSTs them as one envelope,
+ *   and removes them on a 2xx answer. A failure schedules a retry
  *   after `backoff`, doubling up to `maxBackoff`; `maxAttempts` / `maxAge`
  *   give an event up. Delivery is at least once: an answer lost on the way
  *   back, or a shutdown mid-request, sends the event again (receivers
@@ -66,6 +70,8 @@ export class Notifier implements EventSink {
   private readonly wanted = new Set<EventAction>();
   private timer: NodeJS.Timeout | undefined;
   private stopping = false;
+  private buffered: Array<{ row: QueuedEvent; pump: Pump }> = [];
+  private flushScheduled = false;
 
   constructor(private readonly options: NotifierOptions) {
     this.holder = options.holder ?? `${hostname()}/${process.pid}/${randomBytes(4).toString("hex")}`;
@@ -114,19 +120,38 @@ export class Notifier implements EventSink {
       const event = completeEvent(input, this.source);
       const payload = JSON.stringify(event);
       const key = orderingKey(event);
-      const rows: QueuedEvent[] = [];
-      const woken: Pump[] = [];
       for (const pump of this.pumps) {
         if (!pump.events.has(input.action)) continue;
-        rows.push({ endpoint: pump.config.name, orderingKey: key, eventId: event.id, action: event.action, payload });
-        woken.push(pump);
+        this.buffered.push({ row: { endpoint: pump.config.name, orderingKey: key, eventId: event.id, action: event.action, payload }, pump });
       }
-      this.options.queue.enqueue(rows, Date.now(), this.options.config.queueSize);
-      for (const pump of woken) this.wake(pump);
     } catch (error) {
-      // The registry action already happened; a lost notification must not turn it into a failure.
-      this.options.logger.warn({ err: error, action: input.action }, "could not queue a notification event");
+      this.options.logger.warn({ err: error, action: input.action }, "could not build a notification event");
+      return;
     }
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  /** Writes the buffered events to the queue (in emission order) and wakes their endpoints' pumps. */
+  private flush(): void {
+    this.flushScheduled = false;
+    const batch = this.buffered;
+    this.buffered = [];
+    if (batch.length === 0) return;
+    try {
+      this.options.queue.enqueue(
+        batch.map((entry) => entry.row),
+        Date.now(),
+        this.options.config.queueSize,
+      );
+    } catch (error) {
+      // The registry actions already happened; a lost notification must not turn them into failures.
+      this.options.logger.warn({ err: error, events: batch.length }, "could not queue notification events");
+      return;
+    }
+    for (const pump of new Set(batch.map((entry) => entry.pump))) this.wake(pump);
   }
 
   /** Delivery counters and queue depth per configured endpoint (shared by every process). */
@@ -154,6 +179,7 @@ export class Notifier implements EventSink {
 
   /** Stops claiming, lets deliveries in flight finish (each bounded by its endpoint's timeout), then closes the clients. */
   async close(): Promise<void> {
+    this.flush();
     this.stopping = true;
     clearInterval(this.timer);
     this.timer = undefined;
@@ -183,7 +209,7 @@ export class Notifier implements EventSink {
         if (this.stopping) return;
         const room = pump.config.concurrency - pump.inFlight.size;
         if (room <= 0) return;
-        const claimed = this.options.queue.claim(pump.config.name, this.holder, Date.now(), pump.config.timeout + CLAIM_MARGIN_MS, room);
+        const claimed = this.options.queue.claim(pump.config.name, this.holder, Date.now(), pump.config.timeout + CLAIM_MARGIN_MS, room, pump.config.maxBatch);
         for (const delivery of claimed) this.startDelivery(pump, delivery);
       } while (pump.again);
     } catch (error) {
@@ -203,7 +229,7 @@ export class Notifier implements EventSink {
   }
 
   private async deliver(pump: Pump, delivery: ClaimedDelivery): Promise<void> {
-    const body = Buffer.from(`{"events":[${delivery.payload}]}`);
+    const body = Buffer.from(`{"events":[${[delivery.payload, ...delivery.followers.map((f) => f.payload)].join(",")}]}`);
     let outcome: DeliveryOutcome;
     try {
       outcome = await pump.client.send(body);
@@ -219,7 +245,14 @@ export class Notifier implements EventSink {
       }
       const retryAt = this.retryAt(pump.config, delivery, now);
       queue.failedAttempt(delivery, this.holder, now, outcome.error, retryAt);
-      const context = { endpoint: pump.config.name, event: delivery.eventId, action: delivery.action, attempts: delivery.attempts + 1, reason: outcome.error };
+      const context = {
+        endpoint: pump.config.name,
+        event: delivery.eventId,
+        action: delivery.action,
+        events: 1 + delivery.followers.length,
+        attempts: delivery.attempts + 1,
+        reason: outcome.error,
+      };
       if (retryAt === null) logger.error(context, "notification given up");
       else logger.warn({ ...context, retryInMs: retryAt - now }, "notification delivery failed; will retry");
     } catch (error) {

@@ -72,6 +72,8 @@ export interface ClaimedDelivery {
   createdAt: number;
   /** Failed attempts before this one. */
   attempts: number;
+  /** The next events of the same key, sent in the same envelope after this one (oldest first). */
+  followers: Array<{ seq: number; eventId: string; payload: string }>;
 }
 
 export interface EndpointCounters {
@@ -125,16 +127,20 @@ export class NotificationQueue {
   private readonly due: Database.Statement<[Record<string, string | number>], QueueRow>;
   private readonly claimRow: Database.Statement<[string, number, number, number]>;
   private readonly remove: Database.Statement<[number, string]>;
-  private readonly delivered: Database.Statement<[number, string]>;
+  private readonly followers: Database.Statement<[string, string, number, number], { seq: number; event_id: string; payload: string }>;
+  private readonly claimFollower: Database.Statement<[string, number, number]>;
+  private readonly delivered: Database.Statement<[number, number, string]>;
   private readonly retry: Database.Statement<[number, string, number, string]>;
   private readonly failed: Database.Statement<[number, string, string]>;
-  private readonly givenUp: Database.Statement<[string]>;
+  private readonly givenUp: Database.Statement<[number, string]>;
   private readonly release: Database.Statement<[number, string]>;
   private readonly counters: Database.Statement<[], CounterRow>;
   private readonly oldestAt: Database.Statement<[string], { created_at: number }>;
   private readonly retryingCount: Database.Statement<[string], { n: number }>;
   private readonly enqueueMany: Database.Transaction<(events: QueuedEvent[], now: number, limit: number) => void>;
-  private readonly claimMany: Database.Transaction<(endpoint: string, holder: string, now: number, leaseMs: number, max: number) => ClaimedDelivery[]>;
+  private readonly claimMany: Database.Transaction<
+    (endpoint: string, holder: string, now: number, leaseMs: number, max: number, batch: number) => ClaimedDelivery[]
+  >;
 
   constructor(path: string) {
     this.db = new Database(path, { timeout: 5_000 });
@@ -168,14 +174,19 @@ export class NotificationQueue {
       "UPDATE notification_queue SET claimed_by = ?, claim_until = ? WHERE seq = ? AND (claim_until IS NULL OR claim_until <= ?)",
     );
     this.remove = this.db.prepare("DELETE FROM notification_queue WHERE seq = ? AND claimed_by = ?");
-    this.delivered = this.db.prepare("UPDATE notification_endpoints SET delivered = delivered + 1, last_success_at = ? WHERE endpoint = ?");
+    this.followers = this.db.prepare(
+      "SELECT seq, event_id, payload FROM notification_queue WHERE endpoint = ? AND ordering_key = ? AND seq > ? ORDER BY seq LIMIT ?",
+    );
+    // Rows behind a head are never claimed on their own, so whoever holds the head takes them.
+    this.claimFollower = this.db.prepare("UPDATE notification_queue SET claimed_by = ?, claim_until = ? WHERE seq = ?");
+    this.delivered = this.db.prepare("UPDATE notification_endpoints SET delivered = delivered + ?, last_success_at = ? WHERE endpoint = ?");
     this.retry = this.db.prepare(
       "UPDATE notification_queue SET attempts = attempts + 1, next_at = ?, last_error = ?, claimed_by = NULL, claim_until = NULL WHERE seq = ? AND claimed_by = ?",
     );
     this.failed = this.db.prepare(
       "UPDATE notification_endpoints SET failed_attempts = failed_attempts + 1, last_failure_at = ?, last_error = ? WHERE endpoint = ?",
     );
-    this.givenUp = this.db.prepare("UPDATE notification_endpoints SET given_up = given_up + 1 WHERE endpoint = ?");
+    this.givenUp = this.db.prepare("UPDATE notification_endpoints SET given_up = given_up + ? WHERE endpoint = ?");
     this.release = this.db.prepare("UPDATE notification_queue SET claimed_by = NULL, claim_until = NULL WHERE seq = ? AND claimed_by = ?");
     this.counters = this.db.prepare("SELECT * FROM notification_endpoints ORDER BY endpoint");
     this.oldestAt = this.db.prepare("SELECT created_at FROM notification_queue WHERE endpoint = ? ORDER BY seq LIMIT 1");
@@ -203,10 +214,12 @@ export class NotificationQueue {
         this.addDropped.run(excess, endpoint);
       }
     });
-    this.claimMany = this.db.transaction((endpoint: string, holder: string, now: number, leaseMs: number, max: number) => {
+    this.claimMany = this.db.transaction((endpoint: string, holder: string, now: number, leaseMs: number, max: number, batch: number) => {
       const claimed: ClaimedDelivery[] = [];
       for (const row of this.due.all({ endpoint, now, max })) {
         if (this.claimRow.run(holder, now + leaseMs, row.seq, now).changes === 0) continue;
+        const followers = batch > 1 ? this.followers.all(endpoint, row.ordering_key, row.seq, batch - 1) : [];
+        for (const follower of followers) this.claimFollower.run(holder, now + leaseMs, follower.seq);
         claimed.push({
           seq: row.seq,
           endpoint: row.endpoint,
@@ -216,6 +229,7 @@ export class NotificationQueue {
           payload: row.payload,
           createdAt: row.created_at,
           attempts: row.attempts,
+          followers: followers.map((f) => ({ seq: f.seq, eventId: f.event_id, payload: f.payload })),
         });
       }
       return claimed;
@@ -227,27 +241,36 @@ export class NotificationQueue {
     if (events.length > 0) this.enqueueMany.immediate(events, now, limit);
   }
 
-  /** Claims up to `max` deliveries for this endpoint: the oldest due event of keys nobody holds. */
-  claim(endpoint: string, holder: string, now: number, leaseMs: number, max: number): ClaimedDelivery[] {
+  /**
+   * Claims up to `max` deliveries for this endpoint: the oldest due event of
+   * keys nobody holds, each with up to `batch - 1` events that follow it.
+   */
+  claim(endpoint: string, holder: string, now: number, leaseMs: number, max: number, batch = 1): ClaimedDelivery[] {
     if (max <= 0) return [];
     // IMMEDIATE: the read and the claim happen under the write lock, so no other process claims between them.
-    return this.claimMany.immediate(endpoint, holder, now, leaseMs, max);
+    return this.claimMany.immediate(endpoint, holder, now, leaseMs, max, batch);
   }
 
   succeeded(delivery: ClaimedDelivery, holder: string, now: number): void {
     this.db.transaction(() => {
       this.touchEndpoint.run(delivery.endpoint);
       // A claim that ran out belongs to whoever took the event over: it sends and counts it.
-      if (this.removeClaimed(delivery, holder)) this.delivered.run(now, delivery.endpoint);
+      const removed = this.removeClaimed(delivery, holder);
+      if (removed > 0) this.delivered.run(removed, now, delivery.endpoint);
     }).immediate();
   }
 
-  /** Removes a claimed row (if the claim is still ours) and makes the next row of its key the head. */
-  private removeClaimed(delivery: ClaimedDelivery, holder: string): boolean {
-    if (this.remove.run(delivery.seq, holder).changes === 0) return false;
-    this.addQueued.run(-1, delivery.endpoint);
+  /**
+   * Removes a claimed delivery's rows (those whose claim is still ours) and
+   * makes the next row of its key the head; returns how many were removed.
+   */
+  private removeClaimed(delivery: ClaimedDelivery, holder: string): number {
+    let removed = 0;
+    for (const seq of [delivery.seq, ...delivery.followers.map((f) => f.seq)]) removed += this.remove.run(seq, holder).changes;
+    if (removed === 0) return 0;
+    this.addQueued.run(-removed, delivery.endpoint);
     this.promote.run(delivery.endpoint, delivery.orderingKey);
-    return true;
+    return removed;
   }
 
   /** A failed attempt: retried at `retryAt`, or removed (and counted as given up) when retryAt is null. */
@@ -256,16 +279,13 @@ export class NotificationQueue {
       this.touchEndpoint.run(delivery.endpoint);
       this.failed.run(now, error, delivery.endpoint);
       if (retryAt === null) {
-        if (this.removeClaimed(delivery, holder)) this.givenUp.run(delivery.endpoint);
+        const removed = this.removeClaimed(delivery, holder);
+        if (removed > 0) this.givenUp.run(removed, delivery.endpoint);
       } else {
         this.retry.run(retryAt, error, delivery.seq, holder);
+        for (const follower of delivery.followers) this.release.run(follower.seq, holder);
       }
     }).immediate();
-  }
-
-  /** Gives a claim back without counting an attempt (shutdown interrupted it). */
-  unclaim(delivery: ClaimedDelivery, holder: string): void {
-    this.release.run(delivery.seq, holder);
   }
 
   /** Counters and queue depth per endpoint (every endpoint that ever had an event). */

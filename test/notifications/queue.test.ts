@@ -83,3 +83,21 @@ test("a full queue drops the oldest, keeps the rest in order, and counts per end
   assert.deepEqual(order, ["a3", "a4", "a5"]);
   assert.equal(q.stats().get("e")!.pending, 0);
 });
+
+test("a claim takes the events waiting behind a head into one envelope; a failure keeps them waiting, a success removes them all", async (t) => {
+  const q = new NotificationQueue(await queuePath(t));
+  t.after(async () => q.close());
+  const now = 1_000;
+  q.enqueue([event("a", "a1"), event("a", "a2"), event("b", "b1"), event("a", "a3"), event("a", "a4")], now, 100);
+  const [a, b] = q.claim("e", "h", now, 5_000, 10, 3);
+  assert.deepEqual([a!.eventId, ...a!.followers.map((f) => f.eventId)], ["a1", "a2", "a3"]);
+  assert.deepEqual([b!.eventId, b!.followers.length], ["b1", 0]);
+  q.failedAttempt(a!, "h", now, "answered 500", now + 10);
+  const [again] = q.claim("e", "h", now + 10, 5_000, 10, 3);
+  assert.deepEqual([again!.eventId, ...again!.followers.map((f) => f.eventId), again!.attempts], ["a1", "a2", "a3", 1], "the same batch, in order");
+  q.succeeded(again!, "h", now + 10);
+  const [rest] = q.claim("e", "h", now + 10, 5_000, 10, 3);
+  assert.deepEqual([rest!.eventId, rest!.followers.length], ["a4", 0]);
+  const stats = q.stats().get("e")!;
+  assert.deepEqual([stats.delivered, stats.pending, stats.failedAttempts], [3, 2, 1]);
+});
