@@ -25,7 +25,7 @@ export async function getManifest(ctx: RequestContext, name: string, rawReferenc
     send(res, 200, { ...headers, "Content-Length": record.size });
     return;
   }
-  // Queued before the answer leaves, so a client that saw the answer can count on the event.
+  // Emitted before the answer is sent: the event is queued in the same turn of the event loop.
   notify(ctx, "pull", { mediaType: record.mediaType, size: record.size, digest: record.digest, length: record.size, repository: name, ...tagOf(reference) });
   send(res, 200, headers, record.content);
 }
