@@ -4,6 +4,7 @@
  */
 import { createServer, type Server } from "node:http";
 import { dirname, join, resolve } from "node:path";
+import { hostname } from "node:os";
 import type { AddressInfo } from "node:net";
 import { pino, type Logger } from "pino";
 import type { Config } from "./config/schema.js";
@@ -33,6 +34,7 @@ import { ClientAddressResolver } from "./http/client-address.js";
 import { UploadSlots } from "./http/upload-slots.js";
 import { handleClientError, refuseConnect, refuseExpectation } from "./http/client-error.js";
 import { startForeignRecheck } from "./federation/recheck.js";
+import { startNotifications } from "./notifications/create.js";
 
 export interface RunningRegistry {
   /** Base URL, e.g. http://127.0.0.1:5000 */
@@ -94,7 +96,8 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
           directIo: config.storage.filesystem.directIo,
         });
   if (blobs instanceof FilesystemBlobStore) await blobs.init();
-  const meta = new SqliteMetaStore(config.metadata.sqlite.path ? resolve(config.metadata.sqlite.path) : join(dataDir, "metadata.db"));
+  const metadataPath = config.metadata.sqlite.path ? resolve(config.metadata.sqlite.path) : join(dataDir, "metadata.db");
+  const meta = new SqliteMetaStore(metadataPath);
   let access: AccessController;
   let federation: Federation;
   try {
@@ -136,7 +139,25 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     blobTransfer: config.storage.blobTransfer,
   };
   const metrics = new Metrics();
-  const extensions = [...coreExtensions(metrics), ...(access.extensions ?? []), ...(federation.extensions ?? []), ...(options.extensions ?? [])];
+  // Webhooks (docs/notifications.md): handlers emit into services.events.
+  let notifications: ReturnType<typeof startNotifications>;
+  try {
+    notifications = startNotifications(config.notifications, { metadataPath, logger, metrics: metrics.registry, federation });
+  } catch (error) {
+    await hashing.close();
+    await federation.close();
+    await meta.close();
+    await blobs.close();
+    throw error;
+  }
+  services.events = notifications.sink;
+  const extensions = [
+    ...coreExtensions(metrics),
+    ...(access.extensions ?? []),
+    ...(federation.extensions ?? []),
+    ...notifications.extensions,
+    ...(options.extensions ?? []),
+  ];
   const handler = createRequestHandler({
     services,
     extensions,
@@ -155,6 +176,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   try {
     await listen(server, host, port);
   } catch (error) {
+    await notifications.close();
     await hashing.close();
     await federation.close();
     await meta.close();
@@ -164,9 +186,13 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   const actualPort = (server.address() as AddressInfo).port;
   // Every interface (":5000"): the URL this machine itself reaches it by.
   const hostForUrl = host === "" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
+  notifications.listening(`${hostname()}:${actualPort}`);
 
-  const gc = (o: { gracePeriodMs?: number; untagged?: boolean } = {}) =>
-    collectGarbage(deps, { gracePeriodMs: o.gracePeriodMs ?? config.gc.gracePeriod, untagged: o.untagged ?? config.gc.untagged });
+  const gc = async (o: { gracePeriodMs?: number; untagged?: boolean } = {}) => {
+    const report = await collectGarbage(deps, { gracePeriodMs: o.gracePeriodMs ?? config.gc.gracePeriod, untagged: o.untagged ?? config.gc.untagged });
+    notifications.gcFinished(report);
+    return report;
+  };
   const purgeUploads = () => uploads.purgeStale(config.uploads.purgeAfter);
 
   const timers: NodeJS.Timeout[] = [];
@@ -197,6 +223,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
         server.close(() => resolveClose());
         server.closeAllConnections();
       });
+      await notifications.close();
       await hashing.close();
       await federation.close();
       await blobs.close();

@@ -6,6 +6,7 @@ import { z } from "zod";
 import { duration, size } from "./types.js";
 import { federationConfigSchema } from "../federation/config.js";
 import { authConfigSchema } from "../auth/config.js";
+import { notificationsConfigSchema } from "../notifications/config.js";
 import { isIpOrCidr } from "../http/client-address.js";
 
 /**
@@ -122,6 +123,8 @@ export const configSchema = z.strictObject({
   trustedProxies: z.array(ipOrCidr).default([]),
   federation: federationConfigSchema.default(federationConfigSchema.parse({})),
   auth: authConfigSchema.optional(),
+  /** Webhooks: the distribution notification envelope to configured endpoints (docs/notifications.md). */
+  notifications: notificationsConfigSchema.default(notificationsConfigSchema.parse({})),
 });
 
 export type Config = z.output<typeof configSchema>;

@@ -67,7 +67,11 @@ export interface UrlGate {
 
 export interface FetchRequest {
   url: string;
-  method: "GET" | "HEAD";
+  /** POST only for notification endpoints (src/notifications/), with a body and the headers the operator configured. */
+  method: "GET" | "HEAD" | "POST";
+  body?: Buffer;
+  /** Extra headers the operator configured for this URL (notification endpoints); federation never sends any. */
+  headers?: Record<string, string | string[]>;
   /** Longest wait for the connection, the headers, or the next body byte. */
   timeoutMs: number;
   /** The body may not exceed this many bytes (the descriptor's size). */
@@ -188,12 +192,14 @@ export class SafeFetcher {
           method: request.method,
           agent: secure ? this.httpsAgent : this.httpAgent,
           lookup,
-          // Only these: no credentials, cookies or client headers ever leave the registry.
+          // Only these (and what the operator configured for a notification endpoint): no client credentials, cookies or headers ever leave the registry.
           headers: {
             "User-Agent": "ferry-registry (foreign layer fetch)",
             Accept: "*/*",
             "Accept-Encoding": "identity",
             ...(request.method === "GET" && request.range ? { Range: rangeHeader(request.range) } : {}),
+            ...request.headers,
+            ...(request.body ? { "Content-Length": String(request.body.length) } : {}),
           },
         },
         (response) => {
@@ -206,7 +212,7 @@ export class SafeFetcher {
         req.destroy(new FetchError("timeout", `timed out after ${formatMs(request.timeoutMs)} without an answer`, url));
       });
       req.on("error", (error) => reject(toFetchError(error, url)));
-      req.end();
+      req.end(request.body);
     });
   }
 

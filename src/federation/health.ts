@@ -37,6 +37,17 @@ export interface AttemptOutcome {
   kind?: string;
 }
 
+/** A URL moved into or out of "failing" because of an attempt this process recorded. */
+export interface SourceStateChange {
+  url: string;
+  host: string;
+  from: SourceState;
+  to: SourceState;
+  /** The failure that made it failing (null on recovery). */
+  error: string | null;
+  consecutiveFailures: number;
+}
+
 /** A record as the admin API and the CLI show it. */
 export interface SourceView extends SourceHealthRecord {
   state: SourceState;
@@ -56,6 +67,11 @@ export class SourceHealth {
   private readonly refreshMs: number;
   private loadedAt = 0;
   private loading: Promise<void> | null = null;
+  /**
+   * Told when an attempt recorded in this process moves a URL into or out of
+   * "failing" (notifications' foreign-source-failed / -recovered events).
+   */
+  onStateChange: ((change: SourceStateChange) => void) | null = null;
   /** The re-check schedule, when one runs in this process's registry (shown by the admin API). */
   recheckSettings: { interval: number; method: string; concurrency: number; timeout: number } | null = null;
 
@@ -91,13 +107,28 @@ export class SourceHealth {
       return;
     }
     const event: SourceHealthEvent = { url, host: hostOf(url), at: Date.now(), ok: outcome.ok, latencyMs: outcome.latencyMs, error: outcome.ok ? null : outcome.error };
-    this.records.set(url, applyEvent(this.records.get(url), event));
+    const before = this.records.get(url);
+    const after = applyEvent(before, event);
+    this.records.set(url, after);
+    this.reportChange(url, before, after, event);
     if (!this.meta.recordSourceHealth) return;
     const persisted = this.meta.recordSourceHealth(event).catch((error: unknown) => {
       this.logger.warn({ err: error, url }, "could not persist foreign source health");
     });
     this.pending.add(persisted);
     void persisted.finally(() => this.pending.delete(persisted));
+  }
+
+  private reportChange(url: string, before: SourceHealthRecord | undefined, after: SourceHealthRecord, event: SourceHealthEvent): void {
+    if (!this.onStateChange) return;
+    const from = sourceState(before, this.slowMs);
+    const to = sourceState(after, this.slowMs);
+    if (from === to || (from !== "failing" && to !== "failing")) return;
+    try {
+      this.onStateChange({ url, host: event.host, from, to, error: event.error, consecutiveFailures: after.consecutiveFailures });
+    } catch (error) {
+      this.logger.warn({ err: error, url }, "source state change listener failed");
+    }
   }
 
   /** Waits until every attempt recorded so far is in the store. */

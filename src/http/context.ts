@@ -9,6 +9,7 @@ import type { ManifestService } from "../registry/manifests.js";
 import type { ListingService } from "../registry/listing.js";
 import type { Federation } from "../federation/federation.js";
 import type { BlobStore } from "../storage/blob-store.js";
+import type { EventSink } from "../notifications/events.js";
 
 export interface Services {
   blobs: BlobService;
@@ -25,6 +26,8 @@ export interface Services {
    * "sendfile" on the addon's thread, "stream" (or absent) through Node.
    */
   blobTransfer?: "copy" | "sendfile" | "stream";
+  /** Webhook events (src/notifications/); absent or a no-op sink when none are configured. */
+  events?: EventSink;
 }
 
 export interface RequestContext {

@@ -12,6 +12,8 @@ import type { RegistryDeps } from "./context.js";
 
 export interface PushedManifest {
   digest: string;
+  /** The media type the manifest was stored under (for push events). */
+  mediaType: string;
   subject?: string;
   /** Texts for `Warning` headers (federation policy said "warn"). */
   warnings: string[];
@@ -50,7 +52,7 @@ export class ManifestService {
       },
       reference.kind === "tag" ? [reference.tag, ...(request.extraTags ?? [])] : (request.extraTags ?? []),
     );
-    return { digest, subject: manifest.subject?.digest, warnings: foreign.warnings };
+    return { digest, mediaType: manifest.mediaType, subject: manifest.subject?.digest, warnings: foreign.warnings };
   }
 
   private async store(repository: string, write: ManifestWrite, tags: readonly string[]): Promise<void> {

@@ -8,6 +8,8 @@ import { API_VERSION_HEADER, isClientAbort, send, type Headers } from "../respon
 import { parseRange } from "../request.js";
 import type { ForeignBlobResponse } from "../../federation/federation.js";
 import type { BlobFile, ByteRange } from "../../storage/blob-store.js";
+import { notify } from "../../notifications/http-events.js";
+import { BLOB_MEDIA_TYPE } from "../../notifications/events.js";
 import { copyBufferBytesFor, nativeTransferResponse, reserveNativeTransfer, type NativeTransferMode } from "../sendfile.js";
 
 export async function getBlob(ctx: RequestContext, name: string, rawDigest: string): Promise<void> {
@@ -19,6 +21,7 @@ export async function getBlob(ctx: RequestContext, name: string, rawDigest: stri
     const range = parseRange(req.headers.range, lookup.mark.size);
     if (range.kind === "unsatisfiable") throw rangeNotSatisfiable(lookup.mark.size);
     const response = await services.blobs.serveForeign(name, lookup.mark, head ? "HEAD" : "GET", range.kind === "range" ? range.range : undefined);
+    if (!head) notifyPull(ctx, name, digest, lookup.mark.size);
     await sendForeign(ctx, digest, response);
     return;
   }
@@ -35,6 +38,7 @@ export async function getBlob(ctx: RequestContext, name: string, rawDigest: stri
   }
   const redirect = await services.blobStore.redirectUrl?.(digest, { method: head ? "HEAD" : "GET", expiresInMs: 20 * 60_000 });
   if (redirect) {
+    if (!head) notifyPull(ctx, name, digest, lookup.size);
     send(res, 307, { ...common, Location: redirect });
     return;
   }
@@ -48,6 +52,7 @@ export async function getBlob(ctx: RequestContext, name: string, rawDigest: stri
   };
   if (partial) headers["Content-Range"] = `bytes ${range.range.start}-${range.range.end}/${lookup.size}`;
   const status = partial ? 206 : 200;
+  if (!head) notifyPull(ctx, name, digest, lookup.size);
   if (head) {
     send(res, status, headers);
     return;
@@ -153,5 +158,10 @@ export async function streamBody(ctx: RequestContext, status: number, headers: H
 export async function deleteBlob(ctx: RequestContext, name: string, rawDigest: string): Promise<void> {
   const { digest } = parseDigest(rawDigest);
   await ctx.services.blobs.delete(name, digest);
+  notify(ctx, "delete", { mediaType: BLOB_MEDIA_TYPE, digest, repository: name });
   send(ctx.res, 202, { "Docker-Content-Digest": digest });
+}
+
+function notifyPull(ctx: RequestContext, name: string, digest: string, size: number): void {
+  notify(ctx, "pull", { mediaType: BLOB_MEDIA_TYPE, size, digest, length: size, repository: name });
 }

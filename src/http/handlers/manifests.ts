@@ -5,6 +5,7 @@ import type { RequestContext } from "../context.js";
 import { asciiHeaderText, send, type Headers } from "../respond.js";
 import { readBody } from "../request.js";
 import { tagParams } from "../tag-params.js";
+import { notify } from "../../notifications/http-events.js";
 
 export async function getManifest(ctx: RequestContext, name: string, rawReference: string): Promise<void> {
   const reference = parseReferenceForLookup(rawReference);
@@ -25,6 +26,8 @@ export async function getManifest(ctx: RequestContext, name: string, rawReferenc
     send(res, 200, { ...headers, "Content-Length": record.size });
     return;
   }
+  // Emitted before the answer is sent: the event is queued in the same turn of the event loop.
+  notify(ctx, "pull", { mediaType: record.mediaType, size: record.size, digest: record.digest, length: record.size, repository: name, ...tagOf(reference) });
   send(res, 200, headers, record.content);
 }
 
@@ -48,13 +51,22 @@ export async function putManifest(ctx: RequestContext, name: string, rawReferenc
   // "MUST include an OCI-Tag response header ... for each accepted tag" (only when `tag` parameters were sent).
   if (extraTags.length > 0) headers["OCI-Tag"] = extraTags;
   if (pushed.warnings.length > 0) headers.Warning = pushed.warnings.map(formatWarning);
+  const pushedTarget = { mediaType: pushed.mediaType, size: body.length, digest: pushed.digest, length: body.length, repository: name };
+  notify(ctx, "push", { ...pushedTarget, ...tagOf(reference) });
+  // One event per tag set with `?tag=` parameters, as if each had been pushed by that tag.
+  for (const tag of extraTags) notify(ctx, "push", { ...pushedTarget, tag });
   send(res, 201, headers);
 }
 
 export async function deleteManifest(ctx: RequestContext, name: string, rawReference: string): Promise<void> {
   const reference = parseReferenceForLookup(rawReference);
   await ctx.services.manifests.delete(name, reference);
+  notify(ctx, "delete", { repository: name, ...(reference.kind === "tag" ? { tag: reference.tag } : { digest: reference.digest.digest }) });
   send(ctx.res, 202, {});
+}
+
+function tagOf(reference: { kind: "tag"; tag: string } | { kind: "digest" }): { tag?: string } {
+  return reference.kind === "tag" ? { tag: reference.tag } : {};
 }
 
 /**

@@ -5,7 +5,9 @@ import { assertRepositoryName } from "../../oci/reference.js";
 import type { RequestContext } from "../context.js";
 import { send } from "../respond.js";
 import { contentLength, hasBody, parseContentRange } from "../request.js";
-import type { UploadStatus } from "../../registry/uploads.js";
+import type { CommittedBlob, UploadStatus } from "../../registry/uploads.js";
+import { notify } from "../../notifications/http-events.js";
+import { BLOB_MEDIA_TYPE } from "../../notifications/events.js";
 
 function uploadLocation(name: string, id: string): string {
   return `/v2/${name}/blobs/uploads/${id}`;
@@ -39,7 +41,8 @@ export async function startUpload(ctx: RequestContext, name: string): Promise<vo
     const from = query.get("from");
     const mounted = await tryMount(ctx, name, mount, from);
     if (mounted) {
-      sendCommitted(ctx, name, mounted);
+      notify(ctx, "mount", { ...blobTarget(name, mounted), ...(from !== null ? { fromRepository: from } : {}) });
+      sendCommitted(ctx, name, mounted.digest);
       return;
     }
   }
@@ -47,6 +50,7 @@ export async function startUpload(ctx: RequestContext, name: string): Promise<vo
   if (digest !== null && mount === null) {
     const expected = parseDigest(digest);
     const blob = await services.uploads.putMonolithic(name, expected, ctx.body, contentLength(req));
+    notify(ctx, "push", blobTarget(name, blob));
     sendCommitted(ctx, name, blob.digest);
     return;
   }
@@ -55,12 +59,12 @@ export async function startUpload(ctx: RequestContext, name: string): Promise<vo
 }
 
 /** A mount that cannot happen (unknown blob, no access, bad input) falls back to a new session, as the spec says. */
-async function tryMount(ctx: RequestContext, name: string, mount: string, from: string | null): Promise<string | null> {
+async function tryMount(ctx: RequestContext, name: string, mount: string, from: string | null): Promise<CommittedBlob | null> {
   try {
     const { digest } = parseDigest(mount);
     if (from !== null) assertRepositoryName(from);
     const mounted = await ctx.services.uploads.mount(name, digest, from, ctx.principal);
-    return mounted?.digest ?? null;
+    return mounted ?? null;
   } catch (error) {
     if (isRegistryError(error)) return null;
     throw error;
@@ -94,6 +98,7 @@ export async function finishUpload(ctx: RequestContext, name: string, id: string
   const range = body ? parseContentRange(req.headers["content-range"]) : null;
   try {
     const blob = await services.uploads.finish(name, id, expected, body, range, body ? contentLength(req) : null);
+    notify(ctx, "push", blobTarget(name, blob));
     sendCommitted(ctx, name, blob.digest);
   } catch (error) {
     throw withSessionLocation(error, name, id);
@@ -103,6 +108,10 @@ export async function finishUpload(ctx: RequestContext, name: string, id: string
 export async function cancelUpload(ctx: RequestContext, name: string, id: string): Promise<void> {
   await ctx.services.uploads.cancel(name, id);
   send(ctx.res, 204, {});
+}
+
+function blobTarget(name: string, blob: CommittedBlob) {
+  return { mediaType: BLOB_MEDIA_TYPE, size: blob.size, digest: blob.digest, length: blob.size, repository: name };
 }
 
 /** A 416 tells the client where to resume, so it carries the session's Location (distribution-spec "Pushing a blob in chunks"). */

@@ -1,0 +1,41 @@
+/**
+ * The few lines handlers call after a registry action succeeded: they turn
+ * the request (id, client address, Host, method, User-Agent, user) into the
+ * `request` and `actor` of a distribution event. Nothing is built when no
+ * endpoint subscribed to the action.
+ */
+import type { RequestContext } from "../http/context.js";
+import type { EventAction } from "./config.js";
+import type { EventRequest, EventTarget } from "./events.js";
+
+export function notify(ctx: RequestContext, action: EventAction, target: EventTarget): void {
+  const sink = ctx.services.events;
+  if (!sink?.wants(action)) return;
+  sink.emit({ action, target: { ...target, ...contentUrl(ctx, target) }, request: requestOf(ctx), actor: ctx.principal.user });
+}
+
+function requestOf(ctx: RequestContext): EventRequest {
+  const { req } = ctx;
+  return {
+    id: ctx.requestId,
+    addr: ctx.clientAddress,
+    host: headerText(req.headers.host),
+    method: ctx.method,
+    useragent: headerText(req.headers["user-agent"]),
+  };
+}
+
+/** Where a consumer fetches the content: this registry as the client addressed it. */
+function contentUrl(ctx: RequestContext, target: EventTarget): { url?: string } {
+  if (!target.repository || !target.digest) return {};
+  const host = headerText(ctx.req.headers.host);
+  if (host === "") return {};
+  // Only a label in the event (no decision rests on it), so a proxy's X-Forwarded-Proto is taken as given.
+  const scheme = headerText(ctx.req.headers["x-forwarded-proto"]).toLowerCase() === "https" ? "https" : "http";
+  const kind = target.mediaType === undefined || target.mediaType === "application/octet-stream" ? "blobs" : "manifests";
+  return { url: `${scheme}://${host}/v2/${target.repository}/${kind}/${target.digest}` };
+}
+
+function headerText(value: string | string[] | undefined): string {
+  return (Array.isArray(value) ? value[0] : value)?.slice(0, 1024) ?? "";
+}
