@@ -32,6 +32,9 @@ import { ClientAddressResolver } from "./http/client-address.js";
 import { UploadSlots } from "./http/upload-slots.js";
 import { handleClientError, refuseConnect, refuseExpectation } from "./http/client-error.js";
 import { startForeignRecheck } from "./federation/recheck.js";
+import type { Tracing } from "./tracing/tracing.js";
+import { openAuditLog, type AuditLog } from "./audit/audit-log.js";
+import { AuditObserver } from "./audit/events.js";
 
 export interface RunningRegistry {
   /** Base URL, e.g. http://127.0.0.1:5000 */
@@ -77,6 +80,15 @@ export function splitListen(listen: string): { host: string; port: number } {
 export async function startRegistry(config: Config, options: StartOptions = {}): Promise<RunningRegistry> {
   const logger = options.logger ?? createLogger(config);
   const dataDir = resolve(config.data);
+  // Like the S3 driver, OpenTelemetry is loaded only when configured: off, tracing costs nothing.
+  const tracing: Tracing | undefined = config.tracing.enabled ? await (await import("./tracing/tracing.js")).startTracing(config.tracing, logger) : undefined;
+  let audit: AuditLog | undefined;
+  try {
+    audit = config.audit.enabled ? openAuditLog(config.audit.path ? resolve(config.audit.path) : join(dataDir, "audit.log"), config.audit.maxQueueBytes, logger) : undefined;
+  } catch (error) {
+    await tracing?.shutdown();
+    throw error;
+  }
   // The S3 driver (and the AWS SDK behind it) is loaded only when configured; it checks the bucket itself.
   const blobs =
     config.storage.driver === "s3"
@@ -87,7 +99,9 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
           directIo: config.storage.filesystem.directIo,
         });
   if (blobs instanceof FilesystemBlobStore) await blobs.init();
-  const meta = new SqliteMetaStore(config.metadata.sqlite.path ? resolve(config.metadata.sqlite.path) : join(dataDir, "metadata.db"));
+  const sqlite = new SqliteMetaStore(config.metadata.sqlite.path ? resolve(config.metadata.sqlite.path) : join(dataDir, "metadata.db"));
+  const meta = tracing ? tracing.wrapStore("metadata", sqlite) : sqlite;
+  const storeForRequests = tracing ? tracing.wrapStore("blobstore", blobs) : blobs;
   let access: AccessController;
   let federation: Federation;
   try {
@@ -97,10 +111,12 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     // A bad htpasswd file or federation setting must not leave the database open.
     await meta.close();
     await blobs.close();
+    await audit?.close();
+    await tracing?.shutdown();
     throw error;
   }
   const deps: RegistryDeps = {
-    blobs,
+    blobs: storeForRequests,
     meta,
     federation,
     access,
@@ -123,18 +139,20 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     listing: new ListingService(deps),
     federation,
     access,
-    blobStore: blobs,
+    blobStore: storeForRequests,
     logger,
     manifestMaxBytes: config.manifests.maxBytes,
     blobTransfer: config.storage.blobTransfer,
   };
   const metrics = new Metrics();
+  audit?.countDropsIn(metrics.registry);
   const extensions = [...coreExtensions(metrics), ...(access.extensions ?? []), ...(federation.extensions ?? []), ...(options.extensions ?? [])];
-  const handler = createRequestHandler({
+  const requestHandler = createRequestHandler({
     services,
     extensions,
     metrics,
     accessLog: config.log.accessLog,
+    observers: [...(audit ? [new AuditObserver(audit, logger)] : []), ...(tracing ? [tracing] : [])],
     limits: {
       clientAddress: new ClientAddressResolver(config.trustedProxies),
       uploads: new UploadSlots(config.http.maxUploadsPerClient),
@@ -142,6 +160,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
       maxHeaderCount: config.http.maxHeaderCount,
     },
   });
+  const handler = tracing ? tracing.wrapHandler(requestHandler) : requestHandler;
   const server = createHttpServer(config.http, handler);
 
   const { host, port } = splitListen(config.listen);
@@ -152,6 +171,8 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     await federation.close();
     await meta.close();
     await blobs.close();
+    await audit?.close();
+    await tracing?.shutdown();
     throw error;
   }
   const actualPort = (server.address() as AddressInfo).port;
@@ -193,6 +214,8 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
       await federation.close();
       await blobs.close();
       await meta.close();
+      await audit?.close();
+      await tracing?.shutdown();
     },
   };
 }

@@ -7,6 +7,8 @@ import { duration, size } from "./types.js";
 import { federationConfigSchema } from "../federation/config.js";
 import { authConfigSchema } from "../auth/config.js";
 import { isIpOrCidr } from "../http/client-address.js";
+import { tracingConfigSchema } from "../tracing/config.js";
+import { auditConfigSchema } from "../audit/config.js";
 
 /**
  * Connection and request limits (docs/security.md "Limits"). Defaults follow nginx and distribution:
@@ -118,6 +120,10 @@ export const configSchema = z.strictObject({
   trustedProxies: z.array(ipOrCidr).default([]),
   federation: federationConfigSchema.default(federationConfigSchema.parse({})),
   auth: authConfigSchema.optional(),
+  /** OpenTelemetry traces (docs/observability.md); off by default. */
+  tracing: tracingConfigSchema.default(tracingConfigSchema.parse({})),
+  /** The audit log of pushes, deletions, tag moves and logins (docs/observability.md). */
+  audit: auditConfigSchema.default(auditConfigSchema.parse({})),
 });
 
 export type Config = z.output<typeof configSchema>;
