@@ -112,7 +112,8 @@ export async function startTracing(config: TracingConfig, logger: Logger): Promi
     },
     async shutdown() {
       if (tracingHooks.outgoing === outgoing) tracingHooks.outgoing = undefined;
-      await provider.shutdown();
+      // The last export may fail (collector down): that must not fail the registry's shutdown.
+      await provider.shutdown().catch((error: unknown) => logger.warn({ detail: String(error).slice(0, 300) }, "tracing: last spans could not be exported"));
     },
   };
 }
