@@ -64,7 +64,7 @@ export function auditRecords(summary: RequestSummary): AuditRecord[] {
   const outcome = ok ? "ok" : "denied";
   const route = matchRoute(summary.path);
   if (route?.kind === "manifest" && method === "PUT") {
-    const digest = ok ? headerText(res.getHeader("docker-content-digest")) : undefined;
+    const digest = ok ? ctx.audit?.digest : undefined;
     const tag = route.reference.includes(":") ? undefined : route.reference;
     const push: AuditRecord = { ...base, action: "push", outcome, repository: route.name, tag, digest: digest ?? (tag ? undefined : route.reference) };
     const previous = ctx.audit?.previousDigest;
@@ -84,8 +84,4 @@ export function auditRecords(summary: RequestSummary): AuditRecord[] {
 function cut(user: string | null | undefined): string | null {
   if (user === null || user === undefined) return null;
   return user.length > MAX_USER ? `${user.slice(0, MAX_USER)}…` : user;
-}
-
-function headerText(value: number | string | string[] | undefined): string | undefined {
-  return typeof value === "string" ? value : undefined;
 }

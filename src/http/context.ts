@@ -56,6 +56,8 @@ export interface RequestContext {
 }
 
 export interface AuditFacts {
+  /** Manifest PUT: the digest of what was stored. */
+  digest?: string;
   /** Manifest PUT by tag: the digest the tag named before the push (null: the tag is new). */
   previousDigest?: string | null;
   /** /token: the user the token was issued to (null: anonymous), and how they proved it. */

@@ -37,7 +37,7 @@ export async function putManifest(ctx: RequestContext, name: string, rawReferenc
     body,
     contentType: normalizeContentType(req.headers["content-type"]),
   });
-  ctx.audit = { ...ctx.audit, previousDigest: pushed.previousDigest };
+  ctx.audit = { ...ctx.audit, digest: pushed.digest, previousDigest: pushed.previousDigest };
   const headers: Headers = {
     Location: `/v2/${name}/manifests/${pushed.digest}`,
     "Docker-Content-Digest": pushed.digest,
