@@ -83,6 +83,8 @@ test("a push and a pull are traced: one server span per request, metadata and bl
   const layer = await fetch(`${registry.url}/v2/team/app/blobs/${image.layers[0]!.digest}`);
   assert.equal(layer.status, 200);
   await layer.arrayBuffer();
+  // The client can have the last byte before the server's 'finish' event writes the access-log line.
+  for (let i = 0; i < 100 && !accessLog.some((l) => l.msg === "request" && String(l.path).includes("/blobs/")); i++) await new Promise((r) => setTimeout(r, 20));
   await flush();
 
   const spans = receiver.spans;
