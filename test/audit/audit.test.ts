@@ -10,9 +10,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startTestRegistry, type TestRegistry } from "../helpers/registry.js";
 import { buildImage } from "../helpers/images.js";
-import { basic, bcryptHash, bearer, fetchToken, pushImageAs } from "../auth/util.js";
+import { request } from "node:http";
+import { basic, bcryptHash, bearer, fetchToken, pushBlobAs, pushImageAs } from "../auth/util.js";
 import { loadConfig } from "../../src/config/load.js";
 import { startRegistry } from "../../src/server.js";
+import { startServeProcess } from "../helpers/serve-process.js";
 
 type Line = Record<string, unknown>;
 
@@ -201,3 +203,52 @@ test("audit.path moves the file, audit.enabled: false writes none, and an unusab
     return true;
   });
 });
+
+test("ferry serve --workers 2 writes one audit file in <data> that both workers append whole lines to", async (t) => {
+  const data = await mkdtemp(join(tmpdir(), "ferry-audit-workers-"));
+  t.after(() => rm(data, { recursive: true, force: true }));
+  const serve = await startServeProcess({ data, workers: 2 });
+  const pushed: Array<{ repository: string; digest: string }> = [];
+  // Request ids start with the process id: the lines say which worker wrote them.
+  const writersSoFar = async () =>
+    new Set(
+      (await readFile(join(data, "audit.log"), "utf8").catch(() => ""))
+        .split("\n")
+        .filter((l) => l.endsWith("}"))
+        .map((l) => String((JSON.parse(l) as Line).requestId).split("-")[0]),
+    );
+  try {
+    // Workers start one after another: push rounds until the second one has taken some.
+    for (let round = 0; round < 10 && (await writersSoFar()).size < 2; round++) {
+      const images = await Promise.all([...Array(6).keys()].map((i) => buildImage({ layers: [{ "n.txt": `image ${round}-${i}` }] })));
+      for (const [i, image] of images.entries()) {
+        for (const blob of [image.config, ...image.layers]) assert.equal((await pushBlobAs(serve.url, `app${round}-${i}`, blob.bytes, null)).status, 201);
+      }
+      // A new connection per manifest PUT, all at once: the cluster's round-robin hands them to every worker.
+      const statuses = await Promise.all(images.map((image, i) => putOnNewConnection(`${serve.url}/v2/app${round}-${i}/manifests/v1`, image.mediaType, image.manifest)));
+      assert.deepEqual(statuses, images.map(() => 201));
+      images.forEach((image, i) => pushed.push({ repository: `app${round}-${i}`, digest: image.manifestDigest }));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+  } finally {
+    await serve.stop();
+  }
+  const lines = (await readFile(join(data, "audit.log"), "utf8")).split("\n").filter(Boolean).map((l) => JSON.parse(l) as Line);
+  assert.deepEqual(
+    lines.map((l) => `${String(l.repository)} ${String(l.digest)}`).sort(),
+    pushed.map((p) => `${p.repository} ${p.digest}`).sort(),
+  );
+  const writers = new Set(lines.map((l) => String(l.requestId).split("-")[0]));
+  assert.equal(writers.size, 2, `lines from ${[...writers].join(", ")}`);
+});
+
+function putOnNewConnection(url: string, mediaType: string, body: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: "PUT", agent: false, headers: { "Content-Type": mediaType, "Content-Length": body.length } }, (res) => {
+      res.resume();
+      res.on("end", () => resolve(res.statusCode ?? 0));
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
