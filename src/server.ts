@@ -80,15 +80,6 @@ export function splitListen(listen: string): { host: string; port: number } {
 export async function startRegistry(config: Config, options: StartOptions = {}): Promise<RunningRegistry> {
   const logger = options.logger ?? createLogger(config);
   const dataDir = resolve(config.data);
-  // Like the S3 driver, OpenTelemetry is loaded only when configured: off, tracing costs nothing.
-  const tracing: Tracing | undefined = config.tracing.enabled ? await (await import("./tracing/tracing.js")).startTracing(config.tracing, logger) : undefined;
-  let audit: AuditLog | undefined;
-  try {
-    audit = config.audit.enabled ? openAuditLog(config.audit.path ? resolve(config.audit.path) : join(dataDir, "audit.log"), config.audit.maxQueueBytes, logger) : undefined;
-  } catch (error) {
-    await tracing?.shutdown();
-    throw error;
-  }
   // The S3 driver (and the AWS SDK behind it) is loaded only when configured; it checks the bucket itself.
   const blobs =
     config.storage.driver === "s3"
@@ -99,16 +90,20 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
           directIo: config.storage.filesystem.directIo,
         });
   if (blobs instanceof FilesystemBlobStore) await blobs.init();
+  // Like the S3 driver, OpenTelemetry is loaded only when configured: off, tracing costs nothing.
+  const tracing: Tracing | undefined = config.tracing.enabled ? await (await import("./tracing/tracing.js")).startTracing(config.tracing, logger) : undefined;
   const sqlite = new SqliteMetaStore(config.metadata.sqlite.path ? resolve(config.metadata.sqlite.path) : join(dataDir, "metadata.db"));
   const meta = tracing ? tracing.wrapStore("metadata", sqlite) : sqlite;
   const storeForRequests = tracing ? tracing.wrapStore("blobstore", blobs) : blobs;
   let access: AccessController;
   let federation: Federation;
+  let audit: AuditLog | undefined;
   try {
+    audit = config.audit.enabled ? openAuditLog(config.audit.path ? resolve(config.audit.path) : join(dataDir, "audit.log"), config.audit.maxQueueBytes, logger) : undefined;
     access = await createAccessController(config, { dataDir, logger });
     federation = await createFederation(config, { dataDir, logger, access, meta, cacheStore: await proxyCacheStore(config) });
   } catch (error) {
-    // A bad htpasswd file or federation setting must not leave the database open.
+    // A bad htpasswd file, federation setting or audit path must not leave the database open.
     await meta.close();
     await blobs.close();
     await audit?.close();

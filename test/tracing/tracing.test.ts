@@ -84,7 +84,7 @@ test("a push and a pull are traced: one server span per request, metadata and bl
   assert.equal(layer.status, 200);
   await layer.arrayBuffer();
   // The client can have the last byte before the server's 'finish' event writes the access-log line.
-  for (let i = 0; i < 100 && !accessLog.some((l) => l.msg === "request" && String(l.path).includes("/blobs/")); i++) await new Promise((r) => setTimeout(r, 20));
+  for (let i = 0; i < 250 && !accessLog.some((l) => l.msg === "request" && String(l.path).includes("/blobs/sha256:")); i++) await new Promise((r) => setTimeout(r, 20));
   await flush();
 
   const spans = receiver.spans;
@@ -122,7 +122,7 @@ test("a push and a pull are traced: one server span per request, metadata and bl
     const id = span.attributes["ferry.request_id"];
     assert.equal(typeof id, "string");
     const line = accessLog.find((l) => l.msg === "request" && l.requestId === id);
-    assert.ok(line, `no access-log line with request id ${String(id)}`);
+    assert.ok(line, `no access-log line with request id ${String(id)} (${span.name}); lines: ${accessLog.map((l) => `${String(l.requestId)} ${String(l.method)} ${String(l.path)}`).join("; ")}`);
     assert.equal(line.path, span.attributes["url.path"]);
   }
   // Background work outside requests makes no store spans of its own.
