@@ -37,6 +37,7 @@ const MODES = {
   off: {},
   "on (sampleRatio 1)": { FERRY_TRACING__ENABLED: "true", FERRY_TRACING__ENDPOINT: endpoint },
   "on (sampleRatio 0.01)": { FERRY_TRACING__ENABLED: "true", FERRY_TRACING__ENDPOINT: endpoint, FERRY_TRACING__SAMPLE_RATIO: "0.01" },
+  "on (sampleRatio 0)": { FERRY_TRACING__ENABLED: "true", FERRY_TRACING__ENDPOINT: endpoint, FERRY_TRACING__SAMPLE_RATIO: "0" },
 };
 
 const sha256 = (bytes) => `sha256:${createHash("sha256").update(bytes).digest("hex")}`;

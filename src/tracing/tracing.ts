@@ -97,6 +97,9 @@ export async function startTracing(config: TracingConfig, logger: Logger): Promi
         const parent = propagator.extract(ROOT_CONTEXT, req.headers, defaultTextMapGetter);
         const method = req.method ?? "GET";
         const span = tracer.startSpan(method, { kind: SpanKind.SERVER, attributes: requestAttributes(req, method) }, parent);
+        // An unsampled request records nothing, so it needs no active context: while no request is sampled,
+        // the AsyncLocalStorage behind the context stays unused and costs nothing.
+        if (!span.isRecording()) return handler(req, res);
         serverSpans.set(req, span);
         context.with(trace.setSpan(parent, span), () => handler(req, res));
       };
