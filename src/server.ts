@@ -35,6 +35,9 @@ import { UploadSlots } from "./http/upload-slots.js";
 import { handleClientError, refuseConnect, refuseExpectation } from "./http/client-error.js";
 import { startForeignRecheck } from "./federation/recheck.js";
 import { startNotifications } from "./notifications/create.js";
+import type { Tracing } from "./tracing/tracing.js";
+import { openAuditLog, type AuditLog } from "./audit/audit-log.js";
+import { AuditObserver } from "./audit/events.js";
 
 export interface RunningRegistry {
   /** Base URL, e.g. http://127.0.0.1:5000 */
@@ -97,20 +100,28 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
         });
   if (blobs instanceof FilesystemBlobStore) await blobs.init();
   const metadataPath = config.metadata.sqlite.path ? resolve(config.metadata.sqlite.path) : join(dataDir, "metadata.db");
-  const meta = new SqliteMetaStore(metadataPath);
+  // Like the S3 driver, OpenTelemetry is loaded only when configured: off, tracing costs nothing.
+  const tracing: Tracing | undefined = config.tracing.enabled ? await (await import("./tracing/tracing.js")).startTracing(config.tracing, logger) : undefined;
+  const sqlite = new SqliteMetaStore(metadataPath);
+  const meta = tracing ? tracing.wrapStore("metadata", sqlite) : sqlite;
+  const storeForRequests = tracing ? tracing.wrapStore("blobstore", blobs) : blobs;
   let access: AccessController;
   let federation: Federation;
+  let audit: AuditLog | undefined;
   try {
+    audit = config.audit.enabled ? openAuditLog(config.audit.path ? resolve(config.audit.path) : join(dataDir, "audit.log"), config.audit.maxQueueBytes, logger) : undefined;
     access = await createAccessController(config, { dataDir, logger });
     federation = await createFederation(config, { dataDir, logger, access, meta, cacheStore: await proxyCacheStore(config) });
   } catch (error) {
-    // A bad htpasswd file or federation setting must not leave the database open.
+    // A bad htpasswd file, federation setting or audit path must not leave the database open.
     await meta.close();
     await blobs.close();
+    await audit?.close();
+    await tracing?.shutdown();
     throw error;
   }
   const deps: RegistryDeps = {
-    blobs,
+    blobs: storeForRequests,
     meta,
     federation,
     access,
@@ -133,7 +144,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     listing: new ListingService(deps),
     federation,
     access,
-    blobStore: blobs,
+    blobStore: storeForRequests,
     logger,
     manifestMaxBytes: config.manifests.maxBytes,
     blobTransfer: config.storage.blobTransfer,
@@ -148,9 +159,12 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     await federation.close();
     await meta.close();
     await blobs.close();
+    await audit?.close();
+    await tracing?.shutdown();
     throw error;
   }
   services.events = notifications.sink;
+  audit?.countDropsIn(metrics.registry);
   const extensions = [
     ...coreExtensions(metrics),
     ...(access.extensions ?? []),
@@ -158,11 +172,12 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     ...notifications.extensions,
     ...(options.extensions ?? []),
   ];
-  const handler = createRequestHandler({
+  const requestHandler = createRequestHandler({
     services,
     extensions,
     metrics,
     accessLog: config.log.accessLog,
+    observers: [...(audit ? [new AuditObserver(audit, logger)] : []), ...(tracing ? [tracing] : [])],
     limits: {
       clientAddress: new ClientAddressResolver(config.trustedProxies),
       uploads: new UploadSlots(config.http.maxUploadsPerClient),
@@ -170,6 +185,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
       maxHeaderCount: config.http.maxHeaderCount,
     },
   });
+  const handler = tracing ? tracing.wrapHandler(requestHandler) : requestHandler;
   const server = createHttpServer(config.http, handler);
 
   const { host, port } = splitListen(config.listen);
@@ -181,6 +197,8 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     await federation.close();
     await meta.close();
     await blobs.close();
+    await audit?.close();
+    await tracing?.shutdown();
     throw error;
   }
   const actualPort = (server.address() as AddressInfo).port;
@@ -228,6 +246,8 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
       await federation.close();
       await blobs.close();
       await meta.close();
+      await audit?.close();
+      await tracing?.shutdown();
     },
   };
 }

@@ -27,6 +27,7 @@ import { formatScope, type Scope } from "./scope.js";
 import { TokenError, type TokenService } from "./tokens.js";
 import type { UserDirectory } from "./users.js";
 import { CheckGate } from "./check-gate.js";
+import { loginFailed } from "../audit/login-failure.js";
 
 export interface PolicyAccessDeps {
   config: AuthConfig;
@@ -94,15 +95,21 @@ export class PolicyAccess implements AccessController {
         return { user: verified.subject, via: "token", grants: verified.access, localToken: verified.local, realm };
       } catch (error) {
         if (!(error instanceof TokenError)) throw error;
-        throw new RegistryError("UNAUTHORIZED", `token rejected: ${error.message}`, {
-          headers: { "WWW-Authenticate": this.challenge(realm, [], "invalid_token") },
-          detail: { reason: error.message },
-        });
+        throw loginFailed(
+          new RegistryError("UNAUTHORIZED", `token rejected: ${error.message}`, {
+            headers: { "WWW-Authenticate": this.challenge(realm, [], "invalid_token") },
+            detail: { reason: error.message },
+          }),
+          "token-rejected",
+        );
       }
     }
-    throw new RegistryError("UNAUTHORIZED", `authorization scheme "${scheme.slice(0, 20)}" is not supported; use Basic or Bearer`, {
-      headers: { "WWW-Authenticate": this.challenge(realm, []) },
-    });
+    throw loginFailed(
+      new RegistryError("UNAUTHORIZED", `authorization scheme "${scheme.slice(0, 20)}" is not supported; use Basic or Bearer`, {
+        headers: { "WWW-Authenticate": this.challenge(realm, []) },
+      }),
+      "malformed",
+    );
   }
 
   /**
@@ -113,7 +120,11 @@ export class PolicyAccess implements AccessController {
    */
   async login(user: string, password: string, remoteAddress: string, realm: string | undefined): Promise<void> {
     const { limiter, users, logger } = this.deps;
-    limiter.admit(remoteAddress, user);
+    try {
+      limiter.admit(remoteAddress, user);
+    } catch (error) {
+      throw loginFailed(error, "rate-limited", user);
+    }
     if (await users.verify(user, password, (work) => this.checks.run(remoteAddress, work))) return;
     const outcome = limiter.failed(remoteAddress, user);
     const who = { user: user.slice(0, 100), address: remoteAddress };
@@ -122,9 +133,8 @@ export class PolicyAccess implements AccessController {
       logger.warn({ ...who, limit: kind, window: limiter.limits.windowMs }, `failed-login limit reached for this ${kind === "user" ? "user name" : "address"}`);
     }
     // The same words for a wrong password and an unknown name: the answer must not tell which names exist.
-    throw outcome.error ?? new RegistryError("UNAUTHORIZED", "invalid user name or password", {
-      headers: { "WWW-Authenticate": this.challenge(realm, []) },
-    });
+    const refusal = outcome.error ?? new RegistryError("UNAUTHORIZED", "invalid user name or password", { headers: { "WWW-Authenticate": this.challenge(realm, []) } });
+    throw loginFailed(refusal, "bad-credentials", user);
   }
 
   challenge(realm: string | undefined, scopes: Scope[], error?: "invalid_token" | "insufficient_scope"): string {
@@ -276,12 +286,12 @@ export const MAX_BASIC_CREDENTIALS = 4096;
 
 export function decodeBasic(credentials: string, challenge: string): { user: string; password: string } {
   if (credentials.length > MAX_BASIC_CREDENTIALS) {
-    throw new RegistryError("UNAUTHORIZED", "Basic credentials too long", { headers: { "WWW-Authenticate": challenge } });
+    throw loginFailed(new RegistryError("UNAUTHORIZED", "Basic credentials too long", { headers: { "WWW-Authenticate": challenge } }), "malformed");
   }
   const decoded = Buffer.from(credentials, "base64").toString("utf8");
   const colon = decoded.indexOf(":");
   if (colon <= 0) {
-    throw new RegistryError("UNAUTHORIZED", "malformed Basic credentials", { headers: { "WWW-Authenticate": challenge } });
+    throw loginFailed(new RegistryError("UNAUTHORIZED", "malformed Basic credentials", { headers: { "WWW-Authenticate": challenge } }), "malformed");
   }
   return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
 }

@@ -17,6 +17,7 @@ import { sendJson } from "../http/respond.js";
 import { decodeBasic, type PolicyAccess } from "./controller.js";
 import { formatScope, parseScopes, type Scope } from "./scope.js";
 import { TokenError } from "./tokens.js";
+import { loginFailed, loginFailureOf } from "../audit/login-failure.js";
 
 const FORM_LIMIT = 16 * 1024;
 const NO_STORE = { "Cache-Control": "no-store", Pragma: "no-cache" };
@@ -67,12 +68,15 @@ async function getToken(access: PolicyAccess, ctx: RequestContext): Promise<void
     await access.login(credentials.user, credentials.password, remote(ctx), realm).catch((error: unknown) => {
       // Clients asking /token need a Basic challenge here, not a Bearer one pointing back at us.
       if (error instanceof RegistryError && error.code === "UNAUTHORIZED") {
-        throw new RegistryError("UNAUTHORIZED", error.message, { headers: { "WWW-Authenticate": `Basic realm="Ferry token service",charset="UTF-8"` } });
+        const failure = loginFailureOf(error);
+        const answer = new RegistryError("UNAUTHORIZED", error.message, { headers: { "WWW-Authenticate": `Basic realm="Ferry token service",charset="UTF-8"` } });
+        throw loginFailed(answer, failure?.reason ?? "bad-credentials", failure?.user ?? credentials.user);
       }
       throw error;
     });
     user = credentials.user;
   }
+  ctx.audit = { tokenUser: user, grant: user === null ? "anonymous" : "basic" };
   const offline = query.get("offline_token") === "true";
   await respond(access, ctx, user, scopes, offline && user !== null ? "new" : null);
 }
@@ -89,12 +93,14 @@ async function postToken(access: PolicyAccess, ctx: RequestContext): Promise<voi
     const password = form.get("password") ?? "";
     if (user === "") throw new RegistryError("UNAUTHORIZED", "grant_type=password needs username and password", { status: 400 });
     await access.login(user, password, remote(ctx), realm);
+    ctx.audit = { tokenUser: user, grant: "password" };
     await respond(access, ctx, user, scopes, form.get("access_type") === "offline" ? "new" : null, true);
     return;
   }
   if (grantType === "refresh_token") {
     const refreshToken = form.get("refresh_token") ?? "";
     const subject = await checkRefresh(access, refreshToken, remote(ctx));
+    ctx.audit = { tokenUser: subject, grant: "refresh_token" };
     await respond(access, ctx, subject, scopes, refreshToken, true);
     return;
   }
@@ -112,7 +118,7 @@ async function checkRefresh(access: PolicyAccess, refreshToken: string, address:
   } catch (error) {
     if (!(error instanceof TokenError)) throw error;
     const { error: limited } = access.limiter.failed(address, null);
-    throw limited ?? new RegistryError("UNAUTHORIZED", `refresh token rejected: ${error.message}`, { detail: { reason: error.message } });
+    throw loginFailed(limited ?? new RegistryError("UNAUTHORIZED", `refresh token rejected: ${error.message}`, { detail: { reason: error.message } }), "refresh-rejected");
   }
 }
 

@@ -8,6 +8,8 @@ import { federationConfigSchema } from "../federation/config.js";
 import { authConfigSchema } from "../auth/config.js";
 import { notificationsConfigSchema } from "../notifications/config.js";
 import { isIpOrCidr } from "../http/client-address.js";
+import { tracingConfigSchema } from "../tracing/config.js";
+import { auditConfigSchema } from "../audit/config.js";
 
 /**
  * Connection and request limits (docs/security.md "Limits"). Defaults follow nginx and distribution:
@@ -125,6 +127,10 @@ export const configSchema = z.strictObject({
   auth: authConfigSchema.optional(),
   /** Webhooks: the distribution notification envelope to configured endpoints (docs/notifications.md). */
   notifications: notificationsConfigSchema.default(notificationsConfigSchema.parse({})),
+  /** OpenTelemetry traces (docs/observability.md); off by default. */
+  tracing: tracingConfigSchema.default(tracingConfigSchema.parse({})),
+  /** The audit log of pushes, deletions, tag moves and logins (docs/observability.md). */
+  audit: auditConfigSchema.default(auditConfigSchema.parse({})),
 });
 
 export type Config = z.output<typeof configSchema>;

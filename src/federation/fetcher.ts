@@ -25,6 +25,7 @@ import { forbiddenAddressReason, ipLiteralOf } from "./address.js";
 import { canonicalizeUrl } from "./canonical-url.js";
 import { hasOnlyUriCharacters } from "./rfc3986.js";
 import type { RefusedUrl, UrlDecision } from "./policy.js";
+import { tracingHooks } from "../tracing/hooks.js";
 
 /** `refused`: the address rules; `denied`: the URL rules (UrlPolicy). */
 export type FetchFailureKind = "refused" | "denied" | "timeout" | "network" | "redirect" | "too-large" | "invalid";
@@ -182,6 +183,8 @@ export class SafeFetcher {
         (error: unknown) => callback(new FetchError("network", `cannot resolve ${hostname}: ${(error as Error).message}`, url), "", 0),
       );
     };
+    // With tracing on: a client span per hop, and its `traceparent` (a random id, nothing about the client) sent along.
+    const span = tracingHooks.outgoing?.(request.method, target, "federation");
     return new Promise((resolvePromise, reject) => {
       const req = (secure ? https : http).request(
         {
@@ -200,18 +203,23 @@ export class SafeFetcher {
             ...(request.method === "GET" && request.range ? { Range: rangeHeader(request.range) } : {}),
             ...request.headers,
             ...(request.body ? { "Content-Length": String(request.body.length) } : {}),
+            ...span?.headers,
           },
         },
         (response) => {
           // From here on the body's idle timer (ByteLimit) bounds time; the socket timer must not fire twice.
           req.setTimeout(0);
+          span?.end(response.statusCode ?? null);
           resolvePromise(response);
         },
       );
       req.setTimeout(request.timeoutMs, () => {
         req.destroy(new FetchError("timeout", `timed out after ${formatMs(request.timeoutMs)} without an answer`, url));
       });
-      req.on("error", (error) => reject(toFetchError(error, url)));
+      req.on("error", (error) => {
+        span?.end(null, error);
+        reject(toFetchError(error, url));
+      });
       req.end(request.body);
     });
   }

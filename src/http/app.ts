@@ -38,6 +38,34 @@ export interface AppOptions {
   metrics: Metrics;
   accessLog: boolean;
   limits: RequestLimits;
+  /** Told about every request once it is over (audit log, tracing); none by default. */
+  observers?: RequestObserver[];
+}
+
+/** What a request did, for observers (src/audit, src/tracing). */
+export interface RequestSummary {
+  req: IncomingMessage;
+  res: ServerResponse;
+  requestId: string;
+  method: string;
+  path: string;
+  /** The route kind ("manifest", "blob", …), "extension" for /token and /ferry/v1, "other" when nothing matched. */
+  routeKind: string;
+  /** The repository named in the path, once the route matched. */
+  repository?: string;
+  status: number;
+  /** Absent when the request never got as far (framing errors). */
+  ctx?: RequestContext;
+  /** What the handler threw, when it failed. */
+  error?: unknown;
+  /** False when the connection closed before the answer was complete. */
+  completed: boolean;
+  seconds: number;
+}
+
+export interface RequestObserver {
+  /** Called once per request; must not throw and must not block (it runs on the response's event). */
+  requestDone(summary: RequestSummary): void;
 }
 
 export interface RequestLimits {
@@ -70,8 +98,16 @@ export function createRequestHandler(options: AppOptions): (req: IncomingMessage
     const method = req.method ?? "GET";
     const clientAddress = limits.clientAddress.resolve(req.socket.remoteAddress, req.headers["x-forwarded-for"]);
     let routeKind = "other";
+    let repository: string | undefined;
     let errorCode: string | undefined;
+    let failure: unknown;
+    let ctx: RequestContext | undefined;
+    const observers = options.observers ?? [];
 
+    const tell = (completed: boolean, seconds: number) => {
+      const summary: RequestSummary = { req, res, requestId, method, path, routeKind, repository, status: res.statusCode, ctx, error: failure, completed, seconds };
+      for (const observer of observers) observer.requestDone(summary);
+    };
     const finish = () => {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       metrics.observe(method, routeKind, res.statusCode, seconds);
@@ -81,8 +117,14 @@ export function createRequestHandler(options: AppOptions): (req: IncomingMessage
           "request",
         );
       }
+      if (observers.length > 0) tell(true, seconds);
     };
     res.once("finish", finish);
+    if (observers.length > 0) {
+      res.once("close", () => {
+        if (!res.writableFinished) tell(false, Number(process.hrtime.bigint() - started) / 1e9);
+      });
+    }
 
     // Bad framing never reaches a handler: answered here, before anything reads the body.
     const framing = framingError(req, limits.maxHeaderCount);
@@ -96,7 +138,7 @@ export function createRequestHandler(options: AppOptions): (req: IncomingMessage
     const body = new LazyBody(req);
     if (withBody) guardBody(req, res, body, limits.requestIdleTimeout, () => bodyErrorCode(routeKind));
 
-    const ctx: RequestContext = {
+    ctx = {
       req,
       res,
       method,
@@ -110,7 +152,12 @@ export function createRequestHandler(options: AppOptions): (req: IncomingMessage
         return body.get();
       },
     };
-    dispatch(ctx, extensions, limits, (kind) => (routeKind = kind)).catch((error: unknown) => {
+    const setRoute = (kind: string, name?: string) => {
+      routeKind = kind;
+      repository = name;
+    };
+    dispatch(ctx, extensions, limits, setRoute).catch((error: unknown) => {
+      failure = error;
       if (clientWentAway(req, error)) {
         // Nobody is left to answer; an interrupted upload was already rolled back.
         errorCode = "CLIENT_ABORTED";
@@ -206,7 +253,12 @@ function clientWentAway(req: IncomingMessage, error: unknown): boolean {
   return isClientAbort(error) || (req.destroyed && !req.complete);
 }
 
-async function dispatch(ctx: RequestContext, extensions: Extension[], limits: RequestLimits, setKind: (kind: string) => void): Promise<void> {
+async function dispatch(
+  ctx: RequestContext,
+  extensions: Extension[],
+  limits: RequestLimits,
+  setKind: (kind: string, repository?: string) => void,
+): Promise<void> {
   const { method, path, services } = ctx;
   const route = matchRoute(path);
   if (hasBody(ctx.req) || (route && isUploadRequest(route, method))) {
@@ -232,7 +284,7 @@ async function dispatch(ctx: RequestContext, extensions: Extension[], limits: Re
     }
     throw new RegistryError("UNSUPPORTED", `no endpoint ${path.slice(0, 200)} on this registry`, { status: 404 });
   }
-  setKind(route.kind);
+  setKind(route.kind, "name" in route ? route.name : undefined);
   const allowed = ALLOWED_METHODS[route.kind];
   if (!allowed.includes(method)) {
     throw new RegistryError("UNSUPPORTED", `${method} is not supported on this endpoint`, {

@@ -51,4 +51,19 @@ export interface RequestContext {
    * for longer than `http.requestIdleTimeout` (then with a 408 error).
    */
   body: Readable;
+  /**
+   * Facts a handler learned that only the audit log needs (src/audit): the
+   * digest a pushed tag pointed at before, the user a token was issued to.
+   */
+  audit?: AuditFacts;
+}
+
+export interface AuditFacts {
+  /** Manifest PUT: the digest of what was stored. */
+  digest?: string;
+  /** Manifest PUT by tag: the digest the tag named before the push (null: the tag is new). */
+  previousDigest?: string | null;
+  /** /token: the user the token was issued to (null: anonymous), and how they proved it. */
+  tokenUser?: string | null;
+  grant?: "basic" | "password" | "refresh_token" | "anonymous";
 }

@@ -17,6 +17,8 @@ export interface PushedManifest {
   subject?: string;
   /** Texts for `Warning` headers (federation policy said "warn"). */
   warnings: string[];
+  /** Push by tag: the digest the tag named just before (null: a new tag), for the audit log. */
+  previousDigest?: string | null;
 }
 
 export interface PushRequest {
@@ -37,6 +39,8 @@ export class ManifestService {
     const manifest = parseManifest(body, request.contentType);
     const blobs = await this.checkReferences(repository, manifest);
     const foreign = await this.admitForeignLayers(repository, digest, manifest, blobs.foreign);
+    // Read just before the write, outside its transaction: of two pushes racing for one tag the log may name the same "before" twice.
+    const previousDigest = reference.kind === "tag" ? ((await this.deps.meta.getTaggedManifest(repository, reference.tag))?.digest ?? null) : undefined;
     await this.store(
       repository,
       {
@@ -52,7 +56,7 @@ export class ManifestService {
       },
       reference.kind === "tag" ? [reference.tag, ...(request.extraTags ?? [])] : (request.extraTags ?? []),
     );
-    return { digest, mediaType: manifest.mediaType, subject: manifest.subject?.digest, warnings: foreign.warnings };
+    return { digest, mediaType: manifest.mediaType, subject: manifest.subject?.digest, warnings: foreign.warnings, previousDigest };
   }
 
   private async store(repository: string, write: ManifestWrite, tags: readonly string[]): Promise<void> {

@@ -43,6 +43,7 @@ export async function putManifest(ctx: RequestContext, name: string, rawReferenc
     contentType: normalizeContentType(req.headers["content-type"]),
     extraTags,
   });
+  ctx.audit = { ...ctx.audit, digest: pushed.digest, previousDigest: pushed.previousDigest };
   const headers: Headers = {
     Location: `/v2/${name}/manifests/${pushed.digest}`,
     "Docker-Content-Digest": pushed.digest,
