@@ -32,6 +32,8 @@ import { ClientAddressResolver } from "./http/client-address.js";
 import { UploadSlots } from "./http/upload-slots.js";
 import { handleClientError, refuseConnect, refuseExpectation } from "./http/client-error.js";
 import { startForeignRecheck } from "./federation/recheck.js";
+import { webUiExtensions } from "./browse/create.js";
+import { GcLog } from "./browse/gc.js";
 
 export interface RunningRegistry {
   /** Base URL, e.g. http://127.0.0.1:5000 */
@@ -129,7 +131,17 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     blobTransfer: config.storage.blobTransfer,
   };
   const metrics = new Metrics();
-  const extensions = [...coreExtensions(metrics), ...(access.extensions ?? []), ...(federation.extensions ?? []), ...(options.extensions ?? [])];
+  // Every collection (scheduled, `ferry`-requested or from the UI) is recorded for GET /ferry/v1/gc.
+  const gcLog = new GcLog();
+  const gc = (o: { gracePeriodMs?: number; untagged?: boolean } = {}) =>
+    gcLog.run(() => collectGarbage(deps, { gracePeriodMs: o.gracePeriodMs ?? config.gc.gracePeriod, untagged: o.untagged ?? config.gc.untagged }));
+  const extensions = [
+    ...coreExtensions(metrics),
+    ...(access.extensions ?? []),
+    ...(federation.extensions ?? []),
+    ...(config.ui.enabled ? await webUiExtensions(deps, gcLog, () => gc()) : []),
+    ...(options.extensions ?? []),
+  ];
   const handler = createRequestHandler({
     services,
     extensions,
@@ -157,8 +169,6 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   const actualPort = (server.address() as AddressInfo).port;
   const hostForUrl = host.includes(":") ? `[${host}]` : host;
 
-  const gc = (o: { gracePeriodMs?: number; untagged?: boolean } = {}) =>
-    collectGarbage(deps, { gracePeriodMs: o.gracePeriodMs ?? config.gc.gracePeriod, untagged: o.untagged ?? config.gc.untagged });
   const purgeUploads = () => uploads.purgeStale(config.uploads.purgeAfter);
 
   const timers: NodeJS.Timeout[] = [];

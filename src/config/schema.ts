@@ -118,6 +118,8 @@ export const configSchema = z.strictObject({
   trustedProxies: z.array(ipOrCidr).default([]),
   federation: federationConfigSchema.default(federationConfigSchema.parse({})),
   auth: authConfigSchema.optional(),
+  /** The web UI at /ui/ and its JSON API under /ferry/v1 (docs/ui.md). */
+  ui: z.strictObject({ enabled: z.boolean().default(true) }).default({ enabled: true }),
 });
 
 export type Config = z.output<typeof configSchema>;
