@@ -251,8 +251,11 @@ function Repositories({ session }: { session: api.Session }) {
   const cursor = cursors[cursors.length - 1];
   const { data, error } = useLoad(() => api.listRepositories(query, cursor), [query, cursor, session.user]);
   useEffect(() => {
+    // Debounced; only a changed search starts again from the first page.
+    const wanted = search.trim();
+    if (wanted === query) return;
     const timer = setTimeout(() => {
-      setQuery(search.trim());
+      setQuery(wanted);
       setCursors([undefined]);
     }, 200);
     return () => clearTimeout(timer);
