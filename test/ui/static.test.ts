@@ -11,6 +11,9 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { startTestRegistry, type TestRegistry } from "../helpers/registry.js";
 import { DEFAULT_UI_DIR } from "../../src/browse/static.js";
+import { startServeProcess } from "../helpers/serve-process.js";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 
 let registry: TestRegistry;
 
@@ -121,4 +124,17 @@ test("ui.enabled: false serves neither the UI nor its API", async (t) => {
   }
   // The registry itself is untouched.
   assert.equal((await fetch(`${off.url}/v2/`)).status, 200);
+});
+
+test("`ferry serve` (the README's quick start) serves the UI at /ui/ with no configuration", async (t) => {
+  const data = await mkdtemp(join(tmpdir(), "ferry-ui-serve-"));
+  const serve = await startServeProcess({ data });
+  t.after(async () => {
+    await serve.stop();
+    await rm(data, { recursive: true, force: true });
+  });
+  const page = await fetch(`${serve.url}/ui/`);
+  assert.equal(page.status, 200);
+  assert.match(await page.text(), /<div id="app">/);
+  assert.equal((await fetch(`${serve.url}/ferry/v1/repositories`)).status, 200);
 });
