@@ -8,7 +8,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startTestRegistry, type TestRegistry } from "../helpers/registry.js";
 import { buildImage, sha256, type TestImage } from "../helpers/images.js";
-import { basic, bcryptHash, bearer, errorCode, fetchToken, pushImageAs, putManifestAs } from "../auth/util.js";
+import { basic, bcryptHash, bearer, errorCode, fetchToken, pushBlobAs, pushImageAs, putManifestAs } from "../auth/util.js";
 
 const PASSWORD = { admin: "admin-pw", alice: "alice-pw", bob: "bob-pw" };
 
@@ -216,4 +216,36 @@ test("GC: admins run it and see the last result; others are refused", async () =
   assert.equal(body.last.report.blobsDeleted, 0);
   const after = (await (await fetch(`${registry.url}/ferry/v1/gc`, { headers: { authorization: admin } })).json()) as typeof body;
   assert.equal(after.last.finishedAt, body.last.finishedAt);
+});
+
+test("image: referrers (signatures, SBOMs) grouped by artifact type", async () => {
+  const empty = Buffer.from("{}");
+  const payload = Buffer.from("signature bytes");
+  for (const bytes of [empty, payload]) assert.equal((await pushBlobAs(registry.url, "team-a/app", bytes, admin)).status, 201);
+  const referrer = (artifactType: string, n: number) =>
+    Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: "application/vnd.oci.image.manifest.v1+json",
+        artifactType,
+        config: { mediaType: "application/vnd.oci.empty.v1+json", digest: sha256(empty), size: empty.length },
+        layers: [{ mediaType: "application/octet-stream", digest: sha256(payload), size: payload.length }],
+        subject: { mediaType: amd64.mediaType, digest: amd64.manifestDigest, size: amd64.manifest.length },
+        annotations: { n: String(n) },
+      }),
+    );
+  const signatures = [referrer("application/vnd.example.sig", 1), referrer("application/vnd.example.sig", 2)];
+  const sbom = referrer("application/spdx+json", 3);
+  for (const body of [...signatures, sbom]) {
+    const put = await putManifestAs(registry.url, "team-a/app", sha256(body), "application/vnd.oci.image.manifest.v1+json", body, admin);
+    assert.equal(put.status, 201, await put.text());
+  }
+  const view = await json<{ referrers: Record<string, Array<{ digest: string }>> }>(`/ferry/v1/image?repository=team-a/app&reference=1.0`, alice);
+  assert.deepEqual(Object.keys(view.referrers).sort(), ["application/spdx+json", "application/vnd.example.sig"]);
+  assert.deepEqual(view.referrers["application/vnd.example.sig"]!.map((r) => r.digest).sort(), signatures.map((b) => sha256(b)).sort());
+  assert.deepEqual(view.referrers["application/spdx+json"]!.map((r) => r.digest), [sha256(sbom)]);
+  // The artifact itself opens as an image whose artifact type is shown.
+  const artifact = await json<{ artifactType: string; layers: unknown[] }>(`/ferry/v1/image?repository=team-a/app&reference=${sha256(sbom)}`, alice);
+  assert.equal(artifact.artifactType, "application/spdx+json");
+  assert.equal(artifact.layers.length, 1);
 });

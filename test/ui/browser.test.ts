@@ -276,6 +276,31 @@ test("bob, without rights on team-a, sees neither the repository nor a delete bu
   }
 });
 
+test("an expired access token is renewed with the refresh token: the session goes on", { skip }, async (t) => {
+  const short = await startTestRegistry({ auth: { ...AUTH, token: { expires: "1s", clockSkew: "0s" } } });
+  t.after(() => short.close());
+  const image = await buildImage({ layers: [{ "x.txt": "x\n" }] });
+  await pushImageAs(short.url, "team-a/app", "1.0", image, admin);
+  const { context, page } = await newPage();
+  try {
+    const refreshes: string[] = [];
+    page.on("request", (request) => {
+      if (request.url().endsWith("/token") && (request.postData() ?? "").includes("grant_type=refresh_token")) refreshes.push(request.postData() ?? "");
+    });
+    await page.goto(`${short.url}/ui/`);
+    await signIn(page, "alice");
+    await page.getByRole("link", { name: "team-a/app" }).waitFor();
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    await page.getByRole("link", { name: "team-a/app" }).click();
+    await page.getByRole("link", { name: "1.0" }).waitFor();
+    assert.ok(refreshes.length >= 1, "the UI renewed its token");
+    assert.ok(refreshes.every((body) => body.includes("scope=registry%3Acatalog%3A*")), "renewal asks for the session's scope only");
+    assert.equal(await page.getByText("Signed in as alice").count(), 1);
+  } finally {
+    await context.close();
+  }
+});
+
 test(`the first page of ${BULK} repositories is in the browser in under 1 s`, { skip }, async () => {
   const { context, page } = await newPage();
   try {
