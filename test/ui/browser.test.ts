@@ -276,6 +276,45 @@ test("bob, without rights on team-a, sees neither the repository nor a delete bu
   }
 });
 
+/** Controls without an accessible name (text, aria-label, or a wrapping/linked label), as "tag#text" strings. */
+const UNNAMED_CONTROLS = `[...document.querySelectorAll("a, button, input, select, textarea, summary")]
+  .filter((el) => !((el.getAttribute("aria-label") || "").trim() || (el.textContent || "").trim() || el.closest("label") || (el.id && document.querySelector('label[for="' + el.id + '"]'))))
+  .map((el) => el.tagName + "#" + el.outerHTML.slice(0, 80))`;
+
+test("keyboard only: every control has an accessible name, and Tab + Enter reach a repository and its image", { skip }, async () => {
+  const { context, page } = await newPage();
+  try {
+    await page.goto(`${registry.url}/ui/`);
+    await signIn(page, "alice");
+    await page.getByRole("link", { name: "team-a/app" }).waitFor();
+    assert.deepEqual(await page.evaluate(UNNAMED_CONTROLS), []);
+    const focusOn = async (name: string) => {
+      for (let i = 0; i < 40; i++) {
+        await page.keyboard.press("Tab");
+        if ((await page.evaluate("document.activeElement && document.activeElement.textContent")) === name) return;
+      }
+      assert.fail(`Tab never reached ${name}`);
+    };
+    await focusOn("team-a/app");
+    await page.keyboard.press("Enter");
+    await page.getByRole("link", { name: "multi", exact: true }).waitFor();
+    assert.deepEqual(await page.evaluate(UNNAMED_CONTROLS), []);
+    await focusOn("multi");
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: "Index" }).waitFor();
+    assert.deepEqual(await page.evaluate(UNNAMED_CONTROLS), []);
+    // The theme toggle works from the keyboard too.
+    await focusOn("Theme: auto");
+    await page.keyboard.press("Enter");
+    await page.getByRole("button", { name: /Theme: dark/ }).waitFor();
+    assert.equal(await page.evaluate("document.documentElement.dataset.theme"), "dark");
+    const background = await page.evaluate("getComputedStyle(document.body).backgroundColor");
+    assert.equal(background, "rgb(13, 17, 23)", "the dark theme applies although the system asks for light");
+  } finally {
+    await context.close();
+  }
+});
+
 test("an expired access token is renewed with the refresh token: the session goes on", { skip }, async (t) => {
   const short = await startTestRegistry({ auth: { ...AUTH, token: { expires: "1s", clockSkew: "0s" } } });
   t.after(() => short.close());
