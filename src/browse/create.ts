@@ -7,7 +7,11 @@ import { gcExtensions, type GcLog } from "./gc.js";
 import { DEFAULT_UI_DIR, UiFiles, uiExtensions } from "./static.js";
 
 export async function webUiExtensions(deps: RegistryDeps, gcLog: GcLog, gc: () => Promise<GcReport>, uiDir = DEFAULT_UI_DIR): Promise<Extension[]> {
-  const files = await UiFiles.load(uiDir);
+  // A broken build must not stop the registry: /ui/ then answers 404 and the log says why.
+  const files = await UiFiles.load(uiDir).catch((error: unknown) => {
+    deps.logger.error({ err: error, dir: uiDir }, "could not load the web UI's files; /ui/ answers 404");
+    return null;
+  });
   if (!files) deps.logger.warn({ dir: uiDir }, "the web UI is not built (npm run build:ui); /ui/ answers 404");
   return [...uiExtensions(files), ...browseExtensions(deps), ...gcExtensions(gcLog, gc)];
 }

@@ -16,6 +16,21 @@ import { FederationService } from "../federation/service.js";
 const CONFIG_MAX_BYTES = 1024 * 1024;
 /** Child manifests of an index described in full; the rest are listed as descriptors. */
 const CHILDREN_MAX = 64;
+/**
+ * Config blobs one tag listing reads to find platforms (on S3 each is a GET);
+ * platforms of the rest show once a later listing has read them. Configs are
+ * content-addressed, so what was read is kept per digest (PLATFORMS_KEPT).
+ */
+const CONFIG_READS_PER_LISTING = 200;
+const PLATFORMS_KEPT = 20_000;
+
+/** Platform of a config digest ("" when it names none), shared by every request: the bytes behind a digest never change. */
+const platformsByConfig = new Map<string, string>();
+
+function rememberPlatform(digest: string, platform: string): void {
+  if (platformsByConfig.size >= PLATFORMS_KEPT) platformsByConfig.delete(platformsByConfig.keys().next().value!);
+  platformsByConfig.set(digest, platform);
+}
 
 export interface TagRow {
   tag: string;
@@ -171,8 +186,7 @@ class Reader {
   async summary(manifestSize: number, parsed: ParsedManifest): Promise<{ size: number; platforms: string[] }> {
     if (parsed.kind !== "index") {
       const size = manifestSize + (parsed.config?.size ?? 0) + parsed.layers.reduce((sum, l) => sum + l.size, 0);
-      const config = parsed.config ? await this.config(parsed.config) : null;
-      const platform = config ? platformText(config) : null;
+      const platform = parsed.config ? await this.platformOf(parsed.config) : null;
       return { size, platforms: platform ? [platform] : [] };
     }
     let size = manifestSize;
@@ -263,6 +277,22 @@ class Reader {
         };
       }),
     };
+  }
+
+  private configReads = 0;
+
+  /** The platform an image config names, from the shared cache or (up to CONFIG_READS_PER_LISTING per request) the blob. */
+  private async platformOf(descriptor: Descriptor): Promise<string | null> {
+    // The cache is keyed by content, but only a repository that holds the blob may learn from it.
+    if (!(await this.deps.meta.linkedBlob(this.repository, descriptor.digest))) return null;
+    const known = platformsByConfig.get(descriptor.digest);
+    if (known !== undefined) return known || null;
+    if (this.configReads >= CONFIG_READS_PER_LISTING) return null;
+    this.configReads++;
+    const config = await this.config(descriptor);
+    const platform = config ? platformText(config) : null;
+    if (config) rememberPlatform(descriptor.digest, platform ?? "");
+    return platform;
   }
 
   private async manifest(digest: string): Promise<ManifestRecord | null> {
