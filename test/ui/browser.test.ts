@@ -243,6 +243,18 @@ test("a foreign-layer image shows its layer marked with URL, verification, cache
     await page.getByTestId("gc-last").waitFor();
     assert.match((await page.getByTestId("gc-last").textContent()) ?? "", /Blobs deleted/);
     await shot(page, "gc");
+
+    // Deleting a whole manifest from its page (with confirmation) removes it and every tag on it.
+    const digest = (await (await fetch(`${registry.url}/v2/team-b/secret/manifests/1`, { method: "HEAD", headers: { authorization: admin, accept: "application/vnd.oci.image.manifest.v1+json" } })).headers.get("docker-content-digest"))!;
+    await page.goto(`${registry.url}/ui/#/i/team-b/secret@1`);
+    await page.getByRole("button", { name: "Delete manifest" }).click();
+    await page.getByRole("alertdialog").getByRole("button", { name: "Cancel" }).click();
+    assert.equal((await fetch(`${registry.url}/v2/team-b/secret/manifests/${digest}`, { method: "HEAD", headers: { authorization: admin } })).status, 200, "cancel keeps it");
+    await page.getByRole("button", { name: "Delete manifest" }).click();
+    await page.getByRole("alertdialog").getByRole("button", { name: "Delete" }).click();
+    await page.waitForURL(/#\/r\/team-b\/secret$/);
+    assert.equal((await fetch(`${registry.url}/v2/team-b/secret/manifests/${digest}`, { method: "HEAD", headers: { authorization: admin } })).status, 404);
+    assert.equal((await fetch(`${registry.url}/v2/team-b/secret/manifests/1`, { method: "HEAD", headers: { authorization: admin } })).status, 404);
   } finally {
     await source.up();
     await context.close();

@@ -176,16 +176,37 @@ function SignIn({ onDone }: { onDone: () => void }) {
   );
 }
 
-function ThemeToggle() {
-  const [theme, setTheme] = useState<string>(() => localStorage.getItem("ferry.theme") ?? "auto");
-  useEffect(() => {
-    if (theme === "auto") delete document.documentElement.dataset.theme;
-    else document.documentElement.dataset.theme = theme;
+/** "auto" follows the system (prefers-color-scheme); "dark" and "light" override it (html[data-theme], style.css). */
+function applyTheme(theme: string): void {
+  if (theme === "auto") delete document.documentElement.dataset.theme;
+  else document.documentElement.dataset.theme = theme;
+  try {
     localStorage.setItem("ferry.theme", theme);
-  }, [theme]);
+  } catch {
+    // storage disabled: the choice lasts as long as the page
+  }
+}
+
+function savedTheme(): string {
+  try {
+    return localStorage.getItem("ferry.theme") ?? "auto";
+  } catch {
+    return "auto";
+  }
+}
+
+// Applied before the first render, so a dark choice never flashes light.
+applyTheme(savedTheme());
+
+function ThemeToggle() {
+  const [theme, setTheme] = useState(savedTheme);
   const next = theme === "auto" ? "dark" : theme === "dark" ? "light" : "auto";
+  const choose = () => {
+    applyTheme(next);
+    setTheme(next);
+  };
   return (
-    <button type="button" class="small" onClick={() => setTheme(next)} aria-label={`Theme: ${theme}. Switch to ${next}`}>
+    <button type="button" class="small" onClick={choose} aria-label={`Theme: ${theme}. Switch to ${next}`}>
       Theme: {theme}
     </button>
   );
