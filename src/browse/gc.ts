@@ -2,9 +2,9 @@
  * Garbage collection from the UI (admin only):
  *   GET  /ferry/v1/gc   the last run this process saw (scheduled or requested) and whether one runs now
  *   POST /ferry/v1/gc   runs one now with the configured grace period; answers its report
- * One run at a time per process: a POST while one runs waits for that run
- * instead of starting another (and across processes, gc itself skips when
- * another process holds the collection lease).
+ * A POST while a run is in progress waits for that run instead of starting
+ * another (and across processes, gc itself skips when another process holds
+ * the collection lease).
  */
 import type { Extension } from "../http/app.js";
 import { sendJson } from "../http/respond.js";
@@ -18,7 +18,7 @@ export interface GcRun {
   error?: string;
 }
 
-/** Remembers the last garbage collection of this process and keeps runs from overlapping. */
+/** Remembers the last garbage collection of this process, and which run is in progress. */
 export class GcLog {
   last: GcRun | null = null;
   private running: Promise<GcReport> | null = null;
@@ -27,9 +27,8 @@ export class GcLog {
     return this.running !== null;
   }
 
-  /** Runs `gc` unless a run is in progress (then joins it), and records the outcome. */
+  /** Runs `gc` and records its outcome (every caller: the schedule, RunningRegistry.gc, the UI). */
   run(gc: () => Promise<GcReport>): Promise<GcReport> {
-    if (this.running) return this.running;
     const startedAt = Date.now();
     const run = gc().then(
       (report) => {
@@ -43,10 +42,15 @@ export class GcLog {
     );
     this.running = run;
     const clear = () => {
-      this.running = null;
+      if (this.running === run) this.running = null;
     };
     run.then(clear, clear);
     return run;
+  }
+
+  /** Joins the run in progress, or starts one: a second click while one runs does not start another. */
+  runOrJoin(gc: () => Promise<GcReport>): Promise<GcReport> {
+    return this.running ?? this.run(gc);
   }
 }
 
@@ -68,7 +72,7 @@ export function gcExtensions(log: GcLog, gc: () => Promise<GcReport>): Extension
       path: /^\/ferry\/v1\/gc$/,
       access: ADMIN,
       async handle(ctx) {
-        await log.run(gc);
+        await log.runOrJoin(gc);
         sendJson(ctx.res, 200, { running: false, last: log.last }, NO_STORE);
       },
     },
