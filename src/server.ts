@@ -38,6 +38,8 @@ import { startNotifications } from "./notifications/create.js";
 import type { Tracing } from "./tracing/tracing.js";
 import { openAuditLog, type AuditLog } from "./audit/audit-log.js";
 import { AuditObserver } from "./audit/events.js";
+import { webUiExtensions } from "./browse/create.js";
+import { GcLog } from "./browse/gc.js";
 
 export interface RunningRegistry {
   /** Base URL, e.g. http://127.0.0.1:5000 */
@@ -165,11 +167,19 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   }
   services.events = notifications.sink;
   audit?.countDropsIn(metrics.registry);
+  // Every collection (scheduled, `ferry`-requested or from the UI) is recorded for GET /ferry/v1/gc.
+  const gcLog = new GcLog();
+  const gc = async (o: { gracePeriodMs?: number; untagged?: boolean } = {}) => {
+    const report = await gcLog.run(() => collectGarbage(deps, { gracePeriodMs: o.gracePeriodMs ?? config.gc.gracePeriod, untagged: o.untagged ?? config.gc.untagged }));
+    notifications.gcFinished(report);
+    return report;
+  };
   const extensions = [
     ...coreExtensions(metrics),
     ...(access.extensions ?? []),
     ...(federation.extensions ?? []),
     ...notifications.extensions,
+    ...(config.ui.enabled ? await webUiExtensions(deps, gcLog, () => gc()) : []),
     ...(options.extensions ?? []),
   ];
   const requestHandler = createRequestHandler({
@@ -206,11 +216,6 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   const hostForUrl = host === "" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
   notifications.listening(`${hostname()}:${actualPort}`);
 
-  const gc = async (o: { gracePeriodMs?: number; untagged?: boolean } = {}) => {
-    const report = await collectGarbage(deps, { gracePeriodMs: o.gracePeriodMs ?? config.gc.gracePeriod, untagged: o.untagged ?? config.gc.untagged });
-    notifications.gcFinished(report);
-    return report;
-  };
   const purgeUploads = () => uploads.purgeStale(config.uploads.purgeAfter);
 
   const timers: NodeJS.Timeout[] = [];

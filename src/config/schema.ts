@@ -131,6 +131,8 @@ export const configSchema = z.strictObject({
   tracing: tracingConfigSchema.default(tracingConfigSchema.parse({})),
   /** The audit log of pushes, deletions, tag moves and logins (docs/observability.md). */
   audit: auditConfigSchema.default(auditConfigSchema.parse({})),
+  /** The web UI at /ui/ and its JSON API under /ferry/v1 (docs/ui.md). */
+  ui: z.strictObject({ enabled: z.boolean().default(true) }).default({ enabled: true }),
 });
 
 export type Config = z.output<typeof configSchema>;

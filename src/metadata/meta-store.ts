@@ -168,6 +168,39 @@ export class MissingReferencesError extends Error {
   }
 }
 
+/** A repository as the web UI lists it (sqlite-browse.ts). */
+export interface RepositorySummary {
+  name: string;
+  tags: number;
+  /** Bytes of the blobs the repository holds (foreign layers are not held). */
+  size: number;
+  /** Latest tag update or manifest push (epoch ms). */
+  lastPush: number | null;
+}
+
+export interface RepositoryPage {
+  repositories: RepositorySummary[];
+  /** Repositories matching the search that the caller may see. */
+  total: number;
+  /** Pass as `after` for the next page; absent on the last page. */
+  next?: string;
+}
+
+/** A tag with the manifest it points at. */
+export interface TagDetail {
+  tag: string;
+  digest: string;
+  mediaType: string;
+  /** The manifest's own size. */
+  size: number;
+  content: Buffer;
+  artifactType: string | null;
+  /** When the manifest was first stored. */
+  createdAt: number;
+  /** When the tag last moved. */
+  pushedAt: number;
+}
+
 export interface MetaStore {
   repositoryExists(repository: string): Promise<boolean>;
   listRepositories(page: Page): Promise<string[]>;
@@ -262,6 +295,17 @@ export interface MetaStore {
    * Optional: a driver without it gets no listing cache.
    */
   changeToken?(): Promise<string>;
+
+  /**
+   * The web UI's listings (optional: without them /ferry/v1/repositories
+   * answers 501). `visible` is the caller's access check; the page and the
+   * total count only names it accepts.
+   */
+  listRepositorySummaries?(
+    page: { limit: number; after?: string; search?: string },
+    visible: (name: string) => boolean,
+  ): Promise<RepositoryPage>;
+  listTagDetails?(repository: string, limit: number): Promise<TagDetail[]>;
 
   createUpload(upload: UploadRecord): Promise<void>;
   getUpload(id: string): Promise<UploadRecord | null>;

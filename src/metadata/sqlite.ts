@@ -9,6 +9,7 @@ import { dirname } from "node:path";
 import { MissingReferencesError } from "./meta-store.js";
 import { SqliteForeignLayers, migrateForeignLayers } from "./sqlite-foreign.js";
 import { SqliteSourceHealth } from "./sqlite-source-health.js";
+import { SqliteBrowse } from "./sqlite-browse.js";
 import type {
   ForeignCacheEntry,
   ForeignLayerMark,
@@ -20,6 +21,8 @@ import type {
   Page,
   ReferrerRecord,
   RecheckRoundRecord,
+  RepositoryPage,
+  TagDetail,
   SourceHealthEvent,
   SourceHealthRecord,
   UploadRecord,
@@ -435,6 +438,19 @@ export class SqliteMetaStore implements MetaStore {
 
   async countForeignLayers(repository: string, manifestDigest: string): Promise<number> {
     return this.federationStatements.countForeign.get(repository, manifestDigest, manifestDigest)?.n ?? 0;
+  }
+
+  // The web UI's listings: src/metadata/sqlite-browse.ts. Prepared on first use.
+  private browseQueries: SqliteBrowse | undefined;
+
+  async listRepositorySummaries(page: { limit: number; after?: string; search?: string }, visible: (name: string) => boolean): Promise<RepositoryPage> {
+    this.browseQueries ??= new SqliteBrowse(this.db);
+    return this.browseQueries.repositories(page, visible);
+  }
+
+  async listTagDetails(repository: string, limit: number): Promise<TagDetail[]> {
+    this.browseQueries ??= new SqliteBrowse(this.db);
+    return this.browseQueries.tags(repository, limit);
   }
 
   // Source health per URL and the re-check claim row: src/metadata/sqlite-source-health.ts.

@@ -324,5 +324,40 @@ export function metaStoreSuite(name: string, create: () => Promise<{ meta: MetaS
       assert.equal(await meta.claimRecheckRound("p1", t0 + 6_600 + 5_000, 1_000, 5_000), true);
       assert.equal((await meta.lastRecheckRound())?.holder, "p1");
     });
+
+    test("web UI listings: summaries per repository (tags, held bytes, last push), filtered, searched and paged", async () => {
+      assert.ok(meta.listRepositorySummaries && meta.listTagDetails, "the driver serves the UI's listings");
+      const before = Date.now();
+      await meta.linkBlob("ui/a", D(1), 100);
+      await meta.linkBlob("ui/a", D(2), 50);
+      await meta.putManifest("ui/a", manifest(D(10), { blobs: [D(1), D(2)] }), "v1");
+      await meta.putManifest("ui/a", manifest(D(11)), "v2");
+      await meta.putManifest("ui/b", manifest(D(12)), "latest");
+      await meta.putManifest("secret/c", manifest(D(13)));
+      await meta.linkBlob("ui/empty", D(3), 7); // blobs but no manifest: not listed, like the catalog
+      const all = await meta.listRepositorySummaries({ limit: 10 }, () => true);
+      assert.deepEqual(all.repositories.map((r) => r.name), ["secret/c", "ui/a", "ui/b"]);
+      assert.equal(all.total, 3);
+      assert.equal(all.next, undefined);
+      const a = all.repositories.find((r) => r.name === "ui/a")!;
+      assert.deepEqual([a.tags, a.size], [2, 150]);
+      assert.ok(a.lastPush !== null && a.lastPush >= before);
+      assert.equal(all.repositories.find((r) => r.name === "secret/c")!.tags, 0);
+      const visible = (name: string) => !name.startsWith("secret/");
+      const first = await meta.listRepositorySummaries({ limit: 1 }, visible);
+      assert.deepEqual([first.repositories.map((r) => r.name), first.total, first.next], [["ui/a"], 2, "ui/a"]);
+      const second = await meta.listRepositorySummaries({ limit: 1, after: first.next }, visible);
+      assert.deepEqual([second.repositories.map((r) => r.name), second.next], [["ui/b"], undefined]);
+      const searched = await meta.listRepositorySummaries({ limit: 10, search: "/b" }, visible);
+      assert.deepEqual([searched.repositories.map((r) => r.name), searched.total], [["ui/b"], 1]);
+      assert.equal((await meta.listRepositorySummaries({ limit: 10, search: "%" }, () => true)).total, 0, "search text is literal");
+
+      const tags = await meta.listTagDetails("ui/a", 10);
+      assert.deepEqual(tags.map((t) => [t.tag, t.digest]), [["v1", D(10)], ["v2", D(11)]]);
+      assert.deepEqual(tags[0]!.content, manifest(D(10)).content);
+      assert.ok(tags[0]!.pushedAt >= tags[0]!.createdAt);
+      assert.equal((await meta.listTagDetails("ui/a", 1)).length, 1);
+      assert.deepEqual(await meta.listTagDetails("ui/none", 10), []);
+    });
   });
 }

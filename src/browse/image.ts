@@ -1,0 +1,358 @@
+/**
+ * Builds what the UI shows of tags and images from stored manifests: sizes,
+ * platforms, the config's useful fields, foreign layers with their sources'
+ * state, referrers grouped by artifact type. Reads only; every read is
+ * bounded (config blobs up to CONFIG_MAX_BYTES, index children up to
+ * CHILDREN_MAX).
+ */
+import type { RegistryDeps } from "../registry/context.js";
+import type { ForeignLayerMark, ManifestRecord, TagDetail } from "../metadata/meta-store.js";
+import { parseManifest, type Descriptor, type ParsedManifest } from "../oci/manifest.js";
+import { RegistryError } from "../oci/errors.js";
+import type { ManifestReference } from "../oci/reference.js";
+import { FederationService } from "../federation/service.js";
+
+/** Config blobs larger than this are not read (an image config is a few KiB). */
+const CONFIG_MAX_BYTES = 1024 * 1024;
+/** Child manifests of an index described in full; the rest are listed as descriptors. */
+const CHILDREN_MAX = 64;
+/**
+ * Config blobs one tag listing reads to find platforms (on S3 each is a GET);
+ * platforms of the rest show once a later listing has read them. Configs are
+ * content-addressed, so what was read is kept per digest (PLATFORMS_KEPT).
+ */
+const CONFIG_READS_PER_LISTING = 200;
+const PLATFORMS_KEPT = 20_000;
+
+/** Platform of a config digest ("" when it names none), shared by every request: the bytes behind a digest never change. */
+const platformsByConfig = new Map<string, string>();
+
+function rememberPlatform(digest: string, platform: string): void {
+  if (platformsByConfig.size >= PLATFORMS_KEPT) platformsByConfig.delete(platformsByConfig.keys().next().value!);
+  platformsByConfig.set(digest, platform);
+}
+
+export interface TagRow {
+  tag: string;
+  digest: string;
+  mediaType: string;
+  kind: "image" | "index" | "unknown";
+  artifactType: string | null;
+  /** Manifest + config + layers; for an index, the sum over the child images held here. */
+  size: number;
+  platforms: string[];
+  createdAt: number;
+  pushedAt: number;
+}
+
+export interface LayerView {
+  digest: string;
+  mediaType: string;
+  size: number;
+  urls?: string[];
+  foreign?: ForeignView;
+}
+
+export interface ForeignView {
+  verification: string;
+  verifiedAt: number | null;
+  /** This repository is served the layer from Ferry's proxy cache. */
+  cached: boolean;
+  sources: Array<{
+    url: string;
+    allowed: boolean;
+    serve?: string;
+    reason?: string;
+    /** Source health: unknown, healthy, degraded, failing. */
+    state: string;
+    lastError: string | null;
+    lastCheckedAt: number | null;
+  }>;
+}
+
+export interface ConfigView {
+  digest: string;
+  mediaType: string;
+  size: number;
+  /** Absent when the blob is not held here, too large, or not JSON. */
+  os?: string;
+  architecture?: string;
+  variant?: string;
+  created?: string;
+  env?: string[];
+  entrypoint?: string[];
+  cmd?: string[];
+  workingDir?: string;
+  user?: string;
+  labels?: Record<string, string>;
+  history?: Array<{ created?: string; createdBy?: string; comment?: string; emptyLayer?: boolean }>;
+}
+
+export interface ImageNode {
+  digest: string;
+  mediaType: string;
+  kind: "image" | "index";
+  size: number;
+  artifactType?: string;
+  annotations?: Record<string, string>;
+  config?: ConfigView;
+  layers?: LayerView[];
+  children?: ChildNode[];
+}
+
+export interface ChildNode {
+  digest: string;
+  mediaType: string;
+  size: number;
+  platform: string | null;
+  /** The child manifest is stored in this repository. */
+  present: boolean;
+  image?: ImageNode;
+}
+
+export interface ImageView extends ImageNode {
+  repository: string;
+  /** The manifest exactly as pushed (UTF-8). */
+  raw: string;
+  tags: string[];
+  referrers: Record<string, Array<{ digest: string; mediaType: string; size: number; annotations: Record<string, string> | null }>>;
+}
+
+export async function describeTags(deps: RegistryDeps, repository: string, tags: TagDetail[]): Promise<TagRow[]> {
+  const reader = new Reader(deps, repository);
+  const rows: TagRow[] = [];
+  for (const tag of tags) {
+    const parsed = tryParse(tag.content, tag.mediaType);
+    const summary = parsed ? await reader.summary(tag.size, parsed) : { size: tag.size, platforms: [] };
+    rows.push({
+      tag: tag.tag,
+      digest: tag.digest,
+      mediaType: tag.mediaType,
+      kind: parsed ? (parsed.kind === "index" ? "index" : "image") : "unknown",
+      artifactType: tag.artifactType,
+      size: summary.size,
+      platforms: summary.platforms,
+      createdAt: tag.createdAt,
+      pushedAt: tag.pushedAt,
+    });
+  }
+  return rows;
+}
+
+export async function describeImage(deps: RegistryDeps, repository: string, reference: ManifestReference): Promise<ImageView> {
+  const record =
+    reference.kind === "tag" ? await deps.meta.getTaggedManifest(repository, reference.tag) : await deps.meta.getManifest(repository, reference.digest.digest);
+  if (!record) {
+    const text = reference.kind === "tag" ? reference.tag : reference.digest.digest;
+    throw new RegistryError("MANIFEST_UNKNOWN", `manifest ${text} is not in ${repository}`, { detail: { reference: text } });
+  }
+  const reader = new Reader(deps, repository);
+  const node = await reader.node(record, true);
+  const referrers: ImageView["referrers"] = {};
+  for (const r of await deps.meta.listReferrers(repository, record.digest)) {
+    const group = r.artifactType ?? r.mediaType;
+    (referrers[group] ??= []).push({ digest: r.digest, mediaType: r.mediaType, size: r.size, annotations: r.annotations });
+  }
+  const tags = deps.meta.listTagDetails ? (await deps.meta.listTagDetails(repository, 1000)).filter((t) => t.digest === record.digest).map((t) => t.tag) : [];
+  return { ...node, repository, raw: record.content.toString("utf8"), tags, referrers };
+}
+
+function tryParse(content: Buffer, mediaType: string): ParsedManifest | null {
+  try {
+    return parseManifest(content, mediaType);
+  } catch {
+    return null;
+  }
+}
+
+function platformText(platform: Record<string, unknown> | undefined): string | null {
+  if (!platform) return null;
+  const parts = [platform.os, platform.architecture, platform.variant].filter((p): p is string => typeof p === "string" && p !== "");
+  return parts.length > 0 ? parts.join("/") : null;
+}
+
+/** One request's reads, with the configs and child manifests it already read. */
+class Reader {
+  private readonly configs = new Map<string, Record<string, unknown> | null>();
+  private readonly manifests = new Map<string, ManifestRecord | null>();
+  private marks: Promise<Map<string, ForeignLayerMark>> | null = null;
+
+  constructor(
+    private readonly deps: RegistryDeps,
+    private readonly repository: string,
+  ) {}
+
+  /** Size and platforms of a tag's manifest. */
+  async summary(manifestSize: number, parsed: ParsedManifest): Promise<{ size: number; platforms: string[] }> {
+    if (parsed.kind !== "index") {
+      const size = manifestSize + (parsed.config?.size ?? 0) + parsed.layers.reduce((sum, l) => sum + l.size, 0);
+      const platform = parsed.config ? await this.platformOf(parsed.config) : null;
+      return { size, platforms: platform ? [platform] : [] };
+    }
+    let size = manifestSize;
+    const platforms: string[] = [];
+    for (const child of parsed.manifests.slice(0, CHILDREN_MAX)) {
+      const text = platformText(child.platform);
+      // Attestation manifests (buildx) sit in indexes as unknown/unknown: not a platform.
+      if (text && text !== "unknown/unknown" && !platforms.includes(text)) platforms.push(text);
+      const record = await this.manifest(child.digest);
+      const childParsed = record ? tryParse(record.content, record.mediaType) : null;
+      if (childParsed && childParsed.kind !== "index") {
+        size += record!.size + (childParsed.config?.size ?? 0) + childParsed.layers.reduce((sum, l) => sum + l.size, 0);
+      } else size += child.size;
+    }
+    return { size, platforms };
+  }
+
+  async node(record: ManifestRecord, expandChildren: boolean): Promise<ImageNode> {
+    const parsed = parseManifest(record.content, record.mediaType);
+    const base = {
+      digest: record.digest,
+      mediaType: record.mediaType,
+      size: record.size,
+      ...(parsed.artifactType ? { artifactType: parsed.artifactType } : {}),
+      ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
+    };
+    if (parsed.kind === "index") {
+      const children: ChildNode[] = [];
+      for (const [i, child] of parsed.manifests.entries()) {
+        const childRecord = i < CHILDREN_MAX ? await this.manifest(child.digest) : null;
+        const entry: ChildNode = { digest: child.digest, mediaType: child.mediaType, size: child.size, platform: platformText(child.platform), present: childRecord !== null };
+        if (childRecord && expandChildren) entry.image = await this.node(childRecord, false);
+        children.push(entry);
+      }
+      return { ...base, kind: "index", children };
+    }
+    const config = parsed.config ? await this.configView(parsed.config) : undefined;
+    const layers: LayerView[] = [];
+    for (const layer of parsed.layers) layers.push(await this.layer(layer));
+    return { ...base, kind: "image", config, layers };
+  }
+
+  private async layer(layer: Descriptor): Promise<LayerView> {
+    const view: LayerView = { digest: layer.digest, mediaType: layer.mediaType, size: layer.size };
+    if (!layer.urls || layer.urls.length === 0) return view;
+    view.urls = layer.urls;
+    const mark = (await this.foreignMarks()).get(layer.digest);
+    // A layer with urls whose bytes the registry holds is served locally: no mark.
+    if (mark) view.foreign = this.foreignView(mark);
+    return view;
+  }
+
+  private foreignMarks(): Promise<Map<string, ForeignLayerMark>> {
+    this.marks ??= (async () => {
+      const federation = this.deps.federation;
+      // The admin view's cache state reads the cache index: bring it up to date first (as listMarks does).
+      if (federation instanceof FederationService) await federation.cache.refresh();
+      const marks = await this.deps.meta.listForeignLayers(this.repository);
+      return new Map(marks.map((m) => [m.digest, m]));
+    })();
+    return this.marks;
+  }
+
+  private foreignView(mark: ForeignLayerMark): ForeignView {
+    const federation = this.deps.federation;
+    if (!(federation instanceof FederationService)) {
+      return {
+        verification: mark.verification,
+        verifiedAt: mark.verifiedAt,
+        cached: false,
+        sources: mark.urls.map((url) => ({ url, allowed: false, state: "unknown", lastError: null, lastCheckedAt: null })),
+      };
+    }
+    const described = federation.describeMark(mark);
+    return {
+      verification: mark.verification,
+      verifiedAt: mark.verifiedAt,
+      cached: described.cached,
+      sources: described.policy.map((p) => {
+        const health = federation.health.viewOf(p.url);
+        return {
+          url: p.url,
+          allowed: p.allowed,
+          ...(p.allowed ? { serve: p.serve } : { reason: p.reason }),
+          state: health.state,
+          lastError: health.lastError,
+          lastCheckedAt: health.lastCheckedAt,
+        };
+      }),
+    };
+  }
+
+  private configReads = 0;
+
+  /** The platform an image config names, from the shared cache or (up to CONFIG_READS_PER_LISTING per request) the blob. */
+  private async platformOf(descriptor: Descriptor): Promise<string | null> {
+    // The cache is keyed by content, but only a repository that holds the blob may learn from it.
+    if (!(await this.deps.meta.linkedBlob(this.repository, descriptor.digest))) return null;
+    const known = platformsByConfig.get(descriptor.digest);
+    if (known !== undefined) return known || null;
+    if (this.configReads >= CONFIG_READS_PER_LISTING) return null;
+    this.configReads++;
+    const config = await this.config(descriptor);
+    const platform = config ? platformText(config) : null;
+    if (config) rememberPlatform(descriptor.digest, platform ?? "");
+    return platform;
+  }
+
+  private async manifest(digest: string): Promise<ManifestRecord | null> {
+    if (!this.manifests.has(digest)) this.manifests.set(digest, await this.deps.meta.getManifest(this.repository, digest));
+    return this.manifests.get(digest)!;
+  }
+
+  /** The config blob as JSON, when the repository holds it and it is small. */
+  private async config(descriptor: Descriptor): Promise<Record<string, unknown> | null> {
+    if (this.configs.has(descriptor.digest)) return this.configs.get(descriptor.digest)!;
+    let value: Record<string, unknown> | null = null;
+    if (descriptor.size <= CONFIG_MAX_BYTES && descriptor.mediaType.endsWith("json")) {
+      const linked = await this.deps.meta.linkedBlob(this.repository, descriptor.digest);
+      if (linked && linked.size <= CONFIG_MAX_BYTES) {
+        try {
+          const chunks: Buffer[] = [];
+          let total = 0;
+          for await (const chunk of await this.deps.blobs.read(descriptor.digest)) {
+            total += (chunk as Buffer).length;
+            if (total > CONFIG_MAX_BYTES) break;
+            chunks.push(chunk as Buffer);
+          }
+          const parsed = JSON.parse(Buffer.concat(chunks).toString("utf8")) as unknown;
+          if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) value = parsed as Record<string, unknown>;
+        } catch {
+          value = null; // missing bytes or not JSON: shown without details
+        }
+      }
+    }
+    this.configs.set(descriptor.digest, value);
+    return value;
+  }
+
+  private async configView(descriptor: Descriptor): Promise<ConfigView> {
+    const view: ConfigView = { digest: descriptor.digest, mediaType: descriptor.mediaType, size: descriptor.size };
+    const json = await this.config(descriptor);
+    if (!json) return view;
+    const str = (v: unknown) => (typeof v === "string" ? v : undefined);
+    const strings = (v: unknown) => (Array.isArray(v) ? v.filter((s): s is string => typeof s === "string") : undefined);
+    const inner = (json.config && typeof json.config === "object" ? json.config : {}) as Record<string, unknown>;
+    const labels = inner.Labels && typeof inner.Labels === "object" ? (inner.Labels as Record<string, unknown>) : undefined;
+    const history = Array.isArray(json.history) ? (json.history as Array<Record<string, unknown>>) : undefined;
+    return {
+      ...view,
+      os: str(json.os),
+      architecture: str(json.architecture),
+      variant: str(json.variant),
+      created: str(json.created),
+      env: strings(inner.Env),
+      entrypoint: strings(inner.Entrypoint),
+      cmd: strings(inner.Cmd),
+      workingDir: str(inner.WorkingDir),
+      user: str(inner.User),
+      labels: labels ? Object.fromEntries(Object.entries(labels).filter((e): e is [string, string] => typeof e[1] === "string")) : undefined,
+      history: history?.slice(0, 500).map((h) => ({
+        created: str(h.created),
+        createdBy: str(h.created_by),
+        comment: str(h.comment),
+        emptyLayer: h.empty_layer === true ? true : undefined,
+      })),
+    };
+  }
+}
