@@ -4,9 +4,9 @@
  *
  * Uploads: the bytes of an append are collected in memory until they make a
  * whole part (partSize; at least 5 MiB, S3's minimum for every part but the
- * last), which goes to the session's multipart upload as soon as it is full,
- * so at most one part per active append is held in memory, and nothing is
- * written to local disk. What an append leaves over (less than a part) is
+ * last), which goes to the session's multipart upload as soon as it is full
+ * while the next part fills (up to PARTS_IN_FLIGHT per append, within a
+ * process-wide budget of extra buffers), and nothing is written to local disk. What an append leaves over (less than a part) is
  * stored as a small "piece" object, and the next append, on any replica,
  * starts its first part with those pieces. The state object, written last,
  * is the commit point of an append: a failed append leaves it, and so the
@@ -77,6 +77,8 @@ export const MIN_PART_BYTES = 5 * 1024 * 1024;
 export const MAX_PART_BYTES = 5 * 1024 * 1024 * 1024;
 /** Ranged server-side copies of one large blob in flight at once. */
 const COPY_CONCURRENCY = 4;
+/** Parts of one append uploading at once while the next one fills (see PartBufferPool for the process-wide cap). */
+const PARTS_IN_FLIGHT = 2;
 
 export class S3BlobStore implements BlobStore {
   readonly client: S3Client;
@@ -160,8 +162,8 @@ export class S3BlobStore implements BlobStore {
     const consumed: string[] = [];
     const uploaded: UploadedPart[] = [];
     // The next part is assembled in one buffer: the session's pieces (read back only if the part
-    // fills) go in front, this request's bytes after them. One part per append in memory; the
-    // buffer comes from a pool, so its pages are not faulted in again for every push.
+    // fills) go in front, this request's bytes after them. Buffers come from a pool, so their
+    // pages are not faulted in again for every push.
     let pending = state.pieces.reduce((sum, piece) => sum + piece.size, 0);
     // Pieces are only ever written below S3's minimum part size, which no partSize is under.
     if (pending >= MIN_PART_BYTES) throw storeUnavailable(new Error("pieces exceed a part"), "storing upload data");
@@ -169,24 +171,63 @@ export class S3BlobStore implements BlobStore {
     let filled = 0;
     let written = 0;
     let leftover: { key: string; body: Buffer } | null = null;
+    // Full parts upload while the next one fills from the socket (oldest first). Each holds its
+    // buffer until S3 has it; settled results never reject, so a failure waits to be read here.
+    const inflight: Array<{ done: Promise<{ part?: UploadedPart; error?: unknown }>; buffer: Buffer; extra: boolean }> = [];
+    let failure: unknown = null;
+    let baseOut = false; // the one buffer an append may take outside the process-wide extra budget
+    let partExtra = false;
+    const settleOldest = async () => {
+      const entry = inflight.shift()!;
+      const result = await entry.done;
+      if (entry.extra) this.partBuffers.giveExtra(entry.buffer);
+      else {
+        this.partBuffers.give(entry.buffer);
+        baseOut = false;
+      }
+      if (result.part) uploaded.push(result.part);
+      else failure ??= result.error;
+    };
+    const nextBuffer = async (): Promise<Buffer> => {
+      for (;;) {
+        if (!baseOut) {
+          baseOut = true;
+          partExtra = false;
+          return this.partBuffers.take();
+        }
+        if (inflight.length < PARTS_IN_FLIGHT) {
+          const extra = this.partBuffers.tryTakeExtra();
+          if (extra) {
+            partExtra = true;
+            return extra;
+          }
+        }
+        await settleOldest();
+        if (failure !== null) throw failure;
+      }
+    };
+    const sendPart = async (length: number) => {
+      const started = await this.beginPart(uploadId, state, part!, length, consumed);
+      state = started.state;
+      inflight.push({ done: started.done.then((p) => ({ part: p }), (error: unknown) => ({ error })), buffer: part!, extra: partExtra });
+      part = null;
+      pending = 0;
+      filled = 0;
+    };
     try {
       for await (const data of source) {
+        if (failure !== null) throw failure;
         const chunk = Buffer.isBuffer(data) ? data : Buffer.from(data as Uint8Array);
         written += chunk.length;
         if (maxBytes !== undefined && written > maxBytes) throw new UploadTooLargeError(`more than ${maxBytes} bytes`);
         if (exactBytes !== undefined && written > exactBytes) throw new UploadLengthError(exactBytes, written);
         for (let at = 0; at < chunk.length; ) {
-          part ??= this.partBuffers.take();
+          part ??= await nextBuffer();
           const n = Math.min(chunk.length - at, this.partSize - pending - filled);
           chunk.copy(part, pending + filled, at, at + n);
           filled += n;
           at += n;
-          // Reading the socket waits while a full part uploads.
-          if (pending + filled === this.partSize) {
-            state = await this.uploadPart(uploadId, state, part, pending + filled, consumed, uploaded);
-            pending = 0;
-            filled = 0;
-          }
+          if (pending + filled === this.partSize) await sendPart(pending + filled);
         }
       }
       if (exactBytes !== undefined && written !== exactBytes) throw new UploadLengthError(exactBytes, written);
@@ -194,7 +235,7 @@ export class S3BlobStore implements BlobStore {
       if (part !== null && pending + filled >= MIN_PART_BYTES) {
         // Enough for a part of its own (S3's minimum): uploaded now rather than stored as a piece
         // and read back later, so chunks of 5 MiB or more are written to S3 once.
-        state = await this.uploadPart(uploadId, state, part, pending + filled, consumed, uploaded);
+        await sendPart(pending + filled);
       } else if (part !== null && filled > 0) {
         let offset = size - filled;
         let body = Buffer.from(part.subarray(pending, pending + filled)); // a copy: the part buffer goes back to the pool
@@ -213,14 +254,21 @@ export class S3BlobStore implements BlobStore {
         );
         state = { ...state, pieces: [...pieces, { offset, size: body.length }] };
       }
+      while (inflight.length > 0) await settleOldest();
+      if (failure !== null) throw failure;
       state = { ...state, size };
       await this.putState(uploadId, state);
     } catch (error) {
+      // No upload of this append may land after it failed (a retry re-uploads the same part numbers).
+      while (inflight.length > 0) await settleOldest();
       // The session stays as it was: the old state still names only the old bytes.
       if (leftover !== null) await this.deleteKeys([leftover.key]).catch(() => undefined);
       throw error;
     } finally {
-      if (part !== null) this.partBuffers.give(part);
+      if (part !== null) {
+        if (partExtra) this.partBuffers.giveExtra(part);
+        else this.partBuffers.give(part);
+      }
     }
     if (leftover !== null) this.pieceCache.remember(leftover.key, leftover.body);
     if (uploaded.length > 0) this.knownParts.add(state.mpu!, uploaded);
@@ -320,17 +368,17 @@ export class S3BlobStore implements BlobStore {
   }
 
   /**
-   * Uploads part[0, length) as the next part, its first bytes being the session's pieces
-   * (read into the space left for them); the new state names no pieces.
+   * Starts uploading part[0, length) as the next part, its first bytes being the session's
+   * pieces (read into the space left for them); the new state names no pieces. Resolves
+   * once the upload is under way; `done` settles when S3 has the part.
    */
-  private async uploadPart(
+  private async beginPart(
     uploadId: string,
     state: SessionState,
     part: Buffer,
     length: number,
     consumed: string[],
-    uploaded: UploadedPart[],
-  ): Promise<SessionState> {
+  ): Promise<{ state: SessionState; done: Promise<UploadedPart> }> {
     if (!state.mpu) {
       const created = await this.attempt("starting a multipart upload", () =>
         this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: this.layout.staging(uploadId) })),
@@ -340,9 +388,9 @@ export class S3BlobStore implements BlobStore {
       await this.putState(uploadId, state);
     }
     if (state.pieces.length > 0) (await this.readPieces(uploadId, state)).copy(part, 0);
-    uploaded.push(await this.putPart(uploadId, state, part.subarray(0, length)));
+    const done = this.putPart(uploadId, state, part.subarray(0, length));
     consumed.push(...state.pieces.map((p) => this.layout.piece(uploadId, p.offset, p.size)));
-    return { ...state, np: state.np + 1, partBytes: state.partBytes + length, pieces: [] };
+    return { state: { ...state, np: state.np + 1, partBytes: state.partBytes + length, pieces: [] }, done };
   }
 
   /** Uploads `body` as part np+1 of the session's multipart upload. */

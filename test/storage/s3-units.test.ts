@@ -7,7 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { S3Layout, emptySession, encodeSessionState, parseSessionState } from "../../src/storage/s3-layout.js";
 import { isLoopbackEndpoint, isMissing, payloadProtectedInTransit, storeUnavailable } from "../../src/storage/s3-client.js";
-import { KnownParts, PieceCache } from "../../src/storage/s3-piece-cache.js";
+import { KnownParts, PartBufferPool, PieceCache } from "../../src/storage/s3-piece-cache.js";
 
 const HEX = "a".repeat(64);
 
@@ -90,4 +90,19 @@ test("the piece cache is bounded and forgets on request; known parts are used on
   assert.equal(known.take("u", 2, 8), null, "taken once");
   known.add("v", [{ n: 2, etag: "b", size: 3 }]);
   assert.equal(known.take("v", 2, 3), null, "a part this process did not upload is missing");
+});
+
+test("buffers for parts still uploading come from a process-wide budget, so concurrent pushes cannot multiply memory", () => {
+  const pool = new PartBufferPool(1024, 4, 2);
+  const base = pool.take();
+  const a = pool.tryTakeExtra();
+  const b = pool.tryTakeExtra();
+  assert.ok(a && b);
+  assert.equal(pool.tryTakeExtra(), null, "budget of 2 spent");
+  pool.giveExtra(a);
+  const c = pool.tryTakeExtra();
+  assert.equal(c, a, "a returned buffer is reused, not allocated anew");
+  assert.equal(pool.tryTakeExtra(), null);
+  pool.give(base);
+  assert.equal(pool.tryTakeExtra(), null, "returning an append's own buffer does not widen the budget");
 });
