@@ -73,15 +73,22 @@ export class KnownParts {
 /**
  * Part-sized buffers for appends, reused: a fresh 16 MiB buffer is a fresh
  * mapping whose every page faults on first write (~20 µs per 4 KiB page on
- * our VMs, ~80 ms of CPU per part). Up to `keep` idle buffers stay; an
- * append holds one only while it runs.
+ * our VMs, ~80 ms of CPU per part). Up to `keep` idle buffers stay.
+ *
+ * An append holds one buffer while it fills a part and may hold more while
+ * earlier parts are still uploading; `tryTakeExtra` hands out such extra
+ * buffers only while fewer than `maxExtra` are out process-wide, so
+ * concurrent pushes cannot multiply memory: past the budget an append waits
+ * for its previous part instead of filling the next one.
  */
 export class PartBufferPool {
   private readonly idle: Buffer[] = [];
+  private extra = 0;
 
   constructor(
     private readonly size: number,
     private readonly keep = 4,
+    private readonly maxExtra = 4,
   ) {}
 
   take(): Buffer {
@@ -90,5 +97,17 @@ export class PartBufferPool {
 
   give(buffer: Buffer): void {
     if (this.idle.length < this.keep) this.idle.push(buffer);
+  }
+
+  /** A buffer counted against the process-wide extra budget, or null when it is spent. */
+  tryTakeExtra(): Buffer | null {
+    if (this.extra >= this.maxExtra) return null;
+    this.extra++;
+    return this.take();
+  }
+
+  giveExtra(buffer: Buffer): void {
+    this.extra--;
+    this.give(buffer);
   }
 }

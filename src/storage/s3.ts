@@ -4,9 +4,9 @@
  *
  * Uploads: the bytes of an append are collected in memory until they make a
  * whole part (partSize; at least 5 MiB, S3's minimum for every part but the
- * last), which goes to the session's multipart upload as soon as it is full,
- * so at most one part per active append is held in memory, and nothing is
- * written to local disk. What an append leaves over (less than a part) is
+ * last), which goes to the session's multipart upload as soon as it is full
+ * while the next part fills (up to PARTS_IN_FLIGHT per append, within a
+ * process-wide budget of extra buffers), and nothing is written to local disk. What an append leaves over (less than a part) is
  * stored as a small "piece" object, and the next append, on any replica,
  * starts its first part with those pieces. The state object, written last,
  * is the commit point of an append: a failed append leaves it, and so the
@@ -19,6 +19,7 @@
  * the blob; then the session's objects are deleted. A blob key only ever
  * appears whole, and only after the caller verified its digest.
  */
+import { randomBytes } from "node:crypto";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream";
 import {
@@ -51,12 +52,15 @@ import {
 } from "./blob-store.js";
 import { createS3Client, isMissing, isPreconditionFailed, storeUnavailable, type S3ConnectionOptions } from "./s3-client.js";
 import {
+  chainPart,
   emptySession,
   encodeSessionState,
   MAX_PIECES,
   parseSessionState,
   S3Layout,
   STATE_METADATA_KEY,
+  WRITER_METADATA_KEY,
+  type Piece,
   type SessionState,
   type UploadedPart,
 } from "./s3-layout.js";
@@ -77,6 +81,8 @@ export const MIN_PART_BYTES = 5 * 1024 * 1024;
 export const MAX_PART_BYTES = 5 * 1024 * 1024 * 1024;
 /** Ranged server-side copies of one large blob in flight at once. */
 const COPY_CONCURRENCY = 4;
+/** Parts of one append uploading at once while the next one fills (see PartBufferPool for the process-wide cap). */
+const PARTS_IN_FLIGHT = 2;
 
 export class S3BlobStore implements BlobStore {
   readonly client: S3Client;
@@ -138,7 +144,7 @@ export class S3BlobStore implements BlobStore {
 
   async startUpload(uploadId: string): Promise<void> {
     try {
-      await this.client.send(this.stateCommand(uploadId, emptySession(), true));
+      await this.client.send(this.hintCommand(uploadId, emptySession(), true));
     } catch (error) {
       if (isPreconditionFailed(error)) throw new Error(`upload session ${uploadId} already exists`);
       throw storeUnavailable(error, "starting an upload");
@@ -160,8 +166,8 @@ export class S3BlobStore implements BlobStore {
     const consumed: string[] = [];
     const uploaded: UploadedPart[] = [];
     // The next part is assembled in one buffer: the session's pieces (read back only if the part
-    // fills) go in front, this request's bytes after them. One part per append in memory; the
-    // buffer comes from a pool, so its pages are not faulted in again for every push.
+    // fills) go in front, this request's bytes after them. Buffers come from a pool, so their
+    // pages are not faulted in again for every push.
     let pending = state.pieces.reduce((sum, piece) => sum + piece.size, 0);
     // Pieces are only ever written below S3's minimum part size, which no partSize is under.
     if (pending >= MIN_PART_BYTES) throw storeUnavailable(new Error("pieces exceed a part"), "storing upload data");
@@ -169,24 +175,67 @@ export class S3BlobStore implements BlobStore {
     let filled = 0;
     let written = 0;
     let leftover: { key: string; body: Buffer } | null = null;
+    // Full parts upload while the next one fills from the socket (oldest first). Each holds its
+    // buffer until S3 has it; settled results never reject, so a failure waits to be read here.
+    const inflight: Array<{ done: Promise<{ part?: UploadedPart; error?: unknown }>; buffer: Buffer; extra: boolean }> = [];
+    let failure: unknown = null;
+    // The part chain as of the parts S3 has confirmed, in order (the in-flight ones are added as they settle).
+    let ph = state.ph;
+    let baseOut = false; // the one buffer an append may take outside the process-wide extra budget
+    let partExtra = false;
+    const settleOldest = async () => {
+      const entry = inflight.shift()!;
+      const result = await entry.done;
+      if (entry.extra) this.partBuffers.giveExtra(entry.buffer);
+      else {
+        this.partBuffers.give(entry.buffer);
+        baseOut = false;
+      }
+      if (result.part) {
+        uploaded.push(result.part);
+        ph = chainPart(ph, result.part);
+      } else failure ??= result.error;
+    };
+    const nextBuffer = async (): Promise<Buffer> => {
+      for (;;) {
+        if (!baseOut) {
+          baseOut = true;
+          partExtra = false;
+          return this.partBuffers.take();
+        }
+        if (inflight.length < PARTS_IN_FLIGHT) {
+          const extra = this.partBuffers.tryTakeExtra();
+          if (extra) {
+            partExtra = true;
+            return extra;
+          }
+        }
+        await settleOldest();
+        if (failure !== null) throw failure;
+      }
+    };
+    const sendPart = async (length: number) => {
+      const started = await this.beginPart(uploadId, state, part!, length, consumed);
+      state = started.state;
+      inflight.push({ done: started.done.then((p) => ({ part: p }), (error: unknown) => ({ error })), buffer: part!, extra: partExtra });
+      part = null;
+      pending = 0;
+      filled = 0;
+    };
     try {
       for await (const data of source) {
+        if (failure !== null) throw failure;
         const chunk = Buffer.isBuffer(data) ? data : Buffer.from(data as Uint8Array);
         written += chunk.length;
         if (maxBytes !== undefined && written > maxBytes) throw new UploadTooLargeError(`more than ${maxBytes} bytes`);
         if (exactBytes !== undefined && written > exactBytes) throw new UploadLengthError(exactBytes, written);
         for (let at = 0; at < chunk.length; ) {
-          part ??= this.partBuffers.take();
+          part ??= await nextBuffer();
           const n = Math.min(chunk.length - at, this.partSize - pending - filled);
           chunk.copy(part, pending + filled, at, at + n);
           filled += n;
           at += n;
-          // Reading the socket waits while a full part uploads.
-          if (pending + filled === this.partSize) {
-            state = await this.uploadPart(uploadId, state, part, pending + filled, consumed, uploaded);
-            pending = 0;
-            filled = 0;
-          }
+          if (pending + filled === this.partSize) await sendPart(pending + filled);
         }
       }
       if (exactBytes !== undefined && written !== exactBytes) throw new UploadLengthError(exactBytes, written);
@@ -194,7 +243,7 @@ export class S3BlobStore implements BlobStore {
       if (part !== null && pending + filled >= MIN_PART_BYTES) {
         // Enough for a part of its own (S3's minimum): uploaded now rather than stored as a piece
         // and read back later, so chunks of 5 MiB or more are written to S3 once.
-        state = await this.uploadPart(uploadId, state, part, pending + filled, consumed, uploaded);
+        await sendPart(pending + filled);
       } else if (part !== null && filled > 0) {
         let offset = size - filled;
         let body = Buffer.from(part.subarray(pending, pending + filled)); // a copy: the part buffer goes back to the pool
@@ -203,24 +252,31 @@ export class S3BlobStore implements BlobStore {
           // Many tiny chunks: fold them into one piece (less than a part) to keep the state small.
           body = Buffer.concat([await this.readPieces(uploadId, state), body]);
           offset = pieces[0].offset;
-          consumed.push(...pieces.map((p) => this.layout.piece(uploadId, p.offset, p.size)));
+          consumed.push(...pieces.map((p) => this.layout.piece(uploadId, p)));
           pieces = [];
         }
-        const key = this.layout.piece(uploadId, offset, body.length);
+        const piece: Piece = { offset, size: body.length, t: randomBytes(8).toString("hex") };
+        const key = this.layout.piece(uploadId, piece);
         leftover = { key, body };
         await this.attempt("storing upload data", () =>
           this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length })),
         );
-        state = { ...state, pieces: [...pieces, { offset, size: body.length }] };
+        state = { ...state, pieces: [...pieces, piece] };
       }
-      state = { ...state, size };
-      await this.putState(uploadId, state);
+      while (inflight.length > 0) await settleOldest();
+      if (failure !== null) throw failure;
+      state = await this.putState(uploadId, { ...state, size, ph });
     } catch (error) {
+      // No upload of this append may land after it failed (a retry re-uploads the same part numbers).
+      while (inflight.length > 0) await settleOldest();
       // The session stays as it was: the old state still names only the old bytes.
       if (leftover !== null) await this.deleteKeys([leftover.key]).catch(() => undefined);
       throw error;
     } finally {
-      if (part !== null) this.partBuffers.give(part);
+      if (part !== null) {
+        if (partExtra) this.partBuffers.giveExtra(part);
+        else this.partBuffers.give(part);
+      }
     }
     if (leftover !== null) this.pieceCache.remember(leftover.key, leftover.body);
     if (uploaded.length > 0) this.knownParts.add(state.mpu!, uploaded);
@@ -236,7 +292,7 @@ export class S3BlobStore implements BlobStore {
     if (state === null) throw new BlobNotFoundError(uploadId);
     if (!inParts(state)) return Readable.from(this.streamPieces(uploadId, state), { objectMode: false });
     // Parts of an open multipart upload cannot be read back: complete it first (the session stays open).
-    await this.seal(uploadId, state);
+    await this.sealOr503(uploadId, state);
     return this.readObject(this.layout.staging(uploadId), "reading upload data", undefined, () => new BlobNotFoundError(uploadId));
   }
 
@@ -244,6 +300,7 @@ export class S3BlobStore implements BlobStore {
     const state = await this.getState(uploadId);
     if (state === null) throw new BlobNotFoundError(uploadId);
     const key = this.layout.blob(digest);
+    let versions = state.seq;
     if (!inParts(state)) {
       // Smaller than one part: the pieces (at most one part in memory, usually still in the
       // cache after a monolithic push) are stored in one atomic PUT.
@@ -254,14 +311,16 @@ export class S3BlobStore implements BlobStore {
       // A multipart upload started by an append that then failed holds no part of these bytes.
       if (state.mpu) await this.orMissing("ending an upload", () => this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: this.layout.staging(uploadId), UploadId: state.mpu }))).catch(() => undefined);
     } else {
-      const sealed = await this.seal(uploadId, state);
+      const sealed = await this.sealOr503(uploadId, state);
+      versions = sealed.seq;
       await this.copy(this.layout.staging(uploadId), key, sealed.size);
     }
     // The state object goes first: from then on the session is over, whatever cleanup fails later.
     await this.attempt("ending an upload", () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.layout.state(uploadId) })));
-    const pieces = state.pieces.map((p) => this.layout.piece(uploadId, p.offset, p.size));
+    const pieces = state.pieces.map((p) => this.layout.piece(uploadId, p));
     this.pieceCache.forget(pieces);
-    const rest = inParts(state) ? [this.layout.staging(uploadId), ...pieces] : pieces;
+    const stateKeys = Array.from({ length: versions }, (_, i) => this.layout.stateVersion(uploadId, i + 1));
+    const rest = [...(inParts(state) ? [this.layout.staging(uploadId)] : []), ...pieces, ...stateKeys];
     await this.deleteKeys(rest).catch(() => undefined); // leftovers are found by listUploads and purged
   }
 
@@ -297,14 +356,25 @@ export class S3BlobStore implements BlobStore {
 
   // ---- session internals -------------------------------------------------------------------
 
+  /** The session's latest state: the hint's version, then any newer ones (null once the session is over). */
   private async getState(uploadId: string): Promise<SessionState | null> {
-    const head = await this.orMissing("reading an upload's state", () =>
-      this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.layout.state(uploadId) })),
-    );
-    return head === null ? null : parseSessionState(head.Metadata?.[STATE_METADATA_KEY]);
+    const hint = await this.headState(this.layout.state(uploadId));
+    if (hint === null) return null;
+    let state = hint.state;
+    for (;;) {
+      const newer = await this.headState(this.layout.stateVersion(uploadId, state.seq + 1));
+      if (newer === null) return state;
+      state = newer.state;
+    }
   }
 
-  private stateCommand(uploadId: string, state: SessionState, create: boolean): PutObjectCommand {
+  private async headState(key: string): Promise<{ state: SessionState; writer: string | undefined } | null> {
+    const head = await this.orMissing("reading an upload's state", () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })));
+    if (head === null) return null;
+    return { state: parseSessionState(head.Metadata?.[STATE_METADATA_KEY]), writer: head.Metadata?.[WRITER_METADATA_KEY] };
+  }
+
+  private hintCommand(uploadId: string, state: SessionState, create: boolean): PutObjectCommand {
     return new PutObjectCommand({
       Bucket: this.bucket,
       Key: this.layout.state(uploadId),
@@ -315,34 +385,94 @@ export class S3BlobStore implements BlobStore {
     });
   }
 
-  private async putState(uploadId: string, state: SessionState): Promise<void> {
-    await this.attempt("saving an upload's state", () => this.client.send(this.stateCommand(uploadId, state, false)));
+  /**
+   * Saves `state` as the version after the one it was read as, and returns it with that
+   * version. Fails with UploadOffsetError when another writer saved that version first:
+   * this writer's view is stale (it lost the session), and what it did is never named.
+   */
+  private async putState(uploadId: string, state: SessionState): Promise<SessionState> {
+    const next: SessionState = { ...state, seq: state.seq + 1 };
+    const key = this.layout.stateVersion(uploadId, next.seq);
+    const writer = randomBytes(8).toString("hex");
+    try {
+      await this.client.send(
+        new PutObjectCommand({
+          Bucket: this.bucket,
+          Key: key,
+          Body: "",
+          ContentLength: 0,
+          Metadata: { [STATE_METADATA_KEY]: encodeSessionState(next), [WRITER_METADATA_KEY]: writer },
+          IfNoneMatch: "*",
+        }),
+      );
+    } catch (error) {
+      if (!isPreconditionFailed(error)) throw storeUnavailable(error, "saving an upload's state");
+      // Our own PUT, retried by the SDK after its answer was lost, finds itself: that is success.
+      const found = await this.headState(key);
+      if (found?.writer !== writer) {
+        const current = await this.getState(uploadId);
+        if (current === null) throw new BlobNotFoundError(uploadId);
+        throw new UploadOffsetError(current.size);
+      }
+    }
+    // Only a shortcut for readers: if it fails or a stale writer overwrites it, they walk further.
+    await this.client.send(this.hintCommand(uploadId, next, false)).catch(() => undefined);
+    return next;
   }
 
   /**
-   * Uploads part[0, length) as the next part, its first bytes being the session's pieces
-   * (read into the space left for them); the new state names no pieces.
+   * Called when a request takes the session over from a writer that lost it (frozen past
+   * its lease, maybe still running on another replica). Saving a new version of the state
+   * fences that writer's state off, whatever it read; completing the multipart upload
+   * (the next append continues in a new one, copied server side) makes every part it
+   * might still upload fail, where it could otherwise replace a part a later state counts.
    */
-  private async uploadPart(
+  async detachUpload(uploadId: string): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      const state = await this.getState(uploadId);
+      if (state === null) throw new BlobNotFoundError(uploadId);
+      try {
+        if (inParts(state) && !state.sealed) {
+          await this.seal(uploadId, state);
+        } else if (state.mpu && !state.sealed) {
+          // A multipart upload with no part counted yet: the next append starts a new one.
+          await this.putState(uploadId, { ...state, mpu: undefined });
+          const abort = new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: this.layout.staging(uploadId), UploadId: state.mpu });
+          await this.client.send(abort).catch(() => undefined); // else the upload purge finds it
+        } else {
+          await this.putState(uploadId, state);
+        }
+        return;
+      } catch (error) {
+        // The old writer saved one last version just now: fence after that one.
+        if (!(error instanceof UploadOffsetError) || attempt >= 5) throw error;
+      }
+    }
+  }
+
+  /**
+   * Starts uploading part[0, length) as the next part, its first bytes being the session's
+   * pieces (read into the space left for them); the new state names no pieces. Resolves
+   * once the upload is under way; `done` settles when S3 has the part.
+   */
+  private async beginPart(
     uploadId: string,
     state: SessionState,
     part: Buffer,
     length: number,
     consumed: string[],
-    uploaded: UploadedPart[],
-  ): Promise<SessionState> {
+  ): Promise<{ state: SessionState; done: Promise<UploadedPart> }> {
     if (!state.mpu) {
       const created = await this.attempt("starting a multipart upload", () =>
         this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: this.layout.staging(uploadId) })),
       );
-      state = { ...state, mpu: created.UploadId! };
       // Recorded at once, so a failed append leaves no multipart upload the session does not know.
-      await this.putState(uploadId, state);
+      state = await this.putState(uploadId, { ...state, mpu: created.UploadId! });
     }
     if (state.pieces.length > 0) (await this.readPieces(uploadId, state)).copy(part, 0);
-    uploaded.push(await this.putPart(uploadId, state, part.subarray(0, length)));
-    consumed.push(...state.pieces.map((p) => this.layout.piece(uploadId, p.offset, p.size)));
-    return { ...state, np: state.np + 1, partBytes: state.partBytes + length, pieces: [] };
+    const done = this.putPart(uploadId, state, part.subarray(0, length));
+    consumed.push(...state.pieces.map((p) => this.layout.piece(uploadId, p)));
+    return { state: { ...state, np: state.np + 1, partBytes: state.partBytes + length, pieces: [] }, done };
   }
 
   /** Uploads `body` as part np+1 of the session's multipart upload. */
@@ -367,7 +497,7 @@ export class S3BlobStore implements BlobStore {
   private async listSessionParts(uploadId: string, state: SessionState): Promise<UploadedPart[]> {
     // Parts this process uploaded in appends that succeeded need no ListParts (whose reply RGW sends ~40 ms late).
     const known = this.knownParts.take(state.mpu!, state.np, state.partBytes);
-    if (known) return known;
+    if (known) return this.checkChain(state, known);
     const parts: UploadedPart[] = [];
     let marker: string | undefined;
     for (;;) {
@@ -385,6 +515,16 @@ export class S3BlobStore implements BlobStore {
     if (parts.length !== state.np || parts.some((p, i) => p.n !== i + 1) || bytes !== state.partBytes) {
       throw storeUnavailable(new Error("multipart upload lost parts"), "completing an upload");
     }
+    return this.checkChain(state, parts);
+  }
+
+  /**
+   * The parts must be the very ones the state's writers uploaded: a writer that lost the
+   * session may have uploaded a part under a number a later state counts, after the fact.
+   */
+  private checkChain(state: SessionState, parts: UploadedPart[]): UploadedPart[] {
+    const chain = parts.reduce((ph, part) => chainPart(ph, part), "");
+    if (chain !== state.ph) throw storeUnavailable(new Error("multipart upload parts were replaced"), "completing an upload");
     return parts;
   }
 
@@ -412,12 +552,21 @@ export class S3BlobStore implements BlobStore {
       const done = await this.orMissing("completing an upload", () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: staging })));
       if (done?.ContentLength !== state.size) throw storeUnavailable(error, "completing an upload");
     }
-    const sealed: SessionState = { v: 1, size: state.size, np: 0, partBytes: 0, pieces: [], sealed: true };
-    await this.putState(uploadId, sealed);
-    const pieces = state.pieces.map((p) => this.layout.piece(uploadId, p.offset, p.size));
+    const sealed = await this.putState(uploadId, { v: 1, seq: state.seq, size: state.size, np: 0, partBytes: 0, ph: "", pieces: [], sealed: true });
+    const pieces = state.pieces.map((p) => this.layout.piece(uploadId, p));
     this.pieceCache.forget(pieces);
     await this.deleteKeys(pieces).catch(() => undefined);
     return sealed;
+  }
+
+  /** seal, for requests that read or commit: another writer moving the session on meanwhile is the store's failure to them. */
+  private async sealOr503(uploadId: string, state: SessionState): Promise<SessionState> {
+    try {
+      return await this.seal(uploadId, state);
+    } catch (error) {
+      if (error instanceof UploadOffsetError) throw storeUnavailable(new Error("session moved on"), "completing an upload");
+      throw error;
+    }
   }
 
   /** A sealed session receives more bytes: a new multipart upload starts with its staging object, copied server side. */
@@ -428,9 +577,8 @@ export class S3BlobStore implements BlobStore {
     );
     const mpu = created.UploadId!;
     const parts = await this.copyParts(staging, staging, mpu, state.size);
-    const reopened: SessionState = { v: 1, size: state.size, mpu, np: parts.length, partBytes: state.size, pieces: [] };
-    await this.putState(uploadId, reopened);
-    return reopened;
+    const ph = parts.reduce((chain, part) => chainPart(chain, part), "");
+    return this.putState(uploadId, { v: 1, seq: state.seq, size: state.size, mpu, np: parts.length, partBytes: state.size, ph, pieces: [] });
   }
 
   /** The session's pieces, fetched in parallel (each small GET from RGW waits ~40 ms for its body). */
@@ -439,8 +587,8 @@ export class S3BlobStore implements BlobStore {
     return Buffer.concat(buffers);
   }
 
-  private async readPiece(uploadId: string, piece: { offset: number; size: number }): Promise<Buffer> {
-    const key = this.layout.piece(uploadId, piece.offset, piece.size);
+  private async readPiece(uploadId: string, piece: Piece): Promise<Buffer> {
+    const key = this.layout.piece(uploadId, piece);
     const cached = this.pieceCache.get(key);
     if (cached) return cached;
     const stream = await this.readObject(key, "reading upload data", undefined, () => storeUnavailable(new Error("missing piece"), "reading upload data"));

@@ -15,6 +15,7 @@ import { pipeline } from "node:stream/promises";
 import bcrypt from "bcryptjs";
 import tar from "tar-stream";
 import { startTestRegistry } from "../helpers/registry.js";
+import { startFerryServeOnS3 } from "../helpers/s3-serve.js";
 import { sha256, writeLayout, type TestImage } from "../helpers/images.js";
 
 export interface Target {
@@ -28,6 +29,12 @@ export interface Target {
 export async function startFerry(): Promise<Target> {
   const registry = await startTestRegistry();
   return { name: "ferry", host: registry.host, url: registry.url, close: () => registry.close() };
+}
+
+/** `ferry serve` with storage.driver s3 on the test Ceph RGW (skip with skipUnlessS3()). */
+export async function startFerryServeOnS3Target(): Promise<Target> {
+  const registry = await startFerryServeOnS3();
+  return { name: "ferry-s3", ...registry };
 }
 
 async function freePort(): Promise<number> {

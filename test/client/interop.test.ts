@@ -11,11 +11,13 @@ import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { buildImage, writeLayout, type TestImage } from "../helpers/images.js";
 import { skipUnless } from "../helpers/tools.js";
+import { skipUnlessS3 } from "../helpers/s3-rgw.js";
 import { skopeo } from "../e2e/clients.js";
-import { ferry, readBlob, startDistribution, startFerry, tempDir, type Target } from "./harness.js";
+import { ferry, readBlob, startDistribution, startFerry, startFerryServeOnS3Target, tempDir, type Target } from "./harness.js";
 
 const targets: Array<[string, () => Promise<Target>, string | false]> = [
   ["Ferry", startFerry, skipUnless("skopeo")],
+  ["Ferry on S3 (ferry serve, Ceph RGW)", startFerryServeOnS3Target, skipUnless("skopeo") || skipUnlessS3()],
   ["distribution", () => startDistribution(), skipUnless("skopeo", "docker-registry")],
 ];
 

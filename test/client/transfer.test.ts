@@ -10,12 +10,14 @@ import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { buildImage, sha256, writeLayout, type TestImage } from "../helpers/images.js";
 import { skipUnless } from "../helpers/tools.js";
+import { skipUnlessS3 } from "../helpers/s3-rgw.js";
 import {
   deadUrl,
   ferry,
   readBlob,
   startDistribution,
   startFerry,
+  startFerryServeOnS3Target,
   startForeignServer,
   tarLayer,
   tempDir,
@@ -51,6 +53,7 @@ async function layoutRoot(dir: string): Promise<string> {
 
 const targets: Array<[string, () => Promise<Target>, string | false]> = [
   ["Ferry", startFerry, false],
+  ["Ferry on S3 (ferry serve, Ceph RGW)", startFerryServeOnS3Target, skipUnlessS3()],
   ["distribution (reference registry)", () => startDistribution(), skipUnless("docker-registry")],
 ];
 

@@ -7,7 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { S3Layout, emptySession, encodeSessionState, parseSessionState } from "../../src/storage/s3-layout.js";
 import { isLoopbackEndpoint, isMissing, payloadProtectedInTransit, storeUnavailable } from "../../src/storage/s3-client.js";
-import { KnownParts, PieceCache } from "../../src/storage/s3-piece-cache.js";
+import { KnownParts, PartBufferPool, PieceCache } from "../../src/storage/s3-piece-cache.js";
 
 const HEX = "a".repeat(64);
 
@@ -26,7 +26,9 @@ test("blob keys are <prefix>blobs/<algorithm>/<hex>, and only such keys map back
 test("session keys stay inside the session's folder; keys no session could have are not reported as sessions", () => {
   const layout = new S3Layout("");
   assert.equal(layout.state("0b6c0d5e-1c1a-4a59-9d4b-7f1b2c3d4e5f"), "uploads/0b6c0d5e-1c1a-4a59-9d4b-7f1b2c3d4e5f/state");
-  assert.equal(layout.piece("id1", 5, 7), "uploads/id1/piece-0000000000000005-7");
+  assert.equal(layout.piece("id1", { offset: 5, size: 7, t: "ab12" }), "uploads/id1/piece-0000000000000005-7-ab12");
+  assert.equal(layout.stateVersion("id1", 12), "uploads/id1/state-0000000012");
+  assert.throws(() => layout.piece("id1", { offset: 5, size: 7, t: "../x" }), /invalid piece token/);
   for (const bad of ["..", ".", "a/b", "", "x".repeat(129), "a b"]) assert.throws(() => layout.session(bad), /invalid upload id/, bad);
   assert.equal(layout.sessionOfKey("uploads/abc/state"), "abc");
   assert.equal(layout.sessionOfKey("uploads/../state"), null);
@@ -35,9 +37,21 @@ test("session keys stay inside the session's folder; keys no session could have 
 });
 
 test("a session state round-trips, and anything malformed is refused rather than guessed at", () => {
-  const state = { ...emptySession(), size: 12, mpu: "2~abc", np: 1, partBytes: 10, pieces: [{ offset: 10, size: 2 }] };
+  const state = { ...emptySession(), seq: 3, size: 12, mpu: "2~abc", np: 1, partBytes: 10, ph: "ab", pieces: [{ offset: 10, size: 2, t: "0f" }] };
   assert.deepEqual(parseSessionState(encodeSessionState(state)), state);
-  for (const bad of [undefined, "", "{", "null", '{"v":2,"size":0,"np":0,"partBytes":0,"pieces":[]}', '{"v":1,"size":-1,"np":0,"partBytes":0,"pieces":[]}', '{"v":1,"size":0,"np":0,"partBytes":0,"pieces":[{"offset":"0","size":1}]}', '{"v":1,"size":0,"np":0,"partBytes":0,"pieces":[],"mpu":5}']) {
+  const ok = { v: 1, seq: 0, size: 0, np: 0, partBytes: 0, ph: "", pieces: [] };
+  assert.deepEqual(parseSessionState(JSON.stringify(ok)), ok, "the baseline the bad cases below each break in one way");
+  const broken = [
+    { v: 2 },
+    { size: -1 },
+    { seq: 1.5 },
+    { ph: 3 },
+    { pieces: [{ offset: "0", size: 1, t: "ab" }] },
+    { pieces: [{ offset: 0, size: 1, t: "../state" }] },
+    { pieces: [{ offset: 0, size: 1 }] },
+    { mpu: 5 },
+  ].map((change) => JSON.stringify({ ...ok, ...change }));
+  for (const bad of [undefined, "", "{", "null", ...broken]) {
     assert.throws(() => parseSessionState(bad), /malformed/, String(bad));
   }
 });
@@ -90,4 +104,19 @@ test("the piece cache is bounded and forgets on request; known parts are used on
   assert.equal(known.take("u", 2, 8), null, "taken once");
   known.add("v", [{ n: 2, etag: "b", size: 3 }]);
   assert.equal(known.take("v", 2, 3), null, "a part this process did not upload is missing");
+});
+
+test("buffers for parts still uploading come from a process-wide budget, so concurrent pushes cannot multiply memory", () => {
+  const pool = new PartBufferPool(1024, 4, 2);
+  const base = pool.take();
+  const a = pool.tryTakeExtra();
+  const b = pool.tryTakeExtra();
+  assert.ok(a && b);
+  assert.equal(pool.tryTakeExtra(), null, "budget of 2 spent");
+  pool.giveExtra(a);
+  const c = pool.tryTakeExtra();
+  assert.equal(c, a, "a returned buffer is reused, not allocated anew");
+  assert.equal(pool.tryTakeExtra(), null);
+  pool.give(base);
+  assert.equal(pool.tryTakeExtra(), null, "returning an append's own buffer does not widen the budget");
 });
