@@ -240,8 +240,23 @@ const q = (params: Record<string, string | undefined>) =>
   new URLSearchParams(Object.entries(params).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== "")).toString();
 
 export const getSession = () => api<Session>("GET", "/ferry/v1/session");
-export const listRepositories = (search: string, last?: string, n = 50) =>
-  api<RepositoryPage>("GET", `/ferry/v1/repositories?${q({ q: search, last, n: String(n) })}`);
+
+/** The first page of repositories, asked for at start-up alongside the session (the page most visits open). */
+let firstPage: Promise<RepositoryPage> | null = null;
+
+export function prefetchRepositories(): void {
+  firstPage = api<RepositoryPage>("GET", `/ferry/v1/repositories?${q({ n: "50" })}`);
+  firstPage.catch(() => undefined); // a failure shows when the view asks again
+}
+
+export function listRepositories(search: string, last?: string, n = 50): Promise<RepositoryPage> {
+  const prefetched = firstPage;
+  firstPage = null;
+  if (prefetched && search === "" && last === undefined && n === 50) {
+    return prefetched.catch(() => api<RepositoryPage>("GET", `/ferry/v1/repositories?${q({ n: "50" })}`));
+  }
+  return api<RepositoryPage>("GET", `/ferry/v1/repositories?${q({ q: search, last, n: String(n) })}`);
+}
 export const getRepository = (name: string) => api<RepositoryView>("GET", `/ferry/v1/repository?${q({ name })}`);
 export const getImage = (repository: string, reference: string) => api<ImageView>("GET", `/ferry/v1/image?${q({ repository, reference })}`);
 export const listSources = () => api<{ sources: SourceRow[] }>("GET", "/ferry/v1/foreign/sources");

@@ -912,4 +912,6 @@ function App() {
   );
 }
 
+// The repository list is what most visits open: ask for it now, not after the session arrives.
+if (parseRoute(location.hash).view === "repositories") api.prefetchRepositories();
 render(<App />, document.getElementById("app")!);
