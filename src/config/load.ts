@@ -14,7 +14,7 @@ import { readFileSync } from "node:fs";
 import YAML from "yaml";
 import { z } from "zod";
 import { configSchema, type Config } from "./schema.js";
-import { closestKey, keysAt, listPrefix } from "./suggest.js";
+import { closestKey, keysAt, listPrefix, relocatedKey } from "./suggest.js";
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -144,8 +144,9 @@ function envHint(path: string[]): string {
 
 function suggestion(path: string[], key: string, asEnv: boolean): string {
   const close = closestKey(key, keysAt(configSchema, path));
-  if (!close) return "";
-  return asEnv ? `; did you mean ${envNameForKey([...path, close])}?` : `; did you mean ${[...path, close].join(".")}?`;
+  const full = close ? [...path, close] : relocatedKey(configSchema, path, key);
+  if (!full) return "";
+  return asEnv ? `; did you mean ${envNameForKey(full)}?` : `; did you mean ${full.join(".")}?`;
 }
 
 /**

@@ -86,3 +86,23 @@ export function closestKey(key: string, known: readonly string[]): string | unde
   const allowed = Math.max(1, Math.floor(Math.min(key.length, best.key.length) / 3));
   return best.score <= allowed ? best.key : undefined;
 }
+
+/**
+ * A key written one level too high or low (`storage.fsync` for `storage.filesystem.fsync`):
+ * the path of a key of the same name in a mapping below `path`, searched breadth first, two levels deep.
+ */
+export function relocatedKey(root: z.ZodType, path: readonly string[], key: string): string[] | undefined {
+  const folded = (s: string) => s.toLowerCase().replace(/[_-]/g, "");
+  let level: string[][] = [[...path]];
+  for (let depth = 0; depth < 3 && level.length > 0; depth++) {
+    const next: string[][] = [];
+    for (const at of level) {
+      for (const candidate of keysAt(root, at)) {
+        if (depth > 0 && folded(candidate) === folded(key)) return [...at, candidate];
+        next.push([...at, candidate]);
+      }
+    }
+    level = next;
+  }
+  return undefined;
+}

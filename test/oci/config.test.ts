@@ -115,10 +115,10 @@ describe("loadConfig", () => {
     );
   });
 
-  it("an unknown key is named in full with the variable that would set it", () => {
+  it("an unknown key is named in full, with the place the same key exists when it was written at the wrong level", () => {
     assert.throws(
       () => loadConfig({ overrides: { storage: { fsync: false } } }),
-      (e: unknown) => e instanceof ConfigError && /config key storage\.fsync: not a known setting \(env FERRY_STORAGE__FSYNC\)/.test(e.message),
+      (e: unknown) => e instanceof ConfigError && /config key storage\.fsync: not a known setting; did you mean storage\.filesystem\.fsync\?/.test(e.message),
     );
   });
 
