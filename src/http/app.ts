@@ -70,7 +70,7 @@ export function createRequestHandler(options: AppOptions): (req: IncomingMessage
     const url = req.url ?? "/";
     const q = url.indexOf("?");
     const path = q === -1 ? url : url.slice(0, q);
-    const query = new URLSearchParams(q === -1 ? "" : url.slice(q + 1));
+    let query: URLSearchParams | undefined; // parsed on first use: most requests have no query
     const method = req.method ?? "GET";
     const clientAddress = limits.clientAddress.resolve(req.socket.remoteAddress, req.headers["x-forwarded-for"]);
     let routeKind = "other";
@@ -105,7 +105,9 @@ export function createRequestHandler(options: AppOptions): (req: IncomingMessage
       res,
       method,
       path,
-      query,
+      get query(): URLSearchParams {
+        return (query ??= new URLSearchParams(q === -1 ? "" : url.slice(q + 1)));
+      },
       principal: { user: null },
       services,
       requestId,
