@@ -3,7 +3,8 @@ import type { Summary } from './stats.js';
 
 export type Target =
   | { kind: 'ratio'; min: number } // ratio oriented so that >1 means Ferry is better
-  | { kind: 'ceiling'; max: number; unit: string }; // absolute bound on Ferry's value
+  | { kind: 'ceiling'; max: number; unit: string } // absolute bound on Ferry's value
+  | { kind: 'relative'; max: number }; // Ferry's value at most `max` times the reference's (lower-is-better rows)
 
 /**
  * Keyed by metric id. Size- and count-specific goals only attach to rows of
@@ -20,9 +21,8 @@ const TARGETS: ReadonlyArray<[RegExp, Target]> = [
   // n=1000 on every request (list.*.walk-n1000.*) is shown without a target:
   // clients do not send n, and the reference ignores n on tag lists anyway.
   [/^list\.(tags|catalog)\.(first|walk)\.n10000\.ms$/, { kind: 'ratio', min: 20 }],
-  // At most 1.5x the reference's peak in the same run (the ratio of a
-  // lower-is-better row is reference / Ferry, so 1 / 1.5).
-  [/^rss\.mix\.peak$/, { kind: 'ratio', min: 1 / 1.5 }],
+  // At most 1.5x the reference's peak in the same run.
+  [/^rss\.mix\.peak$/, { kind: 'relative', max: 1.5 }],
 ];
 
 export function targetFor(metricId: string): Target | undefined {
@@ -43,6 +43,11 @@ export function evaluateTarget(target: Target, ratio: number | undefined, ferry:
   if (target.kind === 'ratio') {
     const text = `>= ${target.min}x`;
     return ratio === undefined || !Number.isFinite(ratio) ? { text } : { text, met: ratio >= target.min };
+  }
+  if (target.kind === 'relative') {
+    // The ratio of a lower-is-better row is reference / Ferry.
+    const text = `<= ${target.max}x ref`;
+    return ratio === undefined || !Number.isFinite(ratio) ? { text } : { text, met: 1 / ratio <= target.max };
   }
   const text = `<= ${target.max} ${target.unit}`;
   return ferry ? { text, met: ferry.max <= target.max } : { text };
