@@ -80,7 +80,7 @@ const FAST: Profile = {
   mixPushSize: 16 * 1024,
 };
 
-export const WORKLOAD_GROUPS = ['manifest', 'pull', 'push', 'list', 'mix'] as const;
+export const WORKLOAD_GROUPS = ['manifest', 'pull', 'push', 'list', 'mix', 'wrk'] as const;
 export type WorkloadGroup = (typeof WORKLOAD_GROUPS)[number];
 
 /** Where both registries keep blobs: local files, or one loopback Ceph RGW (scripts/s3-service.sh). */
@@ -89,6 +89,8 @@ export type StorageMode = 'filesystem' | 's3';
 export interface Options {
   profile: Profile;
   storage: StorageMode;
+  /** Both registries as installed (access logs on, info level) instead of quiet logging. */
+  shippedDefaults: boolean;
   only?: RegistryName;
   ferryArgs: string[];
   ferryCli: string;
@@ -138,6 +140,7 @@ export function parseOptions(argv: string[], repoRoot: string): Options {
     .name('npm run bench --')
     .description('Benchmark Ferry against the reference registry (CNCF distribution)')
     .option('--fast', 'small sizes, one repeat: checks the harness works (CI)', false)
+    .option('--defaults', 'shipped defaults: access logs on for both registries, as installed', false)
     .option('--only <registry>', 'run against one registry only: ferry | reference', registryName)
     .option('--storage <driver>', 'blob storage of both registries: filesystem | s3 (starts a loopback Ceph RGW)', storageMode, 'filesystem')
     .option('--ferry-args <args>', 'extra arguments for `ferry serve`, e.g. "--workers 2"', '')
@@ -152,6 +155,7 @@ export function parseOptions(argv: string[], repoRoot: string): Options {
 
   const raw = program.opts<{
     fast: boolean;
+    defaults: boolean;
     only?: RegistryName;
     storage: StorageMode;
     ferryArgs: string;
@@ -169,6 +173,7 @@ export function parseOptions(argv: string[], repoRoot: string): Options {
   return {
     profile,
     storage: raw.storage,
+    shippedDefaults: raw.defaults,
     only: raw.only,
     ferryArgs: splitArgs(raw.ferryArgs),
     ferryCli: path.resolve(raw.ferryCli),

@@ -8,6 +8,8 @@ export interface RunInfo {
   mode: 'fast' | 'full';
   /** Blob storage of both registries (--storage). */
   storage: 'filesystem' | 's3';
+  /** --defaults: both registries log as installed (access logs on). */
+  shippedDefaults: boolean;
   repeats: number;
   cores: number;
   cpuModel: string;
@@ -41,7 +43,8 @@ export function renderReport(info: RunInfo, rows: readonly Row[], notes: readonl
   const out: string[] = [];
   out.push(`Ferry vs reference registry (${info.referenceVersion})`);
   out.push(
-    `mode ${info.mode}, storage ${info.storage}, ${info.repeats} repeat${info.repeats > 1 ? 's' : ''} per workload, ` +
+    `mode ${info.mode}, storage ${info.storage}, ` +
+      `${info.shippedDefaults ? 'shipped defaults (access logs on)' : 'quiet logging (access logs off)'}, ${info.repeats} repeat${info.repeats > 1 ? 's' : ''} per workload, ` +
       `registries: ${info.registries.join(', ')}${info.ferryArgs.length ? `, ferry args: ${info.ferryArgs.join(' ')}` : ''}`,
   );
   out.push(`machine: ${info.cores} cores (${info.cpuModel}), Node ${info.node}, ${info.platform}`);

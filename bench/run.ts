@@ -23,6 +23,8 @@ import { manifestCases } from './workloads/manifest.js';
 import { mixCase } from './workloads/mix.js';
 import { pullCases } from './workloads/pull.js';
 import { pushCases } from './workloads/push.js';
+import { curlPullCases, wrkCases } from './workloads/c-clients.js';
+import { missingTools } from './workloads/tools.js';
 
 function log(line: string): void {
   process.stderr.write(`${line}\n`);
@@ -37,12 +39,22 @@ function referenceVersion(bin: string): string {
 function buildCases(options: Options, plan: FixturePlan): BenchCase[] {
   const p = options.profile;
   const g = new Set(options.groups);
+  const missing = missingTools();
+  const cTools = missing.length === 0;
+  if (!cTools) {
+    const text = `${missing.join(', ')} missing: the wrk and curl rows are left out (apt-get install -y wrk curl)`;
+    // CI must measure what users are told about, not quietly skip it.
+    if (process.env.REQUIRE_E2E_TOOLS === '1') throw new Error(text);
+    log(text);
+  }
   return [
     ...(g.has('manifest') ? manifestCases(p, plan) : []),
     ...(g.has('pull') ? pullCases(p, plan) : []),
+    ...(g.has('pull') && cTools ? curlPullCases(p, plan) : []),
     ...(g.has('push') ? pushCases(p, plan) : []),
     ...(g.has('list') ? listCases(p, plan) : []),
     ...(g.has('mix') ? [mixCase(p, plan)] : []),
+    ...(g.has('wrk') && cTools ? wrkCases(p, plan, g.has('list')) : []),
   ];
 }
 
@@ -130,6 +142,7 @@ async function main(): Promise<number> {
     const info: RunInfo = {
       mode: profile.mode,
       storage: options.storage,
+      shippedDefaults: options.shippedDefaults,
       repeats: profile.repeats,
       cores: os.cpus().length,
       cpuModel: os.cpus()[0]?.model ?? 'unknown',

@@ -3,7 +3,8 @@ import type { Summary } from './stats.js';
 
 export type Target =
   | { kind: 'ratio'; min: number } // ratio oriented so that >1 means Ferry is better
-  | { kind: 'ceiling'; max: number; unit: string }; // absolute bound on Ferry's value
+  | { kind: 'ceiling'; max: number; unit: string } // absolute bound on Ferry's value
+  | { kind: 'relative'; max: number }; // Ferry's value at most `max` times the reference's (lower-is-better rows)
 
 /**
  * Keyed by metric id. Size- and count-specific goals only attach to rows of
@@ -11,14 +12,17 @@ export type Target =
  * than judging small runs by large-run goals.
  */
 const TARGETS: ReadonlyArray<[RegExp, Target]> = [
-  [/^manifest\.get\.tag\.rps$/, { kind: 'ratio', min: 10 }],
+  // The same targets whichever client measures (autocannon or wrk).
+  [/^(manifest\.get\.tag|wrk\.manifest\.tag)\.rps$/, { kind: 'ratio', min: 15 }],
+  [/^wrk\.tags\.rps$/, { kind: 'ratio', min: 20 }],
   [/^pull\.100MiB\.c\d+\.mibps$/, { kind: 'ratio', min: 1 }],
   [/^push\.mono\.100MiB\.c\d+\.mibps$/, { kind: 'ratio', min: 2 }],
   // First page and the client's full walk (no n, follow Link). The walk with
   // n=1000 on every request (list.*.walk-n1000.*) is shown without a target:
   // clients do not send n, and the reference ignores n on tag lists anyway.
   [/^list\.(tags|catalog)\.(first|walk)\.n10000\.ms$/, { kind: 'ratio', min: 20 }],
-  [/^rss\.mix\.peak$/, { kind: 'ceiling', max: 256, unit: 'MiB' }],
+  // At most 1.5x the reference's peak in the same run.
+  [/^rss\.mix\.peak$/, { kind: 'relative', max: 1.5 }],
 ];
 
 export function targetFor(metricId: string): Target | undefined {
@@ -39,6 +43,11 @@ export function evaluateTarget(target: Target, ratio: number | undefined, ferry:
   if (target.kind === 'ratio') {
     const text = `>= ${target.min}x`;
     return ratio === undefined || !Number.isFinite(ratio) ? { text } : { text, met: ratio >= target.min };
+  }
+  if (target.kind === 'relative') {
+    // The ratio of a lower-is-better row is reference / Ferry.
+    const text = `<= ${target.max}x ref`;
+    return ratio === undefined || !Number.isFinite(ratio) ? { text } : { text, met: 1 / ratio <= target.max };
   }
   const text = `<= ${target.max} ${target.unit}`;
   return ferry ? { text, met: ferry.max <= target.max } : { text };

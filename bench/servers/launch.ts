@@ -36,8 +36,8 @@ export async function makeWorkspace(keep: boolean): Promise<string> {
 async function startOne(name: RegistryName, options: Options, workDir: string, s3?: S3Bucket): Promise<StartedServer> {
   await fs.mkdir(workDir, { recursive: true });
   return name === 'ferry'
-    ? startFerry(options.ferryCli, options.ferryArgs, workDir, s3)
-    : startReference(options.referenceBin, workDir, s3);
+    ? startFerry(options.ferryCli, options.ferryArgs, workDir, s3, options.shippedDefaults)
+    : startReference(options.referenceBin, workDir, s3, options.shippedDefaults);
 }
 
 /**

@@ -19,7 +19,7 @@ export interface StartedServer {
  * auth and the storage health check, plus quiet logging: an access log line
  * per request would measure log I/O rather than the registry.
  */
-function referenceConfig(dataDir: string, port: number, s3?: S3Bucket): string {
+function referenceConfig(dataDir: string, port: number, s3: S3Bucket | undefined, shippedDefaults: boolean): string {
   const storage = s3
     ? [
         // distribution's s3 driver on the same RGW (path style, plain HTTP, SigV4).
@@ -36,10 +36,8 @@ function referenceConfig(dataDir: string, port: number, s3?: S3Bucket): string {
     : ['  filesystem:', `    rootdirectory: ${JSON.stringify(dataDir)}`];
   return [
     'version: 0.1',
-    'log:',
-    '  level: error',
-    '  accesslog:',
-    '    disabled: true',
+    // --defaults: Debian's packaged config sets no level (info) and leaves the access log on.
+    ...(shippedDefaults ? [] : ['log:', '  level: error', '  accesslog:', '    disabled: true']),
     'storage:',
     '  cache:',
     '    blobdescriptor: inmemory',
@@ -52,12 +50,12 @@ function referenceConfig(dataDir: string, port: number, s3?: S3Bucket): string {
   ].join('\n');
 }
 
-export async function startReference(binary: string, workDir: string, s3?: S3Bucket): Promise<StartedServer> {
+export async function startReference(binary: string, workDir: string, s3?: S3Bucket, shippedDefaults = false): Promise<StartedServer> {
   const dataDir = path.join(workDir, 'data');
   await fs.mkdir(dataDir, { recursive: true });
   const port = await freePort();
   const configPath = path.join(workDir, 'config.yml');
-  await fs.writeFile(configPath, referenceConfig(dataDir, port, s3));
+  await fs.writeFile(configPath, referenceConfig(dataDir, port, s3, shippedDefaults));
   // Its S3 driver panics at start when AWS_CA_BUNDLE is set (LoadCustomCABundleError); env execs in place, same pid.
   const server = s3
     ? spawnServer('/usr/bin/env', ['-u', 'AWS_CA_BUNDLE', binary, 'serve', configPath], path.join(workDir, 'server.log'), workDir)

@@ -9,6 +9,7 @@ import ipaddr from "ipaddr.js";
 
 type Address = ipaddr.IPv4 | ipaddr.IPv6;
 type Range = [Address, number];
+type Peer = { address: Address; text: string };
 
 /** Whether `value` is an IP address or a CIDR range (`10.0.0.0/8`, `fd00::/8`, `::1`). */
 export function isIpOrCidr(value: string): boolean {
@@ -45,8 +46,17 @@ function parseAddress(value: string): Address | null {
   }
 }
 
+/** Distinct peer addresses whose parse is remembered (cleared whole when full: a bound, not an LRU). */
+const PEER_CACHE_SIZE = 1024;
+
 export class ClientAddressResolver {
   private readonly ranges: Range[];
+  /**
+   * Parsed socket peers. Every request resolves its peer, and parsing with
+   * ipaddr.js was ~4% of a manifest GET's CPU; the set of peers is small and
+   * keep-alive connections repeat the same one.
+   */
+  private readonly peers = new Map<string, Peer | null>();
 
   constructor(trustedProxies: readonly string[]) {
     this.ranges = trustedProxies.map((entry) => {
@@ -62,9 +72,10 @@ export class ClientAddressResolver {
    * (hops to its left were written by the client and prove nothing).
    */
   resolve(socketAddress: string | undefined, forwardedFor: string | string[] | undefined): string {
-    const peer = parseAddress(socketAddress ?? "");
-    if (!peer) return socketAddress ?? "";
-    if (this.ranges.length === 0 || forwardedFor === undefined || !this.trusted(peer)) return peer.toString();
+    const known = this.peer(socketAddress ?? "");
+    if (!known) return socketAddress ?? "";
+    const peer = known.address;
+    if (this.ranges.length === 0 || forwardedFor === undefined || !this.trusted(peer)) return known.text;
     const hops = (Array.isArray(forwardedFor) ? forwardedFor.join(",") : forwardedFor).split(",");
     let client = peer;
     for (let i = hops.length - 1; i >= 0; i--) {
@@ -75,6 +86,17 @@ export class ClientAddressResolver {
       if (!this.trusted(hop)) break;
     }
     return client.toString();
+  }
+
+  private peer(socketAddress: string): Peer | null {
+    let peer = this.peers.get(socketAddress);
+    if (peer === undefined) {
+      const address = parseAddress(socketAddress);
+      peer = address ? { address, text: address.toString() } : null;
+      if (this.peers.size >= PEER_CACHE_SIZE) this.peers.clear();
+      this.peers.set(socketAddress, peer);
+    }
+    return peer;
   }
 
   private trusted(address: Address): boolean {

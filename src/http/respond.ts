@@ -21,6 +21,17 @@ export function send(res: ServerResponse, status: number, headers: Headers, body
   res.end(body);
 }
 
+/**
+ * Sends headers that are already complete (API version, Content-Length) and
+ * header-safe, e.g. built once and reused; the body must match Content-Length
+ * (HEAD: no body).
+ */
+export function sendPrepared(res: ServerResponse, status: number, headers: Headers, body?: Buffer): void {
+  if (res.headersSent || res.destroyed) return;
+  res.writeHead(status, headers);
+  res.end(body);
+}
+
 /** Characters Node refuses in a header value (it would throw, turning a committed success into a 500). */
 const UNSAFE_HEADER_CHARS = /[^\t\x20-\x7e\x80-\xff]/u;
 

@@ -9,6 +9,7 @@ import { isManifestMediaType } from "../oci/media-types.js";
 import type { ManifestReference } from "../oci/reference.js";
 import { MissingReferencesError, type ManifestRecord, type ForeignLayerWrite, type ManifestWrite } from "../metadata/meta-store.js";
 import type { RegistryDeps } from "./context.js";
+import { ManifestCache } from "./manifest-cache.js";
 
 export interface PushedManifest {
   digest: string;
@@ -31,7 +32,11 @@ export interface PushRequest {
 }
 
 export class ManifestService {
-  constructor(private readonly deps: RegistryDeps) {}
+  private readonly cache: ManifestCache;
+
+  constructor(private readonly deps: RegistryDeps) {
+    this.cache = new ManifestCache(deps.meta);
+  }
 
   async push(request: PushRequest): Promise<PushedManifest> {
     const { repository, reference, body } = request;
@@ -70,10 +75,7 @@ export class ManifestService {
   }
 
   async get(repository: string, reference: ManifestReference): Promise<ManifestRecord> {
-    const record =
-      reference.kind === "tag"
-        ? await this.deps.meta.getTaggedManifest(repository, reference.tag)
-        : await this.deps.meta.getManifest(repository, reference.digest.digest);
+    const record = await this.cache.get(repository, reference);
     if (!record) throw manifestUnknown(reference);
     return record;
   }

@@ -2,7 +2,8 @@
 import { parseManifestReference, parseReferenceForLookup } from "../../oci/reference.js";
 import { normalizeContentType } from "../../oci/media-types.js";
 import type { RequestContext } from "../context.js";
-import { asciiHeaderText, send, type Headers } from "../respond.js";
+import { asciiHeaderText, send, sendPrepared, type Headers } from "../respond.js";
+import { manifestResponse } from "../manifest-response.js";
 import { readBody } from "../request.js";
 import { tagParams } from "../tag-params.js";
 import { notify } from "../../notifications/http-events.js";
@@ -12,23 +13,18 @@ export async function getManifest(ctx: RequestContext, name: string, rawReferenc
   const { services, req, res } = ctx;
   const record = await services.manifests.get(name, reference);
   await services.federation.gateManifest({ repository: name, manifestDigest: record.digest, headers: req.headers });
-  const etag = `"${record.digest}"`;
-  const headers: Headers = {
-    "Content-Type": record.mediaType,
-    "Docker-Content-Digest": record.digest,
-    ETag: etag,
-  };
-  if (req.headers["if-none-match"] === etag) {
-    send(res, 304, headers);
+  const response = manifestResponse(record);
+  if (req.headers["if-none-match"] === response.etag) {
+    sendPrepared(res, 304, response.notModified);
     return;
   }
   if (ctx.method === "HEAD") {
-    send(res, 200, { ...headers, "Content-Length": record.size });
+    sendPrepared(res, 200, response.full);
     return;
   }
   // Emitted before the answer is sent: the event is queued in the same turn of the event loop.
   notify(ctx, "pull", { mediaType: record.mediaType, size: record.size, digest: record.digest, length: record.size, repository: name, ...tagOf(reference) });
-  send(res, 200, headers, record.content);
+  sendPrepared(res, 200, response.full, record.content);
 }
 
 export async function putManifest(ctx: RequestContext, name: string, rawReference: string): Promise<void> {
