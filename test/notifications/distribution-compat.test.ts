@@ -2,7 +2,7 @@
  * "The payload is the distribution notification envelope (so existing
  * consumers work)": the same skopeo push to the reference registry (CNCF
  * distribution 2.8, configured to notify the same kind of receiver) and to
- * Ferry produces events with the same shape — the same action, the same
+ * Ferry, then a pull and a delete, produce events with the same shape — the same action, the same
  * target fields with the same values (the URL aside, which names each
  * registry), and the same request, actor and source fields.
  */
@@ -26,7 +26,7 @@ function shape(value: unknown, prefix = ""): string[] {
   return Object.entries(value as Record<string, unknown>).flatMap(([key, inner]) => shape(inner, prefix ? `${prefix}.${key}` : key)).sort();
 }
 
-test("Ferry's push events have the shape and values of distribution's for the same skopeo push", { skip }, async (t) => {
+test("Ferry's events have the shape and values of distribution's for the same skopeo push, pull and delete", { skip }, async (t) => {
   const theirs = await new Receiver().start();
   const ours = await new Receiver().start();
   t.after(async () => {
@@ -37,7 +37,7 @@ test("Ferry's push events have the shape and values of distribution's for the sa
     extraConfig: ["notifications:", "  endpoints:", "    - name: test", `      url: ${theirs.url}`, "      timeout: 2s", "      threshold: 5", "      backoff: 100ms"],
   });
   t.after(() => distribution.close());
-  const ferry = await startTestRegistry({ notifications: { pollInterval: "50ms", endpoints: [{ name: "test", url: ours.url, allowPrivate: true }] } });
+  const ferry = await startTestRegistry({ notifications: { pollInterval: "50ms", endpoints: [{ name: "test", url: ours.url, allowPrivate: true, events: ["push", "pull", "delete", "mount"] }] } });
   t.after(() => ferry.close());
   const work = await mkdtemp(join(tmpdir(), "ferry-notify-compat-"));
   t.after(() => rm(work, { recursive: true, force: true }));
@@ -68,5 +68,17 @@ test("Ferry's push events have the shape and values of distribution's for the sa
   assert.match(event.request!.addr!, /^127\.0\.0\.1:\d+$/);
   assert.equal(event.source.addr.replace(/:\d+$/, ""), reference.source.addr.replace(/:\d+$/, ""));
   assert.deepEqual(Object.keys(event).filter((k) => k !== "ferry").sort(), Object.keys(reference).sort(), "event fields");
+  // Then a pull by tag and a delete by digest.
+  for (const target of [distribution, ferry]) {
+    await skopeo("inspect", "--tls-verify=false", "--raw", `docker://${target.host}/compat/app:v1`);
+    await skopeo("delete", "--tls-verify=false", `docker://${target.host}/compat/app@${image.manifestDigest}`);
+  }
+  // Every event, blobs included, in both: the same actions, digests, media types, sizes and tags.
+  await theirs.until(() => theirs.accepted.some((e) => e.action === "delete"), "distribution's delete event");
+  await ours.until(() => ours.accepted.some((e) => e.action === "delete"), "Ferry's delete event");
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const summary = (events: ReceivedEvent[]) =>
+    events.map((e) => [e.action, e.target.digest, e.target.mediaType, e.target.size, e.target.repository, e.target.tag ?? ""].join(" ")).sort();
+  assert.deepEqual(summary(ours.accepted), summary(theirs.accepted));
   assert.match(event.timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/);
 });
