@@ -73,6 +73,8 @@ export interface FetchRequest {
   body?: Buffer;
   /** Extra headers the operator configured for this URL (notification endpoints); federation never sends any. */
   headers?: Record<string, string | string[]>;
+  /** Ends the request (as a timeout) when aborted: a hard deadline on top of the idle timeout. */
+  signal?: AbortSignal;
   /** Longest wait for the connection, the headers, or the next body byte. */
   timeoutMs: number;
   /** The body may not exceed this many bytes (the descriptor's size). */
@@ -220,6 +222,7 @@ export class SafeFetcher {
         span?.end(null, error);
         reject(toFetchError(error, url));
       });
+      request.signal?.addEventListener("abort", () => req.destroy(new FetchError("timeout", "no complete answer in time", url)), { once: true });
       req.end(request.body);
     });
   }

@@ -229,6 +229,8 @@ export interface MetaStore {
   /** Deletes the manifest, its tags and references, and foreign marks no other manifest uses. */
   deleteManifest(repository: string, digest: string): Promise<boolean>;
   deleteTag(repository: string, tag: string): Promise<boolean>;
+  /** Tags of the repository that point at this manifest (notifications name them when it is deleted). */
+  tagsOf?(repository: string, digest: string): Promise<string[]>;
   listTags(repository: string, page: Page): Promise<string[]>;
   listReferrers(repository: string, subjectDigest: string): Promise<ReferrerRecord[]>;
 

@@ -359,6 +359,13 @@ export class SqliteMetaStore implements MetaStore {
     return this.statements.deleteTag.run(id, tag).changes > 0;
   }
 
+  async tagsOf(repository: string, digest: string): Promise<string[]> {
+    const id = this.repositoryId(repository);
+    if (id === undefined) return [];
+    const rows = this.db.prepare<[number, string], { name: string }>("SELECT name FROM tags WHERE repository_id = ? AND manifest_digest = ? ORDER BY name").all(id, digest);
+    return rows.map((row) => row.name);
+  }
+
   async listTags(repository: string, page: Page): Promise<string[]> {
     return this.statements.listTags.all(repository, page.after ?? "", page.limit);
   }

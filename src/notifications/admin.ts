@@ -6,18 +6,20 @@
  */
 import type { Extension } from "../http/app.js";
 import { sendJson } from "../http/respond.js";
-import type { Notifier } from "./notifier.js";
+import type { EndpointStatus, Notifier } from "./notifier.js";
 
 const ADMIN = [{ type: "admin" as const }];
 
-export function notificationExtensions(notifier: Notifier): Extension[] {
+/** With no endpoint configured the answer is an empty list (not a 404 an operator would take for a wrong URL). */
+export function notificationExtensions(notifier: Pick<Notifier, "status" | "source"> | null): Extension[] {
   return [
     {
       method: ["GET", "HEAD"],
       path: /^\/ferry\/v1\/notifications$/,
       access: ADMIN,
       async handle(ctx) {
-        sendJson(ctx.res, 200, { endpoints: notifier.status(), source: notifier.source }, {}, ctx.method === "HEAD");
+        const endpoints: EndpointStatus[] = notifier?.status() ?? [];
+        sendJson(ctx.res, 200, { endpoints, ...(notifier ? { source: notifier.source } : {}) }, {}, ctx.method === "HEAD");
       },
     },
   ];

@@ -39,7 +39,7 @@ export interface NotificationDeps {
 
 export function startNotifications(config: NotificationsConfig, deps: NotificationDeps): Notifications {
   if (config.endpoints.length === 0) {
-    return { sink: NO_EVENTS, extensions: [], listening: () => undefined, gcFinished: () => undefined, close: async () => undefined };
+    return { sink: NO_EVENTS, extensions: notificationExtensions(null), listening: () => undefined, gcFinished: () => undefined, close: async () => undefined };
   }
   const logger = deps.logger.child({ component: "notifications" });
   const queue = new NotificationQueue(deps.metadataPath === ":memory:" ? ":memory:" : `${deps.metadataPath}.notifications`);

@@ -56,6 +56,9 @@ export class EndpointClient {
       Accept: "*/*",
     };
     if (this.endpoint.hmacSecret) headers[SIGNATURE_HEADER] = signature(this.endpoint.hmacSecret, body);
+    // `timeout` bounds each silence; this bounds the whole attempt, so a receiver that drips its answer
+    // cannot hold a delivery past its claim (another process would then send the events again).
+    const deadline = AbortSignal.timeout(2 * this.endpoint.timeout);
     try {
       const response = await this.fetcher.fetch({
         url: this.endpoint.url,
@@ -64,6 +67,7 @@ export class EndpointClient {
         headers,
         timeoutMs: this.endpoint.timeout,
         maxBytes: MAX_ANSWER_BYTES,
+        signal: deadline,
       });
       // Only the status matters; the socket goes back to the pool (or away, when the answer is large).
       response.body.on("error", () => undefined);

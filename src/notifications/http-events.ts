@@ -18,7 +18,7 @@ function requestOf(ctx: RequestContext): EventRequest {
   const { req } = ctx;
   return {
     id: ctx.requestId,
-    addr: ctx.clientAddress,
+    addr: addressOf(ctx),
     host: headerText(req.headers.host),
     method: ctx.method,
     useragent: headerText(req.headers["user-agent"]),
@@ -34,6 +34,16 @@ function contentUrl(ctx: RequestContext, target: EventTarget): { url?: string } 
   const scheme = headerText(ctx.req.headers["x-forwarded-proto"]).toLowerCase() === "https" ? "https" : "http";
   const kind = target.mediaType === undefined || target.mediaType === "application/octet-stream" ? "blobs" : "manifests";
   return { url: `${scheme}://${host}/v2/${target.repository}/${kind}/${target.digest}` };
+}
+
+/**
+ * distribution's form: the peer as host:port (Go's RemoteAddr, "[::1]:port"
+ * for IPv6), or the address alone when a trusted proxy named the client.
+ */
+function addressOf(ctx: RequestContext): string {
+  const { remoteAddress, remotePort } = ctx.req.socket;
+  if (ctx.clientAddress !== remoteAddress || remotePort === undefined) return ctx.clientAddress;
+  return remoteAddress.includes(":") ? `[${remoteAddress}]:${remotePort}` : `${remoteAddress}:${remotePort}`;
 }
 
 function headerText(value: string | string[] | undefined): string {

@@ -28,7 +28,7 @@ import { completeEvent, orderingKey, type EventInput, type EventSink } from "./e
 import type { ClaimedDelivery, EndpointCounters, NotificationQueue, QueuedEvent } from "./queue.js";
 import { EndpointClient, type DeliveryOutcome } from "./deliver.js";
 
-/** How long a claim outlives the delivery's own timeout before another process may take the event over. */
+/** How long a claim outlives a delivery's deadline (twice its timeout, deliver.ts) before another process may take the events over. */
 const CLAIM_MARGIN_MS = 5_000;
 
 export interface EndpointStatus extends Omit<EndpointCounters, "endpoint"> {
@@ -209,7 +209,7 @@ export class Notifier implements EventSink {
         if (this.stopping) return;
         const room = pump.config.concurrency - pump.inFlight.size;
         if (room <= 0) return;
-        const claimed = this.options.queue.claim(pump.config.name, this.holder, Date.now(), pump.config.timeout + CLAIM_MARGIN_MS, room, pump.config.maxBatch);
+        const claimed = this.options.queue.claim(pump.config.name, this.holder, Date.now(), 2 * pump.config.timeout + CLAIM_MARGIN_MS, room, pump.config.maxBatch);
         for (const delivery of claimed) this.startDelivery(pump, delivery);
       } while (pump.again);
     } catch (error) {

@@ -80,6 +80,11 @@ export class ManifestService {
     return record;
   }
 
+  /** The tags that point at a manifest (deleting it deletes them too; notifications report each). */
+  async tagsOf(repository: string, digest: string): Promise<string[]> {
+    return (await this.deps.meta.tagsOf?.(repository, digest)) ?? [];
+  }
+
   async delete(repository: string, reference: ManifestReference): Promise<void> {
     const deleted =
       reference.kind === "tag"

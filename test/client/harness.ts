@@ -46,7 +46,7 @@ async function freePort(): Promise<number> {
 }
 
 /** The reference registry, optionally with htpasswd Basic auth. */
-export async function startDistribution(options: { users?: Record<string, string> } = {}): Promise<Target> {
+export async function startDistribution(options: { users?: Record<string, string>; extraConfig?: string[] } = {}): Promise<Target> {
   const dir = await mkdtemp(join(tmpdir(), "ferry-distribution-"));
   const port = await freePort();
   const lines = [
@@ -75,6 +75,7 @@ export async function startDistribution(options: { users?: Record<string, string
     await writeFile(join(dir, "htpasswd"), `${htpasswd}\n`);
     lines.push("auth:", "  htpasswd:", "    realm: ferry-test", `    path: ${join(dir, "htpasswd")}`);
   }
+  lines.push(...(options.extraConfig ?? []));
   await writeFile(join(dir, "config.yml"), `${lines.join("\n")}\n`);
   const child: ChildProcess = spawn("docker-registry", ["serve", join(dir, "config.yml")], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";

@@ -81,6 +81,16 @@ test("an authenticated push names its user as the actor; status is for admins on
   assert.deepEqual(body.endpoints.map((e) => [e.name, e.delivered]), [["ops", 1]]);
 });
 
+test("without endpoints nothing is opened and the status is an empty list", async (t) => {
+  const r = await startTestRegistry();
+  t.after(() => r.close());
+  const res = await fetch(`${r.url}/ferry/v1/notifications`);
+  assert.equal(res.status, 200);
+  assert.deepEqual(await res.json(), { endpoints: [] });
+  const { readdir } = await import("node:fs/promises");
+  assert.equal((await readdir(r.dataDir)).some((f) => f.includes("notifications")), false, "no queue file");
+});
+
 test("configuration mistakes are named with their key", () => {
   const load = (notifications: unknown) => loadConfig({ env: {}, overrides: { notifications } as Record<string, unknown> });
   const good = { name: "ci", url: "https://ci.example.com/hook" };

@@ -89,7 +89,7 @@ test("a manifest push sends distribution's envelope: content type, event fields,
   assert.ok(Math.abs(Date.parse(image.timestamp) - Date.now()) < 60_000, "an RFC 3339 timestamp of now");
   assert.equal(image.request!.method, "PUT");
   assert.equal(image.request!.host, r.host);
-  assert.equal(image.request!.addr, "127.0.0.1");
+  assert.match(image.request!.addr, /^127\.0\.0\.1:\d+$/, "the client as host:port, as distribution writes it");
   assert.match(image.request!.id, /\S/);
   assert.equal(typeof image.request!.useragent, "string");
   assert.deepEqual(image.actor, {}, "anonymous");
@@ -328,4 +328,33 @@ test("status needs admin access and hides header values, the secret and the URL'
   await pushBlob(r.url, "team/app", "x");
   await hook.until(() => hook.accepted.length === 1, "the delivery");
   assert.equal(hook.deliveries[0]!.headers.authorization, "Bearer top-secret-token", "configured headers are sent");
+});
+
+test("a receiver that drips its answer is cut off at twice the timeout, as a failed attempt", async (t) => {
+  const { createServer } = await import("node:net");
+  const timers = new Set<NodeJS.Timeout>();
+  const dripper = createServer((socket) => {
+    socket.on("error", () => undefined);
+    socket.once("data", () => {
+      socket.write("HTTP/1.1 200 OK\r\nX-Slow: ");
+      // One byte every 100 ms: never silent for the 300 ms timeout, never finished.
+      const timer = setInterval(() => socket.write("a"), 100);
+      timers.add(timer);
+      socket.on("close", () => clearInterval(timer));
+    });
+  });
+  await new Promise<void>((resolve) => dripper.listen(0, "127.0.0.1", resolve));
+  t.after(() => {
+    for (const timer of timers) clearInterval(timer);
+    return new Promise<void>((resolve) => dripper.close(() => resolve()));
+  });
+  const port = (dripper.address() as { port: number }).port;
+  const endpoint = endpointSchema.parse({ name: "drip", url: `http://127.0.0.1:${port}/hook`, allowPrivate: true, timeout: "300ms" });
+  const client = new EndpointClient(endpoint);
+  t.after(() => client.close());
+  const started = Date.now();
+  const outcome = await client.send(Buffer.from('{"events":[]}'));
+  const took = Date.now() - started;
+  assert.deepEqual(outcome, { ok: false, error: "no complete answer in time" });
+  assert.ok(took >= 550 && took < 3_000, `cut off after ${took} ms`);
 });

@@ -57,8 +57,11 @@ export async function putManifest(ctx: RequestContext, name: string, rawReferenc
 
 export async function deleteManifest(ctx: RequestContext, name: string, rawReference: string): Promise<void> {
   const reference = parseReferenceForLookup(rawReference);
+  // Deleting a manifest deletes its tags: distribution reports each as a tag delete, and so does Ferry.
+  const tags = reference.kind === "digest" && ctx.services.events?.wants("delete") ? await ctx.services.manifests.tagsOf(name, reference.digest.digest) : [];
   await ctx.services.manifests.delete(name, reference);
   notify(ctx, "delete", { repository: name, ...(reference.kind === "tag" ? { tag: reference.tag } : { digest: reference.digest.digest }) });
+  for (const tag of tags) notify(ctx, "delete", { repository: name, tag });
   send(ctx.res, 202, {});
 }
 
