@@ -54,6 +54,10 @@ export function auditRecords(summary: RequestSummary): AuditRecord[] {
     if (ok && /^\/token\/?$/.test(summary.path) && ctx.audit?.tokenUser) {
       return [{ ...base, action: "login", user: cut(ctx.audit.tokenUser), grant: ctx.audit.grant }];
     }
+    // Admin API calls that may change something (verification, garbage collection, …), done or refused.
+    if ((ok || denied) && summary.path.startsWith("/ferry/v1/") && method !== "GET" && method !== "HEAD") {
+      return [{ ...base, action: "admin", outcome: ok ? "ok" : "denied", method, path: summary.path.slice(0, 300) }];
+    }
     return [];
   }
   if (summary.routeKind === "base") {
