@@ -1,6 +1,7 @@
 /**
  * Which requests the audit log records, and what it says about them: pushes,
- * deletions, tag moves, logins and failed logins (docs/observability.md).
+ * deletions, tag moves, logins and failed logins, admin API writes
+ * (docs/observability.md).
  * Built from what the dispatcher knows once a request is over (principal,
  * route, status, error) plus the few facts handlers leave in `ctx.audit`.
  * Pulls are not audited (that is the access log's job). Nothing secret is
