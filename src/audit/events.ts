@@ -38,6 +38,8 @@ export function auditRecords(summary: RequestSummary): AuditRecord[] {
   if (!ctx) return [];
   // An answer that began before the connection closed still means the change happened.
   if (!summary.completed && !res.headersSent) return [];
+  // The common case, a pull that did not fail a login, returns here before anything is allocated.
+  if ((method === "GET" || method === "HEAD") && summary.routeKind !== "base" && summary.routeKind !== "extension" && summary.error === undefined) return [];
   const base: AuditRecord = {
     time: new Date().toISOString(),
     action: "",
