@@ -1,6 +1,7 @@
 /**
  * Which requests the audit log records, and what it says about them: pushes,
- * deletions, tag moves, logins and failed logins (docs/observability.md).
+ * deletions, tag moves, logins and failed logins, admin API writes
+ * (docs/observability.md).
  * Built from what the dispatcher knows once a request is over (principal,
  * route, status, error) plus the few facts handlers leave in `ctx.audit`.
  * Pulls are not audited (that is the access log's job). Nothing secret is
@@ -37,6 +38,8 @@ export function auditRecords(summary: RequestSummary): AuditRecord[] {
   if (!ctx) return [];
   // An answer that began before the connection closed still means the change happened.
   if (!summary.completed && !res.headersSent) return [];
+  // The common case, a pull that did not fail a login, returns here before anything is allocated.
+  if ((method === "GET" || method === "HEAD") && summary.routeKind !== "base" && summary.routeKind !== "extension" && summary.error === undefined) return [];
   const base: AuditRecord = {
     time: new Date().toISOString(),
     action: "",
@@ -53,6 +56,10 @@ export function auditRecords(summary: RequestSummary): AuditRecord[] {
   if (summary.routeKind === "extension") {
     if (ok && /^\/token\/?$/.test(summary.path) && ctx.audit?.tokenUser) {
       return [{ ...base, action: "login", user: cut(ctx.audit.tokenUser), grant: ctx.audit.grant }];
+    }
+    // Admin API calls that may change something (verification, garbage collection, …), done or refused.
+    if ((ok || denied) && summary.path.startsWith("/ferry/v1/") && method !== "GET" && method !== "HEAD") {
+      return [{ ...base, action: "admin", outcome: ok ? "ok" : "denied", method, path: summary.path.slice(0, 300) }];
     }
     return [];
   }

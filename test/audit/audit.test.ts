@@ -175,6 +175,30 @@ test("logins and failed logins are audited with a reason class, and nothing secr
   }
 });
 
+test("admin API calls that may change something are audited, refused ones too; reading the admin API is not", async (t) => {
+  const config = authConfig();
+  (config.auth as Record<string, unknown>).admins = { users: ["alice"] };
+  const r = await registry(t, config);
+  const call = async (method: string, path: string, authorization: string) => {
+    const res = await fetch(`${r.url}${path}`, { method, headers: { authorization } });
+    await res.arrayBuffer();
+    return res.status;
+  };
+  await pushImageAs(r.url, "team/app", "v1", await buildImage(), basic("alice", ALICE_PW));
+  assert.equal(await call("POST", "/ferry/v1/foreign/verify?repository=team/app&reference=v1", basic("alice", ALICE_PW)), 200);
+  assert.equal(await call("POST", "/ferry/v1/foreign/verify?repository=team/app&reference=v1", basic("bob", BOB_PW)), 403);
+  assert.equal(await call("GET", "/ferry/v1/foreign/sources", basic("alice", ALICE_PW)), 200);
+
+  const { lines } = await auditLines(r);
+  assert.deepEqual(
+    pick(lines, "admin").map((l) => [l.user, l.outcome, l.method, l.path]),
+    [
+      ["alice", "ok", "POST", "/ferry/v1/foreign/verify"],
+      ["bob", "denied", "POST", "/ferry/v1/foreign/verify"],
+    ],
+  );
+});
+
 test("audit.path moves the file, audit.enabled: false writes none, and an unusable path stops start-up with the path in the message", async (t) => {
   const dir = await mkdtemp(join(tmpdir(), "ferry-audit-"));
   t.after(() => rm(dir, { recursive: true, force: true }));

@@ -30,7 +30,11 @@ interface Traced {
   flush(): Promise<void>;
 }
 
-async function tracedRegistry(t: { after(fn: () => Promise<void>): void }, extra: Record<string, unknown> = {}): Promise<Traced> {
+async function tracedRegistry(
+  t: { after(fn: () => Promise<void>): void },
+  extra: Record<string, unknown> = {},
+  tracing: Record<string, unknown> = {},
+): Promise<Traced> {
   const receiver = await new OtlpReceiver().start();
   const dir = await mkdtemp(join(tmpdir(), "ferry-tracing-"));
   const accessLog: Array<Record<string, unknown>> = [];
@@ -46,7 +50,7 @@ async function tracedRegistry(t: { after(fn: () => Promise<void>): void }, extra
       listen: "127.0.0.1:0",
       data: dir,
       log: { level: "info", accessLog: true },
-      tracing: { enabled: true, endpoint: receiver.endpoint, serviceName: "ferry-under-test", headers: { "x-collector-key": "k-123" } },
+      tracing: { enabled: true, endpoint: receiver.endpoint, serviceName: "ferry-under-test", headers: { "x-collector-key": "k-123" }, ...tracing },
       ...extra,
     },
   });
@@ -209,4 +213,24 @@ test("a collector that is down costs the requests nothing: they are answered, sp
     await registry.close();
     assert.ok(Date.now() - started < 5000, "closing does not hang on an unreachable collector");
   }
+});
+
+test("sampleRatio 0 records only what a sampled caller asks for, with its children", async (t) => {
+  const { registry, receiver, flush } = await tracedRegistry(t, {}, { sampleRatio: 0 });
+  const image = await buildImage();
+  await pushImage(registry.url, "app", "v1", image);
+  const traceId = "0af7651916cd43dd8448eb211c80319c";
+  const asked = await fetch(`${registry.url}/v2/app/manifests/v1`, { headers: { Accept: image.mediaType, traceparent: `00-${traceId}-b7ad6b7169203331-01` } });
+  assert.equal(asked.status, 200);
+  await asked.arrayBuffer();
+  const unsampled = await fetch(`${registry.url}/v2/app/manifests/v1`, { headers: { Accept: image.mediaType, traceparent: `00-${traceId}-b7ad6b7169203331-00` } });
+  assert.equal(unsampled.status, 200);
+  await unsampled.arrayBuffer();
+  await flush();
+
+  assert.ok(receiver.spans.length > 0);
+  assert.ok(receiver.spans.every((s) => s.traceId === traceId), `only the asked-for trace: ${receiver.spans.map((s) => s.name).join(", ")}`);
+  const servers = receiver.spans.filter((s) => s.kind === SERVER);
+  assert.equal(servers.length, 1);
+  assert.ok(childrenOf(receiver.spans, servers[0]!).some((s) => s.name === "metadata.getTaggedManifest"));
 });
