@@ -111,3 +111,37 @@ export class PartBufferPool {
     this.give(buffer);
   }
 }
+
+/**
+ * Session states this process read in full or wrote, for a few seconds: long enough for
+ * the rest of the request that read them, too short to outlive it by much.
+ */
+export class RecentStates<T = import("./s3-layout.js").SessionState> {
+  private readonly entries = new Map<string, { state: T; at: number }>();
+
+  constructor(
+    private readonly maxAgeMs = 10_000,
+    private readonly maxEntries = 10_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get(id: string): T | undefined {
+    const entry = this.entries.get(id);
+    if (!entry) return undefined;
+    if (this.now() - entry.at > this.maxAgeMs) {
+      this.entries.delete(id);
+      return undefined;
+    }
+    return entry.state;
+  }
+
+  remember(id: string, state: T): void {
+    this.entries.delete(id);
+    this.entries.set(id, { state, at: this.now() });
+    if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
+  }
+
+  forget(id: string): void {
+    this.entries.delete(id);
+  }
+}

@@ -64,7 +64,7 @@ import {
   type SessionState,
   type UploadedPart,
 } from "./s3-layout.js";
-import { KnownParts, PartBufferPool, PieceCache } from "./s3-piece-cache.js";
+import { KnownParts, PartBufferPool, PieceCache, RecentStates } from "./s3-piece-cache.js";
 
 export interface S3StoreOptions extends S3ConnectionOptions {
   /** Key prefix inside the bucket ("" for the root). */
@@ -95,6 +95,8 @@ export class S3BlobStore implements BlobStore {
   /** ETags of parts this process uploaded, by multipart upload. */
   private readonly knownParts = new KnownParts();
   private readonly partBuffers: PartBufferPool;
+  /** Sessions' latest states as this process last read (walking every version) or wrote them. */
+  private readonly recent = new RecentStates();
 
   constructor(private readonly options: S3StoreOptions, client?: S3Client) {
     if (options.partSize < MIN_PART_BYTES || options.partSize > MAX_PART_BYTES) throw new Error("partSize must be between 5MiB and 5GiB");
@@ -156,7 +158,7 @@ export class S3BlobStore implements BlobStore {
   }
 
   async appendUpload(uploadId: string, source: Readable, options: AppendOptions): Promise<number> {
-    const initial = await this.getState(uploadId);
+    const initial = await this.currentState(uploadId);
     if (initial === null) throw new BlobNotFoundError(uploadId);
     if (initial.size !== options.offset) throw new UploadOffsetError(initial.size);
     const start = initial.size;
@@ -297,7 +299,7 @@ export class S3BlobStore implements BlobStore {
   }
 
   async commitUpload(uploadId: string, digest: string): Promise<void> {
-    const state = await this.getState(uploadId);
+    const state = await this.currentState(uploadId);
     if (state === null) throw new BlobNotFoundError(uploadId);
     const key = this.layout.blob(digest);
     let versions = state.seq;
@@ -316,6 +318,7 @@ export class S3BlobStore implements BlobStore {
       await this.copy(this.layout.staging(uploadId), key, sealed.size);
     }
     // The state object goes first: from then on the session is over, whatever cleanup fails later.
+    this.recent.forget(uploadId);
     await this.attempt("ending an upload", () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.layout.state(uploadId) })));
     const pieces = state.pieces.map((p) => this.layout.piece(uploadId, p));
     this.pieceCache.forget(pieces);
@@ -326,6 +329,7 @@ export class S3BlobStore implements BlobStore {
 
   async abortUpload(uploadId: string): Promise<void> {
     const sessionPrefix = this.layout.session(uploadId);
+    this.recent.forget(uploadId);
     await this.attempt("cancelling an upload", () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.layout.state(uploadId) })));
     for await (const upload of this.listMultipartUploads(sessionPrefix)) {
       await this.orMissing("cancelling an upload", () =>
@@ -359,13 +363,30 @@ export class S3BlobStore implements BlobStore {
   /** The session's latest state: the hint's version, then any newer ones (null once the session is over). */
   private async getState(uploadId: string): Promise<SessionState | null> {
     const hint = await this.headState(this.layout.state(uploadId));
-    if (hint === null) return null;
+    if (hint === null) {
+      this.recent.forget(uploadId);
+      return null;
+    }
     let state = hint.state;
     for (;;) {
       const newer = await this.headState(this.layout.stateVersion(uploadId, state.seq + 1));
-      if (newer === null) return state;
+      if (newer === null) break;
       state = newer.state;
     }
+    this.recent.remember(uploadId, state);
+    return state;
+  }
+
+  /**
+   * The state an append or a commit starts from. The registry reads the session's size
+   * (a full read: getState) at the start of every request that writes, so the state this
+   * process read or wrote a moment ago saves those requests the same two HEADs again.
+   * A state that is no longer the latest can only mean this writer lost the session:
+   * what it writes next is fenced off (putState), and a commit is checked against the
+   * lease before it runs.
+   */
+  private async currentState(uploadId: string): Promise<SessionState | null> {
+    return this.recent.get(uploadId) ?? this.getState(uploadId);
   }
 
   private async headState(key: string): Promise<{ state: SessionState; writer: string | undefined } | null> {
@@ -410,11 +431,13 @@ export class S3BlobStore implements BlobStore {
       // Our own PUT, retried by the SDK after its answer was lost, finds itself: that is success.
       const found = await this.headState(key);
       if (found?.writer !== writer) {
+        this.recent.forget(uploadId);
         const current = await this.getState(uploadId);
         if (current === null) throw new BlobNotFoundError(uploadId);
         throw new UploadOffsetError(current.size);
       }
     }
+    this.recent.remember(uploadId, next);
     // Only a shortcut for readers: if it fails or a stale writer overwrites it, they walk further.
     await this.client.send(this.hintCommand(uploadId, next, false)).catch(() => undefined);
     return next;

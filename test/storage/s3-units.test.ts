@@ -7,7 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { S3Layout, emptySession, encodeSessionState, parseSessionState } from "../../src/storage/s3-layout.js";
 import { isLoopbackEndpoint, isMissing, payloadProtectedInTransit, storeUnavailable } from "../../src/storage/s3-client.js";
-import { KnownParts, PartBufferPool, PieceCache } from "../../src/storage/s3-piece-cache.js";
+import { KnownParts, PartBufferPool, PieceCache, RecentStates } from "../../src/storage/s3-piece-cache.js";
 
 const HEX = "a".repeat(64);
 
@@ -119,4 +119,20 @@ test("buffers for parts still uploading come from a process-wide budget, so conc
   assert.equal(pool.tryTakeExtra(), null);
   pool.give(base);
   assert.equal(pool.tryTakeExtra(), null, "returning an append's own buffer does not widen the budget");
+});
+
+test("recently read session states are reused only for a few seconds, and forgotten when the session ends", () => {
+  let now = 1_000;
+  const recent = new RecentStates<{ seq: number }>(10_000, 2, () => now);
+  recent.remember("a", { seq: 1 });
+  assert.deepEqual(recent.get("a"), { seq: 1 });
+  now += 10_001;
+  assert.equal(recent.get("a"), undefined, "older than the limit: read again from S3");
+  recent.remember("a", { seq: 2 });
+  recent.remember("b", { seq: 1 });
+  recent.remember("c", { seq: 1 });
+  assert.equal(recent.get("a"), undefined, "bounded: the oldest goes");
+  recent.forget("b");
+  assert.equal(recent.get("b"), undefined);
+  assert.deepEqual(recent.get("c"), { seq: 1 });
 });
