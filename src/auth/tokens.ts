@@ -161,16 +161,29 @@ function jwksVerifier(getKey: JWTVerifyGetKey, issuer: string, audience: string)
   };
 }
 
+/** A trusted issuer's key file, with the setting named when it cannot be read (a bare ENOENT says neither which key nor why). */
+async function readTrustFile(key: "publicKey" | "jwks", file: string): Promise<string> {
+  return readFile(file, "utf8").catch((error: NodeJS.ErrnoException) => {
+    throw new Error(`cannot read auth.token.trust[].${key} ${file}: ${error.code ?? error.message}`);
+  });
+}
+
 async function trustedVerifier(trust: TrustedIssuerConfig, defaultAudience: string): Promise<Verifier> {
   const audience = trust.audience ?? defaultAudience;
   if (trust.publicKey) {
-    const pem = await readFile(trust.publicKey, "utf8");
+    const pem = await readTrustFile("publicKey", trust.publicKey);
     return keyListVerifier(publicKeysFromPem(pem, trust.publicKey), trust.issuer, audience);
   }
   if (trust.jwks) {
-    const jwks = JSON.parse(await readFile(trust.jwks, "utf8")) as { keys: JWK[] };
-    if (!Array.isArray(jwks.keys)) throw new Error(`${trust.jwks} is not a JWKS (no "keys" array)`);
-    return jwksVerifier(createLocalJWKSet(jwks), trust.issuer, audience);
+    let jwks: { keys?: unknown };
+    try {
+      jwks = JSON.parse(await readTrustFile("jwks", trust.jwks)) as { keys?: unknown };
+    } catch (error) {
+      if (!(error instanceof SyntaxError)) throw error;
+      throw new Error(`auth.token.trust[].jwks ${trust.jwks} is not JSON: ${error.message}`);
+    }
+    if (!Array.isArray(jwks?.keys)) throw new Error(`${trust.jwks} is not a JWKS (no "keys" array)`);
+    return jwksVerifier(createLocalJWKSet(jwks as { keys: JWK[] }), trust.issuer, audience);
   }
   return jwksVerifier(createRemoteJWKSet(new URL(trust.jwksUrl!)), trust.issuer, audience);
 }

@@ -82,6 +82,10 @@ export function browseExtensions(deps: RegistryDeps): Extension[] {
         const meta = deps.meta;
         if (!meta.listTagDetails) throw new RegistryError("UNSUPPORTED", "this metadata driver has no tag details", { status: 501 });
         const tags = await meta.listTagDetails(name, TAGS_MAX + 1);
+        // A name never pushed is 404, as on tags/list (and as ui.md promises): a typo must not look like an empty repository.
+        if (tags.length === 0 && !(await meta.repositoryExists(name))) {
+          throw new RegistryError("NAME_UNKNOWN", `repository ${name} is not known to this registry`, { detail: { name } });
+        }
         sendJson(
           ctx.res,
           200,

@@ -37,8 +37,11 @@ export function supervise(count: number, logger: Logger): void {
 
   const stopAll = (exitCode: number) => {
     stopping = true;
+    const started = Date.now();
+    if (exitCode === 0) logger.info({ workers: liveWorkers().length }, "ferry stopping: workers finish requests in flight");
     for (const worker of liveWorkers()) worker.process.kill("SIGTERM");
     const leave = () => {
+      if (exitCode === 0) logger.info({ ms: Date.now() - started, workersLeft: liveWorkers().length }, "ferry stopped");
       logger.flush();
       process.exit(exitCode);
     };

@@ -12,6 +12,13 @@ import { tracingConfigSchema } from "../tracing/config.js";
 import { auditConfigSchema } from "../audit/config.js";
 
 /**
+ * An S3 key goes into the Authorization header, which takes only visible ASCII: a pasted
+ * placeholder ("…") or a stray newline would otherwise surface as "Invalid character in
+ * header content" from the first request. The message never echoes the value (it is a secret).
+ */
+const s3Credential = z.string().min(1).regex(/^[\x21-\x7e]+$/, "must be visible ASCII characters only (no spaces, newlines or placeholders like …)");
+
+/**
  * Connection and request limits (docs/security.md "Limits"). Defaults follow nginx and distribution:
  * a client that sends nothing for a minute is dropped, uploads may take as long as they keep moving.
  */
@@ -66,8 +73,8 @@ export const configSchema = z.strictObject({
           /** Path-style URLs (http://host/bucket/key); defaults to true when an endpoint is set. */
           forcePathStyle: z.boolean().optional(),
           /** Both or neither; without them the AWS credential chain (AWS_* variables, shared files, instance roles). */
-          accessKeyId: z.string().min(1).optional(),
-          secretAccessKey: z.string().min(1).optional(),
+          accessKeyId: s3Credential.optional(),
+          secretAccessKey: s3Credential.optional(),
           /** Multipart part size for uploads: memory per active push, and the smallest chunk S3 receives. */
           partSize: size.refine((n) => n >= 5 * 1024 * 1024 && n <= 5 * 1024 ** 3, "must be between 5MiB and 5GiB").default(16 * 1024 * 1024),
           /** Answer blob GETs with 307 to a presigned URL of the object (clients must reach the endpoint). */

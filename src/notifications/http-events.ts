@@ -11,7 +11,10 @@ import type { EventRequest, EventTarget } from "./events.js";
 export function notify(ctx: RequestContext, action: EventAction, target: EventTarget): void {
   const sink = ctx.services.events;
   if (!sink?.wants(action)) return;
-  sink.emit({ action, target: { ...target, ...contentUrl(ctx, target) }, request: requestOf(ctx), actor: ctx.principal.user });
+  // A delete names what is gone: there is nothing to fetch, and a manifest delete carries no media type, so a
+  // URL would have to guess /blobs/ or /manifests/ (it used to say /blobs/ for manifests). distribution sends none either.
+  const url = action === "delete" ? {} : contentUrl(ctx, target);
+  sink.emit({ action, target: { ...target, ...url }, request: requestOf(ctx), actor: ctx.principal.user });
 }
 
 function requestOf(ctx: RequestContext): EventRequest {

@@ -78,7 +78,7 @@ test("Ferry's events have the shape and values of distribution's for the same sk
   await ours.until(() => ours.accepted.some((e) => e.action === "delete"), "Ferry's delete event");
   await new Promise((resolve) => setTimeout(resolve, 300));
   const summary = (events: ReceivedEvent[]) =>
-    events.map((e) => [e.action, e.target.digest, e.target.mediaType, e.target.size, e.target.repository, e.target.tag ?? ""].join(" ")).sort();
+    events.map((e) => [e.action, e.target.digest, e.target.mediaType, e.target.size, e.target.repository, e.target.tag ?? "", e.action === "delete" ? `url=${e.target.url ?? "none"}` : ""].join(" ")).sort();
   assert.deepEqual(summary(ours.accepted), summary(theirs.accepted));
   assert.match(event.timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/);
 });

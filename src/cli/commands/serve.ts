@@ -52,16 +52,22 @@ async function serve(flags: ServerFlags): Promise<void> {
   }
   if (cluster.isPrimary || cluster.worker?.id === 1) announce(config, registry.url, logger);
   let stopping = false;
-  const stop = async () => {
+  // A person pressing Ctrl-C (or reading the journal after a restart) sees that the stop was clean and
+  // how long draining took; workers stay quiet, their primary says it once.
+  const say = cluster.isPrimary ? (fields: object, msg: string) => logger.info(fields, msg) : () => {};
+  const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
+    const started = Date.now();
+    say({ signal }, "ferry stopping: listener closed, finishing requests in flight");
     await registry.close();
+    say({ ms: Date.now() - started }, "ferry stopped");
     logger.flush();
     process.exit(0);
   };
-  process.once("SIGINT", () => void stop());
-  process.once("SIGTERM", () => void stop());
-  if (cluster.isPrimary) stopWithParent(logger, () => void stop());
+  process.once("SIGINT", () => void stop("SIGINT"));
+  process.once("SIGTERM", () => void stop("SIGTERM"));
+  if (cluster.isPrimary) stopWithParent(logger, () => void stop("parent gone"));
 }
 
 /**
