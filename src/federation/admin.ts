@@ -21,6 +21,8 @@ import type { FederationService } from "./service.js";
 import type { VerifyMode } from "./verifier.js";
 
 const ADMIN = [{ type: "admin" as const }];
+/** Admin answers (sources, URLs, cache state) are never kept by a browser or proxy cache. */
+const NO_STORE = { "Cache-Control": "no-store" };
 
 /** A row of GET /ferry/v1/foreign/sources. */
 export type SourceRow = SourceView & {
@@ -39,7 +41,7 @@ export function adminExtensions(federation: FederationService): Extension[] {
       access: ADMIN,
       async handle(ctx) {
         const { marks } = await selectedMarks(ctx, federation, false);
-        sendJson(ctx.res, 200, { layers: marks.map((mark) => federation.describeMark(mark)), cache: federation.cache.stats() });
+        sendJson(ctx.res, 200, { layers: marks.map((mark) => federation.describeMark(mark)), cache: federation.cache.stats() }, NO_STORE);
       },
     },
     {
@@ -63,7 +65,7 @@ export function adminExtensions(federation: FederationService): Extension[] {
             ...(federation.health.recheckSettings ?? { interval: 0 }),
             lastRound: round && { startedAt: round.startedAt, finishedAt: round.finishedAt, checked: round.checked },
           },
-        });
+        }, NO_STORE);
       },
     },
     {
@@ -78,7 +80,7 @@ export function adminExtensions(federation: FederationService): Extension[] {
           const verification = await federation.verifyMark(mark, mode);
           layers.push({ digest: mark.digest, size: mark.size, urls: mark.urls, verified: verification.ok, attempts: verification.attempts });
         }
-        sendJson(ctx.res, 200, { repository, manifest, mode, ok: layers.every((l) => l.verified), layers });
+        sendJson(ctx.res, 200, { repository, manifest, mode, ok: layers.every((l) => l.verified), layers }, NO_STORE);
       },
     },
   ];
