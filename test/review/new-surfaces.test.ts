@@ -12,7 +12,8 @@ import { pino } from "pino";
 import { loadConfig } from "../../src/config/load.js";
 import { startRegistry } from "../../src/server.js";
 import { startTestRegistry, type TestRegistry } from "../helpers/registry.js";
-import { basic, bcryptHash, errorCode } from "../auth/util.js";
+import { basic, bcryptHash, errorCode, pushBlobAs, putManifestAs } from "../auth/util.js";
+import { sha256 } from "../helpers/images.js";
 import { SafeFetcher } from "../../src/federation/fetcher.js";
 import { UrlPolicy } from "../../src/federation/policy.js";
 import { federationConfigSchema } from "../../src/federation/config.js";
@@ -20,6 +21,8 @@ import { OtlpReceiver } from "../tracing/otlp-receiver.js";
 
 const ADMIN_PW = "admin-review-pw";
 const admin = basic("admin", ADMIN_PW);
+const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
 let registry: TestRegistry;
 
 before(async () => {
@@ -93,4 +96,54 @@ test("a federation fetch refused after DNS does not put a presigned URL's query 
   assert.ok(refused, `the refused fetch has an error span: ${JSON.stringify(receiver.spans.map((s) => [s.name, s.status]))}`);
   assert.ok(!JSON.stringify(receiver.spans).includes("presigned-secret-sig"), `the signature reached the traces: ${refused.status?.message}`);
   assert.match(refused.status!.message!, /http:\/\/cdn\.example\.test\/layer/, "the URL without its query still says what was refused");
+});
+
+test("an index of images with 1 MiB configs cannot make one /ferry/v1/image answer tens of MiB (each config's text is cut at 64 KiB)", async () => {
+  const open = await startTestRegistry({});
+  try {
+    const layer = Buffer.from("layer");
+    assert.equal((await pushBlobAs(open.url, "big/app", layer, null)).status, 201);
+    const children = [];
+    for (let i = 0; i < 16; i++) {
+      // Just under the 1 MiB the API reads: 10,000 env entries and 450 history steps of 1.9 KB.
+      const config = Buffer.from(
+        JSON.stringify({
+          architecture: "amd64",
+          os: "linux",
+          config: { Env: Array.from({ length: 10_000 }, (_, k) => `V${k}=${i}`), Labels: { first: "label" } },
+          rootfs: { type: "layers", diff_ids: [] },
+          history: Array.from({ length: 450 }, (_, k) => ({ created_by: `${"x".repeat(1900)}${i}-${k}` })),
+        }),
+      );
+      assert.ok(config.length < 1024 * 1024);
+      assert.equal((await pushBlobAs(open.url, "big/app", config, null)).status, 201);
+      const manifest = Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: OCI_MANIFEST,
+          config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: sha256(config), size: config.length },
+          layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: sha256(layer), size: layer.length }],
+        }),
+      );
+      assert.equal((await putManifestAs(open.url, "big/app", sha256(manifest), OCI_MANIFEST, manifest, null)).status, 201);
+      children.push({ mediaType: OCI_MANIFEST, digest: sha256(manifest), size: manifest.length, platform: { os: "linux", architecture: "amd64" } });
+    }
+    const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: children }));
+    assert.equal((await putManifestAs(open.url, "big/app", "multi", OCI_INDEX, index, null)).status, 201);
+
+    const res = await fetch(`${open.url}/ferry/v1/image?repository=big/app&reference=multi`);
+    const body = Buffer.from(await res.arrayBuffer());
+    assert.equal(res.status, 200);
+    assert.ok(body.length < 16 * 128 * 1024, `one answer is ${(body.length / 1048576).toFixed(1)} MiB`);
+    const view = JSON.parse(body.toString("utf8")) as { children: Array<{ image?: { config?: { os?: string; env?: string[]; labels?: Record<string, string>; truncated?: boolean } } }> };
+    const config = view.children[0]!.image!.config!;
+    assert.equal(config.os, "linux");
+    assert.equal(config.truncated, true, "the answer says it was cut");
+    assert.deepEqual(config.env!.slice(0, 2), ["V0=0", "V1=0"], "what fits is shown, in order");
+    // The tag listing still finds every platform from the same configs.
+    const listing = (await (await fetch(`${open.url}/ferry/v1/repository?name=big/app`)).json()) as { tags: Array<{ tag: string; platforms: string[] }> };
+    assert.deepEqual(listing.tags.find((t) => t.tag === "multi")!.platforms, ["linux/amd64"]);
+  } finally {
+    await open.close();
+  }
 });
