@@ -133,14 +133,22 @@ export interface ImageView extends ImageNode {
 export async function describeTags(deps: RegistryDeps, repository: string, tags: TagDetail[]): Promise<TagRow[]> {
   const reader = new Reader(deps, repository);
   const rows: TagRow[] = [];
+  // Many tags often name one manifest: parse and sum it once.
+  const byDigest = new Map<string, { kind: TagRow["kind"]; summary: { size: number; platforms: string[] } }>();
   for (const tag of tags) {
-    const parsed = tryParse(tag.content, tag.mediaType);
-    const summary = parsed ? await reader.summary(tag.size, parsed) : { size: tag.size, platforms: [] };
+    let known = byDigest.get(tag.digest);
+    if (!known) {
+      const parsed = tryParse(tag.content, tag.mediaType);
+      const kind = parsed ? (parsed.kind === "index" ? "index" : "image") : "unknown";
+      known = { kind, summary: parsed ? await reader.summary(tag.size, parsed) : { size: tag.size, platforms: [] } };
+      byDigest.set(tag.digest, known);
+    }
+    const { kind, summary } = known;
     rows.push({
       tag: tag.tag,
       digest: tag.digest,
       mediaType: tag.mediaType,
-      kind: parsed ? (parsed.kind === "index" ? "index" : "image") : "unknown",
+      kind,
       artifactType: tag.artifactType,
       size: summary.size,
       platforms: summary.platforms,

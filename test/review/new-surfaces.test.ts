@@ -147,3 +147,45 @@ test("an index of images with 1 MiB configs cannot make one /ferry/v1/image answ
     await open.close();
   }
 });
+
+test("hundreds of tags on one 4 MiB manifest cost one copy of it, not one per tag, in the tag listing and the image view", async () => {
+  const open = await startTestRegistry({});
+  try {
+    const config = Buffer.from("{}");
+    assert.equal((await pushBlobAs(open.url, "big/tags", config, null)).status, 201);
+    // Just under the default manifests.maxBytes (4 MiB); ten ?tag= pushes name it 300 times.
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: OCI_MANIFEST,
+        config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: sha256(config), size: 2 },
+        layers: [],
+        annotations: { pad: "x".repeat(4 * 1024 * 1024 - 400) },
+      }),
+    );
+    for (let batch = 0; batch < 3; batch++) {
+      const tags = Array.from({ length: 100 }, (_, i) => `tag=t${batch}-${String(i).padStart(2, "0")}`).join("&");
+      const put = await fetch(`${open.url}/v2/big/tags/manifests/${sha256(manifest)}?${tags}`, { method: "PUT", body: new Uint8Array(manifest), headers: { "content-type": OCI_MANIFEST } });
+      assert.equal(put.status, 201, await put.text());
+    }
+    const used = () => process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers;
+    const before = used();
+    let peak = before;
+    const sampler = setInterval(() => (peak = Math.max(peak, used())), 2);
+    try {
+      const listing = await fetch(`${open.url}/ferry/v1/repository?name=big/tags`);
+      const view = (await listing.json()) as { tags: Array<{ tag: string; kind: string; size: number }> };
+      assert.equal(listing.status, 200);
+      assert.equal(view.tags.length, 300);
+      assert.ok(view.tags.every((t) => t.kind === "image" && t.size === manifest.length + 2));
+      const image = await fetch(`${open.url}/ferry/v1/image?repository=big/tags&reference=t0-00`);
+      assert.equal(((await image.json()) as { tags: string[] }).tags.length, 300);
+    } finally {
+      clearInterval(sampler);
+    }
+    // Before: ~1.3 GB for one listing (every row a copy of the 4 MiB manifest).
+    assert.ok(peak - before < 300e6, `one listing took ${((peak - before) / 1e6).toFixed(0)} MB`);
+  } finally {
+    await open.close();
+  }
+});
