@@ -9,7 +9,7 @@
 import type { Extension } from "../http/app.js";
 import { sendJson } from "../http/respond.js";
 import type { GcReport } from "../registry/gc.js";
-import { refuseCrossSite } from "./same-origin.js";
+import { refuseCrossSite } from "../http/same-origin.js";
 
 export interface GcRun {
   startedAt: number;

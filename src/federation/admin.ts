@@ -18,6 +18,7 @@ import { isManifestMediaType } from "../oci/media-types.js";
 import { assertRepositoryName, parseManifestReference } from "../oci/reference.js";
 import type { SourceView } from "./health.js";
 import type { FederationService } from "./service.js";
+import { refuseCrossSite } from "../http/same-origin.js";
 import type { VerifyMode } from "./verifier.js";
 
 const ADMIN = [{ type: "admin" as const }];
@@ -73,6 +74,8 @@ export function adminExtensions(federation: FederationService): Extension[] {
       path: /^\/ferry\/v1\/foreign\/verify$/,
       access: ADMIN,
       async handle(ctx) {
+        // Makes the registry fetch from every source of an image: not for a form posted from another site.
+        refuseCrossSite(ctx);
         const mode = verifyModeOf(ctx.query.get("mode"), federation.verifyMode);
         const { marks, repository, manifest } = await selectedMarks(ctx, federation, true);
         const layers = [];

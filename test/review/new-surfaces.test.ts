@@ -63,6 +63,13 @@ test("a cross-site form POST cannot start garbage collection with a browser's ca
     assert.equal(res.status, 403, JSON.stringify(headers));
     assert.equal(await errorCode(res), "DENIED");
   }
+  // Verifying an image's foreign sources (the UI's "verify" button) makes the registry fetch: the same rule.
+  const verify = await fetch(`${registry.url}/ferry/v1/foreign/verify?repository=any/repo&reference=latest`, {
+    method: "POST",
+    headers: { authorization: admin, "sec-fetch-site": "cross-site", origin: "https://evil.example" },
+  });
+  assert.equal(verify.status, 403);
+  assert.equal(await errorCode(verify), "DENIED");
   const state = (await (await fetch(`${registry.url}/ferry/v1/gc`, { headers: { authorization: admin } })).json()) as { last: unknown };
   assert.equal(state.last, null, "no collection ran");
   // The UI (same origin) and non-browser clients (no Origin, no Sec-Fetch-Site) still can.

@@ -1,14 +1,14 @@
 /**
- * Cross-site request refusal for the UI's state-changing endpoints (POST
- * /ferry/v1/gc). The UI itself sends `Authorization: Bearer` from script, but
- * a browser that once answered a Basic challenge (someone opened /v2/ in a
- * tab) keeps those credentials and attaches them to any request to this
- * origin, including a plain form POST from another site, which needs no CORS
- * preflight. So a POST that a browser marks as coming from another site is
- * refused whatever its credentials. Non-browser clients (ferry, curl) send
- * neither Sec-Fetch-Site nor Origin and are unaffected.
+ * Cross-site request refusal for the state-changing endpoints of /ferry/v1
+ * (POST /ferry/v1/gc, POST /ferry/v1/foreign/verify). The UI sends
+ * `Authorization: Bearer` from script, but a browser that once answered a
+ * Basic challenge (someone opened /v2/ in a tab) keeps those credentials and
+ * attaches them to any request to this origin, including a plain form POST
+ * from another site, which needs no CORS preflight. So a POST that a browser
+ * marks as coming from another site is refused whatever its credentials.
+ * Non-browser clients (ferry, curl) send neither Sec-Fetch-Site nor Origin.
  */
-import type { RequestContext } from "../http/context.js";
+import type { RequestContext } from "./context.js";
 import { RegistryError } from "../oci/errors.js";
 
 export function refuseCrossSite(ctx: RequestContext): void {
