@@ -9,6 +9,7 @@
 import type { Extension } from "../http/app.js";
 import { sendJson } from "../http/respond.js";
 import type { GcReport } from "../registry/gc.js";
+import { refuseCrossSite } from "../http/same-origin.js";
 
 export interface GcRun {
   startedAt: number;
@@ -72,6 +73,7 @@ export function gcExtensions(log: GcLog, gc: () => Promise<GcReport>): Extension
       path: /^\/ferry\/v1\/gc$/,
       access: ADMIN,
       async handle(ctx) {
+        refuseCrossSite(ctx);
         await log.runOrJoin(gc);
         sendJson(ctx.res, 200, { running: false, last: log.last }, NO_STORE);
       },

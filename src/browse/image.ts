@@ -14,6 +14,13 @@ import { FederationService } from "../federation/service.js";
 
 /** Config blobs larger than this are not read (an image config is a few KiB). */
 const CONFIG_MAX_BYTES = 1024 * 1024;
+/**
+ * Characters of env, cmd, entrypoint, labels and history shown per config;
+ * the rest is cut (`truncated`). Without it an index of 64 images with 1 MiB
+ * configs made one answer 60 MiB and one request hold ~200 MiB of parsed
+ * JSON: a few anonymous requests for a public image could exhaust the heap.
+ */
+const CONFIG_TEXT_MAX = 64 * 1024;
 /** Child manifests of an index described in full; the rest are listed as descriptors. */
 const CHILDREN_MAX = 64;
 /**
@@ -86,7 +93,12 @@ export interface ConfigView {
   user?: string;
   labels?: Record<string, string>;
   history?: Array<{ created?: string; createdBy?: string; comment?: string; emptyLayer?: boolean }>;
+  /** Env, cmd, labels or history were longer than CONFIG_TEXT_MAX characters and were cut. */
+  truncated?: true;
 }
+
+/** What is shown of a config blob (read once per request; the parsed JSON itself is not kept). */
+type ConfigDetails = Omit<ConfigView, "digest" | "mediaType" | "size">;
 
 export interface ImageNode {
   digest: string;
@@ -121,14 +133,22 @@ export interface ImageView extends ImageNode {
 export async function describeTags(deps: RegistryDeps, repository: string, tags: TagDetail[]): Promise<TagRow[]> {
   const reader = new Reader(deps, repository);
   const rows: TagRow[] = [];
+  // Many tags often name one manifest: parse and sum it once.
+  const byDigest = new Map<string, { kind: TagRow["kind"]; summary: { size: number; platforms: string[] } }>();
   for (const tag of tags) {
-    const parsed = tryParse(tag.content, tag.mediaType);
-    const summary = parsed ? await reader.summary(tag.size, parsed) : { size: tag.size, platforms: [] };
+    let known = byDigest.get(tag.digest);
+    if (!known) {
+      const parsed = tryParse(tag.content, tag.mediaType);
+      const kind = parsed ? (parsed.kind === "index" ? "index" : "image") : "unknown";
+      known = { kind, summary: parsed ? await reader.summary(tag.size, parsed) : { size: tag.size, platforms: [] } };
+      byDigest.set(tag.digest, known);
+    }
+    const { kind, summary } = known;
     rows.push({
       tag: tag.tag,
       digest: tag.digest,
       mediaType: tag.mediaType,
-      kind: parsed ? (parsed.kind === "index" ? "index" : "image") : "unknown",
+      kind,
       artifactType: tag.artifactType,
       size: summary.size,
       platforms: summary.platforms,
@@ -173,7 +193,7 @@ function platformText(platform: Record<string, unknown> | undefined): string | n
 
 /** One request's reads, with the configs and child manifests it already read. */
 class Reader {
-  private readonly configs = new Map<string, Record<string, unknown> | null>();
+  private readonly configs = new Map<string, ConfigDetails | null>();
   private readonly manifests = new Map<string, ManifestRecord | null>();
   private marks: Promise<Map<string, ForeignLayerMark>> | null = null;
 
@@ -290,7 +310,7 @@ class Reader {
     if (this.configReads >= CONFIG_READS_PER_LISTING) return null;
     this.configReads++;
     const config = await this.config(descriptor);
-    const platform = config ? platformText(config) : null;
+    const platform = config ? platformText({ os: config.os, architecture: config.architecture, variant: config.variant }) : null;
     if (config) rememberPlatform(descriptor.digest, platform ?? "");
     return platform;
   }
@@ -300,10 +320,10 @@ class Reader {
     return this.manifests.get(digest)!;
   }
 
-  /** The config blob as JSON, when the repository holds it and it is small. */
-  private async config(descriptor: Descriptor): Promise<Record<string, unknown> | null> {
+  /** What is shown of the config blob, when the repository holds it and it is small JSON. */
+  private async config(descriptor: Descriptor): Promise<ConfigDetails | null> {
     if (this.configs.has(descriptor.digest)) return this.configs.get(descriptor.digest)!;
-    let value: Record<string, unknown> | null = null;
+    let value: ConfigDetails | null = null;
     if (descriptor.size <= CONFIG_MAX_BYTES && descriptor.mediaType.endsWith("json")) {
       const linked = await this.deps.meta.linkedBlob(this.repository, descriptor.digest);
       if (linked && linked.size <= CONFIG_MAX_BYTES) {
@@ -316,7 +336,7 @@ class Reader {
             chunks.push(chunk as Buffer);
           }
           const parsed = JSON.parse(Buffer.concat(chunks).toString("utf8")) as unknown;
-          if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) value = parsed as Record<string, unknown>;
+          if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) value = detailsOf(parsed as Record<string, unknown>);
         } catch {
           value = null; // missing bytes or not JSON: shown without details
         }
@@ -328,31 +348,73 @@ class Reader {
 
   private async configView(descriptor: Descriptor): Promise<ConfigView> {
     const view: ConfigView = { digest: descriptor.digest, mediaType: descriptor.mediaType, size: descriptor.size };
-    const json = await this.config(descriptor);
-    if (!json) return view;
-    const str = (v: unknown) => (typeof v === "string" ? v : undefined);
-    const strings = (v: unknown) => (Array.isArray(v) ? v.filter((s): s is string => typeof s === "string") : undefined);
-    const inner = (json.config && typeof json.config === "object" ? json.config : {}) as Record<string, unknown>;
-    const labels = inner.Labels && typeof inner.Labels === "object" ? (inner.Labels as Record<string, unknown>) : undefined;
-    const history = Array.isArray(json.history) ? (json.history as Array<Record<string, unknown>>) : undefined;
-    return {
-      ...view,
-      os: str(json.os),
-      architecture: str(json.architecture),
-      variant: str(json.variant),
-      created: str(json.created),
-      env: strings(inner.Env),
-      entrypoint: strings(inner.Entrypoint),
-      cmd: strings(inner.Cmd),
-      workingDir: str(inner.WorkingDir),
-      user: str(inner.User),
-      labels: labels ? Object.fromEntries(Object.entries(labels).filter((e): e is [string, string] => typeof e[1] === "string")) : undefined,
-      history: history?.slice(0, 500).map((h) => ({
-        created: str(h.created),
-        createdBy: str(h.created_by),
-        comment: str(h.comment),
-        emptyLayer: h.empty_layer === true ? true : undefined,
-      })),
-    };
+    const details = await this.config(descriptor);
+    return details ? { ...view, ...details } : view;
   }
+}
+
+/** The shown fields of a parsed config, their text bounded by CONFIG_TEXT_MAX. */
+function detailsOf(json: Record<string, unknown>): ConfigDetails {
+  let left = CONFIG_TEXT_MAX;
+  let truncated = false;
+  /** The text if it still fits the budget (short fields like os always fit in practice). */
+  const fit = (v: unknown): string | undefined => {
+    if (typeof v !== "string") return undefined;
+    if (v.length > left) {
+      truncated = true;
+      left = 0;
+      return undefined;
+    }
+    left -= v.length;
+    return v;
+  };
+  const strings = (v: unknown): string[] | undefined => {
+    if (!Array.isArray(v)) return undefined;
+    const out: string[] = [];
+    for (const item of v) {
+      const text = fit(item);
+      if (text !== undefined) out.push(text);
+      else if (typeof item === "string") break;
+    }
+    return out;
+  };
+  const inner = (json.config && typeof json.config === "object" ? json.config : {}) as Record<string, unknown>;
+  const rawLabels = inner.Labels && typeof inner.Labels === "object" ? (inner.Labels as Record<string, unknown>) : undefined;
+  const history = Array.isArray(json.history) ? (json.history as unknown[]) : undefined;
+  const details: ConfigDetails = {
+    os: fit(json.os),
+    architecture: fit(json.architecture),
+    variant: fit(json.variant),
+    created: fit(json.created),
+    workingDir: fit(inner.WorkingDir),
+    user: fit(inner.User),
+    entrypoint: strings(inner.Entrypoint),
+    cmd: strings(inner.Cmd),
+    env: strings(inner.Env),
+  };
+  if (rawLabels) {
+    const labels: Record<string, string> = {};
+    for (const [key, value] of Object.entries(rawLabels)) {
+      if (typeof value !== "string") continue;
+      if (key.length + value.length > left) {
+        truncated = true;
+        break;
+      }
+      left -= key.length + value.length;
+      labels[key] = value;
+    }
+    details.labels = labels;
+  }
+  if (history) {
+    details.history = [];
+    for (const entry of history.slice(0, 500)) {
+      const h = (entry && typeof entry === "object" ? entry : {}) as Record<string, unknown>;
+      const step = { created: fit(h.created), createdBy: fit(h.created_by), comment: fit(h.comment), emptyLayer: h.empty_layer === true ? (true as const) : undefined };
+      if (left === 0) break;
+      details.history.push(step);
+    }
+    if (history.length > 500) truncated = true;
+  }
+  if (truncated) details.truncated = true;
+  return details;
 }

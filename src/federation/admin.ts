@@ -18,9 +18,12 @@ import { isManifestMediaType } from "../oci/media-types.js";
 import { assertRepositoryName, parseManifestReference } from "../oci/reference.js";
 import type { SourceView } from "./health.js";
 import type { FederationService } from "./service.js";
+import { refuseCrossSite } from "../http/same-origin.js";
 import type { VerifyMode } from "./verifier.js";
 
 const ADMIN = [{ type: "admin" as const }];
+/** Admin answers (sources, URLs, cache state) are never kept by a browser or proxy cache. */
+const NO_STORE = { "Cache-Control": "no-store" };
 
 /** A row of GET /ferry/v1/foreign/sources. */
 export type SourceRow = SourceView & {
@@ -39,7 +42,7 @@ export function adminExtensions(federation: FederationService): Extension[] {
       access: ADMIN,
       async handle(ctx) {
         const { marks } = await selectedMarks(ctx, federation, false);
-        sendJson(ctx.res, 200, { layers: marks.map((mark) => federation.describeMark(mark)), cache: federation.cache.stats() });
+        sendJson(ctx.res, 200, { layers: marks.map((mark) => federation.describeMark(mark)), cache: federation.cache.stats() }, NO_STORE);
       },
     },
     {
@@ -63,7 +66,7 @@ export function adminExtensions(federation: FederationService): Extension[] {
             ...(federation.health.recheckSettings ?? { interval: 0 }),
             lastRound: round && { startedAt: round.startedAt, finishedAt: round.finishedAt, checked: round.checked },
           },
-        });
+        }, NO_STORE);
       },
     },
     {
@@ -71,6 +74,8 @@ export function adminExtensions(federation: FederationService): Extension[] {
       path: /^\/ferry\/v1\/foreign\/verify$/,
       access: ADMIN,
       async handle(ctx) {
+        // Makes the registry fetch from every source of an image: not for a form posted from another site.
+        refuseCrossSite(ctx);
         const mode = verifyModeOf(ctx.query.get("mode"), federation.verifyMode);
         const { marks, repository, manifest } = await selectedMarks(ctx, federation, true);
         const layers = [];
@@ -78,7 +83,7 @@ export function adminExtensions(federation: FederationService): Extension[] {
           const verification = await federation.verifyMark(mark, mode);
           layers.push({ digest: mark.digest, size: mark.size, urls: mark.urls, verified: verification.ok, attempts: verification.attempts });
         }
-        sendJson(ctx.res, 200, { repository, manifest, mode, ok: layers.every((l) => l.verified), layers });
+        sendJson(ctx.res, 200, { repository, manifest, mode, ok: layers.every((l) => l.verified), layers }, NO_STORE);
       },
     },
   ];

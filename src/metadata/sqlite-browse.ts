@@ -14,6 +14,23 @@ import type { RepositoryPage, RepositorySummary, TagDetail } from "./meta-store.
 
 /** Names fetched per round while a filter (the caller's access) skips some. */
 const SCAN_BATCH = 1000;
+/**
+ * Manifest bytes one tag listing loads. Each distinct manifest is read once
+ * (a thousand tags of one 4 MiB manifest used to be a thousand 4 MiB copies:
+ * one anonymous request for a public repository took 1.8 GB at 400 tags);
+ * past this budget the remaining manifests come without content (shown as
+ * "unknown" kind, their size still right).
+ */
+const TAG_CONTENT_BUDGET = 64 * 1024 * 1024;
+const NO_CONTENT = Buffer.alloc(0);
+
+interface ManifestRow {
+  media_type: string;
+  size: number;
+  content: Buffer;
+  artifact_type: string | null;
+  created_at: number;
+}
 
 interface SummaryRow {
   name: string;
@@ -48,12 +65,20 @@ function prepare(db: Database.Database) {
          (SELECT MAX(m.created_at) FROM manifests m WHERE m.repository_id = r.id) AS last_manifest
        FROM repositories r WHERE r.name = ?`,
     ),
-    tags: db.prepare<[string, number], { tag: string; digest: string; media_type: string; size: number; content: Buffer; artifact_type: string | null; created_at: number; updated_at: number }>(
-      `SELECT t.name AS tag, m.digest, m.media_type, m.size, m.content, m.artifact_type, m.created_at, t.updated_at
-       FROM repositories r
-       JOIN tags t ON t.repository_id = r.id
-       JOIN manifests m ON m.repository_id = r.id AND m.digest = t.manifest_digest
+    // Tags alone: a manifest row's later columns sit behind its content (overflow pages), so joining
+    // manifests here read a 4 MiB manifest once per tag naming it. Each distinct manifest is read below, once.
+    tags: db.prepare<[string, number], { tag: string; digest: string; updated_at: number }>(
+      `SELECT t.name AS tag, t.manifest_digest AS digest, t.updated_at
+       FROM repositories r JOIN tags t ON t.repository_id = r.id
        WHERE r.name = ? ORDER BY t.name LIMIT ?`,
+    ),
+    manifest: db.prepare<[string, string], ManifestRow>(
+      `SELECT m.media_type, m.size, m.content, m.artifact_type, m.created_at
+       FROM repositories r JOIN manifests m ON m.repository_id = r.id WHERE r.name = ? AND m.digest = ?`,
+    ),
+    manifestWithoutContent: db.prepare<[string, string], Omit<ManifestRow, "content">>(
+      `SELECT m.media_type, m.size, m.artifact_type, m.created_at
+       FROM repositories r JOIN manifests m ON m.repository_id = r.id WHERE r.name = ? AND m.digest = ?`,
     ),
   };
 }
@@ -102,15 +127,38 @@ export class SqliteBrowse {
 
   /** The repository's tags in name order (at most `limit`), each with its manifest. */
   tags(repository: string, limit: number): TagDetail[] {
-    return this.s.tags.all(repository, limit).map((row) => ({
-      tag: row.tag,
-      digest: row.digest,
-      mediaType: row.media_type,
-      size: row.size,
-      content: row.content,
-      artifactType: row.artifact_type,
-      createdAt: row.created_at,
-      pushedAt: row.updated_at,
-    }));
+    const manifests = new Map<string, ManifestRow | null>();
+    let loaded = 0;
+    const manifestOf = (digest: string): ManifestRow | null => {
+      let row = manifests.get(digest);
+      if (row === undefined) {
+        if (loaded < TAG_CONTENT_BUDGET) {
+          row = this.s.manifest.get(repository, digest) ?? null;
+          if (row && loaded + row.content.length > TAG_CONTENT_BUDGET) row = { ...row, content: NO_CONTENT };
+        } else {
+          const meta = this.s.manifestWithoutContent.get(repository, digest);
+          row = meta ? { ...meta, content: NO_CONTENT } : null;
+        }
+        loaded += row?.content.length ?? 0;
+        manifests.set(digest, row);
+      }
+      return row;
+    };
+    const details: TagDetail[] = [];
+    for (const tag of this.s.tags.all(repository, limit)) {
+      const m = manifestOf(tag.digest);
+      if (!m) continue; // no manifest row: skipped, as the join this replaced did
+      details.push({
+        tag: tag.tag,
+        digest: tag.digest,
+        mediaType: m.media_type,
+        size: m.size,
+        content: m.content,
+        artifactType: m.artifact_type,
+        createdAt: m.created_at,
+        pushedAt: tag.updated_at,
+      });
+    }
+    return details;
   }
 }

@@ -19,7 +19,8 @@ export function notificationExtensions(notifier: Pick<Notifier, "status" | "sour
       access: ADMIN,
       async handle(ctx) {
         const endpoints: EndpointStatus[] = notifier?.status() ?? [];
-        sendJson(ctx.res, 200, { endpoints, ...(notifier ? { source: notifier.source } : {}) }, {}, ctx.method === "HEAD");
+        // Admin-only JSON: never kept by a browser or proxy cache.
+        sendJson(ctx.res, 200, { endpoints, ...(notifier ? { source: notifier.source } : {}) }, { "Cache-Control": "no-store" }, ctx.method === "HEAD");
       },
     },
   ];

@@ -170,8 +170,17 @@ function endServerSpan(span: Span, summary: RequestSummary): void {
   else if (summary.error !== undefined) attributes["error.type"] = "internal";
   span.setAttributes(attributes);
   // As the HTTP conventions say: a 4xx is the client's doing, not a server span error.
-  if (summary.status >= 500) span.setStatus({ code: SpanStatusCode.ERROR, message: summary.error instanceof Error ? summary.error.message.slice(0, 300) : undefined });
+  if (summary.status >= 500) span.setStatus({ code: SpanStatusCode.ERROR, message: summary.error instanceof Error ? withoutQueries(summary.error.message).slice(0, 300) : undefined });
   span.end();
+}
+
+/**
+ * Error messages name URLs (a fetcher refusal quotes the foreign URL, query
+ * and all); a presigned URL's query is a credential, so no URL in a span
+ * status keeps its query or fragment.
+ */
+export function withoutQueries(message: string): string {
+  return message.replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s?#"']*)[?#][^\s"']*/gi, "$1");
 }
 
 function startOutgoing(tracer: Tracer, propagator: W3CTraceContextPropagator, method: string, url: URL, kind: string): OutgoingSpan {
@@ -202,7 +211,7 @@ function startOutgoing(tracer: Tracer, propagator: W3CTraceContextPropagator, me
       ended = true;
       if (status !== null) span.setAttribute("http.response.status_code", status);
       if (error !== undefined || status === null || status >= 400) {
-        const message = error instanceof Error ? error.message.slice(0, 300) : status !== null ? `HTTP ${status}` : undefined;
+        const message = error instanceof Error ? withoutQueries(error.message).slice(0, 300) : status !== null ? `HTTP ${status}` : undefined;
         span.setStatus({ code: SpanStatusCode.ERROR, message });
         if (error !== undefined) span.setAttribute("error.type", (error as NodeJS.ErrnoException).code ?? "network");
       }

@@ -15,8 +15,17 @@ type Route =
   | { view: "sources" }
   | { view: "gc" };
 
+/** A link may carry a broken escape (#/r/%): decodeURIComponent would throw and leave a blank page; that route is the list. */
+function decodeHash(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return "";
+  }
+}
+
 function parseRoute(hash: string): Route {
-  const path = decodeURIComponent(hash.replace(/^#\/?/, ""));
+  const path = decodeHash(hash.replace(/^#\/?/, ""));
   if (path.startsWith("r/")) return { view: "repository", name: path.slice(2) };
   if (path.startsWith("i/")) {
     const rest = path.slice(2);
