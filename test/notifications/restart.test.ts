@@ -27,7 +27,8 @@ test("a restart mid-backlog delivers the rest, exactly once and in order, with t
     JSON.stringify({
       notifications: {
         pollInterval: "100ms",
-        endpoints: [{ name: "ci", url: hook.url, allowPrivate: true, timeout: "1s", backoff: "100ms", maxBackoff: "300ms", concurrency: 2 }],
+        // One event per request: the test counts accepted events to decide when the receiver starts failing.
+        endpoints: [{ name: "ci", url: hook.url, allowPrivate: true, timeout: "1s", backoff: "100ms", maxBackoff: "300ms", concurrency: 2, maxBatch: 1 }],
       },
     }),
   );
