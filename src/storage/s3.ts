@@ -31,7 +31,6 @@ import {
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
-  type GetObjectCommandOutput,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
   ListPartsCommand,
@@ -51,7 +50,7 @@ import {
   type BlobStore,
   type ByteRange,
 } from "./blob-store.js";
-import { createS3Client, httpStatusOf, isMissing, s3ErrorName, isPreconditionFailed, storeUnavailable, type S3ConnectionOptions } from "./s3-client.js";
+import { createS3Client, isMissing, isPreconditionFailed, storeUnavailable, type S3ConnectionOptions } from "./s3-client.js";
 import {
   chainPart,
   emptySession,
@@ -66,7 +65,6 @@ import {
   type UploadedPart,
 } from "./s3-layout.js";
 import { KnownParts, PartBufferPool, PieceCache, RecentStates } from "./s3-piece-cache.js";
-import { PrefetchBudget, RangedObjectStream, READ_WINDOW_BYTES, totalFromContentRange, type FetchWindow } from "./s3-ranged-read.js";
 
 export interface S3StoreOptions extends S3ConnectionOptions {
   /** Key prefix inside the bucket ("" for the root). */
@@ -99,8 +97,6 @@ export class S3BlobStore implements BlobStore {
   private readonly partBuffers: PartBufferPool;
   /** Sessions' latest states as this process last read (walking every version) or wrote them. */
   private readonly recent = new RecentStates();
-  /** Blob windows fetched ahead of pulling clients, across all pulls: 12 windows of 4 MiB. */
-  private readonly prefetch = new PrefetchBudget(48 * 1024 * 1024);
 
   constructor(private readonly options: S3StoreOptions, client?: S3Client) {
     if (options.partSize < MIN_PART_BYTES || options.partSize > MAX_PART_BYTES) throw new Error("partSize must be between 5MiB and 5GiB");
@@ -123,37 +119,7 @@ export class S3BlobStore implements BlobStore {
   }
 
   async read(digest: string, range?: ByteRange): Promise<Readable> {
-    // The first window's GET also tells the blob's size (Content-Range); a blob larger than
-    // one window continues as ranged GETs fetched ahead of the client (s3-ranged-read.ts).
-    const key = this.layout.blob(digest);
-    const missing = () => new BlobNotFoundError(digest);
-    const start = range?.start ?? 0;
-    const firstEnd = Math.min(range?.end ?? Number.MAX_SAFE_INTEGER, start + READ_WINDOW_BYTES - 1);
-    let out: GetObjectCommandOutput | null;
-    try {
-      out = await this.orMissing("reading a blob", () =>
-        this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${firstEnd}` })),
-      );
-    } catch (error) {
-      // An empty blob has no byte 0 to ask for: read it whole.
-      if (range === undefined && unsatisfiable(error)) return this.readObject(key, "reading a blob", undefined, missing);
-      throw error;
-    }
-    if (out === null) throw missing();
-    const body = out.Body as Readable;
-    const length = out.ContentLength ?? -1;
-    const total = totalFromContentRange(out.ContentRange);
-    // A store that ignored the Range header sent the whole object.
-    if (total === null) return range === undefined ? checkedBody(body, length) : (body.destroy(), this.readObject(key, "reading a blob", range, missing));
-    const end = range?.end ?? total - 1;
-    if (end <= firstEnd) return checkedBody(body, length);
-    const fetchWindow: FetchWindow = async (from, to, signal) => {
-      const window = await this.attempt("reading a blob", () =>
-        this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${from}-${to}` }), { abortSignal: signal }),
-      );
-      return { body: window.Body as Readable, length: window.ContentLength ?? -1 };
-    };
-    return new RangedObjectStream(fetchWindow, this.prefetch, { start, end: firstEnd, open: { body, length } }, end);
+    return this.readObject(this.layout.blob(digest), "reading a blob", range, () => new BlobNotFoundError(digest));
   }
 
   async redirectUrl(digest: string, options: { method: "GET" | "HEAD"; expiresInMs: number }): Promise<string | null> {
@@ -663,13 +629,30 @@ export class S3BlobStore implements BlobStore {
 
   // ---- object helpers ----------------------------------------------------------------------
 
-  /** A GetObject body, checked for length (checkedBody). */
+  /** A GetObject body that errors unless exactly the announced bytes arrive (a cut-off store never ends a blob early). */
   private async readObject(key: string, action: string, range: ByteRange | undefined, missing: () => Error): Promise<Readable> {
     const out = await this.orMissing(action, () =>
       this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: range ? `bytes=${range.start}-${range.end}` : undefined })),
     );
     if (out === null) throw missing();
-    return checkedBody(out.Body as Readable, out.ContentLength ?? -1);
+    const body = out.Body as Readable;
+    const expected = out.ContentLength ?? -1;
+    let seen = 0;
+    const checked = new Transform({
+      // Reading up to 1 MiB ahead of the client keeps RGW's socket busy: 100 MiB pulls went
+      // from ~300-550 to ~730-850 MB/s against the 16 KiB default (curl on loopback, A/B runs).
+      highWaterMark: 1024 * 1024,
+
+      transform(chunk: Buffer, _encoding, callback) {
+        seen += chunk.length;
+        callback(null, chunk);
+      },
+      flush(callback) {
+        callback(seen === expected ? null : new Error(`the object store sent ${seen} of ${expected} bytes`));
+      },
+    });
+    pipeline(body, checked, () => undefined);
+    return checked;
   }
 
   /** Server-side copy; above maxCopyBytes as a multipart upload of ranged copies. */
@@ -803,31 +786,6 @@ export class S3BlobStore implements BlobStore {
       throw storeUnavailable(error, action);
     }
   }
-}
-
-/** A GetObject body that errors unless exactly the announced bytes arrive (a cut-off store never ends a blob early). */
-function checkedBody(body: Readable, expected: number): Readable {
-  let seen = 0;
-  const checked = new Transform({
-    // Reading up to 1 MiB ahead of the client keeps RGW's socket busy: 100 MiB pulls went
-    // from ~300-550 to ~730-850 MB/s against the 16 KiB default (curl on loopback, A/B runs).
-    highWaterMark: 1024 * 1024,
-
-    transform(chunk: Buffer, _encoding, callback) {
-      seen += chunk.length;
-      callback(null, chunk);
-    },
-    flush(callback) {
-      callback(seen === expected ? null : new Error(`the object store sent ${seen} of ${expected} bytes`));
-    },
-  });
-  pipeline(body, checked, () => undefined);
-  return checked;
-}
-
-function unsatisfiable(error: unknown): boolean {
-  const cause = error instanceof Error && "cause" in error ? error.cause : error;
-  return s3ErrorName(cause) === "InvalidRange" || httpStatusOf(cause) === 416;
 }
 
 /**

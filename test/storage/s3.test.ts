@@ -144,9 +144,6 @@ describe("S3 driver on Ceph RGW", { skip }, () => {
       for (const [start, end] of [
         [0, 0],
         [5 * MiB - 10, 5 * MiB + 10],
-        // Blob reads go in 4 MiB windows fetched ahead (s3-ranged-read.ts): ranges across them.
-        [4 * MiB - 1, 4 * MiB],
-        [4 * MiB - 10, 12 * MiB + 10],
         [bytes.length - 1, bytes.length - 1],
         [1, bytes.length - 2],
       ]) {
