@@ -156,6 +156,8 @@ console.log(`load average ${os.loadavg()[0].toFixed(1)}; median of ${repeats}, a
 console.log('workload                                   ferry (ms)  reference (ms)   ratio');
 for (const [label, first, key] of rows) {
   const times = { ferry: [], reference: [] };
+  // One untimed walk each first: the first requests after loading pay for caches and a busy server.
+  for (const name of ['ferry', 'reference']) await walk(urls[name], first, key);
   for (let i = 0; i < repeats; i++) {
     for (const name of i % 2 ? ['reference', 'ferry'] : ['ferry', 'reference']) {
       const [s, n] = await walk(urls[name], first, key);
