@@ -84,7 +84,9 @@ export function openDirectGet(url: string, range: { start: number; end: number }
     for (const buffer of ring) giveBuffer(buffer);
   };
 
+  let failure: Error | null = null;
   const fail = (error: Error) => {
+    failure ??= error;
     if (!socket.destroyed) socket.destroy();
     if (!settled) {
       settled = true;
@@ -139,6 +141,8 @@ export function openDirectGet(url: string, range: { start: number; end: number }
     onOpen.resolve({
       sendTo(destination) {
         out = destination;
+        // The store failed between answering and this call: nothing to send.
+        if (failure) return Promise.reject(failure);
         return new Promise<void>((resolve, reject) => {
           onSent = { resolve, reject };
           destination.once("close", () => {

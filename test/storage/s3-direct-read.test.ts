@@ -162,3 +162,14 @@ test("a client that goes away ends the transfer with ClientGoneError and closes 
     store.close();
   }
 });
+
+test("a store that fails between answering and the first byte sent fails the transfer at once", { timeout: 5_000 }, async () => {
+  const store = await fakeStore((_request, socket) => socket.write(`HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n`));
+  try {
+    const direct = await openDirectGet(store.url, undefined, 1000, 100);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await assert.rejects(direct.sendTo(slowClient().out), /stopped answering/);
+  } finally {
+    store.close();
+  }
+});
