@@ -4,7 +4,7 @@
  */
 import type { Readable } from "node:stream";
 import { RegistryError } from "../oci/errors.js";
-import type { BlobFile, ByteRange } from "../storage/blob-store.js";
+import type { BlobFile, ByteRange, DirectBody } from "../storage/blob-store.js";
 import { BlobNotFoundError } from "../storage/blob-store.js";
 import type { ForeignBlobResponse } from "../federation/federation.js";
 import type { RegistryDeps } from "./context.js";
@@ -40,6 +40,20 @@ export class BlobService {
     } catch (error) {
       if (error instanceof BlobNotFoundError) {
         // Metadata says yes, storage says no: report it as missing rather than crash.
+        this.deps.logger.error({ digest }, "blob is linked but its bytes are missing from storage");
+        throw blobUnknown(digest);
+      }
+      throw error;
+    }
+  }
+
+  /** The blob opened for sending through reused buffers, or null when the store only streams (open). */
+  async openToSend(digest: string, range: ByteRange | undefined, length: number): Promise<DirectBody | null> {
+    if (!this.deps.blobs.openToSend) return null;
+    try {
+      return await this.deps.blobs.openToSend(digest, range, length);
+    } catch (error) {
+      if (error instanceof BlobNotFoundError) {
         this.deps.logger.error({ digest }, "blob is linked but its bytes are missing from storage");
         throw blobUnknown(digest);
       }

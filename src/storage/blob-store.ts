@@ -10,7 +10,7 @@
  * - Committing a digest that already exists is harmless (same bytes).
  * - Upload data is private to its session until committed.
  */
-import type { Readable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
 
 export interface ByteRange {
   /** First byte, inclusive. */
@@ -56,6 +56,17 @@ export interface BlobFile {
   close(): Promise<void>;
 }
 
+/** A blob whose store already answered, to be written to a client (BlobReader.openToSend). */
+export interface DirectBody {
+  /** Writes every byte to `out`; rejects when the store or `out` fails before the end (ClientGoneError for `out`). */
+  sendTo(out: Writable): Promise<void>;
+  /** Gives up without sending (closes the store's connection). */
+  abort(): void;
+}
+
+/** The client's side of a direct transfer closed or failed. */
+export class ClientGoneError extends Error {}
+
 export interface BlobReader {
   stat(digest: string): Promise<BlobStat | null>;
   /** A stream of the blob (or of the inclusive range). Rejects with BlobNotFoundError. */
@@ -72,6 +83,14 @@ export interface BlobReader {
    * (S3) leave it out and are streamed through `read`.
    */
   openFile?(digest: string): Promise<BlobFile>;
+  /**
+   * Optional, for drivers that can hand bytes to a client's socket through
+   * reused buffers (S3 on plain HTTP: s3-direct-read.ts): the blob (or range,
+   * `length` bytes) opened, its store having answered; null when the driver
+   * only streams through `read`. The caller sends or aborts it. Rejects with
+   * BlobNotFoundError.
+   */
+  openToSend?(digest: string, range: ByteRange | undefined, length: number): Promise<DirectBody | null>;
 }
 
 export interface BlobWriter {

@@ -49,7 +49,9 @@ import {
   type BlobStat,
   type BlobStore,
   type ByteRange,
+  type DirectBody,
 } from "./blob-store.js";
+import { DirectGetError, openDirectGet } from "./s3-direct-read.js";
 import { createS3Client, isMissing, isPreconditionFailed, storeUnavailable, type S3ConnectionOptions } from "./s3-client.js";
 import {
   chainPart,
@@ -75,6 +77,8 @@ export interface S3StoreOptions extends S3ConnectionOptions {
   redirectExpiresMs?: number;
   /** Largest single server-side copy (S3 allows 5 GiB); larger blobs are copied in ranges of this size. */
   maxCopyBytes?: number;
+  /** Blob GETs through reused buffers on a plain-HTTP endpoint (s3-direct-read.ts); default on. */
+  directReads?: boolean;
 }
 
 export const MIN_PART_BYTES = 5 * 1024 * 1024;
@@ -83,6 +87,8 @@ export const MAX_PART_BYTES = 5 * 1024 * 1024 * 1024;
 const COPY_CONCURRENCY = 4;
 /** Parts of one append uploading at once while the next one fills (see PartBufferPool for the process-wide cap). */
 const PARTS_IN_FLIGHT = 2;
+/** A direct blob read whose store sends nothing for this long fails (as the SDK's requestTimeout). */
+const DIRECT_READ_IDLE_MS = 60_000;
 
 export class S3BlobStore implements BlobStore {
   readonly client: S3Client;
@@ -90,6 +96,7 @@ export class S3BlobStore implements BlobStore {
   private readonly bucket: string;
   private readonly partSize: number;
   private readonly maxCopyBytes: number;
+  private readonly directReads: boolean;
   /** Pieces this process wrote lately, so a monolithic push does not read its own bytes back at commit. */
   private readonly pieceCache = new PieceCache();
   /** ETags of parts this process uploaded, by multipart upload. */
@@ -106,6 +113,8 @@ export class S3BlobStore implements BlobStore {
     this.partSize = options.partSize;
     this.partBuffers = new PartBufferPool(options.partSize);
     this.maxCopyBytes = options.maxCopyBytes ?? MAX_PART_BYTES;
+    // Blob GETs through reused buffers need a plain-HTTP endpoint (TLS goes through the SDK's streams).
+    this.directReads = options.endpoint !== undefined && new URL(options.endpoint).protocol === "http:" && options.directReads !== false;
     if (this.maxCopyBytes < 2 * MIN_PART_BYTES || this.maxCopyBytes > MAX_PART_BYTES) throw new Error("maxCopyBytes must be between 10MiB and 5GiB");
   }
 
@@ -120,6 +129,18 @@ export class S3BlobStore implements BlobStore {
 
   async read(digest: string, range?: ByteRange): Promise<Readable> {
     return this.readObject(this.layout.blob(digest), "reading a blob", range, () => new BlobNotFoundError(digest));
+  }
+
+  async openToSend(digest: string, range: ByteRange | undefined, length: number): Promise<DirectBody | null> {
+    if (!this.directReads) return null;
+    const command = new GetObjectCommand({ Bucket: this.bucket, Key: this.layout.blob(digest) });
+    const url = await this.attempt("signing a blob URL", () => getSignedUrl(this.client, command, { expiresIn: 300 }));
+    try {
+      return await openDirectGet(url, range, length, DIRECT_READ_IDLE_MS);
+    } catch (error) {
+      if (error instanceof DirectGetError && error.status === 404) throw new BlobNotFoundError(digest);
+      throw storeUnavailable(error, "reading a blob");
+    }
   }
 
   async redirectUrl(digest: string, options: { method: "GET" | "HEAD"; expiresInMs: number }): Promise<string | null> {

@@ -7,7 +7,7 @@ import type { RequestContext } from "../context.js";
 import { API_VERSION_HEADER, isClientAbort, send, type Headers } from "../respond.js";
 import { parseRange } from "../request.js";
 import type { ForeignBlobResponse } from "../../federation/federation.js";
-import type { BlobFile, ByteRange } from "../../storage/blob-store.js";
+import { ClientGoneError, type BlobFile, type ByteRange, type DirectBody } from "../../storage/blob-store.js";
 import { notify } from "../../notifications/http-events.js";
 import { BLOB_MEDIA_TYPE } from "../../notifications/events.js";
 import { copyBufferBytesFor, nativeTransferResponse, reserveNativeTransfer, type NativeTransferMode } from "../sendfile.js";
@@ -60,8 +60,24 @@ export async function getBlob(ctx: RequestContext, name: string, rawDigest: stri
   const length = headers["Content-Length"] as number;
   const transfer = services.blobTransfer ?? "stream";
   if (transfer !== "stream" && (await sendLocalFile(ctx, transfer, status, headers, digest, partial ? range.range : undefined, length))) return;
+  const direct = await services.blobs.openToSend(digest, partial ? range.range : undefined, length);
+  if (direct) return sendDirect(ctx, status, headers, direct);
   const body = await services.blobs.open(digest, partial ? range.range : undefined);
   await streamBody(ctx, status, headers, body);
+}
+
+/** A blob the store sends through reused buffers (S3 on plain HTTP); a failure mid-body ends the connection. */
+async function sendDirect(ctx: RequestContext, status: number, headers: Headers, body: DirectBody): Promise<void> {
+  const { res } = ctx;
+  res.writeHead(status, { ...API_VERSION_HEADER, ...headers });
+  try {
+    await body.sendTo(res);
+    res.end();
+  } catch (error) {
+    body.abort();
+    res.destroy();
+    if (!(error instanceof ClientGoneError) && !isClientAbort(error)) ctx.services.logger.warn({ err: error, requestId: ctx.requestId }, "blob stream failed");
+  }
 }
 
 /**
