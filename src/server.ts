@@ -100,28 +100,30 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
           fsync: config.storage.filesystem.fsync,
           directIo: config.storage.filesystem.directIo,
         });
-  if (blobs instanceof FilesystemBlobStore) await blobs.init();
+  // What start-up has opened so far: closed in reverse order by close(), or at once when a later step fails.
+  const opened = new OpenedResources();
+  opened.add(() => blobs.close());
+  if (blobs instanceof FilesystemBlobStore) await opened.step(() => blobs.init());
   const metadataPath = config.metadata.sqlite.path ? resolve(config.metadata.sqlite.path) : join(dataDir, "metadata.db");
   // Like the S3 driver, OpenTelemetry is loaded only when configured: off, tracing costs nothing.
-  const tracing: Tracing | undefined = config.tracing.enabled ? await (await import("./tracing/tracing.js")).startTracing(config.tracing, logger) : undefined;
-  const sqlite = new SqliteMetaStore(metadataPath);
+  const tracing: Tracing | undefined = config.tracing.enabled
+    ? await opened.step(async () => (await import("./tracing/tracing.js")).startTracing(config.tracing, logger))
+    : undefined;
+  if (tracing) opened.add(() => tracing.shutdown());
+  const sqlite = await opened.step(() => new SqliteMetaStore(metadataPath));
   const meta = tracing ? tracing.wrapStore("metadata", sqlite) : sqlite;
+  opened.add(() => meta.close());
   const storeForRequests = tracing ? tracing.wrapStore("blobstore", blobs) : blobs;
-  let access: AccessController;
-  let federation: Federation;
-  let audit: AuditLog | undefined;
-  try {
-    audit = config.audit.enabled ? openAuditLog(config.audit.path ? resolve(config.audit.path) : join(dataDir, "audit.log"), config.audit.maxQueueBytes, logger) : undefined;
-    access = await createAccessController(config, { dataDir, logger });
-    federation = await createFederation(config, { dataDir, logger, access, meta, cacheStore: await proxyCacheStore(config) });
-  } catch (error) {
-    // A bad htpasswd file, federation setting or audit path must not leave the database open.
-    await meta.close();
-    await blobs.close();
-    await audit?.close();
-    await tracing?.shutdown();
-    throw error;
-  }
+  // A bad htpasswd file, federation setting or audit path must not leave the database open.
+  const audit: AuditLog | undefined = config.audit.enabled
+    ? await opened.step(() => openAuditLog(config.audit.path ? resolve(config.audit.path) : join(dataDir, "audit.log"), config.audit.maxQueueBytes, logger))
+    : undefined;
+  if (audit) opened.add(() => audit.close());
+  const access: AccessController = await opened.step(() => createAccessController(config, { dataDir, logger }));
+  const federation: Federation = await opened.step(async () =>
+    createFederation(config, { dataDir, logger, access, meta, cacheStore: await proxyCacheStore(config) }),
+  );
+  opened.add(() => federation.close());
   const deps: RegistryDeps = {
     blobs: storeForRequests,
     meta,
@@ -133,12 +135,13 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     digestLocks: new LeaseLocks(meta).mutex("blob:", new KeyedMutex()),
   };
   const hashing = new OffThreadHashes(logger);
+  opened.add(() => hashing.close());
   // Pushes free ~100 MiB of body chunks each; without this glibc returns that
   // heap to the kernel and the next push pays a page fault per 4 KiB again.
   if (!keepFreedHeapMapped()) logger.debug("allocator tuning unavailable (no native addon or not glibc)");
   const uploads = new UploadService(deps, hashing, undefined, config.uploads.maxOpenSessions);
   // Finish commits a crash interrupted before this process serves anything.
-  await uploads.recoverCommits();
+  await opened.step(() => uploads.recoverCommits());
   const services: Services = {
     blobs: new BlobService(deps),
     uploads,
@@ -153,18 +156,8 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   };
   const metrics = new Metrics();
   // Webhooks (docs/notifications.md): handlers emit into services.events.
-  let notifications: ReturnType<typeof startNotifications>;
-  try {
-    notifications = startNotifications(config.notifications, { metadataPath, logger, metrics: metrics.registry, federation });
-  } catch (error) {
-    await hashing.close();
-    await federation.close();
-    await meta.close();
-    await blobs.close();
-    await audit?.close();
-    await tracing?.shutdown();
-    throw error;
-  }
+  const notifications = await opened.step(() => startNotifications(config.notifications, { metadataPath, logger, metrics: metrics.registry, federation }));
+  opened.add(() => notifications.close());
   services.events = notifications.sink;
   audit?.countDropsIn(metrics.registry);
   // Every collection (scheduled, `ferry`-requested or from the UI) is recorded for GET /ferry/v1/gc.
@@ -179,7 +172,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     ...(access.extensions ?? []),
     ...(federation.extensions ?? []),
     ...notifications.extensions,
-    ...(config.ui.enabled ? await webUiExtensions(deps, gcLog, () => gc()) : []),
+    ...(config.ui.enabled ? await opened.step(() => webUiExtensions(deps, gcLog, () => gc())) : []),
     ...(options.extensions ?? []),
   ];
   const requestHandler = createRequestHandler({
@@ -199,18 +192,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   const server = createHttpServer(config.http, handler);
 
   const { host, port } = splitListen(config.listen);
-  try {
-    await listen(server, host, port);
-  } catch (error) {
-    await notifications.close();
-    await hashing.close();
-    await federation.close();
-    await meta.close();
-    await blobs.close();
-    await audit?.close();
-    await tracing?.shutdown();
-    throw error;
-  }
+  await opened.step(() => listen(server, host, port));
   const actualPort = (server.address() as AddressInfo).port;
   // Every interface (":5000"): the URL this machine itself reaches it by.
   const hostForUrl = host === "" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
@@ -246,15 +228,36 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
         server.close(() => resolveClose());
         server.closeAllConnections();
       });
-      await notifications.close();
-      await hashing.close();
-      await federation.close();
-      await blobs.close();
-      await meta.close();
-      await audit?.close();
-      await tracing?.shutdown();
+      await opened.closeAll();
     },
   };
+}
+
+/**
+ * The stores, workers and files start-up opens, each with how to close it.
+ * One list, so that neither close() nor a failing start-up step can forget one.
+ */
+class OpenedResources {
+  private readonly closers: Array<() => unknown> = [];
+
+  add(close: () => unknown): void {
+    this.closers.push(close);
+  }
+
+  /** Closes in reverse order of opening (notifications before the queue's database, the database before the blob store). */
+  async closeAll(): Promise<void> {
+    for (const close of this.closers.splice(0).reverse()) await close();
+  }
+
+  /** Runs one start-up step; when it fails, everything opened so far is closed before the error goes on. */
+  async step<T>(run: () => T | Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (error) {
+      await this.closeAll();
+      throw error;
+    }
+  }
 }
 
 /**

@@ -131,6 +131,11 @@ test("a worker that dies while serving is replaced; the log line names it with w
     if (i > 100) assert.fail("server did not start");
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+  // Workers start one after another: the second may still be forking when the first answers.
+  for (let i = 0; childrenOf(child.pid!).length < 2; i++) {
+    if (i > 100) assert.fail(`two workers: ${childrenOf(child.pid!).join(",")}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
   const workers = childrenOf(child.pid!);
   assert.equal(workers.length, 2, `two workers: ${workers.join(",")}`);
   process.kill(workers[0]!, "SIGKILL");
