@@ -6,34 +6,26 @@
  * is wrong, without printing the secret.
  */
 import { test } from "node:test";
+import { configErrorMessage } from "../helpers/config-error.js";
 import assert from "node:assert/strict";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ConfigError, loadConfig } from "../../src/config/load.js";
+import { loadConfig } from "../../src/config/load.js";
 
-function message(run: () => unknown): string {
-  try {
-    run();
-  } catch (error) {
-    assert.ok(error instanceof ConfigError, `a ConfigError, got ${String(error)}`);
-    return error.message;
-  }
-  assert.fail("the configuration was accepted");
-}
 
 test("the docs' … placeholder in a config file names both keys", async () => {
   const dir = await mkdtemp(join(tmpdir(), "ferry-s3cred-"));
   const file = join(dir, "ferry.yaml");
   await writeFile(file, "storage:\n  driver: s3\n  s3:\n    bucket: ferry\n    accessKeyId: …\n    secretAccessKey: …\n");
-  const text = message(() => loadConfig({ file }));
+  const text = configErrorMessage(() => loadConfig({ file }));
   assert.match(text, /storage\.s3\.accessKeyId.*visible ASCII/);
   assert.match(text, /storage\.s3\.secretAccessKey.*visible ASCII/);
 });
 
 test("a secret with a trailing newline from the environment is refused without echoing it", () => {
   const secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
-  const text = message(() =>
+  const text = configErrorMessage(() =>
     loadConfig({ env: { FERRY_STORAGE__DRIVER: "s3", FERRY_STORAGE__S3__BUCKET: "ferry", FERRY_STORAGE__S3__ACCESS_KEY_ID: "AKIAIOSFODNN7EXAMPLE", FERRY_STORAGE__S3__SECRET_ACCESS_KEY: `"${secret}\\n"` } }),
   );
   assert.match(text, /FERRY_STORAGE__S3__SECRET_ACCESS_KEY|secretAccessKey/);

@@ -6,27 +6,19 @@
  * started by npm does not outlive the npm process that was stopped.
  */
 import { describe, it } from "node:test";
+import { configErrorMessage } from "../helpers/config-error.js";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { ConfigError, loadConfig } from "../../src/config/load.js";
+import { loadConfig } from "../../src/config/load.js";
 import { VERSION } from "../../src/cli/version.js";
 import { debianPackageFor } from "../helpers/tools.js";
 import { freePort } from "../helpers/serve-process.js";
 
 const FERRY = resolve("dist/src/cli/main.js");
 
-function configError(run: () => unknown): string {
-  try {
-    run();
-  } catch (error) {
-    assert.ok(error instanceof ConfigError, `a ConfigError, got ${String(error)}`);
-    return error.message;
-  }
-  assert.fail("the configuration was accepted");
-}
 
 async function withDir<T>(body: (dir: string) => Promise<T>): Promise<T> {
   const dir = await mkdtemp(join(tmpdir(), "ferry-ux-"));
@@ -54,7 +46,7 @@ describe("configuration mistakes are named as written, with the closest key", ()
     withDir(async (dir) => {
       const file = join(dir, "ferry.yaml");
       await writeFile(file, "listne: 127.0.0.1:5000\nlog:\n  levle: debug\n  accesslog: false\n");
-      const message = configError(() => loadConfig({ file, onWarning: () => undefined }));
+      const message = configErrorMessage(() => loadConfig({ file, onWarning: () => undefined }));
       assert.match(message, /config key listne in .*ferry\.yaml: not a known setting; did you mean listen\?/);
       assert.match(message, /log\.levle.*did you mean log\.level\?/);
       assert.match(message, /log\.accesslog.*did you mean log\.accessLog\?/);
@@ -64,7 +56,7 @@ describe("configuration mistakes are named as written, with the closest key", ()
     withDir(async (dir) => {
       const file = join(dir, "ferry.yaml");
       await writeFile(file, "wibblewobble: 1\n");
-      const message = configError(() => loadConfig({ file, onWarning: () => undefined }));
+      const message = configErrorMessage(() => loadConfig({ file, onWarning: () => undefined }));
       assert.match(message, /config key wibblewobble in .*: not a known setting/);
       assert.doesNotMatch(message, /did you mean/);
     }));
@@ -73,7 +65,7 @@ describe("configuration mistakes are named as written, with the closest key", ()
     withDir(async (dir) => {
       const file = join(dir, "ferry.yaml");
       await writeFile(file, "federation:\n  rules:\n    - hosts: [1]\n");
-      const message = configError(() => loadConfig({ file, onWarning: () => undefined }));
+      const message = configErrorMessage(() => loadConfig({ file, onWarning: () => undefined }));
       assert.match(message, /FERRY_FEDERATION__RULES='\[\.\.\.\]' sets the whole list/);
       assert.doesNotMatch(message, /FERRY_FEDERATION__RULES__0/, "no variable that cannot be set");
       // ...and the hint really works: the same list as one variable is read.
@@ -81,11 +73,11 @@ describe("configuration mistakes are named as written, with the closest key", ()
       assert.equal(config.federation.rules.length, 1);
       // A typo inside the variable's value is named as the variable, with the key inside it.
       assert.match(
-        configError(() => loadConfig({ env: { FERRY_FEDERATION__RULES: "[{hosts: [cdn.example.com], serv: redirect}]" } })),
+        configErrorMessage(() => loadConfig({ env: { FERRY_FEDERATION__RULES: "[{hosts: [cdn.example.com], serv: redirect}]" } })),
         /environment variable FERRY_FEDERATION__RULES \(federation\.rules\.0\.serv\): not a known setting; did you mean federation\.rules\.0\.serve\?/,
       );
       await writeFile(file, "federation:\n  rules:\n    - host: cdn.example.com\n");
-      assert.match(configError(() => loadConfig({ file, onWarning: () => undefined })), /federation\.rules\.0\.host.*did you mean federation\.rules\.0\.hosts\?/);
+      assert.match(configErrorMessage(() => loadConfig({ file, onWarning: () => undefined })), /federation\.rules\.0\.host.*did you mean federation\.rules\.0\.hosts\?/);
     }));
 
   it("a misspelled variable is named as the variable, with the variable it probably meant", () => {
@@ -98,11 +90,11 @@ describe("configuration mistakes are named as written, with the closest key", ()
   });
 
   it("a bad value names the variable or the flag that carried it, never the other one", () => {
-    const fromEnv = configError(() => loadConfig({ env: { FERRY_LISTEN: "nowhere" }, flagNames: {} }));
+    const fromEnv = configErrorMessage(() => loadConfig({ env: { FERRY_LISTEN: "nowhere" }, flagNames: {} }));
     assert.match(fromEnv, /environment variable FERRY_LISTEN \(listen\): write HOST:PORT/);
-    const fromFlag = configError(() => loadConfig({ overrides: { listen: "nowhere" }, flagNames: { listen: "--listen" } }));
+    const fromFlag = configErrorMessage(() => loadConfig({ overrides: { listen: "nowhere" }, flagNames: { listen: "--listen" } }));
     assert.match(fromFlag, /flag --listen: write HOST:PORT/);
-    const list = configError(() => loadConfig({ env: { FERRY_TRUSTED_PROXIES: "10.0.0.1" } }));
+    const list = configErrorMessage(() => loadConfig({ env: { FERRY_TRUSTED_PROXIES: "10.0.0.1" } }));
     assert.match(list, /FERRY_TRUSTED_PROXIES.*write a YAML list, e\.g\. FERRY_TRUSTED_PROXIES='\[a, b\]'/);
   });
 
