@@ -64,16 +64,25 @@ export async function startS3Server(options: { ownServer?: boolean } = {}): Prom
     };
   }
   const dir = await mkdtemp(join(tmpdir(), "ferry-rgw-"));
-  // Ports the kernel just handed out; the monitor's neighbours serve the OSD (it scans a range).
-  const s3Port = await freePort();
-  const monPort = 20_000 + Math.floor(Math.random() * 20_000);
-  const env = { ...process.env, RGW_DIR: dir, S3_PORT: String(s3Port), MON_PORT: String(monPort) };
-  try {
-    await run(SCRIPT, ["start"], { env, timeout: 60_000 });
-  } catch (error) {
-    await run(SCRIPT, ["stop"], { env }).catch(() => undefined);
-    const stderr = (error as { stderr?: string }).stderr ?? "";
-    throw new Error(`could not start Ceph RGW: ${stderr.trim().split("\n").slice(-3).join(" | ")}`);
+  // The S3 port is one the kernel just handed out. The monitor's port (its neighbours serve the OSD, which scans
+  // a range) is drawn below the kernel's ephemeral range (32768-60999 on Linux), where a busy machine's own
+  // outgoing connections cannot take it between the check and the bind; a start that still loses a port race
+  // is retried on other ports.
+  let s3Port = 0;
+  let env: NodeJS.ProcessEnv = {};
+  for (let attempt = 1; ; attempt++) {
+    s3Port = await freePort();
+    const monPort = 20_000 + Math.floor(Math.random() * 12_000);
+    env = { ...process.env, RGW_DIR: dir, S3_PORT: String(s3Port), MON_PORT: String(monPort) };
+    try {
+      await run(SCRIPT, ["start"], { env, timeout: 60_000 });
+      break;
+    } catch (error) {
+      await run(SCRIPT, ["stop", "--purge"], { env }).catch(() => undefined);
+      const stderr = (error as { stderr?: string }).stderr ?? "";
+      if (attempt < 3) continue;
+      throw new Error(`could not start Ceph RGW: ${stderr.trim().split("\n").slice(-3).join(" | ")}`);
+    }
   }
   return {
     endpoint: `http://127.0.0.1:${s3Port}`,
