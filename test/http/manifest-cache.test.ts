@@ -8,10 +8,9 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { startTestRegistry, type TestRegistry } from "../helpers/registry.js";
+import { startServeProcess, type ServeProcess } from "../helpers/serve-process.js";
 import { SqliteMetaStore } from "../../src/metadata/sqlite.js";
 import { manifest as manifestRecord } from "../metadata/meta-store-suite.js";
 import { OCI_MANIFEST, expectError, makeImage, pushManifest, req, sha256, uid } from "./client.js";
@@ -118,40 +117,17 @@ describe("manifest GET after changes by another connection to the same database"
   });
 });
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 describe("manifest GET after changes by another registry process on the same data directory", () => {
   let reg: TestRegistry;
-  let child: ChildProcess;
+  let otherProcess: ServeProcess;
   let otherUrl: string;
-  let stderr = "";
   before(async () => {
     reg = await startTestRegistry();
-    const port = await freePort();
-    otherUrl = `http://127.0.0.1:${port}`;
-    child = spawn(process.execPath, ["dist/src/cli/main.js", "serve", "--listen", `127.0.0.1:${port}`, "--data", reg.dataDir], {
-      stdio: ["ignore", "ignore", "pipe"],
-      env: { PATH: process.env.PATH ?? "", FERRY_LOG__LEVEL: "error" },
-    });
-    child.stderr?.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    for (let i = 0; ; i++) {
-      if (await fetch(`${otherUrl}/v2/`).then((r) => r.ok, () => false)) break;
-      if (i > 100) assert.fail(`second registry did not start: ${stderr}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    otherProcess = await startServeProcess({ data: reg.dataDir, env: { FERRY_LOG__LEVEL: "error" } });
+    otherUrl = otherProcess.url;
   });
   after(async () => {
-    if (child && child.exitCode === null) {
-      child.kill("SIGTERM");
-      await new Promise((resolve) => child.once("exit", resolve));
-    }
+    await otherProcess?.stop();
     await reg?.close();
   });
 
@@ -165,7 +141,7 @@ describe("manifest GET after changes by another registry process on the same dat
     assert.equal((await req(`${reg.url}/v2/${repo}/manifests/latest`, { method: "DELETE" })).status, 202);
     await assertManifest(otherUrl, repo, "latest", null);
     await assertManifest(reg.url, repo, "latest", null);
-    assert.equal(stderr, "", "the second process logged no errors");
+    assert.equal(otherProcess.stderr(), "", "the second process logged no errors");
   });
 });
 
