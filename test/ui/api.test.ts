@@ -8,20 +8,9 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startTestRegistry, type TestRegistry } from "../helpers/registry.js";
 import { buildImage, sha256, type TestImage } from "../helpers/images.js";
-import { basic, bcryptHash, bearer, errorCode, fetchToken, pushBlobAs, pushImageAs, putManifestAs } from "../auth/util.js";
+import { PASSWORD, AUTH } from "./accounts.js";
+import { basic, bearer, errorCode, fetchToken, pushBlobAs, pushImageAs, putManifestAs } from "../auth/util.js";
 
-const PASSWORD = { admin: "admin-pw", alice: "alice-pw", bob: "bob-pw" };
-
-const AUTH = {
-  users: {
-    admin: { passwordHash: bcryptHash(PASSWORD.admin) },
-    alice: { passwordHash: bcryptHash(PASSWORD.alice) },
-    bob: { passwordHash: bcryptHash(PASSWORD.bob) },
-  },
-  rules: [{ repositories: ["team-a/**"], users: ["alice"], actions: ["*"] }],
-  public: ["base/*"],
-  admins: { users: ["admin"] },
-};
 
 const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
 

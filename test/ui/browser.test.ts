@@ -21,24 +21,14 @@ import { fileURLToPath } from "node:url";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { startTestRegistry, type TestRegistry } from "../helpers/registry.js";
 import { buildImage, type TestImage } from "../helpers/images.js";
-import { basic, bcryptHash, pushBlobAs, pushImageAs, putManifestAs } from "../auth/util.js";
+import { PASSWORD, AUTH } from "./accounts.js";
+import { basic, pushBlobAs, pushImageAs, putManifestAs } from "../auth/util.js";
 import { FakeSource, serveAll } from "../federation/helpers.js";
 import { skipUnless } from "../helpers/tools.js";
 import { seedRepositories } from "./seed.js";
 
 const skip = skipUnless("chromium");
 
-const PASSWORD = { admin: "admin-pw", alice: "alice-pw", bob: "bob-pw" };
-const AUTH = {
-  users: {
-    admin: { passwordHash: bcryptHash(PASSWORD.admin) },
-    alice: { passwordHash: bcryptHash(PASSWORD.alice) },
-    bob: { passwordHash: bcryptHash(PASSWORD.bob) },
-  },
-  rules: [{ repositories: ["team-a/**"], users: ["alice"], actions: ["*"] }],
-  public: ["base/*"],
-  admins: { users: ["admin"] },
-};
 const admin = basic("admin", PASSWORD.admin);
 const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
 const BULK = 10_000;
