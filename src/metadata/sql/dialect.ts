@@ -51,7 +51,7 @@ export const sqliteDialect: SqlDialect = {
   name: "sqlite",
   types: { serial: "integer", int64: "integer", text: "text", bytes: "blob" },
   withoutRowid: true,
-  rowLocks: false,
+  rowLocks: true,
   jsonArray: (value) => sql<string | null>`json_group_array(${value})`,
   contains: (haystack, needle) => sql<boolean>`instr(${haystack}, ${needle}) > 0`,
   greatest: (a, b) => sql<number | null>`coalesce(max(${a}, ${b}), ${a}, ${b})`,
