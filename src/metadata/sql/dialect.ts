@@ -3,7 +3,7 @@
  * the schema are written once with Kysely (store.ts, migrations.ts); they ask
  * this adapter only for the few things the two dialects spell differently.
  */
-import { sql, type ColumnDataType, type Expression, type Kysely, type RawBuilder, type Transaction } from "kysely";
+import { sql, type ColumnDataType, type Expression, type Kysely, type QueryExecutorProvider, type RawBuilder, type Transaction } from "kysely";
 
 /** A column type as Kysely's schema builder takes it. */
 export type DataTypeExpression = ColumnDataType | Expression<unknown>;
@@ -43,21 +43,25 @@ export interface SqlDialect {
   nowMs(): RawBuilder<number>;
   /** Runs `work` in a transaction that no other process runs a migration beside. */
   exclusive<T, DB>(db: Kysely<DB>, work: (trx: Transaction<DB>) => Promise<T>): Promise<T>;
-  tableExists(db: Kysely<unknown>, table: string): Promise<boolean>;
-  columnExists(db: Kysely<unknown>, table: string, column: string): Promise<boolean>;
+  /** After rows were inserted with explicit ids (ferry migrate): new rows must get ids above them. */
+  afterIdsCopied(db: QueryExecutorProvider, table: string, column: string): Promise<void>;
+  tableExists(db: QueryExecutorProvider, table: string): Promise<boolean>;
+  columnExists(db: QueryExecutorProvider, table: string, column: string): Promise<boolean>;
 }
 
 export const sqliteDialect: SqlDialect = {
   name: "sqlite",
   types: { serial: "integer", int64: "integer", text: "text", bytes: "blob" },
   withoutRowid: true,
-  rowLocks: true,
+  rowLocks: false,
   jsonArray: (value) => sql<string | null>`json_group_array(${value})`,
   contains: (haystack, needle) => sql<boolean>`instr(${haystack}, ${needle}) > 0`,
   greatest: (a, b) => sql<number | null>`coalesce(max(${a}, ${b}), ${a}, ${b})`,
   nowMs: () => sql<number>`${Date.now()}`,
   // The transaction is BEGIN IMMEDIATE (sqlite.ts): it holds the database's write lock throughout.
   exclusive: (db, work) => db.transaction().execute(work),
+  // INTEGER PRIMARY KEY takes max(id) + 1 by itself.
+  afterIdsCopied: async () => {},
   tableExists: async (db, table) =>
     (await sql`select 1 as present from sqlite_master where type = 'table' and name = ${table}`.execute(db)).rows.length > 0,
   columnExists: async (db, table, column) =>
@@ -83,6 +87,9 @@ export const postgresDialect: SqlDialect = {
       await sql`select pg_advisory_xact_lock(${MIGRATION_LOCK.toString()}::int8)`.execute(trx);
       return work(trx);
     }),
+  afterIdsCopied: async (db, table, column) => {
+    await sql`select setval(pg_get_serial_sequence(${table}, ${column}), coalesce(max(${sql.ref(column)}), 0) + 1, false) from ${sql.table(table)}`.execute(db);
+  },
   tableExists: async (db, table) =>
     (await sql<{ present: string | null }>`select to_regclass(${table})::text as present`.execute(db)).rows[0]?.present != null,
   columnExists: async (db, table, column) =>

@@ -112,6 +112,11 @@ export class SqlMetaStore implements MetaStore {
     this.browse = new SqlBrowse(dialect);
   }
 
+  /** The Kysely instance and dialect underneath (for `ferry migrate`'s table copy). */
+  database(): { db: Db; dialect: SqlDialect } {
+    return { db: this.db, dialect: this.dialect };
+  }
+
   /**
    * A write transaction. On PostgreSQL a deadlock victim (40P01) or a
    * serialization failure (40001) is retried: the work is all database
