@@ -38,9 +38,9 @@ export interface SqlDialect {
   greatest(a: Expression<unknown>, b: Expression<unknown>): RawBuilder<number | null>;
   /**
    * The clock leases expire by, in epoch ms: the database's own in
-   * PostgreSQL (replicas' clocks differ), this machine's for SQLite.
+   * PostgreSQL (replicas' clocks differ), this machine's (`jsNow`, a bound value) for SQLite.
    */
-  nowMs(): RawBuilder<number>;
+  nowMs(jsNow: unknown): RawBuilder<number>;
   /** Runs `work` in a transaction that no other process runs a migration beside. */
   exclusive<T, DB>(db: Kysely<DB>, work: (trx: Transaction<DB>) => Promise<T>): Promise<T>;
   /** After rows were inserted with explicit ids (ferry migrate): new rows must get ids above them. */
@@ -57,7 +57,7 @@ export const sqliteDialect: SqlDialect = {
   jsonArray: (value) => sql<string | null>`json_group_array(${value})`,
   contains: (haystack, needle) => sql<boolean>`instr(${haystack}, ${needle}) > 0`,
   greatest: (a, b) => sql<number | null>`coalesce(max(${a}, ${b}), ${a}, ${b})`,
-  nowMs: () => sql<number>`${Date.now()}`,
+  nowMs: (jsNow) => sql<number>`${jsNow}`,
   // The transaction is BEGIN IMMEDIATE (sqlite.ts): it holds the database's write lock throughout.
   exclusive: (db, work) => db.transaction().execute(work),
   // INTEGER PRIMARY KEY takes max(id) + 1 by itself.

@@ -44,6 +44,7 @@ import type { LeaseDatabase, MetadataDatabase } from "./schema.js";
 import { SqlForeignLayers } from "./foreign.js";
 import { SqlSourceHealth } from "./source-health.js";
 import { SqlBrowse } from "./browse.js";
+import { QueryTemplate, type Param } from "./template.js";
 
 export type Db = Kysely<MetadataDatabase>;
 
@@ -63,16 +64,6 @@ export function changed(result: { numAffectedRows?: bigint; numUpdatedRows?: big
   return Number(n);
 }
 
-export async function repositoryId(q: Db, name: string): Promise<number | undefined> {
-  return (await q.selectFrom("repositories").select("id").where("name", "=", name).executeTakeFirst())?.id;
-}
-
-export async function ensureRepository(q: Db, name: string): Promise<number> {
-  const existing = await repositoryId(q, name);
-  if (existing !== undefined) return existing;
-  await q.insertInto("repositories").values({ name, created_at: Date.now() }).onConflict((oc) => oc.column("name").doNothing()).execute();
-  return (await repositoryId(q, name))!;
-}
 
 const MANIFEST_COLUMNS = ["m.digest", "m.media_type", "m.size", "m.content", "m.subject_digest", "m.artifact_type", "m.created_at"] as const;
 
@@ -97,10 +88,153 @@ interface UploadRow {
 /** How often a PostgreSQL transaction that lost a deadlock or serialization race is tried again. */
 const RETRIES = 3;
 
+/** The hot queries, built and compiled once per store (template.ts). */
+function templates(db: Db, leases: Kysely<LeaseDatabase>, dialect: SqlDialect) {
+  const t = <R>(build: (db: Db, p: Param) => import("kysely").Compilable<R>) => new QueryTemplate<R, MetadataDatabase>(db, build);
+  const l = <R>(build: (db: Kysely<LeaseDatabase>, p: Param) => import("kysely").Compilable<R>) => new QueryTemplate<R, LeaseDatabase>(leases, build);
+  return {
+    repositoryId: t((db, p) => db.selectFrom("repositories").select("id").where("name", "=", p("name"))),
+    insertRepository: t((db, p) =>
+      db.insertInto("repositories").values({ name: p("name"), created_at: p("now") }).onConflict((oc) => oc.column("name").doNothing()),
+    ),
+    insertBlob: t((db, p) =>
+      db.insertInto("blobs").values({ digest: p("digest"), size: p("size"), created_at: p("now") }).onConflict((oc) => oc.column("digest").doNothing()),
+    ),
+    hasLink: t((db, p) => db.selectFrom("repository_blobs").select("digest").where("repository_id", "=", p("id")).where("digest", "=", p("digest"))),
+    hasManifest: t((db, p) => db.selectFrom("manifests").select("digest").where("repository_id", "=", p("id")).where("digest", "=", p("digest"))),
+    lockBlob: t((db, p) => db.selectFrom("blobs").select("digest").where("digest", "=", p("digest")).forShare()),
+    upsertLink: t((db, p) =>
+      db
+        .insertInto("repository_blobs")
+        .values({ repository_id: p("id"), digest: p("digest"), linked_at: p("now") })
+        .onConflict((oc) => oc.columns(["repository_id", "digest"]).doUpdateSet((eb) => ({ linked_at: eb.ref("excluded.linked_at") }))),
+    ),
+    linkedBlob: t((db, p) =>
+      db
+        .selectFrom("repositories as r")
+        .innerJoin("repository_blobs as rb", "rb.repository_id", "r.id")
+        .innerJoin("blobs as b", "b.digest", "rb.digest")
+        .select("b.size")
+        .where("r.name", "=", p("repository"))
+        .where("rb.digest", "=", p("digest")),
+    ),
+    getManifest: t((db, p) =>
+      db
+        .selectFrom("repositories as r")
+        .innerJoin("manifests as m", "m.repository_id", "r.id")
+        .select(MANIFEST_COLUMNS)
+        .where("r.name", "=", p("repository"))
+        .where("m.digest", "=", p("digest")),
+    ),
+    getTaggedManifest: t((db, p) =>
+      db
+        .selectFrom("repositories as r")
+        .innerJoin("tags as t", "t.repository_id", "r.id")
+        .innerJoin("manifests as m", (join) => join.onRef("m.repository_id", "=", "r.id").onRef("m.digest", "=", "t.manifest_digest"))
+        .select(MANIFEST_COLUMNS)
+        .where("r.name", "=", p("repository"))
+        .where("t.name", "=", p("tag")),
+    ),
+    insertManifest: t((db, p) =>
+      db
+        .insertInto("manifests")
+        .values({
+          repository_id: p("id"),
+          digest: p("digest"),
+          media_type: p("mediaType"),
+          size: p("size"),
+          content: p("content"),
+          subject_digest: p("subject"),
+          artifact_type: p("artifactType"),
+          annotations: p("annotations"),
+          created_at: p("now"),
+        })
+        .onConflict((oc) => oc.columns(["repository_id", "digest"]).doNothing()),
+    ),
+    lockManifest: t((db, p) => db.selectFrom("manifests").select("digest").where("repository_id", "=", p("id")).where("digest", "=", p("digest")).forShare()),
+    insertReference: t((db, p) =>
+      db
+        .insertInto("manifest_references")
+        .values({ repository_id: p("id"), manifest_digest: p("manifest"), kind: p("kind"), child_digest: p("child") })
+        .onConflict((oc) => oc.columns(["repository_id", "manifest_digest", "kind", "child_digest"]).doNothing()),
+    ),
+    upsertTag: t((db, p) =>
+      db
+        .insertInto("tags")
+        .values({ repository_id: p("id"), name: p("name"), manifest_digest: p("digest"), updated_at: p("now") })
+        .onConflict((oc) =>
+          oc.columns(["repository_id", "name"]).doUpdateSet((eb) => ({
+            manifest_digest: eb.ref("excluded.manifest_digest"),
+            updated_at: eb.ref("excluded.updated_at"),
+          })),
+        ),
+    ),
+    listTags: t((db, p) =>
+      db
+        .selectFrom("repositories as r")
+        .innerJoin("tags as t", "t.repository_id", "r.id")
+        .select("t.name")
+        .where("r.name", "=", p("repository"))
+        .where("t.name", ">", p("after"))
+        .orderBy("t.name")
+        .limit(p("limit")),
+    ),
+    listRepositories: t((db, p) =>
+      db
+        .selectFrom("repositories as r")
+        .select("r.name")
+        .where("r.name", ">", p("after"))
+        .where((eb) => eb.exists(eb.selectFrom("manifests as m").select("m.digest").whereRef("m.repository_id", "=", "r.id")))
+        .orderBy("r.name")
+        .limit(p("limit")),
+    ),
+    repositoryExists: t((db, p) =>
+      db
+        .selectFrom("repositories as r")
+        .select("r.id")
+        .where("r.name", "=", p("repository"))
+        .where((eb) =>
+          eb.or([
+            eb.exists(eb.selectFrom("manifests as m").select("m.digest").whereRef("m.repository_id", "=", "r.id")),
+            eb.exists(eb.selectFrom("repository_blobs as b").select("b.digest").whereRef("b.repository_id", "=", "r.id")),
+          ]),
+        ),
+    ),
+    createUpload: t((db, p) =>
+      db.insertInto("uploads").values({ id: p("id"), repository: p("repository"), created_at: p("createdAt"), updated_at: p("updatedAt"), committing_digest: null }),
+    ),
+    getUpload: t((db, p) => db.selectFrom("uploads").selectAll().where("id", "=", p("id"))),
+    touchUpload: t((db, p) => db.updateTable("uploads").set({ updated_at: p("at") }).where("id", "=", p("id"))),
+    deleteUpload: t((db, p) => db.deleteFrom("uploads").where("id", "=", p("id"))),
+    markUploadCommitting: t((db, p) => db.updateTable("uploads").set({ committing_digest: p("digest") }).where("id", "=", p("id"))),
+    acquireLease: l((db, p) =>
+      db
+        .insertInto("leases")
+        .values({ key: p("key"), holder: p("holder"), expires_at: sql<number>`${dialect.nowMs(p("now"))} + ${p("ttl")}` })
+        .onConflict((oc) =>
+          oc
+            .column("key")
+            .doUpdateSet((eb) => ({ holder: eb.ref("excluded.holder"), expires_at: eb.ref("excluded.expires_at") }))
+            .where((eb) => eb.or([eb("leases.holder", "=", eb.ref("excluded.holder")), eb("leases.expires_at", "<=", dialect.nowMs(p("now2")))])),
+        ),
+    ),
+    renewLease: l((db, p) =>
+      db
+        .updateTable("leases")
+        .set({ expires_at: sql<number>`${dialect.nowMs(p("now"))} + ${p("ttl")}` })
+        .where("key", "=", p("key"))
+        .where("holder", "=", p("holder")),
+    ),
+    releaseLease: l((db, p) => db.deleteFrom("leases").where("key", "=", p("key")).where("holder", "=", p("holder"))),
+    leaseHolder: l((db, p) => db.selectFrom("leases").select(["holder", "expires_at"]).where("key", "=", p("key"))),
+  };
+}
+
 export class SqlMetaStore implements MetaStore {
   protected readonly foreign: SqlForeignLayers;
   private readonly health: SqlSourceHealth;
   private readonly browse: SqlBrowse;
+  private readonly q: ReturnType<typeof templates>;
 
   constructor(
     protected readonly db: Db,
@@ -110,6 +244,18 @@ export class SqlMetaStore implements MetaStore {
     this.foreign = new SqlForeignLayers(dialect);
     this.health = new SqlSourceHealth(dialect);
     this.browse = new SqlBrowse(dialect);
+    this.q = templates(db, leases, dialect);
+  }
+
+  protected async repositoryId(on: Db, name: string): Promise<number | undefined> {
+    return (await this.q.repositoryId.first(on, { name }))?.id;
+  }
+
+  protected async ensureRepository(on: Db, name: string): Promise<number> {
+    const existing = await this.repositoryId(on, name);
+    if (existing !== undefined) return existing;
+    await this.q.insertRepository.execute(on, { name, now: Date.now() });
+    return (await this.repositoryId(on, name))!;
   }
 
   /** The Kysely instance and dialect underneath (for `ferry migrate`'s table copy). */
@@ -134,47 +280,26 @@ export class SqlMetaStore implements MetaStore {
   }
 
   async repositoryExists(repository: string): Promise<boolean> {
-    const row = await this.db
-      .selectFrom("repositories as r")
-      .select("r.id")
-      .where("r.name", "=", repository)
-      .where((eb) =>
-        eb.or([
-          eb.exists(eb.selectFrom("manifests as m").select("m.digest").whereRef("m.repository_id", "=", "r.id")),
-          eb.exists(eb.selectFrom("repository_blobs as b").select("b.digest").whereRef("b.repository_id", "=", "r.id")),
-        ]),
-      )
-      .executeTakeFirst();
-    return row !== undefined;
+    return (await this.q.repositoryExists.first(this.db, { repository })) !== undefined;
   }
 
+
   async listRepositories(page: Page): Promise<string[]> {
-    const rows = await this.db
-      .selectFrom("repositories as r")
-      .select("r.name")
-      .where("r.name", ">", page.after ?? "")
-      .where((eb) => eb.exists(eb.selectFrom("manifests as m").select("m.digest").whereRef("m.repository_id", "=", "r.id")))
-      .orderBy("r.name")
-      .limit(page.limit)
-      .execute();
-    return rows.map((row) => row.name);
+    return (await this.q.listRepositories.rows(this.db, { after: page.after ?? "", limit: page.limit })).map((row) => row.name);
   }
+
 
   /** Records the blob and links it into the repository; inside the caller's transaction. */
   private async link(trx: Db, repository: string, digest: string, size: number, now: number): Promise<void> {
-    const id = await ensureRepository(trx, repository);
+    const id = await this.ensureRepository(trx, repository);
     for (let attempt = 0; attempt < RETRIES; attempt++) {
-      await trx.insertInto("blobs").values({ digest, size, created_at: now }).onConflict((oc) => oc.column("digest").doNothing()).execute();
+      await this.q.insertBlob.execute(trx, { digest, size, now });
       if (!this.dialect.rowLocks) break;
       // Held until commit: forgetBlobs (which locks FOR UPDATE) then sees our link. A blob row
       // forgotten between the insert and this lock is simply inserted again.
-      if (await trx.selectFrom("blobs").select("digest").where("digest", "=", digest).forShare().executeTakeFirst()) break;
+      if (await this.q.lockBlob.first(trx, { digest })) break;
     }
-    await trx
-      .insertInto("repository_blobs")
-      .values({ repository_id: id, digest, linked_at: now })
-      .onConflict((oc) => oc.columns(["repository_id", "digest"]).doUpdateSet((eb) => ({ linked_at: eb.ref("excluded.linked_at") })))
-      .execute();
+    await this.q.upsertLink.execute(trx, { id, digest, now });
   }
 
   async linkBlob(repository: string, digest: string, size: number): Promise<void> {
@@ -183,19 +308,13 @@ export class SqlMetaStore implements MetaStore {
   }
 
   async linkedBlob(repository: string, digest: string): Promise<{ size: number } | null> {
-    const row = await this.db
-      .selectFrom("repositories as r")
-      .innerJoin("repository_blobs as rb", "rb.repository_id", "r.id")
-      .innerJoin("blobs as b", "b.digest", "rb.digest")
-      .select("b.size")
-      .where("r.name", "=", repository)
-      .where("rb.digest", "=", digest)
-      .executeTakeFirst();
+    const row = await this.q.linkedBlob.first(this.db, { repository, digest });
     return row ? { size: row.size } : null;
   }
 
+
   async unlinkBlob(repository: string, digest: string): Promise<boolean> {
-    const id = await repositoryId(this.db, repository);
+    const id = await this.repositoryId(this.db, repository);
     if (id === undefined) return false;
     return changed(await this.db.deleteFrom("repository_blobs").where("repository_id", "=", id).where("digest", "=", digest).executeTakeFirst()) > 0;
   }
@@ -219,6 +338,12 @@ export class SqlMetaStore implements MetaStore {
   /** Which of `digests` are present in `table` for the repository (locked FOR SHARE on PostgreSQL when `lock`). */
   private async present(q: Db, table: "manifests" | "repository_blobs", id: number, digests: readonly string[], lock: boolean): Promise<Set<string>> {
     const found = new Set<string>();
+    if (!this.dialect.rowLocks) {
+      // SQLite: a prepared lookup per digest costs less than building an IN list (no round trips to save).
+      const lookup = table === "manifests" ? this.q.hasManifest : this.q.hasLink;
+      for (const digest of new Set(digests)) if (await lookup.first(q, { id, digest })) found.add(digest);
+      return found;
+    }
     for (const part of chunks([...new Set(digests)].sort())) {
       const rows = await q
         .selectFrom(table)
@@ -234,7 +359,7 @@ export class SqlMetaStore implements MetaStore {
   }
 
   async missingManifests(repository: string, digests: string[]): Promise<string[]> {
-    const id = await repositoryId(this.db, repository);
+    const id = await this.repositoryId(this.db, repository);
     if (id === undefined) return [...digests];
     if (digests.length === 0) return [];
     const found = await this.present(this.db, "manifests", id, digests, false);
@@ -245,80 +370,45 @@ export class SqlMetaStore implements MetaStore {
     const now = Date.now();
     const tags = typeof tag === "string" ? [tag] : [...(tag ?? [])];
     await this.tx(async (trx) => {
-      const id = await ensureRepository(trx, repository);
+      const id = await this.ensureRepository(trx, repository);
       const blobs = manifest.blobs.length > 0 ? await this.present(trx, "repository_blobs", id, manifest.blobs, true) : new Set<string>();
       const children = manifest.manifests.length > 0 ? await this.present(trx, "manifests", id, manifest.manifests, true) : new Set<string>();
       const gone = [...manifest.blobs.filter((digest) => !blobs.has(digest)), ...manifest.manifests.filter((digest) => !children.has(digest))];
       if (gone.length > 0) throw new MissingReferencesError(gone);
-      await trx
-        .insertInto("manifests")
-        .values({
-          repository_id: id,
-          digest: manifest.digest,
-          media_type: manifest.mediaType,
-          size: manifest.content.length,
-          content: manifest.content,
-          subject_digest: manifest.subjectDigest,
-          artifact_type: manifest.artifactType,
-          annotations: manifest.annotations ? JSON.stringify(manifest.annotations) : null,
-          created_at: now,
-        })
-        .onConflict((oc) => oc.columns(["repository_id", "digest"]).doNothing())
-        .execute();
+      await this.q.insertManifest.execute(trx, {
+        id,
+        digest: manifest.digest,
+        mediaType: manifest.mediaType,
+        size: manifest.content.length,
+        content: manifest.content,
+        subject: manifest.subjectDigest,
+        artifactType: manifest.artifactType,
+        annotations: manifest.annotations ? JSON.stringify(manifest.annotations) : null,
+        now,
+      });
       // An existing (untagged) manifest being tagged again: GC must not delete it under us.
-      if (this.dialect.rowLocks) await this.present(trx, "manifests", id, [manifest.digest], true);
-      const references = [
-        ...manifest.blobs.map((child) => ({ kind: "blob" as const, child })),
-        ...manifest.manifests.map((child) => ({ kind: "manifest" as const, child })),
-      ];
-      for (const part of chunks(references)) {
-        await trx
-          .insertInto("manifest_references")
-          .values(part.map((r) => ({ repository_id: id, manifest_digest: manifest.digest, kind: r.kind, child_digest: r.child })))
-          .onConflict((oc) => oc.columns(["repository_id", "manifest_digest", "kind", "child_digest"]).doNothing())
-          .execute();
-      }
+      if (this.dialect.rowLocks) await this.q.lockManifest.execute(trx, { id, digest: manifest.digest });
+      for (const child of new Set(manifest.blobs)) await this.q.insertReference.execute(trx, { id, manifest: manifest.digest, kind: "blob", child });
+      for (const child of new Set(manifest.manifests)) await this.q.insertReference.execute(trx, { id, manifest: manifest.digest, kind: "manifest", child });
       await this.foreign.put(trx, id, manifest.digest, manifest.foreignLayers, now);
-      if (tags.length > 0) {
-        await trx
-          .insertInto("tags")
-          .values([...new Set(tags)].map((name) => ({ repository_id: id, name, manifest_digest: manifest.digest, updated_at: now })))
-          .onConflict((oc) =>
-            oc.columns(["repository_id", "name"]).doUpdateSet((eb) => ({
-              manifest_digest: eb.ref("excluded.manifest_digest"),
-              updated_at: eb.ref("excluded.updated_at"),
-            })),
-          )
-          .execute();
-      }
+      for (const name of new Set(tags)) await this.q.upsertTag.execute(trx, { id, name, digest: manifest.digest, now });
     });
   }
 
   async getManifest(repository: string, digest: string): Promise<ManifestRecord | null> {
-    const row = await this.db
-      .selectFrom("repositories as r")
-      .innerJoin("manifests as m", "m.repository_id", "r.id")
-      .select(MANIFEST_COLUMNS)
-      .where("r.name", "=", repository)
-      .where("m.digest", "=", digest)
-      .executeTakeFirst();
+    const row = await this.q.getManifest.first(this.db, { repository, digest });
     return row ? toManifestRecord(repository, row) : null;
   }
+
 
   async getTaggedManifest(repository: string, tag: string): Promise<ManifestRecord | null> {
-    const row = await this.db
-      .selectFrom("repositories as r")
-      .innerJoin("tags as t", "t.repository_id", "r.id")
-      .innerJoin("manifests as m", (join) => join.onRef("m.repository_id", "=", "r.id").onRef("m.digest", "=", "t.manifest_digest"))
-      .select(MANIFEST_COLUMNS)
-      .where("r.name", "=", repository)
-      .where("t.name", "=", tag)
-      .executeTakeFirst();
+    const row = await this.q.getTaggedManifest.first(this.db, { repository, tag });
     return row ? toManifestRecord(repository, row) : null;
   }
 
+
   async deleteManifest(repository: string, digest: string): Promise<boolean> {
-    const id = await repositoryId(this.db, repository);
+    const id = await this.repositoryId(this.db, repository);
     if (id === undefined) return false;
     return this.tx(async (trx) => {
       if (changed(await trx.deleteFrom("manifests").where("repository_id", "=", id).where("digest", "=", digest).executeTakeFirst()) === 0) return false;
@@ -342,7 +432,7 @@ export class SqlMetaStore implements MetaStore {
   }
 
   async deleteTag(repository: string, tag: string): Promise<boolean> {
-    const id = await repositoryId(this.db, repository);
+    const id = await this.repositoryId(this.db, repository);
     if (id === undefined) return false;
     return changed(await this.db.deleteFrom("tags").where("repository_id", "=", id).where("name", "=", tag).executeTakeFirst()) > 0;
   }
@@ -360,17 +450,9 @@ export class SqlMetaStore implements MetaStore {
   }
 
   async listTags(repository: string, page: Page): Promise<string[]> {
-    const rows = await this.db
-      .selectFrom("repositories as r")
-      .innerJoin("tags as t", "t.repository_id", "r.id")
-      .select("t.name")
-      .where("r.name", "=", repository)
-      .where("t.name", ">", page.after ?? "")
-      .orderBy("t.name")
-      .limit(page.limit)
-      .execute();
-    return rows.map((row) => row.name);
+    return (await this.q.listTags.rows(this.db, { repository, after: page.after ?? "", limit: page.limit })).map((row) => row.name);
   }
+
 
   async listReferrers(repository: string, subjectDigest: string): Promise<ReferrerRecord[]> {
     const rows = await this.db
@@ -487,24 +569,25 @@ export class SqlMetaStore implements MetaStore {
   // --- upload sessions ---
 
   async createUpload(upload: UploadRecord): Promise<void> {
-    await this.db
-      .insertInto("uploads")
-      .values({ id: upload.id, repository: upload.repository, created_at: upload.createdAt, updated_at: upload.updatedAt, committing_digest: null })
-      .execute();
+    await this.q.createUpload.execute(this.db, { id: upload.id, repository: upload.repository, createdAt: upload.createdAt, updatedAt: upload.updatedAt });
   }
 
+
   async getUpload(id: string): Promise<UploadRecord | null> {
-    const row = await this.db.selectFrom("uploads").selectAll().where("id", "=", id).executeTakeFirst();
+    const row = await this.q.getUpload.first(this.db, { id });
     return row ? toUpload(row) : null;
   }
 
+
   async touchUpload(id: string, at: number): Promise<void> {
-    await this.db.updateTable("uploads").set({ updated_at: at }).where("id", "=", id).execute();
+    await this.q.touchUpload.execute(this.db, { id, at });
   }
 
+
   async deleteUpload(id: string): Promise<void> {
-    await this.db.deleteFrom("uploads").where("id", "=", id).execute();
+    await this.q.deleteUpload.execute(this.db, { id });
   }
+
 
   async staleUploads(updatedBefore: number): Promise<UploadRecord[]> {
     const rows = await this.db.selectFrom("uploads").selectAll().where("updated_at", "<", updatedBefore).orderBy("updated_at").execute();
@@ -517,8 +600,9 @@ export class SqlMetaStore implements MetaStore {
   }
 
   async markUploadCommitting(id: string, digest: string): Promise<void> {
-    await this.db.updateTable("uploads").set({ committing_digest: digest }).where("id", "=", id).execute();
+    await this.q.markUploadCommitting.execute(this.db, { id, digest });
   }
+
 
   async committingUploads(): Promise<UploadRecord[]> {
     const rows = await this.db.selectFrom("uploads").selectAll().where("committing_digest", "is not", null).execute();
@@ -529,7 +613,7 @@ export class SqlMetaStore implements MetaStore {
     const now = Date.now();
     await this.tx(async (trx) => {
       await this.link(trx, repository, digest, size, now);
-      await trx.deleteFrom("uploads").where("id", "=", id).execute();
+      await this.q.deleteUpload.execute(trx, { id });
     });
   }
 
@@ -546,38 +630,26 @@ export class SqlMetaStore implements MetaStore {
   // --- leases (SQLite keeps them in a file of their own: sqlite.ts) ---
 
   async acquireLease(key: string, holder: string, ttlMs: number): Promise<boolean> {
-    const now = this.dialect.nowMs();
-    const result = await this.leases
-      .insertInto("leases")
-      .values({ key, holder, expires_at: sql<number>`${now} + ${ttlMs}` })
-      .onConflict((oc) =>
-        oc
-          .column("key")
-          .doUpdateSet((eb) => ({ holder: eb.ref("excluded.holder"), expires_at: eb.ref("excluded.expires_at") }))
-          .where((eb) => eb.or([eb("leases.holder", "=", eb.ref("excluded.holder")), eb("leases.expires_at", "<=", now)])),
-      )
-      .executeTakeFirst();
-    return changed(result) > 0;
+    const now = Date.now();
+    return (await this.q.acquireLease.changes(this.leases, { key, holder, ttl: ttlMs, now, now2: now })) > 0;
   }
+
 
   async renewLease(key: string, holder: string, ttlMs: number): Promise<boolean> {
-    const result = await this.leases
-      .updateTable("leases")
-      .set({ expires_at: sql<number>`${this.dialect.nowMs()} + ${ttlMs}` })
-      .where("key", "=", key)
-      .where("holder", "=", holder)
-      .executeTakeFirst();
-    return changed(result) > 0;
+    return (await this.q.renewLease.changes(this.leases, { key, holder, ttl: ttlMs, now: Date.now() })) > 0;
   }
+
 
   async releaseLease(key: string, holder: string): Promise<void> {
-    await this.leases.deleteFrom("leases").where("key", "=", key).where("holder", "=", holder).execute();
+    await this.q.releaseLease.execute(this.leases, { key, holder });
   }
 
+
   async leaseHolder(key: string): Promise<{ holder: string; expiresAt: number } | null> {
-    const row = await this.leases.selectFrom("leases").select(["holder", "expires_at"]).where("key", "=", key).executeTakeFirst();
+    const row = await this.q.leaseHolder.first(this.leases, { key });
     return row ? { holder: row.holder, expiresAt: row.expires_at } : null;
   }
+
 
   // --- garbage collection ---
 
