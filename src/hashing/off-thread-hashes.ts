@@ -9,6 +9,10 @@
  * request ends before it fills, which saves a thread round trip per manifest-
  * sized blob. If the worker dies, sessions in flight fail their digest (the
  * caller re-reads the bytes) and new sessions hash inline.
+ *
+ * The worker starts with the first slab that needs it, not with the registry:
+ * its V8 isolate is ~10 MiB of resident memory that a registry serving pulls
+ * and small pushes never uses (docs/benchmarks.md, "Round 3").
  */
 import { createHash, type Hash } from "node:crypto";
 import { Worker } from "node:worker_threads";
@@ -23,22 +27,31 @@ const MAX_IN_FLIGHT = 4;
 const POOL_KEEP = 32;
 
 export class OffThreadHashes implements HashFactory {
-  private readonly worker: Worker;
+  private worker: Worker | null = null;
   private readonly sessions = new Map<number, OffThreadSha256>();
   private readonly freeSlabs: SharedArrayBuffer[] = [];
   private nextId = 1;
   private failure: Error | null = null;
   private closed = false;
 
-  constructor(private readonly logger?: Logger) {
-    this.worker = new Worker(new URL("./hash-thread.js", import.meta.url));
+  constructor(private readonly logger?: Logger) {}
+
+  /** Whether the worker thread has been started (by the first body larger than a slab). */
+  get workerStarted(): boolean {
+    return this.worker !== null;
+  }
+
+  private startedWorker(): Worker {
+    if (this.worker) return this.worker;
+    const worker = new Worker(new URL("./hash-thread.js", import.meta.url));
     // The worker must not keep a finished process alive.
-    this.worker.unref();
-    this.worker.on("message", (message: FromHashThread) => this.receive(message));
-    this.worker.on("error", (error) => this.fail(error));
-    this.worker.on("exit", (code) => {
+    worker.unref();
+    worker.on("message", (message: FromHashThread) => this.receive(message));
+    worker.on("error", (error) => this.fail(error));
+    worker.on("exit", (code) => {
       if (!this.closed) this.fail(new Error(`hash worker exited with code ${code}`));
     });
+    return (this.worker = worker);
   }
 
   create(): IncrementalHash {
@@ -53,7 +66,7 @@ export class OffThreadHashes implements HashFactory {
     if (this.closed) return;
     this.closed = true;
     this.failSessions(new Error("registry is shutting down"));
-    await this.worker.terminate();
+    await this.worker?.terminate();
   }
 
   /** @internal */ takeSlab(): SharedArrayBuffer {
@@ -67,7 +80,8 @@ export class OffThreadHashes implements HashFactory {
   /** @internal Returns false when the worker is gone and the session must fail. */
   post(message: ToHashThread): boolean {
     if (this.failure || this.closed) return false;
-    this.worker.postMessage(message);
+    // Messages posted while the thread boots are queued and delivered in order.
+    this.startedWorker().postMessage(message);
     return true;
   }
 

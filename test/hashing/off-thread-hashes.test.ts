@@ -98,4 +98,34 @@ describe("OffThreadHashes", () => {
     await feed(fresh, data, [65536]);
     assert.equal(await fresh.digest(), expected(data));
   });
+
+  test("no worker thread runs until a body fills a slab (small pushes cost no thread)", async () => {
+    const local = new OffThreadHashes();
+    try {
+      for (const size of [0, 1, 16 * 1024, SLAB - 1]) {
+        const data = randomBytes(size);
+        const hash = local.create();
+        await feed(hash, data, [65536]);
+        assert.equal(await hash.digest(), expected(data));
+      }
+      assert.equal(local.workerStarted, false, "bodies below one slab are hashed inline");
+      const large = randomBytes(2 * SLAB + 1);
+      const hash = local.create();
+      await feed(hash, large, [65536]);
+      assert.equal(local.workerStarted, true);
+      assert.equal(await hash.digest(), expected(large));
+    } finally {
+      await local.close();
+    }
+  });
+
+  test("closing a registry whose worker never started is clean, and later sessions hash inline", async () => {
+    const local = new OffThreadHashes();
+    await local.close();
+    const data = randomBytes(3 * SLAB);
+    const hash = local.create();
+    await feed(hash, data, [65536]);
+    assert.equal(await hash.digest(), expected(data));
+    assert.equal(local.workerStarted, false);
+  });
 });
