@@ -5,15 +5,16 @@
  * pushes over loopback: about 150 ms to receive and hash against about 235 ms
  * hashing inline, because the socket keeps being read while the worker hashes.
  *
- * Small uploads never reach the worker: the slabs of a body under
- * INLINE_SLABS slabs (2 MiB) are held and hashed inline when the request ends, which saves a thread
- * round trip per manifest- or config-sized blob; a larger body posts them all
- * and goes on off-thread. If the worker dies, sessions in flight fail their digest (the
- * caller re-reads the bytes) and new sessions hash inline.
+ * Small uploads never reach the worker: the slabs of a first request that
+ * ends before INLINE_SLABS of them fill (2 MiB) are hashed inline, and so is
+ * the rest of that session, which saves a thread round trip per manifest- or
+ * layer-sized blob; a larger body posts what it held and goes on off-thread.
+ * If the worker dies, sessions in flight fail their digest (the caller
+ * re-reads the bytes) and new sessions hash inline.
  *
  * The worker starts with the first slab that needs it, not with the registry:
  * its V8 isolate is ~10 MiB of resident memory that a registry serving pulls
- * and small pushes never uses (docs/benchmarks.md, "Round 3").
+ * and small pushes never uses (docs/benchmarks.md, "Speed round 3").
  */
 import { createHash, type Hash } from "node:crypto";
 import { Worker } from "node:worker_threads";
@@ -43,7 +44,7 @@ export class OffThreadHashes implements HashFactory {
 
   constructor(private readonly logger?: Logger) {}
 
-  /** Whether the worker thread has been started (by the first body larger than a slab). */
+  /** Whether the worker thread has been started (by the first body of INLINE_SLABS slabs or more). */
   get workerStarted(): boolean {
     return this.worker !== null;
   }
