@@ -18,6 +18,9 @@
  * object, which a server-side copy (ranged UploadPartCopy above 5 GiB) makes
  * the blob; then the session's objects are deleted. A blob key only ever
  * appears whole, and only after the caller verified its digest.
+ *
+ * A blob whose digest is known before its bytes (monolithic pushes) skips the
+ * session altogether: stageBlob, s3-staged-put.ts.
  */
 import { randomBytes } from "node:crypto";
 import { Readable, Transform } from "node:stream";
@@ -81,8 +84,6 @@ export interface S3StoreOptions extends S3ConnectionOptions {
   maxCopyBytes?: number;
   /** Blob GETs through reused buffers on a plain-HTTP endpoint (s3-direct-read.ts); default on. */
   directReads?: boolean;
-  /** Blobs announced with their digest are written straight to their key (s3-staged-put.ts); default on. */
-  stagedPuts?: boolean;
 }
 
 export const MIN_PART_BYTES = 5 * 1024 * 1024;
@@ -121,8 +122,6 @@ export class S3BlobStore implements BlobStore {
     this.maxCopyBytes = options.maxCopyBytes ?? MAX_PART_BYTES;
     // Blob GETs through reused buffers need a plain-HTTP endpoint (TLS goes through the SDK's streams).
     this.directReads = options.endpoint !== undefined && new URL(options.endpoint).protocol === "http:" && options.directReads !== false;
-    // Off (A/B runs, tests of the session path): the registry sees a driver without stageBlob.
-    if (options.stagedPuts === false) Object.defineProperty(this, "stageBlob", { value: undefined });
     if (this.maxCopyBytes < 2 * MIN_PART_BYTES || this.maxCopyBytes > MAX_PART_BYTES) throw new Error("maxCopyBytes must be between 10MiB and 5GiB");
   }
 
