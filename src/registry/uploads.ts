@@ -392,14 +392,10 @@ export class UploadService {
     // (~1 GB/s), and the worker's shared slabs cost a 100 MiB push on S3 more CPU than they
     // saved (postMessage, copies, ~6 full garbage collections in --trace-gc; docs/storage.md).
     const hash = inlineHashes.create();
-    let staged;
-    try {
-      staged = await blobs.stageBlob!(expected.digest, shieldBody(body, hash, session?.lease.signal), { exactBytes });
-    } catch (error) {
+    const blob = await blobs.stageBlob!(expected.digest, shieldBody(body, hash, session?.lease.signal), { exactBytes }).catch((error: unknown) => {
       hash.discard();
       throw writeFailure(session?.id ?? "", error);
-    }
-    const blob = staged;
+    });
     try {
       const actual = await hash.digest();
       if (actual !== expected.digest) {
