@@ -93,6 +93,16 @@ export interface BlobReader {
   openToSend?(digest: string, range: ByteRange | undefined, length: number): Promise<DirectBody | null>;
 }
 
+/** A blob written to where it will live but not readable yet (BlobWriter.stageBlob). */
+export interface StagedBlob {
+  /** Bytes received. */
+  size: number;
+  /** Makes the bytes readable under the digest: call once the digest is verified, under its lock. */
+  publish(): Promise<void>;
+  /** Throws the bytes away; does nothing after publish, and may be called more than once. */
+  discard(): Promise<void>;
+}
+
 export interface BlobWriter {
   startUpload(uploadId: string): Promise<void>;
   /** Current size of the session, or null if it does not exist. */
@@ -114,6 +124,17 @@ export interface BlobWriter {
   detachUpload?(uploadId: string): Promise<void>;
   /** Every session the store holds, with its last modification (to purge orphans). */
   listUploads(): Promise<Array<{ id: string; modifiedAt: number }>>;
+  /**
+   * Optional, for stores where moving a session's bytes under their digest costs
+   * another trip through the store (S3: a server-side copy): the whole blob
+   * `digest`, announced before its bytes, streamed straight to where it will
+   * live, unreadable until `publish`. Rejects like appendUpload (length,
+   * size, store) and leaves nothing behind when it does. The caller hashes the
+   * bytes on their way and publishes or discards the result.
+   */
+  stageBlob?(digest: string, source: Readable, options: { exactBytes?: number; maxBytes?: number }): Promise<StagedBlob>;
+  /** Optional, with stageBlob: throws away staged blobs started before `olderThan` that no request here is writing (a crash's leftovers). */
+  purgeStaged?(olderThan: number): Promise<number>;
 }
 
 export interface BlobDeleter {

@@ -18,6 +18,9 @@
  * object, which a server-side copy (ranged UploadPartCopy above 5 GiB) makes
  * the blob; then the session's objects are deleted. A blob key only ever
  * appears whole, and only after the caller verified its digest.
+ *
+ * A blob whose digest is known before its bytes (monolithic pushes) skips the
+ * session altogether: stageBlob, s3-staged-put.ts.
  */
 import { randomBytes } from "node:crypto";
 import { Readable, Transform } from "node:stream";
@@ -50,7 +53,9 @@ import {
   type BlobStore,
   type ByteRange,
   type DirectBody,
+  type StagedBlob,
 } from "./blob-store.js";
+import { stagePut } from "./s3-staged-put.js";
 import { DirectGetError, openDirectGet } from "./s3-direct-read.js";
 import { createS3Client, isMissing, isPreconditionFailed, storeUnavailable, type S3ConnectionOptions } from "./s3-client.js";
 import {
@@ -104,6 +109,8 @@ export class S3BlobStore implements BlobStore {
   private readonly partBuffers: PartBufferPool;
   /** Sessions' latest states as this process last read (walking every version) or wrote them. */
   private readonly recent = new RecentStates();
+  /** Multipart uploads of staged blobs (stageBlob) this process is writing or holding. */
+  private readonly staging = new Set<string>();
 
   constructor(private readonly options: S3StoreOptions, client?: S3Client) {
     if (options.partSize < MIN_PART_BYTES || options.partSize > MAX_PART_BYTES) throw new Error("partSize must be between 5MiB and 5GiB");
@@ -172,6 +179,31 @@ export class S3BlobStore implements BlobStore {
       if (isPreconditionFailed(error)) throw new Error(`upload session ${uploadId} already exists`);
       throw storeUnavailable(error, "starting an upload");
     }
+  }
+
+  async stageBlob(digest: string, source: Readable, options: { exactBytes?: number; maxBytes?: number }): Promise<StagedBlob> {
+    const target = {
+      client: this.client,
+      bucket: this.bucket,
+      key: this.layout.blob(digest),
+      partSize: this.partSize,
+      pool: this.partBuffers,
+      partsInFlight: PARTS_IN_FLIGHT,
+      active: this.staging,
+    };
+    return stagePut(target, source, options);
+  }
+
+  async purgeStaged(olderThan: number): Promise<number> {
+    let aborted = 0;
+    for await (const upload of this.listMultipartUploads(this.layout.blobsPrefix())) {
+      if (upload.initiatedAt >= olderThan || this.staging.has(upload.uploadId)) continue;
+      await this.orMissing("aborting a staged blob", () =>
+        this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.key, UploadId: upload.uploadId })),
+      );
+      aborted++;
+    }
+    return aborted;
   }
 
   async uploadSize(uploadId: string): Promise<number | null> {
@@ -350,7 +382,15 @@ export class S3BlobStore implements BlobStore {
 
   async abortUpload(uploadId: string): Promise<void> {
     const sessionPrefix = this.layout.session(uploadId);
+    const known = this.recent.get(uploadId);
     this.recent.forget(uploadId);
+    if (known?.seq === 0 && (await this.headState(this.layout.stateVersion(uploadId, 1))) === null) {
+      // A session that never saved a state version holds nothing but its hint (a monolithic
+      // PUT on an empty session, whose bytes went to stageBlob): one DELETE instead of listing.
+      // A piece of an append that crashed is found by the upload purge.
+      await this.attempt("cancelling an upload", () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.layout.state(uploadId) })));
+      return;
+    }
     await this.attempt("cancelling an upload", () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.layout.state(uploadId) })));
     for await (const upload of this.listMultipartUploads(sessionPrefix)) {
       await this.orMissing("cancelling an upload", () =>
