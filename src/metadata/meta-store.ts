@@ -352,5 +352,11 @@ export interface MetaStore {
   /** Forgets blobs whose bytes were deleted (only if still unlinked). */
   forgetBlobs(digests: string[]): Promise<string[]>;
 
+  /**
+   * Whether the database answers within `timeoutMs` (health checks: a replica
+   * that lost its database reports it quickly instead of hanging). Optional.
+   */
+  ping?(timeoutMs: number): Promise<boolean>;
+
   close(): Promise<void>;
 }

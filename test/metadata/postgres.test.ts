@@ -33,6 +33,7 @@ describe("PostgreSQL change token", { skip }, () => {
       await writer.putManifest("tok", manifest(`sha256:${String(i).padStart(64, "0")}`), "latest");
       assert.notEqual(await reader.changeToken(), before, `write ${i} is seen by the token`);
     }
+    assert.equal(await reader.ping(2_000), true, "a reachable database answers the health check");
     // Concurrent callers share token queries but every answer postdates the call.
     const tokens = await Promise.all(Array.from({ length: 50 }, () => reader.changeToken()));
     assert.equal(tokens.length, 50);
