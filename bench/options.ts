@@ -101,6 +101,8 @@ export interface Options {
   repoRoot: string;
   /** postgres: Ferry on PostgreSQL (ferry column) against Ferry on SQLite (reference column). */
   metadata: 'sqlite' | 'postgres';
+  /** Another Ferry build in the reference column (before/after comparisons in one run). */
+  baselineCli?: string;
 }
 
 function positiveInt(value: string): number {
@@ -158,6 +160,7 @@ export function parseOptions(argv: string[], repoRoot: string): Options {
     .option('--out <file>', 'JSON results file', path.join(repoRoot, 'bench/results/latest.json'))
     .option('--keep-data', 'keep the temporary data directories and logs', false)
     .option('--metadata <driver>', 'postgres: Ferry on PostgreSQL against Ferry on SQLite (in place of the reference)', metadataMode, 'sqlite')
+    .option('--baseline-cli <path>', 'run this Ferry CLI (another build) in place of the reference, for before/after comparisons')
     .allowExcessArguments(false)
     .parse(argv);
 
@@ -174,6 +177,7 @@ export function parseOptions(argv: string[], repoRoot: string): Options {
     out: string;
     keepData: boolean;
     metadata: 'sqlite' | 'postgres';
+    baselineCli?: string;
   }>();
 
   const profile: Profile = { ...(raw.fast ? FAST : FULL) };
@@ -192,5 +196,6 @@ export function parseOptions(argv: string[], repoRoot: string): Options {
     keepData: raw.keepData,
     repoRoot,
     metadata: raw.metadata,
+    baselineCli: raw.baselineCli === undefined ? undefined : path.resolve(raw.baselineCli),
   };
 }

@@ -37,6 +37,7 @@ export async function makeWorkspace(keep: boolean): Promise<string> {
 async function startOne(name: RegistryName, options: Options, workDir: string, s3?: S3Bucket, postgres?: string): Promise<StartedServer> {
   await fs.mkdir(workDir, { recursive: true });
   // --metadata postgres: the "reference" column is Ferry on SQLite.
+  if (name === 'reference' && options.baselineCli) return startFerry(options.baselineCli, options.ferryArgs, workDir, s3, options.shippedDefaults);
   if (postgres !== undefined) return startFerry(options.ferryCli, options.ferryArgs, workDir, s3, options.shippedDefaults, name === 'ferry' ? postgres : '');
   return name === 'ferry'
     ? startFerry(options.ferryCli, options.ferryArgs, workDir, s3, options.shippedDefaults)

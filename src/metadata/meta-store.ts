@@ -1,8 +1,8 @@
 /**
  * The metadata store: everything about repositories that is not blob bytes.
  * Tags, catalog, referrers and garbage collection are queries here, never
- * directory walks. SQLite implements it for the embedded default; the
- * interface is async so that PostgreSQL can implement it unchanged.
+ * directory walks. SQLite (the embedded default) and PostgreSQL (replicas)
+ * implement it with one schema and one set of queries (sql/, docs/metadata.md).
  * Every driver passes test/metadata/meta-store-suite.ts.
  */
 
@@ -168,7 +168,7 @@ export class MissingReferencesError extends Error {
   }
 }
 
-/** A repository as the web UI lists it (sqlite-browse.ts). */
+/** A repository as the web UI lists it (sql/browse.ts). */
 export interface RepositorySummary {
   name: string;
   tags: number;
@@ -351,6 +351,12 @@ export interface MetaStore {
   collectGarbage(options: GcOptions): Promise<GcPlan>;
   /** Forgets blobs whose bytes were deleted (only if still unlinked). */
   forgetBlobs(digests: string[]): Promise<string[]>;
+
+  /**
+   * Whether the database answers within `timeoutMs` (health checks: a replica
+   * that lost its database reports it quickly instead of hanging). Optional.
+   */
+  ping?(timeoutMs: number): Promise<boolean>;
 
   close(): Promise<void>;
 }

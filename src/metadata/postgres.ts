@@ -69,9 +69,13 @@ export class PostgresMetaStore extends SqlMetaStore {
   private tokenQuery: Promise<string> | undefined;
   private nextTokenQuery: Promise<string> | undefined;
 
+  /** A connection of its own for token reads (at most one in flight): no pool checkout per request. */
+  private tokenClient: Promise<pg.Client> | undefined;
+
   private constructor(
     db: Kysely<MetadataDatabase>,
     private readonly pool: pg.Pool,
+    private readonly clientConfig: pg.ClientConfig,
   ) {
     super(db, postgresDialect, db as unknown as Kysely<LeaseDatabase>);
   }
@@ -86,21 +90,20 @@ export class PostgresMetaStore extends SqlMetaStore {
     } catch {
       throw new PostgresStartError(`${key}: not a postgres:// URL`);
     }
-    const pool = new pg.Pool({
+    const clientConfig: pg.ClientConfig = {
       ...config,
-      max: options.poolSize,
       connectionTimeoutMillis: options.connectTimeoutMs,
       statement_timeout: options.statementTimeoutMs,
       // A query whose connection died mid-way must not hang its request.
       query_timeout: options.statementTimeoutMs + options.connectTimeoutMs,
-      idleTimeoutMillis: 30_000,
       types,
       application_name: "ferry",
-    });
+    };
+    const pool = new pg.Pool({ ...clientConfig, max: options.poolSize, idleTimeoutMillis: 30_000 });
     // An idle connection that PostgreSQL drops (restart, network) is an error event on the pool, not a crash.
     pool.on("error", () => {});
     const db = new Kysely<MetadataDatabase>({ dialect: new PostgresDialect({ pool }) });
-    const store = new PostgresMetaStore(db, pool);
+    const store = new PostgresMetaStore(db, pool, clientConfig);
     try {
       await sql`select 1`.execute(db).catch((error: unknown) => {
         throw new PostgresStartError(`${key} (${redactUrl(options.url)}): ${describe(error)}`);
@@ -133,8 +136,46 @@ export class PostgresMetaStore extends SqlMetaStore {
   }
 
   private async readToken(): Promise<string> {
-    const result = await this.pool.query<{ lsn: string }>({ text: "select pg_current_wal_insert_lsn()::text as lsn", name: "ferry_change_token" });
-    return result.rows[0]!.lsn;
+    const query = { text: "select pg_current_wal_insert_lsn()::text", name: "ferry_change_token", rowMode: "array" as const };
+    let client: pg.Client;
+    try {
+      client = await this.tokenConnection();
+    } catch {
+      // No dedicated connection right now: the pool answers (and reports its own errors).
+      return (await this.pool.query<[string]>(query)).rows[0]![0];
+    }
+    try {
+      return (await client.query<[string]>(query)).rows[0]![0];
+    } catch (error) {
+      // A broken connection is replaced on the next read.
+      this.tokenClient = undefined;
+      client.end().catch(() => {});
+      throw error;
+    }
+  }
+
+  private tokenConnection(): Promise<pg.Client> {
+    this.tokenClient ??= (async () => {
+      const client = new pg.Client(this.clientConfig);
+      client.on("error", () => {
+        this.tokenClient = undefined;
+      });
+      try {
+        await client.connect();
+      } catch (error) {
+        this.tokenClient = undefined;
+        throw error;
+      }
+      return client;
+    })();
+    return this.tokenClient;
+  }
+
+  override async close(): Promise<void> {
+    const client = this.tokenClient;
+    this.tokenClient = undefined;
+    if (client) await (await client.catch(() => undefined))?.end().catch(() => {});
+    await super.close();
   }
 
   /** Whether the database answers within `timeoutMs` (for health checks). */

@@ -98,6 +98,16 @@ export class SqliteMetaStore extends SqlMetaStore {
     return `${this.dataVersion.get()!}.${this.totalChanges.get()!}`;
   }
 
+  /** A local file: it answers unless it was closed or broken. */
+  async ping(): Promise<boolean> {
+    try {
+      this.raw.prepare("SELECT 1").get();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   override async close(): Promise<void> {
     await this.ready.catch(() => {});
     await super.close();
