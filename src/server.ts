@@ -130,7 +130,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     federation,
     access,
     logger,
-    limits: { manifestMaxBytes: config.manifests.maxBytes },
+    limits: { manifestMaxBytes: config.manifests.maxBytes, sparseManifests: config.manifests.sparse },
     // Blob commits and garbage collection exclude each other per digest across processes and replicas.
     digestLocks: new LeaseLocks(meta).mutex("blob:", new KeyedMutex()),
   };

@@ -115,7 +115,13 @@ export const configSchema = z.strictObject({
       maxOpenSessions: z.number().int().min(1).default(50_000),
     })
     .default({ purgeAfter: 24 * 3_600_000, purgeInterval: 3_600_000, maxOpenSessions: 50_000 }),
-  manifests: z.strictObject({ maxBytes: size.default(4 * 1024 * 1024) }).default({ maxBytes: 4 * 1024 * 1024 }),
+  manifests: z
+    .strictObject({
+      maxBytes: size.default(4 * 1024 * 1024),
+      /** Accept manifests whose blobs or child manifests are not pushed (yet): OCI "sparse" manifests (docs/mirrors.md). */
+      sparse: z.boolean().default(false),
+    })
+    .default({ maxBytes: 4 * 1024 * 1024, sparse: false }),
   gc: z
     .strictObject({
       /** Online garbage collection every `interval`; 0 turns the schedule off (`ferry gc` still works). */

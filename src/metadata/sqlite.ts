@@ -324,6 +324,8 @@ export class SqliteMetaStore implements MetaStore {
       );
       for (const blob of manifest.blobs) s.insertReference.run(id, manifest.digest, "blob", blob);
       for (const child of manifest.manifests) s.insertReference.run(id, manifest.digest, "manifest", child);
+      for (const blob of manifest.absent?.blobs ?? []) s.insertReference.run(id, manifest.digest, "blob", blob);
+      for (const child of manifest.absent?.manifests ?? []) s.insertReference.run(id, manifest.digest, "manifest", child);
       this.foreign.put(id, manifest.digest, manifest.foreignLayers, now);
       for (const name of typeof tag === "string" ? [tag] : (tag ?? [])) s.upsertTag.run(id, name, manifest.digest, now);
     }).immediate();
