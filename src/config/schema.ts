@@ -10,6 +10,7 @@ import { notificationsConfigSchema } from "../notifications/config.js";
 import { isIpOrCidr } from "../http/client-address.js";
 import { tracingConfigSchema } from "../tracing/config.js";
 import { auditConfigSchema } from "../audit/config.js";
+import { mirrorsConfigSchema, syncConfigSchema } from "../mirrors/config.js";
 
 /**
  * An S3 key goes into the Authorization header, which takes only visible ASCII: a pasted
@@ -146,6 +147,10 @@ export const configSchema = z.strictObject({
   audit: auditConfigSchema.default(auditConfigSchema.parse({})),
   /** The web UI at /ui/ and its JSON API under /ferry/v1 (docs/ui.md). */
   ui: z.strictObject({ enabled: z.boolean().default(true) }).default({ enabled: true }),
+  /** Pull-through mirrors of upstream registries, read-only under their prefix (docs/mirrors.md). */
+  mirrors: mirrorsConfigSchema.default([]),
+  /** Scheduled copies of tags from mirrored repositories (docs/mirrors.md). */
+  sync: z.array(syncConfigSchema).default([]),
 });
 
 export type Config = z.output<typeof configSchema>;
