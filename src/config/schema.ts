@@ -151,6 +151,13 @@ export const configSchema = z.strictObject({
   mirrors: mirrorsConfigSchema.default([]),
   /** Scheduled copies of tags from mirrored repositories (docs/mirrors.md). */
   sync: z.array(syncConfigSchema).default([]),
+}).superRefine((config, ctx) => {
+  // A sync copies from a mirror: its repository must be under one of the prefixes.
+  config.sync.forEach((sync, index) => {
+    if (!config.mirrors.some((m) => sync.from.startsWith(m.prefix) && sync.from.length > m.prefix.length)) {
+      ctx.addIssue({ code: "custom", path: ["sync", index, "from"], message: `${sync.from} is under no mirror's prefix (mirrors[].prefix)` });
+    }
+  });
 });
 
 export type Config = z.output<typeof configSchema>;
