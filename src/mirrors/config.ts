@@ -40,6 +40,8 @@ export const mirrorConfigSchema = z.strictObject({
    * (and docker.io for Docker Hub's registry-1.docker.io).
    */
   namespaces: z.array(z.string().min(1)).optional(),
+  /** Cached tags no client pulled for this long are dropped (garbage collection then frees their blobs); unset: kept. */
+  retention: duration.refine((ms) => ms >= 1000, "must be at least 1s").optional(),
   /** Upstream blob fetches in progress at once for this mirror; more get 429 with Retry-After. */
   maxConcurrentFetches: z.number().int().min(1).max(10_000).default(32),
 });

@@ -8,6 +8,7 @@ import type { ManifestService } from "../registry/manifests.js";
 import { MirrorService } from "./service.js";
 import { mirrorAdminExtensions, registerMirrorMetrics } from "./admin.js";
 import { startSyncJobs, type SyncJob } from "./sync.js";
+import { PullLog, startRetention } from "./retention.js";
 
 export interface Mirrors {
   service: MirrorService;
@@ -17,19 +18,31 @@ export interface Mirrors {
 }
 
 /** Null when no mirror is configured (a `sync` entry then has nothing to sync from: refused). */
-export function createMirrors(config: Config, deps: { registry: RegistryDeps; manifests: ManifestService; logger: Logger; metrics: Registry }): Mirrors | null {
+export function createMirrors(
+  config: Config,
+  deps: { registry: RegistryDeps; manifests: ManifestService; logger: Logger; metrics: Registry; metadataPath: string },
+): Mirrors | null {
   if (config.mirrors.length === 0) {
     if (config.sync.length > 0) throw new Error(`sync from ${config.sync[0]!.from}: no mirrors are configured (mirrors[] with prefix and upstream)`);
     return null;
   }
-  const service = new MirrorService(config.mirrors, { registry: deps.registry, manifests: deps.manifests, logger: deps.logger, manifestMaxBytes: config.manifests.maxBytes });
+  const pulls = config.mirrors.some((m) => m.retention !== undefined) ? new PullLog(`${deps.metadataPath}.mirrors`) : undefined;
+  const service = new MirrorService(config.mirrors, {
+    registry: deps.registry,
+    manifests: deps.manifests,
+    logger: deps.logger,
+    manifestMaxBytes: config.manifests.maxBytes,
+    ...(pulls ? { pulls } : {}),
+  });
   let syncJobs: SyncJob[];
   try {
     syncJobs = startSyncJobs(config.sync, service, deps.registry.meta, deps.logger);
   } catch (error) {
     service.close();
+    pulls?.close();
     throw error;
   }
+  const stopRetention = pulls ? startRetention(service.set.mirrors, deps.registry.meta, pulls, deps.logger) : () => undefined;
   registerMirrorMetrics(deps.metrics, service);
   return {
     service,
@@ -37,7 +50,9 @@ export function createMirrors(config: Config, deps: { registry: RegistryDeps; ma
     syncJobs,
     close() {
       for (const job of syncJobs) job.stop();
+      stopRetention();
       service.close();
+      pulls?.close();
     },
   };
 }

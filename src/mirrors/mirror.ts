@@ -61,9 +61,12 @@ export class Mirror {
   private readonly checkedTags = new Map<string, number>();
   private readonly dockerHub: boolean;
 
-  constructor(readonly config: MirrorConfig) {
+  constructor(
+    readonly config: MirrorConfig,
+    manifestMaxBytes?: number,
+  ) {
     this.prefix = config.prefix;
-    this.upstream = connectUpstream(config);
+    this.upstream = connectUpstream(config, manifestMaxBytes);
     const host = new URL(config.upstream).host;
     this.dockerHub = DOCKER_HUB_HOSTS.has(host);
     this.namespaces = config.namespaces ?? (this.dockerHub ? ["docker.io", host] : [host]);
@@ -119,8 +122,8 @@ export class MirrorSet {
   /** Longest prefix first, so hub/special/ wins over hub/ and "" comes last. */
   readonly mirrors: Mirror[];
 
-  constructor(configs: readonly MirrorConfig[]) {
-    this.mirrors = configs.map((config) => new Mirror(config)).sort((a, b) => b.prefix.length - a.prefix.length);
+  constructor(configs: readonly MirrorConfig[], manifestMaxBytes?: number) {
+    this.mirrors = configs.map((config) => new Mirror(config, manifestMaxBytes)).sort((a, b) => b.prefix.length - a.prefix.length);
   }
 
   match(name: string): Mirror | null {

@@ -41,12 +41,15 @@ import { BlobFlight } from "./blob-flight.js";
 import { MirrorSet, type Mirror } from "./mirror.js";
 import { RateLimitedError, classifyUpstreamError, upstreamError, type UpstreamFailure } from "./upstream.js";
 import type { MirrorConfig } from "./config.js";
+import type { PullLog } from "./retention.js";
 
 export interface MirrorDeps {
   registry: RegistryDeps;
   manifests: ManifestService;
   logger: Logger;
   manifestMaxBytes: number;
+  /** When each cached tag was last pulled (retention); absent when no mirror has a retention. */
+  pulls?: PullLog;
 }
 
 /** What ensureManifest did, for the caller's answer and for sync's record. */
@@ -59,7 +62,7 @@ export class MirrorService {
     configs: readonly MirrorConfig[],
     private readonly deps: MirrorDeps,
   ) {
-    this.set = new MirrorSet(configs);
+    this.set = new MirrorSet(configs, deps.manifestMaxBytes);
   }
 
   /**
@@ -96,8 +99,11 @@ export class MirrorService {
   }
 
   private async serveManifest(ctx: RequestContext, mirror: Mirror, name: string, rawReference: string): Promise<void> {
-    const outcome = await this.ensureManifest(mirror, name, parseReferenceForLookup(rawReference));
+    const reference = parseReferenceForLookup(rawReference);
+    const outcome = await this.ensureManifest(mirror, name, reference);
     if (outcome.kind === "stale") ctx.res.setHeader("Warning", formatWarning(outcome.warning));
+    const retention = mirror.config.retention;
+    if (retention !== undefined && reference.kind === "tag") this.deps.pulls?.record(name, reference.tag, Date.now(), retention / 10);
     await getManifest(ctx, name, rawReference);
   }
 

@@ -91,6 +91,7 @@ class FetcherSender implements HttpSender {
     private readonly fetcher: SafeFetcher,
     private readonly health: UpstreamHealth,
     private readonly upstreamOrigin: string,
+    private readonly manifestMaxBytes: number,
   ) {}
 
   async send(request: HttpRequest): Promise<HttpResponse> {
@@ -106,8 +107,8 @@ class FetcherSender implements HttpSender {
         headers,
         ...(request.body ? { body: request.body } : {}),
         timeoutMs: request.idleTimeoutMs ?? 60_000,
-        // Sizes are checked by the caller against the digest's descriptor or the manifest limit.
-        maxBytes: Number.MAX_SAFE_INTEGER,
+        // Manifests are read whole: bounded by the registry's manifest limit. Blob sizes are checked against their digest as they stream.
+        maxBytes: /\/manifests\/[^/]+$/.test(request.url.pathname) ? this.manifestMaxBytes : Number.MAX_SAFE_INTEGER,
         followRedirects: false,
       });
       if (response.status === 429 && new URL(response.url).origin === this.upstreamOrigin) {
@@ -135,7 +136,7 @@ export interface Upstream {
   close(): void;
 }
 
-export function connectUpstream(config: MirrorConfig): Upstream {
+export function connectUpstream(config: MirrorConfig, manifestMaxBytes = 4 * 1024 * 1024): Upstream {
   const url = new URL(config.upstream);
   const host = url.hostname.replace(/^\[|\]$/g, "");
   // The one exception to the address rules: where the operator's upstream host itself lives.
@@ -162,7 +163,7 @@ export function connectUpstream(config: MirrorConfig): Upstream {
     ...(config.credentials ? { credentials: config.credentials } : {}),
     // One attempt: a mirror answers its own client now (stale or an error) rather than retrying for seconds.
     attempts: 1,
-    pool: new FetcherSender(fetcher, health, url.origin),
+    pool: new FetcherSender(fetcher, health, url.origin, manifestMaxBytes),
     userAgent: "ferry-mirror",
   });
   return { url: config.upstream, client, health, close: () => fetcher.close() };

@@ -183,4 +183,14 @@ describe("mirror blob fetches", () => {
     assert.match(body.errors[0]!.message, /refused to connect to 127\.0\.0\.2/);
     assert.equal(other.count("GET", "/"), 0, "the redirect target was never contacted");
   });
+
+  test("an upstream manifest larger than the registry's manifest limit is refused (502), never read whole or stored", async (t) => {
+    const { upstream, mirror } = await setup(t, { registry: { manifests: { maxBytes: "64KiB" } } });
+    const huge = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", annotations: { pad: "x".repeat(200_000) } }));
+    upstream.addManifest("huge", "v1", huge);
+    const response = await fetch(`${mirror.url}/v2/m/huge/manifests/v1`);
+    assert.equal(response.status, 502);
+    assert.match(((await response.json()) as { errors: Array<{ message: string }> }).errors[0]!.message, /65536/);
+    assert.equal(await mirror.registry.deps.meta.getTaggedManifest("m/huge", "v1"), null);
+  });
 });
