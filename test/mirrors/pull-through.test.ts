@@ -156,4 +156,17 @@ describe("pull-through mirror of a Ferry upstream", () => {
       upstream = await startTestRegistry({ listen: `127.0.0.1:${new URL(url).port}` }, dataDir);
     }
   });
+
+  test("a mirror with the empty prefix (dockerd registry-mirrors) serves upstream names as they are and refuses every push", async (t) => {
+    const whole = await startTestRegistry({ mirrors: [{ prefix: "", upstream: upstream.url }] });
+    t.after(() => whole.close());
+    const image = await buildImage({ layers: [{ "d.txt": "dockerd\n" }] });
+    await pushImage(upstream.url, "library/dockerd", "v1", image);
+    const manifest = await get(`${whole.url}/v2/library/dockerd/manifests/v1`);
+    assert.equal(manifest.status, 200);
+    assert.deepEqual(manifest.body, image.manifest);
+    const push = await fetch(`${whole.url}/v2/mine/app/blobs/uploads/`, { method: "POST" });
+    assert.equal(push.status, 405);
+    await push.arrayBuffer();
+  });
 });
