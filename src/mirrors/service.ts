@@ -168,7 +168,19 @@ export class MirrorService {
       });
     }
     const pushReference = reference.kind === "digest" ? parseManifestReference(reference.digest.digest) : reference;
-    await this.deps.manifests.push({ repository: name, reference: pushReference, body: data.bytes, contentType: data.mediaType, sparse: true });
+    try {
+      await this.deps.manifests.push({ repository: name, reference: pushReference, body: data.bytes, contentType: data.mediaType, sparse: true });
+    } catch (error) {
+      // A push would get 400 for this (an invalid manifest, a foreign URL federation's policy refuses);
+      // the client asked for a pull: the upstream's content is what this registry cannot take.
+      if (error instanceof RegistryError && error.status < 500) {
+        throw new RegistryError("UNAVAILABLE", `this registry does not accept the upstream's manifest: ${error.message}`, {
+          status: 502,
+          detail: { code: error.code, ...(error.detail !== undefined ? { detail: error.detail } : {}) },
+        });
+      }
+      throw error;
+    }
   }
 
   /**

@@ -193,4 +193,20 @@ describe("mirror blob fetches", () => {
     assert.match(((await response.json()) as { errors: Array<{ message: string }> }).errors[0]!.message, /65536/);
     assert.equal(await mirror.registry.deps.meta.getTaggedManifest("m/huge", "v1"), null);
   });
+
+  test("an upstream manifest whose foreign layer federation's policy refuses is not stored: 502 saying why, never a 400 for a pull", async (t) => {
+    const { upstream, mirror } = await setup(t);
+    const config = Buffer.from("{}");
+    const configDigest = upstream.addBlob("win", config);
+    const manifest = imageManifest({ digest: configDigest, size: config.length }, [
+      { digest: sha256("foreign"), size: 7, urls: ["ftp://files.example/base.tar"], mediaType: "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip" },
+    ]);
+    upstream.addManifest("win", "v1", manifest);
+    const response = await fetch(`${mirror.url}/v2/m/win/manifests/v1`);
+    assert.equal(response.status, 502);
+    const error = ((await response.json()) as { errors: Array<{ code: string; message: string }> }).errors[0]!;
+    assert.equal(error.code, "UNAVAILABLE");
+    assert.match(error.message, /does not accept the upstream's manifest/);
+    assert.equal(await mirror.registry.deps.meta.getTaggedManifest("m/win", "v1"), null);
+  });
 });
