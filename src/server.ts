@@ -161,7 +161,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   opened.add(() => notifications.close());
   services.events = notifications.sink;
   // Pull-through mirrors (docs/mirrors.md): the dispatcher hands them requests under their prefixes.
-  const mirrors = await opened.step(() => createMirrors(config, { registry: deps, manifests: services.manifests, logger, metrics: metrics.registry, metadataPath }));
+  const mirrors = await opened.step(() => createMirrors(config, { registry: deps, manifests: services.manifests, logger, metrics: metrics.registry, metadataPath, hashes: hashing }));
   if (mirrors) {
     opened.add(() => mirrors.close());
     services.mirrors = mirrors.service;

@@ -5,6 +5,7 @@ import type { Config } from "../config/schema.js";
 import type { Extension } from "../http/app.js";
 import type { RegistryDeps } from "../registry/context.js";
 import type { ManifestService } from "../registry/manifests.js";
+import type { HashFactory } from "../hashing/incremental-hash.js";
 import { MirrorService } from "./service.js";
 import { mirrorAdminExtensions, registerMirrorMetrics } from "./admin.js";
 import { startSyncJobs, type SyncJob } from "./sync.js";
@@ -20,7 +21,7 @@ export interface Mirrors {
 /** Null when no mirror is configured (a `sync` entry then has nothing to sync from: refused). */
 export function createMirrors(
   config: Config,
-  deps: { registry: RegistryDeps; manifests: ManifestService; logger: Logger; metrics: Registry; metadataPath: string },
+  deps: { registry: RegistryDeps; manifests: ManifestService; logger: Logger; metrics: Registry; metadataPath: string; hashes?: HashFactory },
 ): Mirrors | null {
   if (config.mirrors.length === 0) {
     if (config.sync.length > 0) throw new Error(`sync from ${config.sync[0]!.from}: no mirrors are configured (mirrors[] with prefix and upstream)`);
@@ -33,6 +34,7 @@ export function createMirrors(
     logger: deps.logger,
     manifestMaxBytes: config.manifests.maxBytes,
     ...(pulls ? { pulls } : {}),
+    ...(deps.hashes ? { hashes: deps.hashes } : {}),
   });
   let syncJobs: SyncJob[];
   try {

@@ -42,6 +42,7 @@ import { MirrorSet, type Mirror } from "./mirror.js";
 import { RateLimitedError, classifyUpstreamError, upstreamError, type UpstreamFailure } from "./upstream.js";
 import type { MirrorConfig } from "./config.js";
 import type { PullLog } from "./retention.js";
+import type { HashFactory } from "../hashing/incremental-hash.js";
 
 export interface MirrorDeps {
   registry: RegistryDeps;
@@ -50,6 +51,8 @@ export interface MirrorDeps {
   manifestMaxBytes: number;
   /** When each cached tag was last pulled (retention); absent when no mirror has a retention. */
   pulls?: PullLog;
+  /** The registry's hash thread, shared with uploads. */
+  hashes?: HashFactory;
 }
 
 /** What ensureManifest did, for the caller's answer and for sync's record. */
@@ -306,7 +309,7 @@ export class MirrorService {
       opened.body.destroy();
       throw upstreamError(mirror.upstream.url, { kind: "down", message: "it sent the blob without a Content-Length" });
     }
-    const flight = new BlobFlight(digest, opened.length);
+    const flight = new BlobFlight(digest, opened.length, this.deps.hashes ? { hashes: this.deps.hashes } : {});
     flight
       .run(opened.body, (verified) => this.storeBlob(name, digest, opened.length!, verified))
       .then(

@@ -47,7 +47,7 @@ test("sync tag patterns: * and ? only, anchored, everything else literal", () =>
 test("a client further behind than the flight's window is told to read from the store; clients within it get the bytes in order", async () => {
   const bytes = randomBytes(64 * 1024);
   const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
-  const flight = new BlobFlight(digest, bytes.length, 16 * 1024);
+  const flight = new BlobFlight(digest, bytes.length, { windowBytes: 16 * 1024 });
   const chunks = Array.from({ length: 8 }, (_, i) => bytes.subarray(i * 8192, (i + 1) * 8192));
   const stored: Buffer[] = [];
   await flight.run(Readable.from(chunks), async (verified) => {
