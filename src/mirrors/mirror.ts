@@ -6,6 +6,7 @@
 import type { MirrorConfig } from "./config.js";
 import { connectUpstream, type Upstream, type UpstreamHealthView } from "./upstream.js";
 import type { BlobFlight } from "./blob-flight.js";
+import type { ManifestOutcome } from "./service.js";
 
 const DOCKER_HUB_HOSTS = new Set(["registry-1.docker.io", "docker.io", "index.docker.io"]);
 /** Tags whose freshness a mirror remembers; the oldest checks are forgotten first (they are re-checked upstream). */
@@ -58,6 +59,8 @@ export class Mirror {
   };
   /** Upstream blob fetches in progress, by local repository and digest (single flight). */
   readonly flights = new Map<string, Promise<BlobFlight>>();
+  /** Manifest checks in progress, by local repository and reference (one upstream request for concurrent pulls). */
+  readonly manifestChecks = new Map<string, Promise<ManifestOutcome>>();
   private readonly checkedTags = new Map<string, number>();
   private readonly dockerHub: boolean;
 

@@ -103,7 +103,14 @@ export class MirrorService {
 
   private async serveManifest(ctx: RequestContext, mirror: Mirror, name: string, rawReference: string): Promise<void> {
     const reference = parseReferenceForLookup(rawReference);
-    const outcome = await this.ensureManifest(mirror, name, reference);
+    // Clients asking for one manifest at once share one upstream check (a build farm after the TTL ran out).
+    const key = `${name}:${rawReference}`;
+    let pending = mirror.manifestChecks.get(key);
+    if (!pending) {
+      pending = this.ensureManifest(mirror, name, reference).finally(() => mirror.manifestChecks.delete(key));
+      mirror.manifestChecks.set(key, pending);
+    }
+    const outcome = await pending;
     if (outcome.kind === "stale") ctx.res.setHeader("Warning", formatWarning(outcome.warning));
     const retention = mirror.config.retention;
     if (retention !== undefined && reference.kind === "tag") this.deps.pulls?.record(name, reference.tag, Date.now(), retention / 10);

@@ -209,4 +209,15 @@ describe("mirror blob fetches", () => {
     assert.match(error.message, /does not accept the upstream's manifest/);
     assert.equal(await mirror.registry.deps.meta.getTaggedManifest("m/win", "v1"), null);
   });
+
+  test("concurrent pulls of one tag share one upstream check and fetch", async (t) => {
+    const { upstream, mirror } = await setup(t);
+    const config = Buffer.from('{"a":1}');
+    const configDigest = upstream.addBlob("tagged", config);
+    upstream.addManifest("tagged", "v1", imageManifest({ digest: configDigest, size: config.length }, []));
+    const answers = await Promise.all(Array.from({ length: 8 }, () => fetch(`${mirror.url}/v2/m/tagged/manifests/v1`).then(async (r) => [r.status, await r.arrayBuffer()] as const)));
+    for (const [status] of answers) assert.equal(status, 200);
+    assert.equal(upstream.count("HEAD", "/manifests/v1"), 1);
+    assert.equal(upstream.count("GET", "/manifests/"), 1);
+  });
 });
