@@ -42,8 +42,11 @@ export const mirrorConfigSchema = z.strictObject({
   namespaces: z.array(z.string().min(1)).optional(),
   /** Cached tags no client pulled for this long are dropped (garbage collection then frees their blobs); unset: kept. */
   retention: duration.refine((ms) => ms >= 1000, "must be at least 1s").optional(),
-  /** Upstream blob fetches in progress at once for this mirror; more get 429 with Retry-After. */
-  maxConcurrentFetches: z.number().int().min(1).max(10_000).default(32),
+  /**
+   * Upstream blob fetches in progress at once for this mirror; more get 429 with Retry-After.
+   * Each holds up to about 80 MiB of memory (what clients have not read and the store has not written).
+   */
+  maxConcurrentFetches: z.number().int().min(1).max(1_000).default(16),
 });
 
 export const syncConfigSchema = z.strictObject({
