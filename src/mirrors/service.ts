@@ -165,9 +165,9 @@ export class MirrorService {
     return { kind: "fetched", digest };
   }
 
-  /** A stored manifest of `name` (sync walks what it references). */
-  async manifestRecord(name: string, digest: string): Promise<{ content: Buffer; mediaType: string } | null> {
-    return this.deps.registry.meta.getManifest(name, digest);
+  /** What sync needs to write into the store: the metadata and the push path. */
+  get store(): { meta: RegistryDeps["meta"]; manifests: ManifestService } {
+    return { meta: this.deps.registry.meta, manifests: this.deps.manifests };
   }
 
   private async storeManifest(name: string, reference: ManifestReference, data: ManifestData): Promise<void> {
@@ -260,24 +260,6 @@ export class MirrorService {
     await this.follow(ctx, flight);
   }
 
-  /**
-   * Stores a blob of `name` if it is not held yet (scheduled sync): joins or
-   * starts the same single-flight fetch a client's pull would. Returns the
-   * bytes fetched (0 when it was held).
-   */
-  async ensureBlob(mirror: Mirror, name: string, digest: string): Promise<number> {
-    const { meta, blobs } = this.deps.registry;
-    if (await meta.linkedBlob(name, digest)) return 0;
-    const known = await meta.blobSize(digest);
-    if (known !== null && (await blobs.stat(digest)) !== null) {
-      const size = await this.fromUpstream(mirror, () => mirror.upstream.client.blobSize(mirror.upstreamName(name), digest), () => blobUnknown(digest));
-      if (size === known && (await this.linkHeld(name, digest, known))) return 0;
-    }
-    const flight = await this.flightFor(mirror, name, digest);
-    await flight.done;
-    return flight.size;
-  }
-
   private async linkHeld(name: string, digest: string, size: number): Promise<boolean> {
     const { meta, blobs, digestLocks } = this.deps.registry;
     return digestLocks.run(digest, async () => {
@@ -340,7 +322,7 @@ export class MirrorService {
    * stream only ends once the digest matched; any failure drops the session,
    * so nothing partial or wrong is left behind.
    */
-  private async storeBlob(name: string, digest: string, size: number, verified: Readable): Promise<void> {
+  async storeBlob(name: string, digest: string, size: number, verified: Readable): Promise<void> {
     const { blobs, meta, digestLocks } = this.deps.registry;
     const id = randomUUID();
     await blobs.startUpload(id);

@@ -1,19 +1,19 @@
 /**
  * Scheduled sync (config `sync`): every `interval`, the tags of a mirrored
- * repository that match the patterns are revalidated against the upstream
- * and everything they need is stored: manifests byte for byte (never
- * re-serialised), every child of an index, every blob (streamed from the
- * upstream into the store through the mirror's single-flight fetch, so a sync
- * and a client's pull of one blob share one fetch). Foreign layers stay
+ * repository that match the patterns are copied from the upstream with the
+ * client library's streaming copy (src/client/copy.ts) into this registry's
+ * store (MirrorDestination): manifests byte for byte (never re-serialised),
+ * every child of an index, every blob not held yet (streamed from the
+ * upstream through a digest check into the store). Foreign layers stay
  * foreign. Each run is recorded (GET /ferry/v1/mirrors, the log).
  *
  * With several worker processes, one runs each sync at a time (a lease in the
  * metadata store); the others skip that round.
  */
 import type { Logger } from "pino";
-import { parseManifest } from "../oci/manifest.js";
-import { isManifestMediaType } from "../oci/media-types.js";
-import { parseManifestReference } from "../oci/reference.js";
+import { copyImage } from "../client/copy.js";
+import { RegistrySource } from "../client/registry-image.js";
+import { MirrorDestination } from "./destination.js";
 import type { MetaStore } from "../metadata/meta-store.js";
 import { LeaseLocks } from "../registry/leases.js";
 import type { SyncConfig } from "./config.js";
@@ -26,7 +26,6 @@ export interface SyncRun {
   tagsMatched: number;
   /** Tags whose manifest changed (or was new) and was stored. */
   tagsUpdated: string[];
-  manifestsFetched: number;
   blobsFetched: number;
   bytesFetched: number;
   /** What failed, per tag (the run goes on with the next tag). */
@@ -103,24 +102,33 @@ export class SyncJob {
 
   private async sync(): Promise<SyncRun> {
     const { from } = this.config;
-    const run: SyncRun = { startedAt: Date.now(), finishedAt: 0, tagsMatched: 0, tagsUpdated: [], manifestsFetched: 0, blobsFetched: 0, bytesFetched: 0, errors: [] };
+    const run: SyncRun = { startedAt: Date.now(), finishedAt: 0, tagsMatched: 0, tagsUpdated: [], blobsFetched: 0, bytesFetched: 0, errors: [] };
     const patterns = this.config.tags.map(globToRegExp);
+    const upstreamName = this.mirror.upstreamName(from);
+    const client = this.mirror.upstream.client;
     let tags: string[] = [];
     try {
-      tags = (await this.mirror.upstream.client.listTags(this.mirror.upstreamName(from))).filter((tag) => patterns.some((p) => p.test(tag))).sort();
+      tags = (await client.listTags(upstreamName)).filter((tag) => patterns.some((p) => p.test(tag))).sort();
+      this.mirror.upstream.health.success();
     } catch (error) {
+      this.mirror.upstream.health.failure(error instanceof Error ? error.message : String(error));
       run.errors.push({ tag: "*", error: error instanceof Error ? error.message : String(error) });
     }
     run.tagsMatched = tags.length;
+    const { meta, manifests } = this.service.store;
     for (const tag of tags.slice(0, MAX_TAGS_PER_RUN)) {
       try {
-        const outcome = await this.service.ensureManifest(this.mirror, from, { kind: "tag", tag }, { revalidate: true });
-        if (outcome.kind === "stale") throw new Error(outcome.warning);
-        if (outcome.kind === "fetched") {
-          run.tagsUpdated.push(tag);
-          run.manifestsFetched++;
-        }
-        await this.complete(from, outcome.digest, run, 0);
+        const before = (await meta.getTaggedManifest(from, tag))?.digest ?? null;
+        // The client library's streaming copy: blobs stream upstream -> digest check -> store, manifests go byte for byte.
+        const destination = new MirrorDestination(from, tag, meta, manifests, (repository, digest, size, stream) => this.service.storeBlob(repository, digest, size, stream));
+        const source = new RegistrySource(client, { registry: client.registry, repository: upstreamName, tag });
+        const result = await copyImage(source, destination, { jobs: 2 });
+        this.mirror.markFresh(from, tag);
+        this.mirror.upstream.health.success();
+        if (before !== result.digest) run.tagsUpdated.push(tag);
+        run.blobsFetched += result.blobs.copied;
+        run.bytesFetched += destination.bytesStored;
+        this.mirror.counters.bytesFetched += destination.bytesStored;
       } catch (error) {
         run.errors.push({ tag, error: error instanceof Error ? error.message : String(error) });
       }
@@ -131,30 +139,6 @@ export class SyncJob {
     if (run.errors.length > 0) this.logger.warn({ ...line, firstError: run.errors[0] }, "mirror sync finished with errors");
     else this.logger.info(line, "mirror sync finished");
     return run;
-  }
-
-  /** Stores what a stored manifest references: children of an index (recursively), blobs of an image. */
-  private async complete(name: string, digest: string, run: SyncRun, depth: number): Promise<void> {
-    const record = await this.service.manifestRecord(name, digest);
-    if (!record || depth > 4) return;
-    const manifest = parseManifest(record.content, record.mediaType);
-    for (const child of manifest.manifests) {
-      if (isManifestMediaType(child.mediaType)) {
-        const outcome = await this.service.ensureManifest(this.mirror, name, parseManifestReference(child.digest));
-        if (outcome.kind === "fetched") run.manifestsFetched++;
-        await this.complete(name, child.digest, run, depth + 1);
-      }
-    }
-    const blobs = [...(manifest.config ? [manifest.config] : []), ...manifest.layers];
-    for (const blob of blobs) {
-      // Foreign layers stay where their urls say; federation answers them.
-      if (blob.urls && blob.urls.length > 0) continue;
-      const bytes = await this.service.ensureBlob(this.mirror, name, blob.digest);
-      if (bytes > 0) {
-        run.blobsFetched++;
-        run.bytesFetched += bytes;
-      }
-    }
   }
 }
 
