@@ -39,7 +39,7 @@ import { ClientError, SourceError } from "../client/errors.js";
 import type { ManifestData } from "../client/registry.js";
 import { BlobFlight } from "./blob-flight.js";
 import { MirrorSet, type Mirror } from "./mirror.js";
-import { RateLimitedError, classifyUpstreamError, upstreamError, type UpstreamFailure } from "./upstream.js";
+import { classifyUpstreamError, upstreamError, type UpstreamFailure } from "./upstream.js";
 import type { MirrorConfig } from "./config.js";
 import type { PullLog } from "./retention.js";
 import type { HashFactory } from "../hashing/incremental-hash.js";
@@ -463,4 +463,3 @@ function drained(res: NodeJS.WritableStream & { once: (event: string, listener: 
   });
 }
 
-export { RateLimitedError };
