@@ -58,7 +58,7 @@ export class Mirror {
     upstreamErrors: 0,
   };
   /** Upstream blob fetches in progress, by local repository and digest (single flight). */
-  readonly flights = new Map<string, Promise<BlobFlight>>();
+  readonly flights = new Map<string, Promise<BlobFlight | null>>();
   /** Manifest checks in progress, by local repository and reference (one upstream request for concurrent pulls). */
   readonly manifestChecks = new Map<string, Promise<ManifestOutcome>>();
   private readonly checkedTags = new Map<string, number>();

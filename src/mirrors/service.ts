@@ -43,6 +43,7 @@ import { classifyUpstreamError, upstreamError, type UpstreamFailure } from "./up
 import type { MirrorConfig } from "./config.js";
 import type { PullLog } from "./retention.js";
 import type { HashFactory } from "../hashing/incremental-hash.js";
+import { LeaseLocks } from "../registry/leases.js";
 
 export interface MirrorDeps {
   registry: RegistryDeps;
@@ -60,12 +61,15 @@ export type ManifestOutcome = { kind: "hit" | "revalidated" | "fetched"; digest:
 
 export class MirrorService {
   readonly set: MirrorSet;
+  /** One fetch per blob and repository across every process sharing the metadata store. */
+  private readonly fetchLeases: LeaseLocks;
 
   constructor(
     configs: readonly MirrorConfig[],
     private readonly deps: MirrorDeps,
   ) {
     this.set = new MirrorSet(configs, deps.manifestMaxBytes);
+    this.fetchLeases = new LeaseLocks(deps.registry.meta, { ttlMs: 30_000, waitMs: 0 });
   }
 
   /**
@@ -257,7 +261,39 @@ export class MirrorService {
       return;
     }
     const flight = await this.flightFor(mirror, name, digest);
-    await this.follow(ctx, flight);
+    if (flight) {
+      await this.follow(ctx, flight);
+      return;
+    }
+    // Another worker process is fetching this blob: answered from the store once it is committed there.
+    if (await this.waitForOtherWorker(ctx, name, digest)) {
+      mirror.counters.blobFetchesJoined++;
+      await getBlob(ctx, name, rawDigest);
+      return;
+    }
+    if (ctx.res.destroyed) return;
+    throw new RegistryError("UNAVAILABLE", `another worker's fetch of ${digest} from ${mirror.upstream.url} did not finish; retry`, {
+      status: 503,
+      headers: { "Retry-After": "1" },
+      detail: { digest, upstream: mirror.upstream.url },
+    });
+  }
+
+  /**
+   * Waits while another process holds the fetch's lease; true once the blob
+   * is linked here, false when that fetch ended without it (or took longer
+   * than WAIT_ELSEWHERE_MS, or the client left).
+   */
+  private async waitForOtherWorker(ctx: RequestContext, name: string, digest: string): Promise<boolean> {
+    const { meta } = this.deps.registry;
+    const deadline = Date.now() + WAIT_ELSEWHERE_MS;
+    while (Date.now() < deadline && !ctx.res.destroyed) {
+      if (await meta.linkedBlob(name, digest)) return true;
+      const holder = await meta.leaseHolder(fetchLeaseKey(name, digest));
+      if (!holder || holder.expiresAt < Date.now()) return (await meta.linkedBlob(name, digest)) !== null;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    return false;
   }
 
   private async linkHeld(name: string, digest: string, size: number): Promise<boolean> {
@@ -269,8 +305,8 @@ export class MirrorService {
     });
   }
 
-  /** The fetch of this blob for this repository: the one in progress, or a new one. */
-  private async flightFor(mirror: Mirror, name: string, digest: string): Promise<BlobFlight> {
+  /** The fetch of this blob for this repository: the one in progress, or a new one; null when another worker process runs it. */
+  private async flightFor(mirror: Mirror, name: string, digest: string): Promise<BlobFlight | null> {
     const key = `${name}@${digest}`;
     const running = mirror.flights.get(key);
     if (running) {
@@ -286,12 +322,44 @@ export class MirrorService {
     }
     const started = this.startFlight(mirror, name, digest);
     mirror.flights.set(key, started);
-    started.catch(() => mirror.flights.delete(key));
+    started.then(
+      (flight) => {
+        if (!flight) mirror.flights.delete(key);
+      },
+      () => mirror.flights.delete(key),
+    );
     mirror.counters.blobMisses++;
     return started;
   }
 
-  private async startFlight(mirror: Mirror, name: string, digest: string): Promise<BlobFlight> {
+  /**
+   * Starts the fetch holding its lease in the metadata store, so that worker
+   * processes (and replicas) sharing the store fetch a blob once: null when
+   * another holds it. The lease is held (and renewed) until the flight ends.
+   */
+  private startFlight(mirror: Mirror, name: string, digest: string): Promise<BlobFlight | null> {
+    return new Promise((resolve, reject) => {
+      let handedOut = false;
+      this.fetchLeases
+        .tryRun(fetchLeaseKey(name, digest), async () => {
+          const flight = await this.openFlight(mirror, name, digest);
+          handedOut = true;
+          resolve(flight);
+          await flight.done.catch(() => undefined);
+          return true;
+        })
+        .then(
+          (ran) => {
+            if (ran === undefined) resolve(null);
+          },
+          (error: unknown) => {
+            if (!handedOut) reject(error);
+          },
+        );
+    });
+  }
+
+  private async openFlight(mirror: Mirror, name: string, digest: string): Promise<BlobFlight> {
     const key = `${name}@${digest}`;
     const opened = await this.fromUpstream(mirror, () => mirror.upstream.client.openBlobWithLength(mirror.upstreamName(name), digest), () => blobUnknown(digest));
     if (opened.length === null) {
@@ -424,6 +492,13 @@ export class MirrorService {
   close(): void {
     this.set.close();
   }
+}
+
+/** How long a request waits for another worker's fetch of the blob it wants. */
+const WAIT_ELSEWHERE_MS = 10 * 60_000;
+
+function fetchLeaseKey(name: string, digest: string): string {
+  return `mirror-fetch:${name}@${digest}`;
 }
 
 /** The upstream failed where a cached answer may stand in (the caller decides). */
