@@ -80,7 +80,7 @@ const FAST: Profile = {
   mixPushSize: 16 * 1024,
 };
 
-export const WORKLOAD_GROUPS = ['manifest', 'pull', 'push', 'list', 'mix', 'wrk'] as const;
+export const WORKLOAD_GROUPS = ['manifest', 'pull', 'push', 'list', 'mix', 'wrk', 'mirror'] as const;
 export type WorkloadGroup = (typeof WORKLOAD_GROUPS)[number];
 
 /** Where both registries keep blobs: local files, or one loopback Ceph RGW (scripts/s3-service.sh). */

@@ -25,6 +25,7 @@ import { pullCases } from './workloads/pull.js';
 import { pushCases } from './workloads/push.js';
 import { curlPullCases, wrkCases } from './workloads/c-clients.js';
 import { missingTools } from './workloads/tools.js';
+import { mirrorCases } from './workloads/mirror.js';
 
 function log(line: string): void {
   process.stderr.write(`${line}\n`);
@@ -36,7 +37,7 @@ function referenceVersion(bin: string): string {
   return text ? text.replace(/^\S+\s+/, 'distribution ') : `${bin} (version unknown)`;
 }
 
-function buildCases(options: Options, plan: FixturePlan): BenchCase[] {
+function buildCases(options: Options, plan: FixturePlan, launched: { registries: Registry[]; workspace: string }): BenchCase[] {
   const p = options.profile;
   const g = new Set(options.groups);
   const missing = missingTools();
@@ -55,6 +56,7 @@ function buildCases(options: Options, plan: FixturePlan): BenchCase[] {
     ...(g.has('list') ? listCases(p, plan) : []),
     ...(g.has('mix') ? [mixCase(p, plan)] : []),
     ...(g.has('wrk') && cTools ? wrkCases(p, plan, g.has('list')) : []),
+    ...(g.has('mirror') ? mirrorCases(options, plan, () => launched.registries, () => launched.workspace) : []),
   ];
 }
 
@@ -108,7 +110,9 @@ async function main(): Promise<number> {
   try {
     log(`generating test content (${profile.mode} mode)...`);
     const plan = planFixtures(profile);
-    const cases = buildCases(options, plan);
+    // Mirror rows start their own servers against the launched registries: filled in below.
+    const launched: { registries: Registry[]; workspace: string } = { registries: [], workspace: '' };
+    const cases = buildCases(options, plan, launched);
 
     // Fix the table order up front: loads sit just before the list workloads.
     const loads = loadMetrics(profile.listCount, profile.loadConcurrency);
@@ -120,6 +124,8 @@ async function main(): Promise<number> {
 
     const workspace = await makeWorkspace(options.keepData);
     const registries = await launchRegistries(options, workspace);
+    launched.registries = registries;
+    launched.workspace = workspace;
 
     for (const reg of registries) {
       try {

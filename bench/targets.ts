@@ -21,6 +21,8 @@ const TARGETS: ReadonlyArray<[RegExp, Target]> = [
   // n=1000 on every request (list.*.walk-n1000.*) is shown without a target:
   // clients do not send n, and the reference ignores n on tag lists anyway.
   [/^list\.(tags|catalog)\.(first|walk)\.n10000\.ms$/, { kind: 'ratio', min: 20 }],
+  // Mirror rows (workloads/mirror.ts): the ferry column through the mirror, the reference column the direct pull it is compared with.
+  [/^mirror\.(cold|warm)\./, { kind: 'ratio', min: 0.9 }],
   // At most 1.5x the reference's peak in the same run.
   [/^rss\.mix\.peak$/, { kind: 'relative', max: 1.5 }],
 ];

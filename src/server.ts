@@ -40,6 +40,7 @@ import { openAuditLog, type AuditLog } from "./audit/audit-log.js";
 import { AuditObserver } from "./audit/events.js";
 import { webUiExtensions } from "./browse/create.js";
 import { GcLog } from "./browse/gc.js";
+import { createMirrors } from "./mirrors/create.js";
 
 export interface RunningRegistry {
   /** Base URL, e.g. http://127.0.0.1:5000 */
@@ -130,7 +131,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     federation,
     access,
     logger,
-    limits: { manifestMaxBytes: config.manifests.maxBytes },
+    limits: { manifestMaxBytes: config.manifests.maxBytes, sparseManifests: config.manifests.sparse },
     // Blob commits and garbage collection exclude each other per digest across processes and replicas.
     digestLocks: new LeaseLocks(meta).mutex("blob:", new KeyedMutex()),
   };
@@ -159,6 +160,12 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   const notifications = await opened.step(() => startNotifications(config.notifications, { metadataPath, logger, metrics: metrics.registry, federation }));
   opened.add(() => notifications.close());
   services.events = notifications.sink;
+  // Pull-through mirrors (docs/mirrors.md): the dispatcher hands them requests under their prefixes.
+  const mirrors = await opened.step(() => createMirrors(config, { registry: deps, manifests: services.manifests, logger, metrics: metrics.registry, metadataPath, hashes: hashing }));
+  if (mirrors) {
+    opened.add(() => mirrors.close());
+    services.mirrors = mirrors.service;
+  }
   audit?.countDropsIn(metrics.registry);
   // Every collection (scheduled, `ferry`-requested or from the UI) is recorded for GET /ferry/v1/gc.
   const gcLog = new GcLog();
@@ -172,6 +179,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     ...(access.extensions ?? []),
     ...(federation.extensions ?? []),
     ...notifications.extensions,
+    ...(mirrors?.extensions ?? []),
     ...(config.ui.enabled ? await opened.step(() => webUiExtensions(deps, gcLog, () => gc())) : []),
     ...(options.extensions ?? []),
   ];

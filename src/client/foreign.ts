@@ -4,7 +4,7 @@
  * Authorization header, redirects followed by hand (http/https only). The
  * caller verifies digest and size (VerifyingStream).
  */
-import type { IncomingHttpHeaders, IncomingMessage } from "node:http";
+import type { IncomingHttpHeaders } from "node:http";
 import type { Readable } from "node:stream";
 import { AgentPool, discard, readAll } from "./http.js";
 import type { RegistryClient } from "./registry.js";
@@ -32,7 +32,7 @@ export function distributableMediaType(mediaType: string): string {
   return mediaType;
 }
 
-async function requestNoCredentials(url: string, method: "GET" | "HEAD"): Promise<{ status: number; headers: IncomingHttpHeaders; body: IncomingMessage }> {
+async function requestNoCredentials(url: string, method: "GET" | "HEAD"): Promise<{ status: number; headers: IncomingHttpHeaders; body: Readable }> {
   let current = new URL(url);
   for (let hop = 0; hop <= 5; hop++) {
     if (current.protocol !== "http:" && current.protocol !== "https:") {

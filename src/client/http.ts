@@ -28,7 +28,16 @@ export interface HttpRequest {
 export interface HttpResponse {
   status: number;
   headers: IncomingHttpHeaders;
-  body: IncomingMessage;
+  /** The body (an IncomingMessage from AgentPool; another stream from other senders). */
+  body: Readable;
+}
+
+/**
+ * What a Transport sends its requests through: an AgentPool by default, or
+ * another sender (the registry's mirrors send through its SSRF-safe fetcher).
+ */
+export interface HttpSender {
+  send(request: HttpRequest): Promise<HttpResponse>;
 }
 
 /** TLS settings for https connections (`--tls-verify=false`, `--ca-file`, client certificates). */
@@ -49,7 +58,7 @@ export function destroyAllPools(): void {
 }
 
 /** Keep-alive agents for http and https, created on first use. */
-export class AgentPool {
+export class AgentPool implements HttpSender {
   private http?: HttpAgent;
   private https?: HttpsAgent;
 
@@ -134,12 +143,12 @@ function codeError(message: string, code: string): Error {
 }
 
 /** True when a response body can no longer be read (already read, dumped or destroyed). */
-export function bodyUsed(body: IncomingMessage): boolean {
+export function bodyUsed(body: Readable): boolean {
   return body.readableDidRead || body.readableEnded || body.destroyed;
 }
 
 /** Reads a (small) response body whole. */
-export async function readAll(body: IncomingMessage): Promise<Buffer> {
+export async function readAll(body: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of body as AsyncIterable<Buffer>) chunks.push(chunk);
   return Buffer.concat(chunks);
@@ -149,9 +158,9 @@ export async function readAll(body: IncomingMessage): Promise<Buffer> {
  * Discards a response body so the connection can be reused; a large one is
  * cut off instead (reading megabytes to save a connection is not worth it).
  */
-export function discard(body: IncomingMessage): Promise<void> {
+export function discard(body: Readable): Promise<void> {
   if (body.readableEnded || body.destroyed) return Promise.resolve();
-  const length = Number(body.headers["content-length"] ?? 0);
+  const length = Number((body as Partial<IncomingMessage>).headers?.["content-length"] ?? 0);
   if (length > 256 * 1024) {
     body.destroy();
     return Promise.resolve();

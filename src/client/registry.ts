@@ -210,6 +210,11 @@ export class RegistryClient {
 
   /** Opens a blob for reading (redirects followed without our credentials). */
   async openBlob(repository: string, digest: string): Promise<Readable> {
+    return (await this.openBlobWithLength(repository, digest)).body;
+  }
+
+  /** openBlob, with the Content-Length the registry announced (null when it sent none). */
+  async openBlobWithLength(repository: string, digest: string): Promise<{ body: Readable; length: number | null }> {
     const path = `/v2/${repository}/blobs/${digest}`;
     const response = await this.transport.send({ method: "GET", path, scopes: [pull(repository)], followRedirects: true });
     if (response.status !== 200) {
@@ -219,7 +224,8 @@ export class RegistryClient {
         throw new SourceError(`registry ${this.registry}: ${(error as Error).message}`, { cause: error });
       }
     }
-    return response.body;
+    const declared = header(response.headers, "content-length");
+    return { body: response.body, length: declared !== undefined && /^\d+$/.test(declared) ? Number(declared) : null };
   }
 
   /**

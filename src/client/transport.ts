@@ -9,10 +9,9 @@
  * are followed by hand and the Authorization header is dropped as soon as the
  * origin changes (a containerd CVE leaked credentials exactly there).
  */
-import type { IncomingMessage } from "node:http";
 import type { Readable } from "node:stream";
 import { ClientError, SourceError, isTransient, isTransientStatus, type RemoteErrorEntry, type RequestInfo } from "./errors.js";
-import { AgentPool, bodyUsed, discard, readAll, type TlsSettings } from "./http.js";
+import { AgentPool, bodyUsed, discard, readAll, type HttpSender, type TlsSettings } from "./http.js";
 import type { Credentials } from "./credentials.js";
 
 export type Body = Buffer | Readable | null;
@@ -28,7 +27,7 @@ export interface TransportOptions {
   /** First backoff delay in ms (default 250, doubled each retry). */
   backoffMs?: number;
   /** Connections to use (default: one keep-alive pool shared by every Transport with the same TLS settings). */
-  pool?: AgentPool;
+  pool?: HttpSender;
   userAgent?: string;
   /**
    * TLS settings. Giving any (even `rejectUnauthorized: false`) means HTTPS is
@@ -56,7 +55,7 @@ export interface SendOptions {
 export interface Response {
   status: number;
   headers: Record<string, string | string[] | undefined>;
-  body: IncomingMessage;
+  body: Readable;
   url: URL;
   /** The scopes the request asked for (for error messages). */
   scopes?: string[];
@@ -119,7 +118,7 @@ export class Transport {
   private credentials?: Credentials;
   private readonly attempts: number;
   private readonly backoffMs: number;
-  private readonly pool: AgentPool;
+  private readonly pool: HttpSender;
   private readonly userAgent: string;
   private challenge?: Challenge;
   private readonly tokens = new Map<string, CachedToken>();
@@ -135,8 +134,9 @@ export class Transport {
     this.backoffMs = options.backoffMs ?? 250;
     if (options.pool) this.pool = options.pool;
     else if (options.tls) {
-      this.pool = new AgentPool({ maxSockets: 16, tls: options.tls });
-      tlsPools.push(this.pool);
+      const pool = new AgentPool({ maxSockets: 16, tls: options.tls });
+      tlsPools.push(pool);
+      this.pool = pool;
     } else this.pool = sharedPool;
     this.userAgent = options.userAgent ?? "ferry-client/0.1";
     this.onWarning = options.onWarning;

@@ -10,6 +10,7 @@ import { notificationsConfigSchema } from "../notifications/config.js";
 import { isIpOrCidr } from "../http/client-address.js";
 import { tracingConfigSchema } from "../tracing/config.js";
 import { auditConfigSchema } from "../audit/config.js";
+import { mirrorsConfigSchema, syncConfigSchema } from "../mirrors/config.js";
 
 /**
  * An S3 key goes into the Authorization header, which takes only visible ASCII: a pasted
@@ -131,7 +132,13 @@ export const configSchema = z.strictObject({
       maxOpenSessions: z.number().int().min(1).default(50_000),
     })
     .default({ purgeAfter: 24 * 3_600_000, purgeInterval: 3_600_000, maxOpenSessions: 50_000 }),
-  manifests: z.strictObject({ maxBytes: size.default(4 * 1024 * 1024) }).default({ maxBytes: 4 * 1024 * 1024 }),
+  manifests: z
+    .strictObject({
+      maxBytes: size.default(4 * 1024 * 1024),
+      /** Accept manifests whose blobs or child manifests are not pushed (yet): OCI "sparse" manifests (docs/mirrors.md). */
+      sparse: z.boolean().default(false),
+    })
+    .default({ maxBytes: 4 * 1024 * 1024, sparse: false }),
   gc: z
     .strictObject({
       /** Online garbage collection every `interval`; 0 turns the schedule off (`ferry gc` still works). */
@@ -156,6 +163,17 @@ export const configSchema = z.strictObject({
   audit: auditConfigSchema.default(auditConfigSchema.parse({})),
   /** The web UI at /ui/ and its JSON API under /ferry/v1 (docs/ui.md). */
   ui: z.strictObject({ enabled: z.boolean().default(true) }).default({ enabled: true }),
+  /** Pull-through mirrors of upstream registries, read-only under their prefix (docs/mirrors.md). */
+  mirrors: mirrorsConfigSchema.default([]),
+  /** Scheduled copies of tags from mirrored repositories (docs/mirrors.md). */
+  sync: z.array(syncConfigSchema).default([]),
+}).superRefine((config, ctx) => {
+  // A sync copies from a mirror: its repository must be under one of the prefixes.
+  config.sync.forEach((sync, index) => {
+    if (!config.mirrors.some((m) => sync.from.startsWith(m.prefix) && sync.from.length > m.prefix.length)) {
+      ctx.addIssue({ code: "custom", path: ["sync", index, "from"], message: `${sync.from} is under no mirror's prefix (mirrors[].prefix)` });
+    }
+  });
 });
 
 export type Config = z.output<typeof configSchema>;

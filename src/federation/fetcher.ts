@@ -85,6 +85,12 @@ export interface FetchRequest {
    * source ignored it); the fetcher only asks.
    */
   range?: { start: number; end?: number };
+  /**
+   * False: a redirect is returned as it is (the caller follows it, and each
+   * hop it follows passes this fetcher's gate again). Mirrors' registry
+   * client follows redirects itself so it can drop credentials across origins.
+   */
+  followRedirects?: boolean;
 }
 
 export interface FetchResponse {
@@ -119,7 +125,7 @@ export class SafeFetcher {
     for (let hop = 0; ; hop++) {
       const response = await this.once(new URL(url), request);
       const location = response.headers.location;
-      if (!REDIRECTS.has(response.statusCode ?? 0) || location === undefined) {
+      if (!REDIRECTS.has(response.statusCode ?? 0) || location === undefined || request.followRedirects === false) {
         return this.wrap(url, response, request, Date.now() - started);
       }
       response.resume();

@@ -290,6 +290,8 @@ async function dispatch(
     }
     throw new RegistryError("UNSUPPORTED", `no endpoint ${path.slice(0, 200)} on this registry`, { status: 404 });
   }
+  // containerd asks a mirror for `library/alpine?ns=docker.io`: the repository is the one under that upstream's mirror prefix.
+  if (services.mirrors && "name" in route && ctx.req.url?.includes("ns=")) route.name = services.mirrors.nameForNamespace(route.name, ctx.query.get("ns"));
   setKind(route.kind, "name" in route ? route.name : undefined);
   const allowed = ALLOWED_METHODS[route.kind];
   if (!allowed.includes(method)) {
@@ -301,6 +303,8 @@ async function dispatch(
   if ("name" in route) assertRepositoryName(route.name);
   ctx.principal = await services.access.authenticate(ctx.req.headers, ctx.clientAddress);
   await services.access.authorize(ctx.principal, requiredAccess(route, method));
+  // Repositories under a mirror prefix are answered by the mirror (src/mirrors/), read-only.
+  if (services.mirrors && (await services.mirrors.handle(ctx, route))) return;
   await handle(ctx, route);
 }
 

@@ -10,6 +10,7 @@ import type { ListingService } from "../registry/listing.js";
 import type { Federation } from "../federation/federation.js";
 import type { BlobStore } from "../storage/blob-store.js";
 import type { EventSink } from "../notifications/events.js";
+import type { MirrorService } from "../mirrors/service.js";
 
 export interface Services {
   blobs: BlobService;
@@ -28,6 +29,8 @@ export interface Services {
   blobTransfer?: "copy" | "sendfile" | "stream";
   /** Webhook events (src/notifications/); absent or a no-op sink when none are configured. */
   events?: EventSink;
+  /** Pull-through mirrors (src/mirrors/); absent when none are configured. */
+  mirrors?: MirrorService;
 }
 
 export interface RequestContext {

@@ -128,6 +128,12 @@ export interface ManifestWrite {
   manifests: string[];
   /** Layers that live outside the registry. */
   foreignLayers: ForeignLayerWrite[];
+  /**
+   * Sparse manifests (config `manifests.sparse`, mirrors): references the
+   * repository does not hold yet, recorded without the presence check so
+   * that GC keeps them once they arrive.
+   */
+  absent?: { blobs: string[]; manifests: string[] };
 }
 
 export interface UploadRecord {

@@ -12,7 +12,7 @@ export interface RegistryDeps {
   federation: Federation;
   access: AccessController;
   logger: Logger;
-  limits: { manifestMaxBytes: number };
+  limits: { manifestMaxBytes: number; /** Config `manifests.sparse`: pushes may reference what the repository does not hold. */ sparseManifests?: boolean };
   /** Per-digest lock shared by blob commits and garbage collection. */
   digestLocks: Mutex;
 }

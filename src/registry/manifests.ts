@@ -29,6 +29,13 @@ export interface PushRequest {
   contentType: string | undefined;
   /** Tags to point at the manifest besides a tag in the path (`tag` query parameters on a push by digest). */
   extraTags?: readonly string[];
+  /**
+   * Store the manifest even when blobs or child manifests it references are
+   * not in the repository yet (OCI "sparse" manifests). Pushes get it from
+   * config `manifests.sparse`; mirrors always store their upstream's
+   * manifests this way and fetch the rest on demand.
+   */
+  sparse?: boolean;
 }
 
 export class ManifestService {
@@ -42,7 +49,7 @@ export class ManifestService {
     const { repository, reference, body } = request;
     const digest = this.digestFor(body, reference);
     const manifest = parseManifest(body, request.contentType);
-    const blobs = await this.checkReferences(repository, manifest);
+    const blobs = await this.checkReferences(repository, manifest, request.sparse ?? this.deps.limits.sparseManifests === true);
     const foreign = await this.admitForeignLayers(repository, digest, manifest, blobs.foreign);
     // Read just before the write, outside its transaction: of two pushes racing for one tag the log may name the same "before" twice.
     const previousDigest = reference.kind === "tag" ? ((await this.deps.meta.getTaggedManifest(repository, reference.tag))?.digest ?? null) : undefined;
@@ -58,6 +65,7 @@ export class ManifestService {
         blobs: blobs.held,
         manifests: blobs.childManifests,
         foreignLayers: foreign.marks,
+        ...(blobs.absent ? { absent: blobs.absent } : {}),
       },
       reference.kind === "tag" ? [reference.tag, ...(request.extraTags ?? [])] : (request.extraTags ?? []),
     );
@@ -108,9 +116,10 @@ export class ManifestService {
   /**
    * Every referenced blob and child manifest must be in the repository
    * (MANIFEST_BLOB_UNKNOWN otherwise), except layers that carry `urls`:
-   * those are foreign and go to federation.
+   * those are foreign and go to federation. `sparse`: what is missing is
+   * recorded as absent instead of refused.
    */
-  private async checkReferences(repository: string, manifest: ParsedManifest) {
+  private async checkReferences(repository: string, manifest: ParsedManifest, sparse: boolean) {
     const { meta } = this.deps;
     const blobDescriptors: Descriptor[] = [];
     const manifestDescriptors: Descriptor[] = [];
@@ -137,12 +146,18 @@ export class ManifestService {
       }
     }
     const missingChildren = new Set(await meta.missingManifests(repository, unique(manifestDescriptors.map((d) => d.digest))));
-    unknown.push(...manifestDescriptors.filter((d) => missingChildren.has(d.digest)));
-    if (unknown.length > 0) throw manifestBlobUnknown(unknown);
+    const children = unique(manifestDescriptors.map((d) => d.digest));
+    let absent: { blobs: string[]; manifests: string[] } | undefined;
+    if (sparse) {
+      if (unknown.length > 0 || missingChildren.size > 0) absent = { blobs: unique(unknown.map((d) => d.digest)), manifests: [...missingChildren] };
+    } else {
+      unknown.push(...manifestDescriptors.filter((d) => missingChildren.has(d.digest)));
+      if (unknown.length > 0) throw manifestBlobUnknown(unknown);
+    }
 
     for (const descriptor of blobDescriptors) checkSize(descriptor, sizes.get(descriptor.digest) ?? null);
     const held = [...sizes].filter(([, size]) => size !== null).map(([digest]) => digest);
-    return { held, foreign, childManifests: unique(manifestDescriptors.map((d) => d.digest)) };
+    return { held, foreign, childManifests: children.filter((d) => !missingChildren.has(d)), absent };
   }
 
   private async admitForeignLayers(repository: string, manifestDigest: string, manifest: ParsedManifest, layers: Descriptor[]) {

@@ -388,8 +388,11 @@ export class SqlMetaStore implements MetaStore {
       });
       // An existing (untagged) manifest being tagged again: GC must not delete it under us.
       if (this.dialect.rowLocks) await this.q.lockManifest.execute(trx, { id, digest: manifest.digest });
-      for (const child of new Set(manifest.blobs)) await this.q.insertReference.execute(trx, { id, manifest: manifest.digest, kind: "blob", child });
-      for (const child of new Set(manifest.manifests)) await this.q.insertReference.execute(trx, { id, manifest: manifest.digest, kind: "manifest", child });
+      // Sparse manifests (manifests.sparse, mirrors): references not held yet are recorded too, so GC keeps them once they arrive.
+      const blobRefs = new Set([...manifest.blobs, ...(manifest.absent?.blobs ?? [])]);
+      const childRefs = new Set([...manifest.manifests, ...(manifest.absent?.manifests ?? [])]);
+      for (const child of blobRefs) await this.q.insertReference.execute(trx, { id, manifest: manifest.digest, kind: "blob", child });
+      for (const child of childRefs) await this.q.insertReference.execute(trx, { id, manifest: manifest.digest, kind: "manifest", child });
       await this.foreign.put(trx, id, manifest.digest, manifest.foreignLayers, now);
       for (const name of new Set(tags)) await this.q.upsertTag.execute(trx, { id, name, digest: manifest.digest, now });
     });
