@@ -30,6 +30,8 @@ import { createRequestHandler, type Extension } from "./http/app.js";
 import type { Services } from "./http/context.js";
 import { Metrics } from "./http/metrics.js";
 import { coreExtensions } from "./http/handlers/operations.js";
+import { ReadinessCheck } from "./health/readiness.js";
+import { storeProbes } from "./health/probes.js";
 import { ClientAddressResolver } from "./http/client-address.js";
 import { UploadSlots } from "./http/upload-slots.js";
 import { handleClientError, refuseConnect, refuseExpectation } from "./http/client-error.js";
@@ -167,8 +169,18 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     notifications.gcFinished(report);
     return report;
   };
+  // /healthz: this replica reaches its stores, each probe answering within 1.5 s (docs/deployment.md).
+  const readiness = new ReadinessCheck(
+    storeProbes({
+      meta,
+      blobs: storeForRequests,
+      filesystemRoot: blobs instanceof FilesystemBlobStore ? (config.storage.filesystem.path ? resolve(config.storage.filesystem.path) : dataDir) : undefined,
+      sqlitePath: metadataPath,
+    }),
+    { timeoutMs: 1500, cacheMs: 500 },
+  );
   const extensions = [
-    ...coreExtensions(metrics),
+    ...coreExtensions(metrics, readiness),
     ...(access.extensions ?? []),
     ...(federation.extensions ?? []),
     ...notifications.extensions,
