@@ -158,6 +158,10 @@ export function haproxyConfig(options: HaproxyConfigOptions): string {
   const servers = options.servers.map((address, i) => `  server r${i + 1} ${address} check`).join("\n");
   return `global
   maxconn 4096
+  # A manifest PUT with ?tag= parameters (up to 100) answers one OCI-Tag header per tag:
+  # more headers (101) and bytes (16 KiB) than haproxy's defaults, which would answer 502.
+  tune.bufsize 65536
+  tune.http.maxhdr 256
 ${options.pidFile ? `  pidfile ${options.pidFile}\n` : ""}
 defaults
   mode http
