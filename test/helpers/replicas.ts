@@ -232,3 +232,34 @@ async function startHaproxy(options: { runDir: string; listenPort: number; serve
     },
   };
 }
+
+/**
+ * Three replicas behind haproxy in the shape the client e2e tests take
+ * (test/helpers/s3-serve.ts RunningRegistry): blobs in an RGW bucket when
+ * FERRY_TEST_S3_ENDPOINT names one (CI), else in the shared directory.
+ */
+export async function startReplicasBehindHaproxy(): Promise<{ host: string; url: string; close(): Promise<void> }> {
+  let dropBucket: (() => Promise<void>) | undefined;
+  let s3: ReplicaS3 | undefined;
+  if (process.env.FERRY_TEST_S3_ENDPOINT) {
+    const { createTestBucket, startS3Server } = await import("./s3-rgw.js");
+    const server = await startS3Server();
+    const bucket = await createTestBucket(server);
+    dropBucket = () => bucket.drop();
+    s3 = { endpoint: server.endpoint, bucket: bucket.bucket, accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey };
+  }
+  try {
+    const set = await startReplicaSet({ s3 });
+    return {
+      host: set.host,
+      url: set.url,
+      async close() {
+        await set.close();
+        await dropBucket?.();
+      },
+    };
+  } catch (error) {
+    await dropBucket?.();
+    throw error;
+  }
+}
