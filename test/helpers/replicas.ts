@@ -39,6 +39,8 @@ export interface ReplicaSetOptions {
   config?: string;
   /** Extra environment for every replica. */
   env?: Record<string, string>;
+  /** Extra environment for replica i (tests that break one replica's view of a store). */
+  replicaEnv?: Array<Record<string, string> | undefined>;
   /** haproxy's health-check interval in ms (default 500: tests want a dead replica noticed fast). */
   checkIntervalMs?: number;
 }
@@ -97,7 +99,7 @@ export async function startReplicaSet(options: ReplicaSetOptions = {}): Promise<
   const ports: number[] = [];
   for (let i = 0; i < count; i++) ports.push(await freePort());
   const replicas: ServeProcess[] = [];
-  const start = (i: number) => startServeProcess({ data, port: ports[i], env, args });
+  const start = (i: number) => startServeProcess({ data, port: ports[i], env: { ...env, ...options.replicaEnv?.[i] }, args });
   let haproxy: Haproxy | undefined;
   const close = async () => {
     await haproxy?.stop();
@@ -173,6 +175,8 @@ defaults
   timeout http-request 30s
   timeout http-keep-alive 30s
   timeout queue 30s
+  # /healthz answers within 1.5 s even when a store hangs; a check slower than this counts as failed.
+  timeout check 3s
   # A request whose connection to a replica failed (refused, reset before an answer)
   # is sent again, to another replica: it never reached the dead one.
   retries 3
