@@ -121,7 +121,10 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     ? await opened.step(() => openAuditLog(config.audit.path ? resolve(config.audit.path) : join(dataDir, "audit.log"), config.audit.maxQueueBytes, logger))
     : undefined;
   if (audit) opened.add(() => audit.close());
-  const access: AccessController = await opened.step(() => createAccessController(config, { dataDir, logger }));
+  const access: AccessController = await opened.step(() =>
+    createAccessController(config, { dataDir, logger, sharedFailuresPath: metadataPath === ":memory:" ? undefined : `${metadataPath}.logins` }),
+  );
+  opened.add(() => access.close?.());
   const federation: Federation = await opened.step(async () =>
     createFederation(config, { dataDir, logger, access, meta, cacheStore: await proxyCacheStore(config) }),
   );
