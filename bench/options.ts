@@ -99,6 +99,8 @@ export interface Options {
   out: string;
   keepData: boolean;
   repoRoot: string;
+  /** postgres: Ferry on PostgreSQL (ferry column) against Ferry on SQLite (reference column). */
+  metadata: 'sqlite' | 'postgres';
 }
 
 function positiveInt(value: string): number {
@@ -109,6 +111,11 @@ function positiveInt(value: string): number {
 
 function storageMode(value: string): StorageMode {
   if (value !== 'filesystem' && value !== 's3') throw new InvalidArgumentError('expected "filesystem" or "s3"');
+  return value;
+}
+
+function metadataMode(value: string): 'sqlite' | 'postgres' {
+  if (value !== 'sqlite' && value !== 'postgres') throw new InvalidArgumentError('expected "sqlite" or "postgres"');
   return value;
 }
 
@@ -150,6 +157,7 @@ export function parseOptions(argv: string[], repoRoot: string): Options {
     .option('--workloads <list>', `comma list of groups to run (${WORKLOAD_GROUPS.join(',')})`, groupList)
     .option('--out <file>', 'JSON results file', path.join(repoRoot, 'bench/results/latest.json'))
     .option('--keep-data', 'keep the temporary data directories and logs', false)
+    .option('--metadata <driver>', 'postgres: Ferry on PostgreSQL against Ferry on SQLite (in place of the reference)', metadataMode, 'sqlite')
     .allowExcessArguments(false)
     .parse(argv);
 
@@ -165,6 +173,7 @@ export function parseOptions(argv: string[], repoRoot: string): Options {
     workloads?: WorkloadGroup[];
     out: string;
     keepData: boolean;
+    metadata: 'sqlite' | 'postgres';
   }>();
 
   const profile: Profile = { ...(raw.fast ? FAST : FULL) };
@@ -182,5 +191,6 @@ export function parseOptions(argv: string[], repoRoot: string): Options {
     out: path.resolve(raw.out),
     keepData: raw.keepData,
     repoRoot,
+    metadata: raw.metadata,
   };
 }

@@ -148,7 +148,7 @@ async function main(): Promise<number> {
       cpuModel: os.cpus()[0]?.model ?? 'unknown',
       node: process.version,
       platform: `${os.type()} ${os.release()} ${os.arch()}`,
-      referenceVersion: referenceVersion(options.referenceBin),
+      referenceVersion: options.metadata === 'postgres' ? 'here: Ferry on SQLite; ferry column: Ferry on PostgreSQL' : referenceVersion(options.referenceBin),
       ferryArgs: options.ferryArgs,
       registries: registries.map((r) => r.name),
       startedAt: new Date(t0).toISOString(),

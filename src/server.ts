@@ -11,7 +11,7 @@ import type { Config } from "./config/schema.js";
 import type { BlobStore } from "./storage/blob-store.js";
 import { FilesystemBlobStore } from "./storage/filesystem.js";
 import { ensureWritableDirectory } from "./storage/writable-dir.js";
-import { SqliteMetaStore } from "./metadata/sqlite.js";
+import { openMetaStore } from "./metadata/open.js";
 import { createFederation } from "./federation/create.js";
 import { createAccessController } from "./auth/create.js";
 import { KeyedMutex } from "./registry/keyed-mutex.js";
@@ -112,8 +112,8 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     ? await opened.step(async () => (await import("./tracing/tracing.js")).startTracing(config.tracing, logger))
     : undefined;
   if (tracing) opened.add(() => tracing.shutdown());
-  const sqlite = await opened.step(() => new SqliteMetaStore(metadataPath));
-  const meta = tracing ? tracing.wrapStore("metadata", sqlite) : sqlite;
+  const store = await opened.step(() => openMetaStore(config.metadata, dataDir));
+  const meta = tracing ? tracing.wrapStore("metadata", store) : store;
   opened.add(() => meta.close());
   const storeForRequests = tracing ? tracing.wrapStore("blobstore", blobs) : blobs;
   // A bad htpasswd file, federation setting or audit path must not leave the database open.

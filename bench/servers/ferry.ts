@@ -8,7 +8,7 @@ import { onCleanup } from '../cleanup.js';
 import type { StartedServer } from './reference.js';
 import type { S3Bucket } from './s3.js';
 
-export async function startFerry(cli: string, extraArgs: string[], workDir: string, s3?: S3Bucket, shippedDefaults = false): Promise<StartedServer> {
+export async function startFerry(cli: string, extraArgs: string[], workDir: string, s3?: S3Bucket, shippedDefaults = false, metadata = ''): Promise<StartedServer> {
   if (!existsSync(cli)) {
     throw new Error(`Ferry CLI not found at ${cli} (not built yet?); use --only reference to benchmark the reference alone`);
   }
@@ -31,7 +31,7 @@ export async function startFerry(cli: string, extraArgs: string[], workDir: stri
     : '';
   // --defaults: no log section, so Ferry logs as installed (info, an access line per request, to server.log).
   const log = shippedDefaults ? '' : 'log:\n  level: error\n  accessLog: false\n';
-  await fs.writeFile(configPath, `${log}${storage}`);
+  await fs.writeFile(configPath, `${log}${storage}${metadata}`);
   const args = [cli, 'serve', '--config', configPath, '--listen', `127.0.0.1:${port}`, '--data', dataDir, ...extraArgs];
   // process.execPath: the same Node that runs the harness, not whatever is on PATH.
   const server = spawnServer(process.execPath, args, path.join(workDir, 'server.log'), workDir);

@@ -12,6 +12,7 @@ import type { RegistryName } from '../types.js';
 import { startFerry } from './ferry.js';
 import { startReference, type StartedServer } from './reference.js';
 import { startBenchS3, type S3Bucket } from './s3.js';
+import { startBenchPostgres } from './postgres.js';
 
 /**
  * Creates the workspace under os.tmpdir(); removed at exit unless --keep-data.
@@ -33,8 +34,10 @@ export async function makeWorkspace(keep: boolean): Promise<string> {
   return dir;
 }
 
-async function startOne(name: RegistryName, options: Options, workDir: string, s3?: S3Bucket): Promise<StartedServer> {
+async function startOne(name: RegistryName, options: Options, workDir: string, s3?: S3Bucket, postgres?: string): Promise<StartedServer> {
   await fs.mkdir(workDir, { recursive: true });
+  // --metadata postgres: the "reference" column is Ferry on SQLite.
+  if (postgres !== undefined) return startFerry(options.ferryCli, options.ferryArgs, workDir, s3, options.shippedDefaults, name === 'ferry' ? postgres : '');
   return name === 'ferry'
     ? startFerry(options.ferryCli, options.ferryArgs, workDir, s3, options.shippedDefaults)
     : startReference(options.referenceBin, workDir, s3, options.shippedDefaults);
@@ -50,9 +53,10 @@ export async function launchRegistries(options: Options, workspace: string): Pro
   const out: Registry[] = [];
   // With --storage s3 both registries use one RGW, each its own bucket.
   const s3 = options.storage === 's3' ? await startBenchS3(options.repoRoot, path.join(workspace, 'rgw'), names) : undefined;
+  const postgres = options.metadata === 'postgres' ? await startBenchPostgres(options.repoRoot) : undefined;
   for (const name of names) {
     const workDir = path.join(workspace, name);
-    const { server, baseUrl, dataDir } = await startOne(name, options, workDir, s3?.[name]);
+    const { server, baseUrl, dataDir } = await startOne(name, options, workDir, s3?.[name], postgres);
     const http = new RegistryHttp(baseUrl);
     onCleanup(() => http.close());
     const memory = new MemorySampler(server.pid);

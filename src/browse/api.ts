@@ -16,6 +16,7 @@
 import type { Extension } from "../http/app.js";
 import type { RequestContext } from "../http/context.js";
 import { sendJson } from "../http/respond.js";
+import type { ImageResponse, RepositoryPage, RepositoryView, Session } from "./wire.js";
 import { RegistryError } from "../oci/errors.js";
 import { assertRepositoryName, parseManifestReference } from "../oci/reference.js";
 import type { Principal } from "../auth/access.js";
@@ -47,11 +48,9 @@ export function browseExtensions(deps: RegistryDeps): Extension[] {
           {
             user: principal.user,
             admin,
-            /** False: no `auth` section, everyone may do everything. */
             authRequired: !access.open,
-            /** Ferry's own /token service is there to sign in with. */
             tokenService: (access.extensions ?? []).some((e) => e.path.test("/token")),
-          },
+          } satisfies Session,
           NO_STORE,
         );
       },
@@ -68,7 +67,7 @@ export function browseExtensions(deps: RegistryDeps): Extension[] {
         const after = ctx.query.get("last") || undefined;
         const search = (ctx.query.get("q") ?? "").slice(0, 256);
         const page = await meta.listRepositorySummaries({ limit, after, search }, (name) => ctx.services.access.can(principal, name, "pull"));
-        sendJson(ctx.res, 200, page, NO_STORE);
+        sendJson(ctx.res, 200, page satisfies RepositoryPage, NO_STORE);
       },
     },
     {
@@ -94,7 +93,7 @@ export function browseExtensions(deps: RegistryDeps): Extension[] {
             canDelete: ctx.services.access.can(principal, name, "delete"),
             tags: await describeTags(deps, name, tags.slice(0, TAGS_MAX)),
             truncated: tags.length > TAGS_MAX,
-          },
+          } satisfies RepositoryView,
           NO_STORE,
         );
       },
@@ -111,7 +110,7 @@ export function browseExtensions(deps: RegistryDeps): Extension[] {
         const reference = parseManifestReference(referenceText);
         await mayPull(ctx, principal, repository);
         const image = await describeImage(deps, repository, reference);
-        sendJson(ctx.res, 200, { ...image, canDelete: ctx.services.access.can(principal, repository, "delete") }, NO_STORE);
+        sendJson(ctx.res, 200, { ...image, canDelete: ctx.services.access.can(principal, repository, "delete") } satisfies ImageResponse, NO_STORE);
       },
     },
   ];

@@ -10,6 +10,7 @@ import type { Extension } from "../http/app.js";
 import { sendJson } from "../http/respond.js";
 import type { GcReport } from "../registry/gc.js";
 import { refuseCrossSite } from "../http/same-origin.js";
+import type { GcState } from "./wire.js";
 
 export interface GcRun {
   startedAt: number;
@@ -65,7 +66,7 @@ export function gcExtensions(log: GcLog, gc: () => Promise<GcReport>): Extension
       path: /^\/ferry\/v1\/gc$/,
       access: ADMIN,
       async handle(ctx) {
-        sendJson(ctx.res, 200, { running: log.busy, last: log.last }, NO_STORE);
+        sendJson(ctx.res, 200, { running: log.busy, last: log.last } satisfies GcState, NO_STORE);
       },
     },
     {
@@ -75,7 +76,7 @@ export function gcExtensions(log: GcLog, gc: () => Promise<GcReport>): Extension
       async handle(ctx) {
         refuseCrossSite(ctx);
         await log.runOrJoin(gc);
-        sendJson(ctx.res, 200, { running: false, last: log.last }, NO_STORE);
+        sendJson(ctx.res, 200, { running: false, last: log.last } satisfies GcState, NO_STORE);
       },
     },
   ];

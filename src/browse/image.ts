@@ -11,6 +11,9 @@ import { parseManifest, type Descriptor, type ParsedManifest } from "../oci/mani
 import { RegistryError } from "../oci/errors.js";
 import type { ManifestReference } from "../oci/reference.js";
 import { FederationService } from "../federation/service.js";
+import type { ChildNode, ConfigView, ForeignView, ImageNode, ImageView, LayerView, TagRow } from "./wire.js";
+
+export type { ChildNode, ConfigView, ForeignView, ImageNode, ImageView, LayerView, TagRow };
 
 /** Config blobs larger than this are not read (an image config is a few KiB). */
 const CONFIG_MAX_BYTES = 1024 * 1024;
@@ -39,96 +42,8 @@ function rememberPlatform(digest: string, platform: string): void {
   platformsByConfig.set(digest, platform);
 }
 
-export interface TagRow {
-  tag: string;
-  digest: string;
-  mediaType: string;
-  kind: "image" | "index" | "unknown";
-  artifactType: string | null;
-  /** Manifest + config + layers; for an index, the sum over the child images held here. */
-  size: number;
-  platforms: string[];
-  createdAt: number;
-  pushedAt: number;
-}
-
-export interface LayerView {
-  digest: string;
-  mediaType: string;
-  size: number;
-  urls?: string[];
-  foreign?: ForeignView;
-}
-
-export interface ForeignView {
-  verification: string;
-  verifiedAt: number | null;
-  /** This repository is served the layer from Ferry's proxy cache. */
-  cached: boolean;
-  sources: Array<{
-    url: string;
-    allowed: boolean;
-    serve?: string;
-    reason?: string;
-    /** Source health: unknown, healthy, degraded, failing. */
-    state: string;
-    lastError: string | null;
-    lastCheckedAt: number | null;
-  }>;
-}
-
-export interface ConfigView {
-  digest: string;
-  mediaType: string;
-  size: number;
-  /** Absent when the blob is not held here, too large, or not JSON. */
-  os?: string;
-  architecture?: string;
-  variant?: string;
-  created?: string;
-  env?: string[];
-  entrypoint?: string[];
-  cmd?: string[];
-  workingDir?: string;
-  user?: string;
-  labels?: Record<string, string>;
-  history?: Array<{ created?: string; createdBy?: string; comment?: string; emptyLayer?: boolean }>;
-  /** Env, cmd, labels or history were longer than CONFIG_TEXT_MAX characters and were cut. */
-  truncated?: true;
-}
-
 /** What is shown of a config blob (read once per request; the parsed JSON itself is not kept). */
 type ConfigDetails = Omit<ConfigView, "digest" | "mediaType" | "size">;
-
-export interface ImageNode {
-  digest: string;
-  mediaType: string;
-  kind: "image" | "index";
-  size: number;
-  artifactType?: string;
-  annotations?: Record<string, string>;
-  config?: ConfigView;
-  layers?: LayerView[];
-  children?: ChildNode[];
-}
-
-export interface ChildNode {
-  digest: string;
-  mediaType: string;
-  size: number;
-  platform: string | null;
-  /** The child manifest is stored in this repository. */
-  present: boolean;
-  image?: ImageNode;
-}
-
-export interface ImageView extends ImageNode {
-  repository: string;
-  /** The manifest exactly as pushed (UTF-8). */
-  raw: string;
-  tags: string[];
-  referrers: Record<string, Array<{ digest: string; mediaType: string; size: number; annotations: Record<string, string> | null }>>;
-}
 
 export async function describeTags(deps: RegistryDeps, repository: string, tags: TagDetail[]): Promise<TagRow[]> {
   const reader = new Reader(deps, repository);

@@ -103,10 +103,26 @@ export const configSchema = z.strictObject({
     .default({ driver: "filesystem", filesystem: { fsync: true, directIo: true }, blobTransfer: "copy" }),
   metadata: z
     .strictObject({
-      driver: z.enum(["sqlite"]).default("sqlite"),
+      driver: z.enum(["sqlite", "postgres"]).default("sqlite"),
       sqlite: z.strictObject({ path: z.string().optional() }).default({}),
+      // docs/metadata.md. The URL may carry a password: messages never echo it.
+      postgres: z
+        .strictObject({
+          url: z
+            .string()
+            .refine((value) => /^postgres(ql)?:\/\//.test(value), "must be a postgres:// URL (postgres://user@host:5432/database)")
+            .optional(),
+          poolSize: z.number().int().min(1).max(1000).default(10),
+          connectTimeout: duration.refine((ms) => ms >= 1, "must be above 0").default(10_000),
+          statementTimeout: duration.refine((ms) => ms >= 1, "must be above 0").default(60_000),
+        })
+        .default({ poolSize: 10, connectTimeout: 10_000, statementTimeout: 60_000 }),
     })
-    .default({ driver: "sqlite", sqlite: {} }),
+    .refine((m) => m.driver !== "postgres" || m.postgres.url !== undefined, {
+      message: "metadata.driver postgres needs metadata.postgres.url (or FERRY_METADATA__POSTGRES__URL)",
+      path: ["postgres", "url"],
+    })
+    .default({ driver: "sqlite", sqlite: {}, postgres: { poolSize: 10, connectTimeout: 10_000, statementTimeout: 60_000 } }),
   uploads: z
     .strictObject({
       purgeAfter: duration.default(24 * 3_600_000),

@@ -8,6 +8,7 @@
  *   POST /ferry/v1/foreign/verify?repository=R&reference=TAG|DIGEST[&mode=head|fetch]
  *        verifies the foreign layers of one image now and records the outcome
  */
+import type { SourceRow as UiSourceRow } from "../browse/wire.js";
 import type { Extension } from "../http/app.js";
 import type { RequestContext } from "../http/context.js";
 import { sendJson } from "../http/respond.js";
@@ -61,7 +62,7 @@ export function adminExtensions(federation: FederationService): Extension[] {
           .map((view) => ({ ...view, referenced: referenced.has(view.url), healthy: view.state !== "failing", policy: policyOf(federation, view.url) }));
         const round = await federation.health.lastRecheckRound();
         sendJson(ctx.res, 200, {
-          sources,
+          sources: sources satisfies UiSourceRow[],
           recheck: {
             ...(federation.health.recheckSettings ?? { interval: 0 }),
             lastRound: round && { startedAt: round.startedAt, finishedAt: round.finishedAt, checked: round.checked },

@@ -41,7 +41,8 @@ test("an existing database gets per-manifest sources from its stored manifests, 
 
   // Back to the old schema: no per-manifest sources, and the last push's URLs in foreign_layers.
   const raw = new Database(path);
-  raw.exec("DROP TABLE foreign_layer_sources; DROP TABLE foreign_layer_proofs; DROP TABLE foreign_cache");
+  // (Databases from before schema versioning have no ferry_schema table either.)
+  raw.exec("DROP TABLE foreign_layer_sources; DROP TABLE foreign_layer_proofs; DROP TABLE foreign_cache; DROP TABLE ferry_schema");
   raw.prepare("UPDATE foreign_layers SET urls = ?").run(JSON.stringify([u2]));
   raw.close();
 

@@ -325,6 +325,53 @@ export function metaStoreSuite(name: string, create: () => Promise<{ meta: MetaS
       assert.equal((await meta.lastRecheckRound())?.holder, "p1");
     });
 
+    // Concurrency: on PostgreSQL these run side by side on a pool of connections
+    // (SQLite serialises them); the guarantees must hold either way.
+    test("concurrent pushes and garbage collection: a stored manifest never lacks a blob it references", async () => {
+      for (let round = 0; round < 15; round++) {
+        const blob = D(5000 + round);
+        await meta.linkBlob("gcrace", blob, 10);
+        const [pushed] = await Promise.allSettled([
+          meta.putManifest("gcrace", manifest(D(6000 + round), { blobs: [blob] }), `t${round}`),
+          meta.collectGarbage({ olderThan: Date.now() + 60_000, untagged: false }),
+        ]);
+        const stored = await meta.getManifest("gcrace", D(6000 + round));
+        const linked = await meta.linkedBlob("gcrace", blob);
+        if (pushed.status === "fulfilled") {
+          assert.ok(stored, "the push was acknowledged");
+          assert.ok(linked, `round ${round}: GC removed a blob a stored manifest references`);
+        } else {
+          assert.ok(pushed.reason instanceof MissingReferencesError, String(pushed.reason));
+          assert.equal(stored, null, "a refused push stores nothing");
+        }
+      }
+    });
+
+    test("concurrent lease and re-check claims: exactly one winner", async () => {
+      const leases = await Promise.all(Array.from({ length: 12 }, (_, i) => meta.acquireLease("race:key", `h${i}`, 60_000)));
+      assert.equal(leases.filter(Boolean).length, 1);
+      const winner = `h${leases.indexOf(true)}`;
+      assert.equal((await meta.leaseHolder("race:key"))?.holder, winner);
+      const claims = await Promise.all(Array.from({ length: 12 }, (_, i) => meta.claimRecheckRound!(`p${i}`, 50_000_000, 1_000, 5_000)));
+      assert.equal(claims.filter(Boolean).length, 1);
+    });
+
+    test("concurrent pushes naming one foreign layer with different URLs keep the union of all", async () => {
+      const urls = Array.from({ length: 8 }, (_, i) => `https://m${i}.example/layer`);
+      const layer = { digest: D(7000), mediaType: "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", size: 5, verification: "unverified" as const, verifiedAt: null, verificationDetail: null };
+      await Promise.all(urls.map((url, i) => meta.putManifest("fl", manifest(D(7001 + i), { foreignLayers: [{ ...layer, urls: [url] }] }), `t${i}`)));
+      assert.deepEqual([...((await meta.getForeignLayer("fl", D(7000)))?.urls ?? [])].sort(), [...urls].sort());
+      assert.equal((await meta.getForeignLayer("fl", D(7000)))?.manifests.length, 8);
+    });
+
+    test("concurrent commits of one blob into one repository, and concurrent session writes, all succeed once", async () => {
+      await Promise.all(Array.from({ length: 8 }, (_, i) => meta.createUpload({ id: `cu${i}`, repository: "cr", createdAt: 1, updatedAt: 1 })));
+      await Promise.all(Array.from({ length: 8 }, (_, i) => meta.completeUpload(`cu${i}`, "cr", D(7100), 42)));
+      assert.equal(await meta.countUploads(), 0);
+      assert.deepEqual(await meta.linkedBlob("cr", D(7100)), { size: 42 });
+      assert.deepEqual(await meta.repositoriesWithBlob(D(7100), 5), ["cr"]);
+    });
+
     test("web UI listings: summaries per repository (tags, held bytes, last push), filtered, searched and paged", async () => {
       assert.ok(meta.listRepositorySummaries && meta.listTagDetails, "the driver serves the UI's listings");
       const before = Date.now();

@@ -31,6 +31,7 @@ test("a per-host foreign_sources table is migrated to per-URL records once, then
 
   // What the per-host version left behind.
   const old = new Database(path);
+  old.exec("DROP TABLE ferry_schema"); // an old database has no schema version
   old.exec(`CREATE TABLE foreign_sources (
     host TEXT PRIMARY KEY, successes INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,
     last_success_at INTEGER, last_failure_at INTEGER, last_error TEXT, last_latency_ms INTEGER,

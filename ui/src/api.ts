@@ -2,124 +2,25 @@
 // The access token and refresh token live in sessionStorage (gone with the
 // tab), are sent only to this origin, and are never logged.
 
-export interface Session {
-  user: string | null;
-  admin: boolean;
-  authRequired: boolean;
-  tokenService: boolean;
-}
+// The answers' shapes are the server's own (src/browse/wire.ts), imported
+// for their types only: nothing of the server reaches the bundle.
+import type { GcState, ImageResponse, RepositoryPage, RepositoryView, Session, SourceRow } from "../../src/browse/wire";
 
-export interface RepositorySummary {
-  name: string;
-  tags: number;
-  size: number;
-  lastPush: number | null;
-}
-
-export interface RepositoryPage {
-  repositories: RepositorySummary[];
-  total: number;
-  next?: string;
-}
-
-export interface TagRow {
-  tag: string;
-  digest: string;
-  mediaType: string;
-  kind: "image" | "index" | "unknown";
-  artifactType: string | null;
-  size: number;
-  platforms: string[];
-  createdAt: number;
-  pushedAt: number;
-}
-
-export interface RepositoryView {
-  name: string;
-  canDelete: boolean;
-  tags: TagRow[];
-  truncated: boolean;
-}
-
-export interface SourceState {
-  url: string;
-  allowed: boolean;
-  serve?: string;
-  reason?: string;
-  state: string;
-  lastError: string | null;
-  lastCheckedAt: number | null;
-}
-
-export interface LayerView {
-  digest: string;
-  mediaType: string;
-  size: number;
-  urls?: string[];
-  foreign?: { verification: string; verifiedAt: number | null; cached: boolean; sources: SourceState[] };
-}
-
-export interface ConfigView {
-  digest: string;
-  mediaType: string;
-  size: number;
-  os?: string;
-  architecture?: string;
-  variant?: string;
-  created?: string;
-  env?: string[];
-  entrypoint?: string[];
-  cmd?: string[];
-  workingDir?: string;
-  user?: string;
-  labels?: Record<string, string>;
-  history?: Array<{ created?: string; createdBy?: string; comment?: string; emptyLayer?: boolean }>;
-}
-
-export interface ImageNode {
-  digest: string;
-  mediaType: string;
-  kind: "image" | "index";
-  size: number;
-  artifactType?: string;
-  annotations?: Record<string, string>;
-  config?: ConfigView;
-  layers?: LayerView[];
-  children?: Array<{ digest: string; mediaType: string; size: number; platform: string | null; present: boolean; image?: ImageNode }>;
-}
-
-export interface ImageView extends ImageNode {
-  repository: string;
-  raw: string;
-  tags: string[];
-  canDelete: boolean;
-  referrers: Record<string, Array<{ digest: string; mediaType: string; size: number; annotations: Record<string, string> | null }>>;
-}
-
-export interface SourceRow {
-  url: string;
-  host: string;
-  state: string;
-  healthy: boolean;
-  referenced: boolean;
-  successes: number;
-  failures: number;
-  consecutiveFailures: number;
-  lastError: string | null;
-  lastCheckedAt: number | null;
-  lastLatencyMs: number | null;
-  policy: { allowed: boolean; rule: string; reason?: string };
-}
-
-export interface GcState {
-  running: boolean;
-  last: null | {
-    startedAt: number;
-    finishedAt: number;
-    error?: string;
-    report?: { manifestsDeleted: number; linksDeleted: number; blobsDeleted: number; untrackedDeleted: number; skipped: boolean };
-  };
-}
+export type {
+  ChildNode,
+  ConfigView,
+  ForeignSourceState as SourceState,
+  GcState,
+  ImageNode,
+  ImageResponse as ImageView,
+  LayerView,
+  RepositoryPage,
+  RepositorySummary,
+  RepositoryView,
+  Session,
+  SourceRow,
+  TagRow,
+} from "../../src/browse/wire";
 
 export class ApiError extends Error {
   constructor(
@@ -258,7 +159,7 @@ export function listRepositories(search: string, last?: string, n = 50): Promise
   return api<RepositoryPage>("GET", `/ferry/v1/repositories?${q({ q: search, last, n: String(n) })}`);
 }
 export const getRepository = (name: string) => api<RepositoryView>("GET", `/ferry/v1/repository?${q({ name })}`);
-export const getImage = (repository: string, reference: string) => api<ImageView>("GET", `/ferry/v1/image?${q({ repository, reference })}`);
+export const getImage = (repository: string, reference: string) => api<ImageResponse>("GET", `/ferry/v1/image?${q({ repository, reference })}`);
 export const listSources = () => api<{ sources: SourceRow[] }>("GET", "/ferry/v1/foreign/sources");
 export const verifyImage = (repository: string, reference: string) =>
   api<{ ok: boolean }>("POST", `/ferry/v1/foreign/verify?${q({ repository, reference, mode: "head" })}`);

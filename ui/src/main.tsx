@@ -612,6 +612,11 @@ function ConfigDetails({ config }: { config: api.ConfigView }) {
           </ol>
         </details>
       )}
+      {config.truncated && (
+        <p class="muted" role="note">
+          Parts of this configuration are too long to show here and were cut; the config blob <code>{config.digest}</code> has all of it.
+        </p>
+      )}
     </section>
   );
 }

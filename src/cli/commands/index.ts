@@ -6,16 +6,16 @@
  */
 import type { Command } from "commander";
 
-type Group = "serve" | "gc" | "client" | "foreign" | "user";
+type Group = "serve" | "gc" | "migrate" | "client" | "foreign" | "user";
 
-const ORDER: Group[] = ["serve", "gc", "client", "foreign", "user"];
+const ORDER: Group[] = ["serve", "gc", "migrate", "client", "foreign", "user"];
 
 const CLIENT = new Set(["login", "logout", "push", "pull", "copy", "inspect", "manifest", "digest", "config", "tags", "catalog", "tag", "untag", "rm", "referrers", "blob"]);
 
 /** The group a command name belongs to, or undefined (help, options, a typo). */
 export function groupOf(name: string | undefined): Group | undefined {
   if (name === undefined) return undefined;
-  if (name === "serve" || name === "gc" || name === "foreign" || name === "user") return name;
+  if (name === "serve" || name === "gc" || name === "migrate" || name === "foreign" || name === "user") return name;
   return CLIENT.has(name) ? "client" : undefined;
 }
 
@@ -25,6 +25,8 @@ async function register(group: Group, program: Command): Promise<void> {
       return (await import("./serve.js")).registerServe(program);
     case "gc":
       return (await import("./gc.js")).registerGc(program);
+    case "migrate":
+      return (await import("./migrate.js")).registerMigrate(program);
     case "client":
       return (await import("./client.js")).registerClientCommands(program);
     case "foreign":

@@ -1,0 +1,175 @@
+/**
+ * PostgreSQL metadata store (`metadata.driver: postgres`): for several
+ * replicas sharing one database. The pool, the start-up checks and the change
+ * token live here; the queries and the schema are shared with SQLite
+ * (sql/store.ts, sql/migrations.ts).
+ *
+ * Change token: `pg_current_wal_insert_lsn()`, one round trip. A commit
+ * inserts its WAL record before it becomes visible, so a token read after a
+ * write became visible differs from every token read before it: a client
+ * that pushed through replica A and pulls through replica B right after sees
+ * its push (a LISTEN/NOTIFY can arrive late; this cannot). Any write in the
+ * cluster moves it, so it only ever empties caches too often, never too
+ * rarely. Concurrent callers share one query (see changeToken).
+ */
+import pg from "pg";
+import { Kysely, PostgresDialect, sql } from "kysely";
+import { postgresDialect } from "./sql/dialect.js";
+import { migrate } from "./sql/migrations.js";
+import type { LeaseDatabase, MetadataDatabase } from "./sql/schema.js";
+import { SqlMetaStore } from "./sql/store.js";
+
+export interface PostgresOptions {
+  /** postgres://user:password@host:port/database (the password never reaches a log or an error). */
+  url: string;
+  poolSize: number;
+  /** Time to establish a connection. */
+  connectTimeoutMs: number;
+  /** Longest a statement may run before PostgreSQL cancels it. */
+  statementTimeoutMs: number;
+  /** The configuration key the URL came from, for error messages. */
+  key?: string;
+}
+
+/** Start-up could not use the database: names the key and what PostgreSQL answered. */
+export class PostgresStartError extends Error {}
+
+const INT8 = 20;
+const NUMERIC = 1700;
+
+/**
+ * int8 (sizes, epoch ms) and numeric (SUM) arrive as strings: parsed to
+ * numbers, which hold every size and timestamp exactly (below 2^53).
+ */
+const types = {
+  getTypeParser(oid: number, format?: "text" | "binary") {
+    if (oid === INT8 || oid === NUMERIC) return (value: string) => safeNumber(value);
+    return pg.types.getTypeParser(oid, format);
+  },
+} as pg.CustomTypesConfig;
+
+function safeNumber(text: string): number {
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) && !Number.isFinite(value)) throw new Error(`integer out of range: ${text}`);
+  return value;
+}
+
+/** The URL with its password replaced, for messages. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = "***";
+    return parsed.toString();
+  } catch {
+    return "(an unparsable URL)";
+  }
+}
+
+export class PostgresMetaStore extends SqlMetaStore {
+  private tokenQuery: Promise<string> | undefined;
+  private nextTokenQuery: Promise<string> | undefined;
+
+  private constructor(
+    db: Kysely<MetadataDatabase>,
+    private readonly pool: pg.Pool,
+  ) {
+    super(db, postgresDialect, db as unknown as Kysely<LeaseDatabase>);
+  }
+
+  /** Connects, checks the database answers, and creates or migrates the schema. */
+  static async open(options: PostgresOptions): Promise<PostgresMetaStore> {
+    const key = options.key ?? "metadata.postgres.url";
+    let config: pg.PoolConfig;
+    try {
+      new URL(options.url);
+      config = { connectionString: options.url };
+    } catch {
+      throw new PostgresStartError(`${key}: not a postgres:// URL`);
+    }
+    const pool = new pg.Pool({
+      ...config,
+      max: options.poolSize,
+      connectionTimeoutMillis: options.connectTimeoutMs,
+      statement_timeout: options.statementTimeoutMs,
+      // A query whose connection died mid-way must not hang its request.
+      query_timeout: options.statementTimeoutMs + options.connectTimeoutMs,
+      idleTimeoutMillis: 30_000,
+      types,
+      application_name: "ferry",
+    });
+    // An idle connection that PostgreSQL drops (restart, network) is an error event on the pool, not a crash.
+    pool.on("error", () => {});
+    const db = new Kysely<MetadataDatabase>({ dialect: new PostgresDialect({ pool }) });
+    const store = new PostgresMetaStore(db, pool);
+    try {
+      await sql`select 1`.execute(db).catch((error: unknown) => {
+        throw new PostgresStartError(`${key} (${redactUrl(options.url)}): ${describe(error)}`);
+      });
+      await migrate(db, postgresDialect);
+    } catch (error) {
+      await db.destroy().catch(() => {});
+      throw error;
+    }
+    return store;
+  }
+
+  /**
+   * One query answers every caller that arrived before it was sent; a caller
+   * arriving while one is in flight waits for the next (a token read before
+   * the caller arrived could predate the write it must see).
+   */
+  changeToken(): Promise<string> {
+    if (!this.tokenQuery) {
+      this.tokenQuery = this.readToken().finally(() => (this.tokenQuery = undefined));
+      return this.tokenQuery;
+    }
+    this.nextTokenQuery ??= this.tokenQuery
+      .catch(() => undefined)
+      .then(() => {
+        this.nextTokenQuery = undefined;
+        return this.changeToken();
+      });
+    return this.nextTokenQuery;
+  }
+
+  private async readToken(): Promise<string> {
+    const result = await this.pool.query<{ lsn: string }>({ text: "select pg_current_wal_insert_lsn()::text as lsn", name: "ferry_change_token" });
+    return result.rows[0]!.lsn;
+  }
+
+  /** Whether the database answers within `timeoutMs` (for health checks). */
+  async ping(timeoutMs: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        this.pool.query("select 1").then(() => true),
+        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
+      ]);
+    } catch {
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+/** What PostgreSQL (or the network) answered, in words an operator can act on; never the password. */
+export function describe(error: unknown): string {
+  const e = error as { code?: string; message?: string; errors?: Array<{ message?: string }> };
+  const message = e.message || e.errors?.map((inner) => inner.message).join("; ") || String(error);
+  switch (e.code) {
+    case "ECONNREFUSED":
+    case "ENOTFOUND":
+    case "EHOSTUNREACH":
+    case "ETIMEDOUT":
+      return `PostgreSQL is unreachable (${message})`;
+    case "28P01":
+    case "28000":
+      return `PostgreSQL refused the login: ${message}`;
+    case "3D000":
+      return `PostgreSQL answered that the database is missing: ${message} (create it, or fix the URL)`;
+    default:
+      if (/timeout/i.test(message)) return `PostgreSQL did not answer in time (${message})`;
+      return `PostgreSQL answered: ${message}`;
+  }
+}
