@@ -178,7 +178,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
       meta,
       blobs: storeForRequests,
       filesystemRoot: blobs instanceof FilesystemBlobStore ? (config.storage.filesystem.path ? resolve(config.storage.filesystem.path) : dataDir) : undefined,
-      sqlitePath: metadataPath,
+      sqlitePath: config.metadata.driver === "sqlite" ? metadataPath : undefined,
     }),
     { timeoutMs: 1500, cacheMs: 500 },
   );

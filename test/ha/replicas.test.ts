@@ -3,18 +3,26 @@
  * stickiness), sharing one metadata store and one blob store: any request may
  * land on any replica, and a replica may die at any moment (docs/deployment.md).
  *
- * Blobs are in the shared data directory, or in an RGW bucket when
- * FERRY_TEST_S3_ENDPOINT names one (CI); metadata is SQLite in the shared
- * directory (WAL, one host).
+ * Metadata is PostgreSQL (a schema of its own per replica set) when it can
+ * be had (CI), else SQLite in the shared directory (WAL, one host). Blobs are
+ * in an RGW bucket when FERRY_TEST_S3_ENDPOINT names one (CI), else in the
+ * shared directory.
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { skipUnlessHaproxy, startReplicaSet, type ReplicaS3, type ReplicaSet } from "../helpers/replicas.js";
+import { sharedMetadata, skipUnlessHaproxy, startReplicaSet, type ReplicaS3, type ReplicaSet } from "../helpers/replicas.js";
 import { createTestBucket, startS3Server } from "../helpers/s3-rgw.js";
 import { newStats, pulledIntact, pushWithRetries, randomImage, sha256, OCI_MANIFEST, type Image } from "./push.js";
 
 const skip = skipUnlessHaproxy();
+
+/** PostgreSQL when it can be had (cleaned up with the set), else SQLite in the shared directory. */
+async function metadataUrl(cleanups: Array<() => Promise<unknown>>): Promise<string | undefined> {
+  const metadata = await sharedMetadata();
+  if (metadata) cleanups.push(() => metadata.drop());
+  return metadata?.url;
+}
 
 /** An RGW bucket when CI runs one for the suite, else blobs stay in the shared directory. */
 async function sharedBlobStore(cleanups: Array<() => Promise<unknown>>): Promise<ReplicaS3 | undefined> {
@@ -39,7 +47,7 @@ describe("three replicas behind haproxy", { skip }, () => {
 
   before(async () => {
     if (skip) return;
-    set = await startReplicaSet({ s3: await sharedBlobStore(cleanups) });
+    set = await startReplicaSet({ s3: await sharedBlobStore(cleanups), postgresUrl: await metadataUrl(cleanups) });
   });
   after(async () => {
     await set?.close();
@@ -148,7 +156,7 @@ describe("kill -9 of one replica during 20 concurrent pushes", { skip }, () => {
 
   before(async () => {
     if (skip) return;
-    set = await startReplicaSet({ s3: await sharedBlobStore(cleanups) });
+    set = await startReplicaSet({ s3: await sharedBlobStore(cleanups), postgresUrl: await metadataUrl(cleanups) });
   });
   after(async () => {
     await set?.close();
@@ -237,7 +245,7 @@ describe("garbage collection on one replica while the others take pushes", { ski
   before(async () => {
     if (skip) return;
     // A short grace period so that collections really delete while pushes run.
-    set = await startReplicaSet({ s3: await sharedBlobStore(cleanups), env: { FERRY_GC__GRACE_PERIOD: "1s", FERRY_GC__UNTAGGED: "true" } });
+    set = await startReplicaSet({ s3: await sharedBlobStore(cleanups), postgresUrl: await metadataUrl(cleanups), env: { FERRY_GC__GRACE_PERIOD: "1s", FERRY_GC__UNTAGGED: "true" } });
   });
   after(async () => {
     await set?.close();

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfig } from "../../src/config/load.js";
 import { startRegistry, type RunningRegistry } from "../../src/server.js";
-import { startReplicaSet } from "./replicas.js";
+import { startReplicasBehindHaproxy } from "./replicas.js";
 
 export interface TestRegistry {
   url: string;
@@ -39,13 +39,16 @@ export async function startTestRegistry(config: Record<string, unknown> = {}, da
   };
 }
 
-/** Three `ferry serve` replicas behind haproxy in the TestRegistry shape (tests that reach into `registry` cannot run so). */
+/**
+ * Three `ferry serve` replicas behind haproxy in the TestRegistry shape, on PostgreSQL and RGW when
+ * the suite has them (tests that reach into `registry` or the data directory cannot run so).
+ */
 async function startThroughLoadBalancer(): Promise<TestRegistry> {
-  const set = await startReplicaSet();
+  const set = await startReplicasBehindHaproxy();
   return {
     url: set.url,
     host: set.host,
-    dataDir: set.data,
+    dataDir: "",
     get registry(): RunningRegistry {
       throw new Error("this test reaches into the registry process; it cannot run through the load balancer");
     },

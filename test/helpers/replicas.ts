@@ -9,10 +9,11 @@
  * way to run the same layout). Loopback only; haproxy's configuration goes
  * into a temp directory and haproxy is stopped by its PID.
  *
- * Metadata: SQLite in the shared data directory (WAL works across processes
- * on one host; this is also the layout for a shared directory where S3 is not
- * available). Blobs: the same shared directory, or an S3 bucket when `s3` is
- * given (the RGW of test/helpers/s3-rgw.ts).
+ * Metadata: PostgreSQL when `postgresUrl` is given, else SQLite in the shared
+ * data directory (WAL works across processes on one host; this is also the
+ * layout for a shared directory where S3 is not available). Blobs: the same
+ * shared directory, or an S3 bucket when `s3` is given (the RGW of
+ * test/helpers/s3-rgw.ts).
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -35,6 +36,8 @@ export interface ReplicaSetOptions {
   data?: string;
   /** Blobs in this bucket instead of the shared directory. */
   s3?: ReplicaS3;
+  /** Metadata in this PostgreSQL database (metadata.driver postgres) instead of SQLite in the shared directory. */
+  postgresUrl?: string;
   /** YAML every replica reads with --config (written into the shared directory). */
   config?: string;
   /** Extra environment for every replica. */
@@ -95,7 +98,11 @@ export async function startReplicaSet(options: ReplicaSetOptions = {}): Promise<
     await writeFile(configFile, options.config);
     args.push("--config", configFile);
   }
-  const env = { ...storageEnv(options.s3), ...options.env };
+  const env = {
+    ...storageEnv(options.s3),
+    ...(options.postgresUrl ? { FERRY_METADATA__DRIVER: "postgres", FERRY_METADATA__POSTGRES__URL: options.postgresUrl } : {}),
+    ...options.env,
+  };
   const ports: number[] = [];
   for (let i = 0; i < count; i++) ports.push(await freePort());
   const replicas: ServeProcess[] = [];
@@ -252,18 +259,31 @@ export async function startReplicasBehindHaproxy(): Promise<{ host: string; url:
     dropBucket = () => bucket.drop();
     s3 = { endpoint: server.endpoint, bucket: bucket.bucket, accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey };
   }
+  const metadata = await sharedMetadata();
   try {
-    const set = await startReplicaSet({ s3 });
+    const set = await startReplicaSet({ s3, postgresUrl: metadata?.url });
     return {
       host: set.host,
       url: set.url,
       async close() {
         await set.close();
         await dropBucket?.();
+        await metadata?.drop();
       },
     };
   } catch (error) {
     await dropBucket?.();
+    await metadata?.drop();
     throw error;
   }
+}
+
+/**
+ * A fresh PostgreSQL schema for the replicas' metadata when PostgreSQL can be had
+ * (CI: always, a missing server fails there), else undefined: SQLite in the shared directory.
+ */
+export async function sharedMetadata(): Promise<{ url: string; drop(): Promise<void> } | undefined> {
+  const { freshDatabaseUrl, skipUnlessPostgres } = await import("./postgres.js");
+  if (skipUnlessPostgres()) return undefined;
+  return freshDatabaseUrl();
 }
