@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { startServeProcess, type ServeProcess } from "../helpers/serve-process.js";
 import { skipUnlessHaproxy, startReplicaSet, type ReplicaSet } from "../helpers/replicas.js";
 import { createTestBucket, skipUnlessS3, startS3Server, type S3TestServer } from "../helpers/s3-rgw.js";
+import { freshDatabaseUrl, skipUnlessPostgres } from "../helpers/postgres.js";
 
 /** The bound this test holds /healthz to when a store is gone or silent. */
 const ANSWER_WITHIN_MS = 2000;
@@ -170,6 +171,49 @@ describe("/healthz when the object store stops answering (S3 on Ceph RGW)", { sk
     const many = await Promise.all(Array.from({ length: 20 }, () => health(silent.url)));
     assert.ok(many.every((h) => h.status === 503 && h.ms < ANSWER_WITHIN_MS), `slowest ${Math.max(...many.map((h) => h.ms))} ms`);
     // haproxy's checks (every 0.5 s, down after 2 failures) take r3 out of rotation.
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    const served = new Set<string>();
+    for (let i = 0; i < 12; i++) served.add((await fetch(`${set.url}/v2/`)).headers.get("x-ferry-replica") ?? "?");
+    assert.deepEqual([...served].sort(), ["r1", "r2"]);
+    hole.blackhole(false);
+    assert.equal((await healthBecomes(silent.url, 200)).status, 200);
+  });
+});
+
+const pgSkip = skipUnlessHaproxy() || skipUnlessPostgres();
+
+describe("/healthz when PostgreSQL stops answering", { skip: pgSkip }, () => {
+  let set: ReplicaSet;
+  let hole: Awaited<ReturnType<typeof relay>>;
+  let drop: () => Promise<void>;
+
+  before(async () => {
+    if (pgSkip) return;
+    const database = await freshDatabaseUrl();
+    drop = database.drop;
+    const direct = new URL(database.url);
+    hole = await relay(new URL(`http://${direct.host}`));
+    const relayed = new URL(database.url);
+    relayed.host = new URL(hole.endpoint).host;
+    // r3 reaches the same database through the relay.
+    set = await startReplicaSet({ postgresUrl: database.url, replicaEnv: [undefined, undefined, { FERRY_METADATA__POSTGRES__URL: relayed.toString() }] });
+  });
+  after(async () => {
+    await set?.close();
+    await hole?.close();
+    await drop?.().catch(() => undefined);
+  });
+
+  it(`answers 503 naming the metadata store within ${ANSWER_WITHIN_MS} ms, haproxy routes around it, and it recovers`, async () => {
+    const silent = set.replicas[2]!;
+    assert.equal((await health(silent.url)).status, 200);
+    hole.blackhole(true);
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    const answer = await health(silent.url);
+    assert.equal(answer.status, 503, answer.text);
+    assert.ok(answer.ms < ANSWER_WITHIN_MS, `answered in ${answer.ms} ms`);
+    assert.equal(answer.body.checks.metadata?.ok, false);
+    assert.ok(!/postgres|ferry@|127\.0\.0\.1/.test(answer.text), "no URL in the answer");
     await new Promise((resolve) => setTimeout(resolve, 3000));
     const served = new Set<string>();
     for (let i = 0; i < 12; i++) served.add((await fetch(`${set.url}/v2/`)).headers.get("x-ferry-replica") ?? "?");
