@@ -201,7 +201,7 @@ backend ferry
   option httpchk
   http-check send meth GET uri /healthz
   http-check expect status 200
-  default-server inter ${options.checkIntervalMs} fall 2 rise 2 on-marked-down shutdown-sessions
+  default-server inter ${options.checkIntervalMs} fall 2 rise 2
   # Which replica answered (tests assert that requests really spread over replicas).
   http-response set-header X-Ferry-Replica %s
 ${servers}
