@@ -5,6 +5,7 @@ import path from 'node:path';
 import { freePort, spawnServer } from '../server-process.js';
 import { waitForRegistry } from '../ready.js';
 import { onCleanup } from '../cleanup.js';
+import { launcherNodeFlags } from './launcher-flags.js';
 import type { StartedServer } from './reference.js';
 import type { S3Bucket } from './s3.js';
 
@@ -32,7 +33,8 @@ export async function startFerry(cli: string, extraArgs: string[], workDir: stri
   // --defaults: no log section, so Ferry logs as installed (info, an access line per request, to server.log).
   const log = shippedDefaults ? '' : 'log:\n  level: error\n  accessLog: false\n';
   await fs.writeFile(configPath, `${log}${storage}${metadata}`);
-  const args = [cli, 'serve', '--config', configPath, '--listen', `127.0.0.1:${port}`, '--data', dataDir, ...extraArgs];
+  // The launcher's Node flags (e.g. a smaller young generation): what `ferry serve` runs with when installed.
+  const args = [...launcherNodeFlags(cli), cli, 'serve', '--config', configPath, '--listen', `127.0.0.1:${port}`, '--data', dataDir, ...extraArgs];
   // process.execPath: the same Node that runs the harness, not whatever is on PATH.
   const server = spawnServer(process.execPath, args, path.join(workDir, 'server.log'), workDir);
   // Registered before waiting, so a server that never becomes ready is still stopped.

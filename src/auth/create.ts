@@ -1,14 +1,11 @@
-/** Builds the AccessController the config asks for: OpenAccess without `auth`, PolicyAccess with it. */
+/**
+ * Builds the AccessController the config asks for: OpenAccess without `auth`, PolicyAccess with it.
+ * The policy side (jose for tokens, bcryptjs for passwords) is loaded only when `auth` is configured:
+ * an open registry does not keep it in memory.
+ */
 import type { Logger } from "pino";
 import type { Config } from "../config/schema.js";
 import { OpenAccess, type AccessController } from "./access.js";
-import { PolicyAccess } from "./controller.js";
-import { Policy } from "./policy.js";
-import { LoginLimiter } from "./rate-limit.js";
-import { SqliteFailureLog } from "./shared-failures.js";
-import { tokenExtensions } from "./token-endpoint.js";
-import { TokenService } from "./tokens.js";
-import { UserDirectory } from "./users.js";
 
 export interface AuthContext {
   dataDir: string;
@@ -20,6 +17,15 @@ export interface AuthContext {
 export async function createAccessController(config: Config, context: AuthContext): Promise<AccessController> {
   const auth = config.auth;
   if (!auth) return new OpenAccess();
+  const [{ PolicyAccess }, { Policy }, { LoginLimiter }, { SqliteFailureLog }, { tokenExtensions }, { TokenService }, { UserDirectory }] = await Promise.all([
+    import("./controller.js"),
+    import("./policy.js"),
+    import("./rate-limit.js"),
+    import("./shared-failures.js"),
+    import("./token-endpoint.js"),
+    import("./tokens.js"),
+    import("./users.js"),
+  ]);
   const logger = context.logger.child({ component: "auth" });
   const users = new UserDirectory(auth, logger);
   await users.load();

@@ -11,10 +11,41 @@
  * tools use the prefix too); unknown keys in a file or in flags are errors.
  */
 import { readFileSync } from "node:fs";
-import YAML from "yaml";
+import { createRequire } from "node:module";
 import { z } from "zod";
 import { configSchema, type Config } from "./schema.js";
 import { closestKey, keysAt, listPrefix, relocatedKey } from "./suggest.js";
+
+/**
+ * The YAML parser is loaded on first use (~4 MiB resident): a `ferry serve`
+ * with no config file and only simple FERRY_* values never needs it.
+ */
+let yamlModule: typeof import("yaml") | undefined;
+function parseYaml(text: string): unknown {
+  yamlModule ??= createRequire(import.meta.url)("yaml") as typeof import("yaml");
+  return yamlModule.parse(text);
+}
+
+/** YAML 1.2 core-schema scalars that are not strings; a plain word other than these is the word itself. */
+const YAML_WORDS = new Set(["null", "Null", "NULL", "true", "True", "TRUE", "false", "False", "FALSE"]);
+
+/**
+ * A variable's value as YAML reads it. Common values (a plain word, a small
+ * decimal, true/false) are recognised here with the same result as the YAML
+ * parser (test/config/env-scalars.test.ts); anything else goes to the parser.
+ */
+export function parseEnvValue(raw: string): unknown {
+  if (raw === "true") return true;
+  if (raw === "false") return false;
+  if (/^(?:0|[1-9][0-9]{0,14})$/.test(raw)) return Number(raw);
+  if (/^[A-Za-z][A-Za-z0-9_-]*$/.test(raw) && !YAML_WORDS.has(raw)) return raw;
+  return parseYaml(raw);
+}
+
+/** A file with nothing but blank lines and comments is an empty mapping, without loading the parser. */
+function isBlankYaml(text: string): boolean {
+  return text.split("\n").every((line) => /^\s*(?:#.*)?$/.test(line));
+}
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -51,7 +82,7 @@ function envSettings(env: NodeJS.ProcessEnv): EnvSetting[] {
     const path = name.slice(ENV_PREFIX.length).split("__").map(keyForEnvSegment);
     let value: unknown;
     try {
-      value = raw === "" ? "" : YAML.parse(raw);
+      value = raw === "" ? "" : parseEnvValue(raw);
     } catch {
       value = raw;
     }
@@ -117,7 +148,7 @@ function readConfigFile(file: string): Tree {
   }
   let parsed: unknown;
   try {
-    parsed = YAML.parse(text);
+    parsed = isBlankYaml(text) ? null : parseYaml(text);
   } catch (error) {
     throw new ConfigError(`config file ${file} is not valid YAML: ${(error as Error).message}`);
   }

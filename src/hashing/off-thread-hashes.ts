@@ -5,10 +5,16 @@
  * pushes over loopback: about 150 ms to receive and hash against about 235 ms
  * hashing inline, because the socket keeps being read while the worker hashes.
  *
- * Small uploads never reach the worker: the first slab is hashed inline if the
- * request ends before it fills, which saves a thread round trip per manifest-
- * sized blob. If the worker dies, sessions in flight fail their digest (the
- * caller re-reads the bytes) and new sessions hash inline.
+ * Small uploads never reach the worker: the slabs of a first request that
+ * ends before INLINE_SLABS of them fill (2 MiB) are hashed inline, and so is
+ * the rest of that session, which saves a thread round trip per manifest- or
+ * layer-sized blob; a larger body posts what it held and goes on off-thread.
+ * If the worker dies, sessions in flight fail their digest (the caller
+ * re-reads the bytes) and new sessions hash inline.
+ *
+ * The worker starts with the first slab that needs it, not with the registry:
+ * its V8 isolate is ~10 MiB of resident memory that a registry serving pulls
+ * and small pushes never uses (docs/benchmarks.md, "Speed round 3").
  */
 import { createHash, type Hash } from "node:crypto";
 import { Worker } from "node:worker_threads";
@@ -17,28 +23,43 @@ import type { FromHashThread, ToHashThread } from "./hash-protocol.js";
 import { InlineSha256, type HashFactory, type IncrementalHash } from "./incremental-hash.js";
 
 const SLAB_BYTES = 512 * 1024;
+/**
+ * A request that ends before this many slabs fill is hashed on the request thread
+ * (~1 ms for 2 MiB with SHA-NI). 1 MiB blobs, common in images and in the
+ * benchmark's mix, then never start the worker thread (~10 MiB resident).
+ */
+const INLINE_SLABS = 4;
 /** Slabs one session may have queued at the worker before update() asks the caller to wait. */
 const MAX_IN_FLIGHT = 4;
 /** Free slabs kept for reuse; more are left to the garbage collector. */
 const POOL_KEEP = 32;
 
 export class OffThreadHashes implements HashFactory {
-  private readonly worker: Worker;
+  private worker: Worker | null = null;
   private readonly sessions = new Map<number, OffThreadSha256>();
   private readonly freeSlabs: SharedArrayBuffer[] = [];
   private nextId = 1;
   private failure: Error | null = null;
   private closed = false;
 
-  constructor(private readonly logger?: Logger) {
-    this.worker = new Worker(new URL("./hash-thread.js", import.meta.url));
+  constructor(private readonly logger?: Logger) {}
+
+  /** Whether the worker thread has been started (by the first body of INLINE_SLABS slabs or more). */
+  get workerStarted(): boolean {
+    return this.worker !== null;
+  }
+
+  private startedWorker(): Worker {
+    if (this.worker) return this.worker;
+    const worker = new Worker(new URL("./hash-thread.js", import.meta.url));
     // The worker must not keep a finished process alive.
-    this.worker.unref();
-    this.worker.on("message", (message: FromHashThread) => this.receive(message));
-    this.worker.on("error", (error) => this.fail(error));
-    this.worker.on("exit", (code) => {
+    worker.unref();
+    worker.on("message", (message: FromHashThread) => this.receive(message));
+    worker.on("error", (error) => this.fail(error));
+    worker.on("exit", (code) => {
       if (!this.closed) this.fail(new Error(`hash worker exited with code ${code}`));
     });
+    return (this.worker = worker);
   }
 
   create(): IncrementalHash {
@@ -53,7 +74,7 @@ export class OffThreadHashes implements HashFactory {
     if (this.closed) return;
     this.closed = true;
     this.failSessions(new Error("registry is shutting down"));
-    await this.worker.terminate();
+    await this.worker?.terminate();
   }
 
   /** @internal */ takeSlab(): SharedArrayBuffer {
@@ -67,7 +88,8 @@ export class OffThreadHashes implements HashFactory {
   /** @internal Returns false when the worker is gone and the session must fail. */
   post(message: ToHashThread): boolean {
     if (this.failure || this.closed) return false;
-    this.worker.postMessage(message);
+    // Messages posted while the thread boots are queued and delivered in order.
+    this.startedWorker().postMessage(message);
     return true;
   }
 
@@ -101,6 +123,8 @@ class OffThreadSha256 implements IncrementalHash {
   private mode: Mode = "buffering";
   private filling: SharedArrayBuffer | null = null;
   private fillLength = 0;
+  /** Full slabs held while buffering, in order: posted when the body outgrows INLINE_SLABS, else hashed inline. */
+  private readonly held: SharedArrayBuffer[] = [];
   private readonly inFlight: SharedArrayBuffer[] = [];
   private inline: Hash | null = null;
   private wake: (() => void) | null = null;
@@ -128,7 +152,7 @@ class OffThreadSha256 implements IncrementalHash {
       new Uint8Array(this.filling, this.fillLength, n).set(chunk.subarray(offset, offset + n));
       this.fillLength += n;
       offset += n;
-      if (this.fillLength === SLAB_BYTES) this.postFilling();
+      if (this.fillLength === SLAB_BYTES) this.slabFull();
     }
     if (this.inFlight.length >= MAX_IN_FLIGHT) {
       return new Promise((resolve) => {
@@ -138,14 +162,23 @@ class OffThreadSha256 implements IncrementalHash {
   }
 
   pause(): void {
-    if (!this.filling) return;
     if (this.mode === "buffering") {
-      // The whole of what was fed fits in one slab: not worth a thread round trip.
+      if (!this.filling && this.held.length === 0) return;
+      // The whole of what was fed fits in INLINE_SLABS: not worth a thread round trip.
       this.inline = createHash("sha256");
-      this.inline.update(new Uint8Array(this.filling, 0, this.fillLength));
-      this.releaseFilling();
+      for (const slab of this.held.splice(0)) {
+        this.inline.update(new Uint8Array(slab));
+        this.owner.returnSlab(slab);
+      }
+      if (this.filling) {
+        this.inline.update(new Uint8Array(this.filling, 0, this.fillLength));
+        this.releaseFilling();
+      }
       this.mode = "inline";
-    } else if (this.mode === "offthread") {
+      return;
+    }
+    if (!this.filling) return;
+    if (this.mode === "offthread") {
       if (this.fillLength > 0) this.postFilling();
       else this.releaseFilling();
     }
@@ -174,6 +207,7 @@ class OffThreadSha256 implements IncrementalHash {
   discard(): void {
     if (this.mode === "offthread") this.owner.post({ op: "discard", id: this.id });
     if (this.filling) this.releaseFilling();
+    for (const slab of this.held.splice(0)) this.owner.returnSlab(slab);
     this.mode = "ended";
     this.owner.forget(this.id);
     this.wakeWriter();
@@ -202,11 +236,31 @@ class OffThreadSha256 implements IncrementalHash {
     this.wakeWriter();
   }
 
+  /** The slab being filled is full: held while the body may still be small, else posted with everything held. */
+  private slabFull(): void {
+    if (this.mode === "buffering" && this.held.length < INLINE_SLABS - 1) {
+      this.held.push(this.filling!);
+      this.filling = null;
+      this.fillLength = 0;
+      return;
+    }
+    for (const slab of this.held.splice(0)) this.post(slab, SLAB_BYTES);
+    this.postFilling();
+  }
+
   private postFilling(): void {
     const slab = this.filling!;
     const length = this.fillLength;
     this.filling = null;
     this.fillLength = 0;
+    this.post(slab, length);
+  }
+
+  private post(slab: SharedArrayBuffer, length: number): void {
+    if (this.mode === "failed") {
+      this.owner.returnSlab(slab);
+      return;
+    }
     this.mode = "offthread";
     this.inFlight.push(slab);
     if (!this.owner.post({ op: "update", id: this.id, slab, length })) this.failed(new Error("hash worker unavailable"));

@@ -98,4 +98,67 @@ describe("OffThreadHashes", () => {
     await feed(fresh, data, [65536]);
     assert.equal(await fresh.digest(), expected(data));
   });
+
+  test("no worker thread runs for bodies under 2 MiB (small pushes and 1 MiB layers cost no thread)", async () => {
+    const local = new OffThreadHashes();
+    try {
+      for (const size of [0, 1, 16 * 1024, SLAB - 1, SLAB, SLAB + 1, 2 * SLAB, 1024 * 1024 + 7, 4 * SLAB - 1]) {
+        const data = randomBytes(size);
+        const hash = local.create();
+        await feed(hash, data, [65536, 700_000, 1]);
+        assert.equal(await hash.digest(), expected(data), `${size} bytes`);
+      }
+      assert.equal(local.workerStarted, false, "bodies under 4 slabs are hashed inline");
+      const large = randomBytes(4 * SLAB);
+      const hash = local.create();
+      await feed(hash, large, [65536]);
+      assert.equal(local.workerStarted, true, "a 2 MiB body goes to the worker");
+      assert.equal(await hash.digest(), expected(large));
+    } finally {
+      await local.close();
+    }
+  });
+
+  test("held slabs keep their order when the body outgrows them, also fed in one large chunk or slab by slab", async () => {
+    for (const sizes of [[65536], [SLAB], [10 * SLAB], [3, SLAB - 3, 5]]) {
+      const data = randomBytes(7 * SLAB + 11);
+      const hash = hashes.create();
+      await feed(hash, data, sizes);
+      assert.equal(await hash.digest(), expected(data), `chunks ${sizes.join(",")}`);
+    }
+  });
+
+  test("a session paused with whole slabs held (a chunk ending on a slab boundary) digests all of it", async () => {
+    const parts = [randomBytes(2 * SLAB), randomBytes(SLAB), randomBytes(3)];
+    const hash = hashes.create();
+    for (const part of parts) {
+      await feed(hash, part, [SLAB]);
+      hash.pause();
+    }
+    assert.equal(await hash.digest(), expected(...parts));
+    const exact = randomBytes(3 * SLAB);
+    const again = hashes.create();
+    await feed(again, exact, [SLAB]);
+    assert.equal(await again.digest(), expected(exact), "digest right after whole slabs");
+  });
+
+  test("discarding a session with slabs held leaves other sessions intact", async () => {
+    const a = randomBytes(2 * SLAB + 1);
+    const ha = hashes.create();
+    const hb = hashes.create();
+    await feed(hb, randomBytes(3 * SLAB), [SLAB]);
+    await feed(ha, a, [65536]);
+    hb.discard();
+    assert.equal(await ha.digest(), expected(a));
+  });
+
+  test("closing a registry whose worker never started is clean, and later sessions hash inline", async () => {
+    const local = new OffThreadHashes();
+    await local.close();
+    const data = randomBytes(3 * SLAB);
+    const hash = local.create();
+    await feed(hash, data, [65536]);
+    assert.equal(await hash.digest(), expected(data));
+    assert.equal(local.workerStarted, false);
+  });
 });

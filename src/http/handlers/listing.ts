@@ -2,7 +2,7 @@
 import { parseDigest } from "../../oci/digest.js";
 import { OCI_INDEX } from "../../oci/media-types.js";
 import type { RequestContext } from "../context.js";
-import { send, sendJson, type Headers } from "../respond.js";
+import { API_VERSION_HEADER, safeHeaders, sendJson, sendPrepared, type Headers } from "../respond.js";
 import { parseLimit } from "../request.js";
 import { TokenCache } from "../../registry/listing-cache.js";
 import type { ListingService } from "../../registry/listing.js";
@@ -21,6 +21,7 @@ const RESPONSE_CACHE_BYTES = 16 * 1024 * 1024;
 
 interface RenderedList {
   body: Buffer;
+  /** Complete and header-safe (API version, Content-Length included): built once, sent as is on every hit. */
   headers: Headers;
 }
 
@@ -40,9 +41,10 @@ function nextLink(path: string, n: number, last: string): string {
 }
 
 function render(value: unknown, path: string, limit: number, next: string | null): RenderedList {
-  const headers: Headers = { "Content-Type": "application/json" };
+  const body = Buffer.from(JSON.stringify(value));
+  const headers: Headers = { ...API_VERSION_HEADER, "Content-Length": body.length, "Content-Type": "application/json" };
   if (next !== null) headers.Link = nextLink(path, limit, next);
-  return { body: Buffer.from(JSON.stringify(value)), headers };
+  return { body, headers: safeHeaders(headers) };
 }
 
 /**
@@ -52,7 +54,7 @@ function render(value: unknown, path: string, limit: number, next: string | null
  */
 async function sendListing(ctx: RequestContext, key: string | null, produce: () => Promise<RenderedList>): Promise<void> {
   const rendered = key === null ? await produce() : await cachedListing(ctx.services.listing, key, produce);
-  send(ctx.res, 200, rendered.headers, rendered.body);
+  sendPrepared(ctx.res, 200, rendered.headers, rendered.body);
 }
 
 async function cachedListing(listing: ListingService, key: string, produce: () => Promise<RenderedList>): Promise<RenderedList> {
