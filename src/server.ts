@@ -30,6 +30,8 @@ import { createRequestHandler, type Extension } from "./http/app.js";
 import type { Services } from "./http/context.js";
 import { Metrics } from "./http/metrics.js";
 import { coreExtensions } from "./http/handlers/operations.js";
+import { ReadinessCheck } from "./health/readiness.js";
+import { storeProbes } from "./health/probes.js";
 import { ClientAddressResolver } from "./http/client-address.js";
 import { UploadSlots } from "./http/upload-slots.js";
 import { handleClientError, refuseConnect, refuseExpectation } from "./http/client-error.js";
@@ -120,7 +122,10 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     ? await opened.step(() => openAuditLog(config.audit.path ? resolve(config.audit.path) : join(dataDir, "audit.log"), config.audit.maxQueueBytes, logger))
     : undefined;
   if (audit) opened.add(() => audit.close());
-  const access: AccessController = await opened.step(() => createAccessController(config, { dataDir, logger }));
+  const access: AccessController = await opened.step(() =>
+    createAccessController(config, { dataDir, logger, sharedFailuresPath: metadataPath === ":memory:" ? undefined : `${metadataPath}.logins` }),
+  );
+  opened.add(() => access.close?.());
   const federation: Federation = await opened.step(async () =>
     createFederation(config, { dataDir, logger, access, meta, cacheStore: await proxyCacheStore(config) }),
   );
@@ -174,8 +179,18 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     notifications.gcFinished(report);
     return report;
   };
+  // /healthz: this replica reaches its stores, each probe answering within 1.5 s (docs/deployment.md).
+  const readiness = new ReadinessCheck(
+    storeProbes({
+      meta,
+      blobs: storeForRequests,
+      filesystemRoot: blobs instanceof FilesystemBlobStore ? (config.storage.filesystem.path ? resolve(config.storage.filesystem.path) : dataDir) : undefined,
+      sqlitePath: config.metadata.driver === "sqlite" ? metadataPath : undefined,
+    }),
+    { timeoutMs: 1500, cacheMs: 500 },
+  );
   const extensions = [
-    ...coreExtensions(metrics),
+    ...coreExtensions(metrics, readiness),
     ...(access.extensions ?? []),
     ...(federation.extensions ?? []),
     ...notifications.extensions,

@@ -38,6 +38,8 @@ export interface AccessController {
   isAnonymousReadable(repository: string): boolean;
   /** Endpoints the access controller serves itself (e.g. /token). */
   readonly extensions?: Extension[];
+  /** Releases what the controller holds open (the shared failed-login log). */
+  close?(): Promise<void>;
 }
 
 export const ANONYMOUS: Principal = { user: null };

@@ -64,6 +64,12 @@ const tokenSchema = z.strictObject({
   refreshExpires: duration.default(30 * 24 * 3_600_000),
   /** PKCS#8 PEM private key; default: generated once into <data>/auth/. */
   signingKey: z.string().min(1).optional(),
+  /**
+   * Earlier (or next) signing keys: PEM files whose tokens are still accepted and
+   * which /token/jwks still lists, so that a key rotation logs nobody out
+   * (docs/deployment.md "Rotating the token signing key").
+   */
+  verifyKeys: z.array(z.string().min(1)).default([]),
   algorithm: z.enum(["ES256", "RS256"]).default("ES256"),
   clockSkew: duration.default(60_000),
   /** External token issuers whose tokens this registry accepts. */

@@ -41,6 +41,7 @@ export interface PolicyAccessDeps {
 export class PolicyAccess implements AccessController {
   readonly open = false;
   extensions?: Extension[];
+  close?: () => Promise<void>;
 
   /** Bounds the CPU password checks may take, per address and in total. */
   private readonly checks = new CheckGate();

@@ -48,6 +48,21 @@ export class FailureTable {
     return Math.max(0, times[times.length - limit]! + windowMs - now());
   }
 
+  /**
+   * Replaces what the table knows of `key` with `times` (ascending): the
+   * failures every process recorded, read from the shared log (shared-failures.ts).
+   */
+  load(key: string, times: number[]): void {
+    const stored = storedKey(key);
+    if (times.length === 0) {
+      this.entries.delete(stored);
+      return;
+    }
+    if (!this.entries.has(stored) && this.entries.size >= this.options.maxEntries) this.evictOne();
+    this.entries.delete(stored);
+    this.entries.set(stored, times.slice(-this.options.limit));
+  }
+
   /** Records a failure now; returns the failures in the window including it. */
   record(key: string): number {
     const stored = storedKey(key);
@@ -89,6 +104,7 @@ export class FailureTable {
   }
 }
 
-function storedKey(key: string): string {
+/** The key as kept (long keys as their hash): also the shared log's key. */
+export function storedKey(key: string): string {
   return key.length <= MAX_KEY_LENGTH ? key : `#${createHash("sha256").update(key).digest("base64url")}`;
 }

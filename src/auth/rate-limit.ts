@@ -15,12 +15,16 @@
  * - A success resets nothing: otherwise each login of a victim would hand an
  *   attacker a fresh allowance. Failures leave the sliding window on their own.
  *
- * Counts are per process (each of `workers: N` keeps its own) and live in
- * bounded tables (see FailureTable), one per kind, so names sprayed to fill
- * memory cannot push address or pair counts out.
+ * Counts live in bounded tables (see FailureTable), one per kind, so names
+ * sprayed to fill memory cannot push address or pair counts out. With a
+ * shared log (shared-failures.ts) every process and replica on the store
+ * counts the same failures: the tables are reloaded from it for the keys of
+ * each login and each failure is written to it, so three replicas behind a
+ * load balancer allow what one would, not three times as much.
  */
 import { RegistryError } from "../oci/errors.js";
-import { FailureTable } from "./failure-table.js";
+import { FailureTable, storedKey } from "./failure-table.js";
+import type { FailureKind, SharedFailureLog } from "./shared-failures.js";
 
 /** Failures per name allowed from an address that is over its limit, before that pair is refused too. */
 export const LIMITED_ADDRESS_TRIES = 3;
@@ -50,7 +54,8 @@ export class LoginLimiter {
 
   constructor(
     readonly limits: LoginLimits,
-    now: () => number = Date.now,
+    private readonly now: () => number = Date.now,
+    private readonly shared?: SharedFailureLog,
   ) {
     const common = { windowMs: limits.windowMs, maxEntries: limits.maxEntries, now };
     this.users = new FailureTable({ ...common, limit: limits.perUser });
@@ -60,6 +65,7 @@ export class LoginLimiter {
 
   /** Before a password is checked: throws 429 when the name is locked, or used up its tries from this limited address. */
   admit(address: string, user: string): void {
+    this.loadShared(address, user);
     const userWait = this.users.wait(user);
     const pairWait = this.addresses.wait(address) > 0 ? this.pairs.wait(pairKey(address, user)) : 0;
     const wait = Math.max(userWait, pairWait);
@@ -72,14 +78,44 @@ export class LoginLimiter {
    * over its limit; otherwise the caller answers 401.
    */
   failed(address: string, user: string | null): FailureOutcome {
+    this.loadShared(address, user);
     const limited = this.addresses.wait(address) > 0;
     const reached: LimitKind[] = [];
     if (crossed(this.addresses, address, this.limits.perAddress)) reached.push("address");
+    this.share("address", address);
     if (user !== null) {
       if (crossed(this.users, user, this.limits.perUser)) reached.push("user");
-      if (limited) this.pairs.record(pairKey(address, user));
+      this.share("user", user);
+      if (limited) {
+        this.pairs.record(pairKey(address, user));
+        this.share("pair", pairKey(address, user));
+      }
     }
     return { error: limited ? tooMany(this.addresses.wait(address), "from this address") : null, reached };
+  }
+
+  /** Replaces the local counts of this login's keys with what every process recorded. */
+  private loadShared(address: string, user: string | null): void {
+    if (!this.shared) return;
+    const since = this.now() - this.limits.windowMs;
+    const load = (table: FailureTable, kind: FailureKind, key: string, limit: number) =>
+      table.load(key, this.shared!.times(kind, storedKey(key), since, limit));
+    try {
+      load(this.addresses, "address", address, this.limits.perAddress);
+      if (user === null) return;
+      load(this.users, "user", user, this.limits.perUser);
+      load(this.pairs, "pair", pairKey(address, user), Math.min(LIMITED_ADDRESS_TRIES, this.limits.perUser));
+    } catch {
+      // The shared log is unreadable: this process's own counts still limit (never fewer than one replica's).
+    }
+  }
+
+  private share(kind: FailureKind, key: string): void {
+    try {
+      this.shared?.record(kind, storedKey(key), this.now());
+    } catch {
+      // As above: counted locally.
+    }
   }
 
   /** Keys held per table, for tests and metrics. */

@@ -108,6 +108,21 @@ export async function loadSigningKey(config: TokenConfig, dataDir: string): Prom
   return { privateKey, publicKey, algorithm, kid };
 }
 
+/** The public halves of auth.token.verifyKeys (private or public PEM, or certificates), with their JWK thumbprints. */
+async function loadVerifyKeys(files: string[]): Promise<Array<{ publicKey: KeyObject; kid: string }>> {
+  const keys: Array<{ publicKey: KeyObject; kid: string }> = [];
+  for (const file of files) {
+    const pem = await readFile(file, "utf8").catch((error: NodeJS.ErrnoException) => {
+      throw new Error(`cannot read auth.token.verifyKeys ${file}: ${error.code ?? error.message}`);
+    });
+    for (const publicKey of publicKeysFromPem(pem, file)) {
+      if (algorithmsFor(publicKey).length === 0) throw new Error(`auth.token.verifyKeys ${file}: not an RSA or EC key`);
+      keys.push({ publicKey, kid: await calculateJwkThumbprint(publicKey.export({ format: "jwk" }) as JWK) });
+    }
+  }
+  return keys;
+}
+
 /** Every public key in a PEM file: SPKI keys, certificates (e.g. distribution's rootcertbundle) or private keys. */
 export function publicKeysFromPem(pem: string, file: string): KeyObject[] {
   const blocks = pem.match(/-----BEGIN ([A-Z0-9 ]+)-----[\s\S]+?-----END \1-----/g) ?? [];
@@ -200,17 +215,19 @@ export class TokenService {
     private readonly signing: SigningKey | null,
     private readonly verifiers: Map<string, Verifier>,
     private readonly now: () => number,
+    private readonly verifyKeys: Array<{ publicKey: KeyObject; kid: string }> = [],
   ) {}
 
   static async create(config: TokenConfig, dataDir: string, now: () => number = Date.now): Promise<TokenService> {
     const signing = config.enabled ? await loadSigningKey(config, dataDir) : null;
+    const verifyKeys = signing ? await loadVerifyKeys(config.verifyKeys) : [];
     const verifiers = new Map<string, Verifier>();
-    if (signing) verifiers.set(config.issuer, keyListVerifier([signing.publicKey], config.issuer, config.service));
+    if (signing) verifiers.set(config.issuer, keyListVerifier([signing.publicKey, ...verifyKeys.map((k) => k.publicKey)], config.issuer, config.service));
     for (const trust of config.trust) {
       if (verifiers.has(trust.issuer)) throw new Error(`auth.token.trust: issuer "${trust.issuer}" is listed twice or is this registry's own issuer`);
       verifiers.set(trust.issuer, await trustedVerifier(trust, config.service));
     }
-    return new TokenService(config, signing, verifiers, now);
+    return new TokenService(config, signing, verifiers, now, verifyKeys);
   }
 
   get service(): string {
@@ -225,7 +242,10 @@ export class TokenService {
   publicJwks(): { keys: JWK[] } {
     if (!this.signing) return { keys: [] };
     const jwk = this.signing.publicKey.export({ format: "jwk" }) as JWK;
-    return { keys: [{ ...jwk, kid: this.signing.kid, alg: this.signing.algorithm, use: "sig" }] };
+    const others = this.verifyKeys
+      .filter((key) => key.kid !== this.signing!.kid)
+      .map((key) => ({ ...(key.publicKey.export({ format: "jwk" }) as JWK), kid: key.kid, alg: algorithmsFor(key.publicKey)[0], use: "sig" }));
+    return { keys: [{ ...jwk, kid: this.signing.kid, alg: this.signing.algorithm, use: "sig" }, ...others] };
   }
 
   private async sign(claims: JWTPayload, subject: string, lifetimeMs: number): Promise<IssuedToken> {

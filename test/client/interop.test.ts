@@ -12,12 +12,14 @@ import { randomBytes } from "node:crypto";
 import { buildImage, writeLayout, type TestImage } from "../helpers/images.js";
 import { skipUnless } from "../helpers/tools.js";
 import { skipUnlessS3 } from "../helpers/s3-rgw.js";
+import { startReplicasBehindHaproxy } from "../helpers/replicas.js";
 import { skopeo } from "../e2e/clients.js";
 import { ferry, readBlob, startDistribution, startFerry, startFerryServeOnS3Target, tempDir, type Target } from "./harness.js";
 
 const targets: Array<[string, () => Promise<Target>, string | false]> = [
   ["Ferry", startFerry, skipUnless("skopeo")],
   ["Ferry on S3 (ferry serve, Ceph RGW)", startFerryServeOnS3Target, skipUnless("skopeo") || skipUnlessS3()],
+  ["three Ferry replicas behind haproxy", async () => ({ name: "ferry-ha", ...(await startReplicasBehindHaproxy()) }), skipUnless("skopeo", "haproxy")],
   ["distribution", () => startDistribution(), skipUnless("skopeo", "docker-registry")],
 ];
 

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startFerryServeOnS3, startFilesystemRegistry, type RunningRegistry } from "../helpers/s3-serve.js";
 import { skipUnlessS3 } from "../helpers/s3-rgw.js";
+import { startReplicasBehindHaproxy } from "../helpers/replicas.js";
 import { buildImage, writeLayout, type TestImage } from "../helpers/images.js";
 import { skipUnless } from "../helpers/tools.js";
 import { podmanRunner, skopeo } from "./clients.js";
@@ -16,6 +17,7 @@ import { podmanRunner, skopeo } from "./clients.js";
 const variants: Array<[string, () => Promise<RunningRegistry>, string | false]> = [
   ["the filesystem driver", startFilesystemRegistry, skipUnless("skopeo", "podman")],
   ["ferry serve on S3", startFerryServeOnS3, skipUnless("skopeo", "podman") || skipUnlessS3()],
+  ["three replicas behind haproxy", startReplicasBehindHaproxy, skipUnless("skopeo", "podman", "haproxy")],
 ];
 
 for (const [label, start, skip] of variants) {

@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { startFerryServeOnS3, startFilesystemRegistry, type RunningRegistry } from "../helpers/s3-serve.js";
 import { skipUnlessS3 } from "../helpers/s3-rgw.js";
+import { startReplicasBehindHaproxy } from "../helpers/replicas.js";
 import { buildImage, writeLayout, sha256, type TestImage } from "../helpers/images.js";
 import { skipUnless } from "../helpers/tools.js";
 import { skopeo } from "./clients.js";
@@ -19,6 +20,7 @@ import { skopeo } from "./clients.js";
 const variants: Array<[string, () => Promise<RunningRegistry>, string | false]> = [
   ["the filesystem driver", startFilesystemRegistry, skipUnless("skopeo")],
   ["ferry serve on S3", startFerryServeOnS3, skipUnless("skopeo") || skipUnlessS3()],
+  ["three replicas behind haproxy", startReplicasBehindHaproxy, skipUnless("skopeo", "haproxy")],
 ];
 
 for (const [label, start, skip] of variants) {

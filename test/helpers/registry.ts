@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfig } from "../../src/config/load.js";
 import { startRegistry, type RunningRegistry } from "../../src/server.js";
+import { startReplicasBehindHaproxy } from "./replicas.js";
 
 export interface TestRegistry {
   url: string;
@@ -18,6 +19,8 @@ export interface TestRegistry {
 }
 
 export async function startTestRegistry(config: Record<string, unknown> = {}, dataDir?: string): Promise<TestRegistry> {
+  // test/ha/spec-through-lb.test.ts runs the spec tests against three replicas behind haproxy.
+  if (process.env.FERRY_TEST_THROUGH_LB === "1" && Object.keys(config).length === 0 && dataDir === undefined) return startThroughLoadBalancer();
   const dir = dataDir ?? (await mkdtemp(join(tmpdir(), "ferry-test-")));
   const loaded = loadConfig({
     env: {},
@@ -33,5 +36,22 @@ export async function startTestRegistry(config: Record<string, unknown> = {}, da
       await registry.close();
       if (!dataDir) await rm(dir, { recursive: true, force: true });
     },
+  };
+}
+
+/**
+ * Three `ferry serve` replicas behind haproxy in the TestRegistry shape, on PostgreSQL and RGW when
+ * the suite has them (tests that reach into `registry` or the data directory cannot run so).
+ */
+async function startThroughLoadBalancer(): Promise<TestRegistry> {
+  const set = await startReplicasBehindHaproxy();
+  return {
+    url: set.url,
+    host: set.host,
+    dataDir: "",
+    get registry(): RunningRegistry {
+      throw new Error("this test reaches into the registry process; it cannot run through the load balancer");
+    },
+    close: () => set.close(),
   };
 }

@@ -59,7 +59,8 @@ export async function startServeProcess(options: ServeOptions): Promise<ServePro
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
-    const ok = await fetch(`${url}/v2/`).then((r) => r.ok, () => false);
+    // 401: up, with auth configured.
+    const ok = await fetch(`${url}/v2/`).then((r) => r.ok || r.status === 401, () => false);
     if (ok) break;
     if (child.exitCode !== null || child.signalCode !== null || i > 150) {
       child.kill("SIGKILL");

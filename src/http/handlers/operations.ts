@@ -1,16 +1,21 @@
-/** Operational endpoints: liveness and Prometheus metrics. */
+/** Operational endpoints: readiness (/healthz) and Prometheus metrics. */
+import type { ReadinessCheck } from "../../health/readiness.js";
 import type { Extension } from "../app.js";
 import type { Metrics } from "../metrics.js";
 import { send } from "../respond.js";
 
-export function coreExtensions(metrics: Metrics): Extension[] {
+export function coreExtensions(metrics: Metrics, readiness?: ReadinessCheck): Extension[] {
   return [
     {
       method: ["GET", "HEAD"],
       path: /^\/healthz$/,
       access: null,
       async handle(ctx) {
-        send(ctx.res, 200, { "Content-Type": "application/json" }, '{"status":"ok"}');
+        // 503 when this replica cannot reach its metadata or blob store, so a load balancer routes around it.
+        const result = readiness ? await readiness.check() : null;
+        const status = result === null || result.ok ? 200 : 503;
+        const body = JSON.stringify({ status: status === 200 ? "ok" : "unavailable", ...(result ? { checks: result.checks } : {}) });
+        send(ctx.res, status, { "Content-Type": "application/json", "Cache-Control": "no-store" }, body);
       },
     },
     {
