@@ -39,3 +39,44 @@ describe("PostgreSQL change token", { skip }, () => {
     assert.equal(tokens.length, 50);
   });
 });
+
+describe("PostgreSQL change token scheduling", { skip }, () => {
+  test("a caller is never answered by a token read sent before it arrived; callers arriving while both token connections are busy share one read", async (t) => {
+    const { url, drop } = await freshDatabaseUrl();
+    t.after(drop);
+    const store = await PostgresMetaStore.open({ url, poolSize: 2, connectTimeoutMs: 5_000, statementTimeoutMs: 30_000 });
+    t.after(() => store.close());
+    // Token reads held open by the test: each answers with the number of reads sent before it.
+    const sent: Array<(token: string) => void> = [];
+    (store as unknown as { readToken: () => Promise<string> }).readToken = () =>
+      new Promise<string>((resolve) => {
+        const index = sent.length;
+        sent.push(() => resolve(`read ${index}`));
+      });
+    const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+    const first = store.changeToken();
+    const second = store.changeToken();
+    assert.equal(sent.length, 2, "two callers with idle connections: two reads sent at once");
+    const third = store.changeToken();
+    const fourth = store.changeToken();
+    await settle();
+    assert.equal(sent.length, 2, "both connections busy: later callers wait, no third read yet");
+
+    sent[0]!("");
+    assert.equal(await first, "read 0");
+    await settle();
+    assert.equal(sent.length, 3, "a freed connection sends one read for every waiting caller");
+    // Arrives after read 2 was sent: must not be answered by it.
+    const fifth = store.changeToken();
+    sent[2]!("");
+    assert.equal(await third, "read 2");
+    assert.equal(await fourth, "read 2", "waiting callers share one read");
+    sent[1]!("");
+    assert.equal(await second, "read 1");
+    await settle();
+    assert.equal(sent.length, 4, "the caller that arrived after read 2 was sent gets a read of its own");
+    sent[3]!("");
+    assert.equal(await fifth, "read 3");
+  });
+});
