@@ -12,6 +12,7 @@
  * every PRUNE_EVERY writes of a process, and the table is held to about
  * `maxRows` rows (single failures of made-up names go first).
  */
+import { createHash } from "node:crypto";
 import type { LoginFailureKind, MetaStore } from "../metadata/meta-store.js";
 
 export type FailureKind = LoginFailureKind;
@@ -44,11 +45,11 @@ class StoreFailureLog implements SharedFailureLog {
   ) {}
 
   times(kind: FailureKind, key: string, since: number, limit: number): Promise<number[]> {
-    return this.meta.loginFailureTimes(kind, key, since, limit);
+    return this.meta.loginFailureTimes(kind, databaseKey(key), since, limit);
   }
 
   async record(kind: FailureKind, key: string, at: number): Promise<void> {
-    await this.meta.recordLoginFailure(kind, key, at);
+    await this.meta.recordLoginFailure(kind, databaseKey(key), at);
     // Housekeeping off the login's path, one run at a time per process.
     if (++this.writes % PRUNE_EVERY !== 0 || this.pruning) return;
     this.pruning = this.meta
@@ -56,4 +57,13 @@ class StoreFailureLog implements SharedFailureLog {
       .catch(() => undefined)
       .finally(() => (this.pruning = null));
   }
+}
+
+/**
+ * PostgreSQL text cannot hold NUL (pair keys contain one, and so can a user
+ * name sent in Basic auth): such keys are stored as their hash. Otherwise a
+ * name with a NUL in it would fail every write and escape the shared count.
+ */
+function databaseKey(key: string): string {
+  return key.includes("\u0000") ? `#${createHash("sha256").update(key).digest("base64url")}` : key;
 }
