@@ -49,6 +49,16 @@ export async function generateSigningKey(algorithm: "ES256" | "RS256", generatio
   return { generation, kid, algorithm, privateKey, createdAt: now };
 }
 
+/** A record for an existing PKCS#8 PEM key (EC P-256 or RSA). */
+export async function importSigningKey(pem: string, generation: number, now: number): Promise<SigningKeyRecord> {
+  const privateKey = createPrivateKey(pem);
+  const publicKey = createPublicKey(privateKey);
+  const algorithm = publicKey.asymmetricKeyType === "rsa" ? "RS256" : publicKey.asymmetricKeyDetails?.namedCurve === "prime256v1" ? "ES256" : undefined;
+  if (!algorithm) throw new Error("the data directory's token signing key is not an RSA or EC P-256 key");
+  const kid = await calculateJwkThumbprint(publicKey.export({ format: "jwk" }) as JWK);
+  return { generation, kid, algorithm, privateKey: privateKey.export({ format: "pem", type: "pkcs8" }) as string, createdAt: now };
+}
+
 /** Adds a new signing generation; returns it (or, when another rotation won the same generation, the one that did). */
 export async function rotateSigningKey(store: KeyStore, algorithm: "ES256" | "RS256", now: number = Date.now()): Promise<SigningKeyRecord> {
   for (let attempt = 0; attempt < 5; attempt++) {
@@ -75,12 +85,23 @@ export class StoredKeySet {
     private readonly now: () => number,
   ) {}
 
-  /** Loads the set, creating generation 1 when the store holds none. */
-  static async open(store: KeyStore, algorithm: "ES256" | "RS256", tokenLifetimeMs: number, now: () => number = Date.now): Promise<StoredKeySet> {
+  /**
+   * Loads the set, creating generation 1 when the store holds none: from
+   * `legacyPem` when given (the key an older Ferry generated into the data
+   * directory, so an upgrade logs nobody out), else a fresh key.
+   */
+  static async open(
+    store: KeyStore,
+    algorithm: "ES256" | "RS256",
+    tokenLifetimeMs: number,
+    now: () => number = Date.now,
+    legacyPem: () => Promise<string | null> = async () => null,
+  ): Promise<StoredKeySet> {
     const set = new StoredKeySet(store, tokenLifetimeMs + RELOAD_MS, now);
     await set.reload();
     if (set.keys.length === 0) {
-      await store.addSigningKey(await generateSigningKey(algorithm, 1, now()));
+      const legacy = await legacyPem();
+      await store.addSigningKey(legacy ? await importSigningKey(legacy, 1, now()) : await generateSigningKey(algorithm, 1, now()));
       await set.reload();
       if (set.keys.length === 0) throw new Error("the metadata store kept no token signing key");
     }

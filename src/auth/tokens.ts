@@ -250,7 +250,9 @@ export class TokenService {
   static async create(config: TokenConfig, dataDir: string, now: () => number = Date.now, meta?: MetaStore): Promise<TokenService> {
     const store = config.enabled && !config.signingKey ? keyStoreOf(meta) : undefined;
     const lifetime = Math.max(config.expires, config.refreshExpires) + config.clockSkew;
-    const shared = store ? await StoredKeySet.open(store, config.algorithm, lifetime, now) : null;
+    // The key an older Ferry generated into this data directory becomes generation 1 (an upgrade logs nobody out).
+    const legacy = () => readFile(join(dataDir, "auth", `token-signing-key-${config.algorithm.toLowerCase()}.pem`), "utf8").catch(() => null);
+    const shared = store ? await StoredKeySet.open(store, config.algorithm, lifetime, now, legacy) : null;
     const signing = config.enabled && !shared ? await loadSigningKey(config, dataDir) : null;
     const verifyKeys = signing || shared ? await loadVerifyKeys(config.verifyKeys) : [];
     const verifiers = new Map<string, Verifier>();

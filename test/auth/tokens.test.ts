@@ -276,6 +276,29 @@ test("the signing key is generated once into the metadata store (not the data di
   }
 });
 
+test("upgrading: the key an older Ferry generated into the data directory becomes the store's first key (old tokens stay valid)", async () => {
+  const { mkdtemp, mkdir, writeFile: write, rm: remove } = await import("node:fs/promises");
+  const { tmpdir } = await import("node:os");
+  const { generateKeyPairSync, createPrivateKey, createPublicKey } = await import("node:crypto");
+  const dataDir = await mkdtemp(join(tmpdir(), "ferry-legacy-key-"));
+  try {
+    const legacy = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    await mkdir(join(dataDir, "auth"), { recursive: true });
+    await write(join(dataDir, "auth", "token-signing-key-es256.pem"), legacy.privateKey.export({ format: "pem", type: "pkcs8" }) as string, { mode: 0o600 });
+    const upgraded = await startTestRegistry({ auth: { users: { u: { passwordHash: bcryptHash("pw") } } } }, dataDir);
+    try {
+      const stored = createPublicKey(createPrivateKey(storedSigningKey(dataDir))).export({ format: "der", type: "spki" });
+      assert.deepEqual(stored, legacy.publicKey.export({ format: "der", type: "spki" }), "the old key, not a new one");
+      const jwks = (await (await fetch(`${upgraded.url}/token/jwks`)).json()) as { keys: Array<{ x: string }> };
+      assert.equal(jwks.keys[0]!.x, (legacy.publicKey.export({ format: "jwk" }) as { x: string }).x, "and it is what /token/jwks serves");
+    } finally {
+      await upgraded.close();
+    }
+  } finally {
+    await remove(dataDir, { recursive: true, force: true });
+  }
+});
+
 /** The newest signing key in a test registry's SQLite metadata (PKCS#8 PEM). */
 function storedSigningKey(dataDir: string): string {
   const db = new Database(join(dataDir, "metadata.db"), { readonly: true });
