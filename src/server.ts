@@ -123,7 +123,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     : undefined;
   if (audit) opened.add(() => audit.close());
   const access: AccessController = await opened.step(() =>
-    createAccessController(config, { dataDir, logger, sharedFailuresPath: metadataPath === ":memory:" ? undefined : `${metadataPath}.logins` }),
+    createAccessController(config, { dataDir, logger, meta }),
   );
   opened.add(() => access.close?.());
   const federation: Federation = await opened.step(async () =>

@@ -122,12 +122,12 @@ export class PolicyAccess implements AccessController {
   async login(user: string, password: string, remoteAddress: string, realm: string | undefined): Promise<void> {
     const { limiter, users, logger } = this.deps;
     try {
-      limiter.admit(remoteAddress, user);
+      await limiter.admitShared(remoteAddress, user);
     } catch (error) {
       throw loginFailed(error, "rate-limited", user);
     }
     if (await users.verify(user, password, (work) => this.checks.run(remoteAddress, work))) return;
-    const outcome = limiter.failed(remoteAddress, user);
+    const outcome = await limiter.failedShared(remoteAddress, user);
     const who = { user: user.slice(0, 100), address: remoteAddress };
     logger.info(who, "failed login");
     for (const kind of outcome.reached) {

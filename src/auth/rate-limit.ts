@@ -17,10 +17,14 @@
  *
  * Counts live in bounded tables (see FailureTable), one per kind, so names
  * sprayed to fill memory cannot push address or pair counts out. With a
- * shared log (shared-failures.ts) every process and replica on the store
- * counts the same failures: the tables are reloaded from it for the keys of
- * each login and each failure is written to it, so three replicas behind a
- * load balancer allow what one would, not three times as much.
+ * shared log (shared-failures.ts: the metadata store, SQLite or PostgreSQL)
+ * every process and replica on the store counts the same failures: the
+ * tables are reloaded from it for the keys of each login (admitShared,
+ * failedShared) and each failure is written to it, so three replicas behind
+ * a load balancer, on one host or several, allow what one would, not three
+ * times as much. Logins racing on several replicas at the same instant can
+ * each pass admit before seeing the others' failures: the overshoot is at
+ * most the number of concurrent attempts, never a multiple of the limit.
  */
 import { RegistryError } from "../oci/errors.js";
 import { FailureTable, storedKey } from "./failure-table.js";
@@ -63,9 +67,8 @@ export class LoginLimiter {
     this.pairs = new FailureTable({ ...common, limit: Math.min(LIMITED_ADDRESS_TRIES, limits.perUser) });
   }
 
-  /** Before a password is checked: throws 429 when the name is locked, or used up its tries from this limited address. */
+  /** Before a password is checked: throws 429 when the name is locked, or used up its tries from this limited address (this process's counts). */
   admit(address: string, user: string): void {
-    this.loadShared(address, user);
     const userWait = this.users.wait(user);
     const pairWait = this.addresses.wait(address) > 0 ? this.pairs.wait(pairKey(address, user)) : 0;
     const wait = Math.max(userWait, pairWait);
@@ -73,48 +76,71 @@ export class LoginLimiter {
   }
 
   /**
-   * Records a failed login (`user` null: a credential without a name, e.g. a
-   * refresh token). Returns the 429 to answer when the address was already
-   * over its limit; otherwise the caller answers 401.
+   * Records a failed login in this process's counts (`user` null: a
+   * credential without a name, e.g. a refresh token). Returns the 429 to
+   * answer when the address was already over its limit; otherwise the caller
+   * answers 401.
    */
   failed(address: string, user: string | null): FailureOutcome {
-    this.loadShared(address, user);
-    const limited = this.addresses.wait(address) > 0;
-    const reached: LimitKind[] = [];
-    if (crossed(this.addresses, address, this.limits.perAddress)) reached.push("address");
-    this.share("address", address);
-    if (user !== null) {
-      if (crossed(this.users, user, this.limits.perUser)) reached.push("user");
-      this.share("user", user);
-      if (limited) {
-        this.pairs.record(pairKey(address, user));
-        this.share("pair", pairKey(address, user));
+    return this.count(address, user).outcome;
+  }
+
+  /** admit(), after loading what every process and replica recorded for this login's keys. What the HTTP layer calls. */
+  async admitShared(address: string, user: string): Promise<void> {
+    await this.loadShared(address, user);
+    this.admit(address, user);
+  }
+
+  /** failed(), counted on the shared log too (awaited: the next attempt, on any replica, sees it). */
+  async failedShared(address: string, user: string | null): Promise<FailureOutcome> {
+    await this.loadShared(address, user);
+    const { outcome, writes } = this.count(address, user);
+    if (this.shared) {
+      const at = this.now();
+      try {
+        await Promise.all(writes.map(([kind, key]) => this.shared!.record(kind, storedKey(key), at)));
+      } catch {
+        // The shared log is unwritable: counted locally (never fewer than one replica's).
       }
     }
-    return { error: limited ? tooMany(this.addresses.wait(address), "from this address") : null, reached };
+    return outcome;
+  }
+
+  private count(address: string, user: string | null): { outcome: FailureOutcome; writes: Array<[FailureKind, string]> } {
+    const limited = this.addresses.wait(address) > 0;
+    const reached: LimitKind[] = [];
+    const writes: Array<[FailureKind, string]> = [["address", address]];
+    if (crossed(this.addresses, address, this.limits.perAddress)) reached.push("address");
+    if (user !== null) {
+      if (crossed(this.users, user, this.limits.perUser)) reached.push("user");
+      writes.push(["user", user]);
+      if (limited) {
+        this.pairs.record(pairKey(address, user));
+        writes.push(["pair", pairKey(address, user)]);
+      }
+    }
+    return { outcome: { error: limited ? tooMany(this.addresses.wait(address), "from this address") : null, reached }, writes };
   }
 
   /** Replaces the local counts of this login's keys with what every process recorded. */
-  private loadShared(address: string, user: string | null): void {
-    if (!this.shared) return;
+  private async loadShared(address: string, user: string | null): Promise<void> {
+    const shared = this.shared;
+    if (!shared) return;
     const since = this.now() - this.limits.windowMs;
-    const load = (table: FailureTable, kind: FailureKind, key: string, limit: number) =>
-      table.load(key, this.shared!.times(kind, storedKey(key), since, limit));
+    const pairLimit = Math.min(LIMITED_ADDRESS_TRIES, this.limits.perUser);
     try {
-      load(this.addresses, "address", address, this.limits.perAddress);
+      const [addressTimes, userTimes, pairTimes] = await Promise.all([
+        shared.times("address", storedKey(address), since, this.limits.perAddress),
+        user === null ? null : shared.times("user", storedKey(user), since, this.limits.perUser),
+        user === null ? null : shared.times("pair", storedKey(pairKey(address, user)), since, pairLimit),
+      ]);
+      // Never fewer than this process counted itself (a failure whose write failed stays counted here).
+      merge(this.addresses, address, addressTimes);
       if (user === null) return;
-      load(this.users, "user", user, this.limits.perUser);
-      load(this.pairs, "pair", pairKey(address, user), Math.min(LIMITED_ADDRESS_TRIES, this.limits.perUser));
+      merge(this.users, user, userTimes!);
+      merge(this.pairs, pairKey(address, user), pairTimes!);
     } catch {
       // The shared log is unreadable: this process's own counts still limit (never fewer than one replica's).
-    }
-  }
-
-  private share(kind: FailureKind, key: string): void {
-    try {
-      this.shared?.record(kind, storedKey(key), this.now());
-    } catch {
-      // As above: counted locally.
     }
   }
 
@@ -122,6 +148,11 @@ export class LoginLimiter {
   get sizes(): { users: number; addresses: number; pairs: number } {
     return { users: this.users.size, addresses: this.addresses.size, pairs: this.pairs.size };
   }
+}
+
+/** Loads the shared times of `key` unless this process already counts more of them itself. */
+function merge(table: FailureTable, key: string, times: number[]): void {
+  if (times.length >= table.count(key)) table.load(key, times);
 }
 
 /** Records a failure; true when it is the one that brings `key` to its limit (a table keeps no more than `limit`). */

@@ -117,7 +117,7 @@ async function checkRefresh(access: PolicyAccess, refreshToken: string, address:
     return subject;
   } catch (error) {
     if (!(error instanceof TokenError)) throw error;
-    const { error: limited } = access.limiter.failed(address, null);
+    const { error: limited } = await access.limiter.failedShared(address, null);
     throw loginFailed(limited ?? new RegistryError("UNAUTHORIZED", `refresh token rejected: ${error.message}`, { detail: { reason: error.message } }), "refresh-rejected");
   }
 }

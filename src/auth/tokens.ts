@@ -16,6 +16,7 @@ import {
   createLocalJWKSet,
   createRemoteJWKSet,
   decodeJwt,
+  decodeProtectedHeader,
   jwtVerify,
   SignJWT,
   type JWK,
@@ -24,6 +25,8 @@ import {
 } from "jose";
 import type { AuthConfig, TrustedIssuerConfig } from "./config.js";
 import { accessClaim, type Scope } from "./scope.js";
+import { keyStoreOf, StoredKeySet, type SigningKey } from "./key-set.js";
+import type { MetaStore } from "../metadata/meta-store.js";
 
 type TokenConfig = AuthConfig["token"];
 
@@ -44,12 +47,7 @@ export interface VerifiedToken {
   local: boolean;
 }
 
-export interface SigningKey {
-  privateKey: KeyObject;
-  publicKey: KeyObject;
-  algorithm: "ES256" | "RS256";
-  kid: string;
-}
+export type { SigningKey } from "./key-set.js";
 
 function algorithmsFor(key: KeyObject): string[] {
   switch (key.asymmetricKeyType) {
@@ -69,6 +67,31 @@ function algorithmsFor(key: KeyObject): string[] {
     default:
       return [];
   }
+}
+
+/**
+ * Our own tokens under the shared key set: the key the token names is tried
+ * first (reloading the set when it is new here: another replica rotated),
+ * then the others still accepted and auth.token.verifyKeys.
+ */
+function sharedKeyVerifier(keys: StoredKeySet, extra: KeyObject[], issuer: string, audience: string): Verifier {
+  return {
+    issuer,
+    audience,
+    async verify(token, options) {
+      let kid: string | undefined;
+      try {
+        kid = decodeProtectedHeader(token).kid;
+      } catch {
+        kid = undefined;
+      }
+      await keys.ensureKnown(kid);
+      const accepted = keys.accepted();
+      const named = accepted.filter((key) => key.kid === kid);
+      const others = accepted.filter((key) => key.kid !== kid);
+      return keyListVerifier([...named, ...others].map((key) => key.publicKey).concat(extra), issuer, audience).verify(token, options);
+    },
+  };
 }
 
 /** Loads the configured signing key, or the one generated into <data>/auth/ (created on first start). */
@@ -216,18 +239,35 @@ export class TokenService {
     private readonly verifiers: Map<string, Verifier>,
     private readonly now: () => number,
     private readonly verifyKeys: Array<{ publicKey: KeyObject; kid: string }> = [],
+    private readonly shared: StoredKeySet | null = null,
   ) {}
 
-  static async create(config: TokenConfig, dataDir: string, now: () => number = Date.now): Promise<TokenService> {
-    const signing = config.enabled ? await loadSigningKey(config, dataDir) : null;
-    const verifyKeys = signing ? await loadVerifyKeys(config.verifyKeys) : [];
+  /**
+   * `meta`: the metadata store whose shared key set signs when no
+   * auth.token.signingKey is configured (key-set.ts); without one (or a
+   * driver that keeps no keys), the key generated into the data directory.
+   */
+  static async create(config: TokenConfig, dataDir: string, now: () => number = Date.now, meta?: MetaStore): Promise<TokenService> {
+    const store = config.enabled && !config.signingKey ? keyStoreOf(meta) : undefined;
+    const lifetime = Math.max(config.expires, config.refreshExpires) + config.clockSkew;
+    // The key an older Ferry generated into this data directory becomes generation 1 (an upgrade logs nobody out).
+    const legacy = () => readFile(join(dataDir, "auth", `token-signing-key-${config.algorithm.toLowerCase()}.pem`), "utf8").catch(() => null);
+    const shared = store ? await StoredKeySet.open(store, config.algorithm, lifetime, now, legacy) : null;
+    const signing = config.enabled && !shared ? await loadSigningKey(config, dataDir) : null;
+    const verifyKeys = signing || shared ? await loadVerifyKeys(config.verifyKeys) : [];
     const verifiers = new Map<string, Verifier>();
-    if (signing) verifiers.set(config.issuer, keyListVerifier([signing.publicKey, ...verifyKeys.map((k) => k.publicKey)], config.issuer, config.service));
+    if (shared) verifiers.set(config.issuer, sharedKeyVerifier(shared, verifyKeys.map((k) => k.publicKey), config.issuer, config.service));
+    else if (signing) verifiers.set(config.issuer, keyListVerifier([signing.publicKey, ...verifyKeys.map((k) => k.publicKey)], config.issuer, config.service));
     for (const trust of config.trust) {
       if (verifiers.has(trust.issuer)) throw new Error(`auth.token.trust: issuer "${trust.issuer}" is listed twice or is this registry's own issuer`);
       verifiers.set(trust.issuer, await trustedVerifier(trust, config.service));
     }
-    return new TokenService(config, signing, verifiers, now, verifyKeys);
+    return new TokenService(config, signing, verifiers, now, verifyKeys, shared);
+  }
+
+  /** Whether this registry issues tokens (a configured, generated or shared key). */
+  private get signs(): boolean {
+    return this.signing !== null || this.shared !== null;
   }
 
   get service(): string {
@@ -235,21 +275,23 @@ export class TokenService {
   }
 
   get refreshEnabled(): boolean {
-    return this.signing !== null && this.config.refreshExpires > 0;
+    return this.signs && this.config.refreshExpires > 0;
   }
 
-  /** The public half of the signing key, for other services that want to trust our tokens. */
+  /** The public halves of every key our tokens are accepted under (signing first), for services that trust our tokens. */
   publicJwks(): { keys: JWK[] } {
-    if (!this.signing) return { keys: [] };
-    const jwk = this.signing.publicKey.export({ format: "jwk" }) as JWK;
+    const own: SigningKey[] = this.shared ? this.shared.accepted() : this.signing ? [this.signing] : [];
+    if (own.length === 0) return { keys: [] };
+    const kids = new Set(own.map((key) => key.kid));
     const others = this.verifyKeys
-      .filter((key) => key.kid !== this.signing!.kid)
+      .filter((key) => !kids.has(key.kid))
       .map((key) => ({ ...(key.publicKey.export({ format: "jwk" }) as JWK), kid: key.kid, alg: algorithmsFor(key.publicKey)[0], use: "sig" }));
-    return { keys: [{ ...jwk, kid: this.signing.kid, alg: this.signing.algorithm, use: "sig" }, ...others] };
+    return { keys: [...own.map((key) => ({ ...(key.publicKey.export({ format: "jwk" }) as JWK), kid: key.kid, alg: key.algorithm, use: "sig" })), ...others] };
   }
 
   private async sign(claims: JWTPayload, subject: string, lifetimeMs: number): Promise<IssuedToken> {
-    if (!this.signing) throw new TokenError("this registry issues no tokens (auth.token.enabled is false)");
+    const signing = this.shared ? await this.shared.current() : this.signing;
+    if (!signing) throw new TokenError("this registry issues no tokens (auth.token.enabled is false)");
     const iat = Math.floor(this.now() / 1000);
     const expiresIn = Math.max(1, Math.floor(lifetimeMs / 1000));
     // Claims are whole seconds and `iat` is rounded down, so `iat + expiresIn`
@@ -257,7 +299,7 @@ export class TokenService {
     // client was promised; rounding the expiry up keeps the promise.
     const exp = Math.ceil(this.now() / 1000) + expiresIn;
     const token = await new SignJWT(claims)
-      .setProtectedHeader({ alg: this.signing.algorithm, kid: this.signing.kid, typ: "JWT" })
+      .setProtectedHeader({ alg: signing.algorithm, kid: signing.kid, typ: "JWT" })
       .setIssuer(this.config.issuer)
       .setSubject(subject)
       .setAudience(this.config.service)
@@ -265,7 +307,7 @@ export class TokenService {
       .setNotBefore(iat)
       .setExpirationTime(exp)
       .setJti(randomUUID())
-      .sign(this.signing.privateKey);
+      .sign(signing.privateKey);
     return { token, expiresIn, issuedAt: new Date(iat * 1000).toISOString() };
   }
 
@@ -306,13 +348,13 @@ export class TokenService {
     return {
       subject: typeof payload.sub === "string" && payload.sub !== "" ? payload.sub : null,
       access: accessClaim(payload.access),
-      local: this.signing !== null && issuer === this.config.issuer,
+      local: this.signs && issuer === this.config.issuer,
     };
   }
 
   async verifyRefresh(token: string): Promise<{ subject: string; fingerprint: string }> {
     const { payload, issuer } = await this.verifyAny(token);
-    if (issuer !== this.config.issuer || this.signing === null) throw new TokenError("refresh tokens are only accepted from this registry");
+    if (issuer !== this.config.issuer || !this.signs) throw new TokenError("refresh tokens are only accepted from this registry");
     if (typeof payload.ferry_refresh !== "string" || typeof payload.sub !== "string" || payload.sub === "") {
       throw new TokenError("not a refresh token");
     }

@@ -6,17 +6,18 @@
  * manifest's bytes hash to its digest, and one hash over all manifest bytes is
  * equal on both sides).
  *
- * Leases are not copied (they belong to running processes); everything else
- * the store holds is: repositories, blobs, links, manifests, references,
- * tags, foreign-layer marks, sources, proofs, the proxy cache index, source
- * health, the re-check round and upload sessions.
+ * Leases are not copied (they belong to running processes), nor failed
+ * logins (they expire within minutes); everything else the store holds is:
+ * repositories, blobs, links, manifests, references, tags, foreign-layer
+ * marks, sources, proofs, the proxy cache index, source health, the re-check
+ * round, upload sessions and the token signing keys (tokens stay valid).
  */
 import { createHash } from "node:crypto";
 import { sql, type Kysely } from "kysely";
 import type { SqlDialect } from "./sql/dialect.js";
 import type { MetadataDatabase } from "./sql/schema.js";
 
-type Table = Exclude<keyof MetadataDatabase, "leases" | "ferry_schema">;
+type Table = Exclude<keyof MetadataDatabase, "leases" | "ferry_schema" | "login_failures">;
 
 /** Copied in this order; each with its key (the copy pages by it). */
 const TABLES: Array<{ name: Table; key: string[] }> = [
@@ -33,6 +34,7 @@ const TABLES: Array<{ name: Table; key: string[] }> = [
   { name: "foreign_source_health", key: ["url"] },
   { name: "foreign_recheck_rounds", key: ["name"] },
   { name: "uploads", key: ["id"] },
+  { name: "token_signing_keys", key: ["generation"] },
 ];
 
 /** Rows per read and per insert; fewer manifests (up to 4 MiB each) so a page stays small in memory. */

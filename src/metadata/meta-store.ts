@@ -207,6 +207,20 @@ export interface TagDetail {
   pushedAt: number;
 }
 
+/** Which count a failed login goes to (auth/rate-limit.ts). */
+export type LoginFailureKind = "user" | "address" | "pair";
+
+/** One of this registry's token signing keys (auth/key-set.ts); the highest generation signs. */
+export interface SigningKeyRecord {
+  generation: number;
+  /** JWK thumbprint of the public key. */
+  kid: string;
+  algorithm: "ES256" | "RS256";
+  /** PKCS#8 PEM. Never logged. */
+  privateKey: string;
+  createdAt: number;
+}
+
 export interface MetaStore {
   repositoryExists(repository: string): Promise<boolean>;
   listRepositories(page: Page): Promise<string[]>;
@@ -277,6 +291,25 @@ export interface MetaStore {
    * that drivers can add it later; federation falls back to listForeignLayers.
    */
   countForeignLayers?(repository: string, manifestDigest: string): Promise<number>;
+  /**
+   * Failed logins shared by every process and replica on the store
+   * (auth/rate-limit.ts). Optional: without them each process counts alone.
+   * One row per failure, so concurrent failures on several replicas all count.
+   */
+  recordLoginFailure?(kind: LoginFailureKind, key: string, at: number): Promise<void>;
+  /** Failure times of `key` after `since`, ascending, at most the newest `limit`. */
+  loginFailureTimes?(kind: LoginFailureKind, key: string, since: number, limit: number): Promise<number[]>;
+  /**
+   * Deletes failures at or before `before`, then, while more than `maxRows`
+   * remain, keys with a single failure (oldest first), then the oldest rows:
+   * a flood of made-up names costs bounded space and never wipes the count
+   * of a name under attack first. Returns the rows deleted.
+   */
+  pruneLoginFailures?(before: number, maxRows: number): Promise<number>;
+  /** Token signing keys shared by every replica, by generation ascending. */
+  listSigningKeys?(): Promise<SigningKeyRecord[]>;
+  /** Inserts the key unless its generation exists (two replicas starting or rotating at once: one wins); true when inserted. */
+  addSigningKey?(key: SigningKeyRecord): Promise<boolean>;
   /** Persists one source-health event (optional; federation keeps health in memory without it). */
   recordSourceHealth?(event: SourceHealthEvent): Promise<void>;
   /** Every URL's health record, ordered by URL. */

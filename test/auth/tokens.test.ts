@@ -4,6 +4,7 @@
  * refresh tokens (GET offline_token and the OAuth2 POST form); tokens from
  * external issuers via PEM key, certificate, JWKS file and JWKS URL.
  */
+import Database from "better-sqlite3";
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
@@ -66,7 +67,7 @@ before(async () => {
       token: { trust },
     },
   });
-  ourKey = (await import("node:crypto")).createPrivateKey(await readFile(join(registry.dataDir, "auth", "token-signing-key-es256.pem")));
+  ourKey = (await import("node:crypto")).createPrivateKey(storedSigningKey(registry.dataDir));
   image = await buildImage({ layers: [{ "a.txt": "tokens\n" }] });
   await pushImageAs(registry.url, REPO, "v1", image, basic("admin", "admin-pw"));
 });
@@ -251,18 +252,22 @@ test("with the built-in service off, challenges point at the external token serv
   }
 });
 
-test("the signing key is generated once, kept private on disk, and reused after a restart", async () => {
+test("the signing key is generated once into the metadata store (not the data directory) and reused after a restart", async () => {
   const again = await startTestRegistry({ auth: { users: { u: { passwordHash: bcryptHash("pw") } } } });
   try {
-    const file = join(again.dataDir, "auth", "token-signing-key-es256.pem");
-    const { mode } = await (await import("node:fs/promises")).stat(file);
-    assert.equal(mode & 0o077, 0, "no group/other access to the private key");
+    const { existsSync } = await import("node:fs");
+    assert.equal(existsSync(join(again.dataDir, "auth", "token-signing-key-es256.pem")), false, "no per-directory key: replicas share the store's");
+    const pem = storedSigningKey(again.dataDir);
     const { token } = await fetchToken(again.url, basic("u", "pw"), []);
+    const jwks = (await (await fetch(`${again.url}/token/jwks`)).json()) as { keys: Array<{ kid: string; d?: string }> };
+    assert.equal(jwks.keys.length, 1);
+    assert.equal(jwks.keys[0]!.d, undefined, "the JWKS holds no private part");
     const dataDir = again.dataDir;
     await again.registry.close();
     const restarted = await startTestRegistry({ auth: { users: { u: { passwordHash: bcryptHash("pw") } } } }, dataDir);
     try {
       assert.equal((await fetch(`${restarted.url}/v2/`, { headers: { authorization: bearer(token) } })).status, 200, "old token still verifies");
+      assert.equal(storedSigningKey(dataDir), pem, "no second key generated");
     } finally {
       await restarted.close();
     }
@@ -270,3 +275,36 @@ test("the signing key is generated once, kept private on disk, and reused after 
     await (await import("node:fs/promises")).rm(again.dataDir, { recursive: true, force: true });
   }
 });
+
+test("upgrading: the key an older Ferry generated into the data directory becomes the store's first key (old tokens stay valid)", async () => {
+  const { mkdtemp, mkdir, writeFile: write, rm: remove } = await import("node:fs/promises");
+  const { tmpdir } = await import("node:os");
+  const { generateKeyPairSync, createPrivateKey, createPublicKey } = await import("node:crypto");
+  const dataDir = await mkdtemp(join(tmpdir(), "ferry-legacy-key-"));
+  try {
+    const legacy = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    await mkdir(join(dataDir, "auth"), { recursive: true });
+    await write(join(dataDir, "auth", "token-signing-key-es256.pem"), legacy.privateKey.export({ format: "pem", type: "pkcs8" }) as string, { mode: 0o600 });
+    const upgraded = await startTestRegistry({ auth: { users: { u: { passwordHash: bcryptHash("pw") } } } }, dataDir);
+    try {
+      const stored = createPublicKey(createPrivateKey(storedSigningKey(dataDir))).export({ format: "der", type: "spki" });
+      assert.deepEqual(stored, legacy.publicKey.export({ format: "der", type: "spki" }), "the old key, not a new one");
+      const jwks = (await (await fetch(`${upgraded.url}/token/jwks`)).json()) as { keys: Array<{ x: string }> };
+      assert.equal(jwks.keys[0]!.x, (legacy.publicKey.export({ format: "jwk" }) as { x: string }).x, "and it is what /token/jwks serves");
+    } finally {
+      await upgraded.close();
+    }
+  } finally {
+    await remove(dataDir, { recursive: true, force: true });
+  }
+});
+
+/** The newest signing key in a test registry's SQLite metadata (PKCS#8 PEM). */
+function storedSigningKey(dataDir: string): string {
+  const db = new Database(join(dataDir, "metadata.db"), { readonly: true });
+  try {
+    return (db.prepare("SELECT private_key FROM token_signing_keys ORDER BY generation DESC LIMIT 1").get() as { private_key: string }).private_key;
+  } finally {
+    db.close();
+  }
+}

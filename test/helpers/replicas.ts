@@ -44,6 +44,13 @@ export interface ReplicaSetOptions {
   env?: Record<string, string>;
   /** Extra environment for replica i (tests that break one replica's view of a store). */
   replicaEnv?: Array<Record<string, string> | undefined>;
+  /**
+   * Every replica gets a data directory of its own (`<data>/replica-<i>`), as
+   * replicas on different hosts would: they share only the metadata database
+   * (give `postgresUrl`) and the blob store (`s3`, or `<data>/blobs` through
+   * storage.filesystem.path). Nothing may then be shared through a data directory.
+   */
+  separateData?: boolean;
   /** haproxy's health-check interval in ms (default 500: tests want a dead replica noticed fast). */
   checkIntervalMs?: number;
 }
@@ -106,7 +113,9 @@ export async function startReplicaSet(options: ReplicaSetOptions = {}): Promise<
   const ports: number[] = [];
   for (let i = 0; i < count; i++) ports.push(await freePort());
   const replicas: ServeProcess[] = [];
-  const start = (i: number) => startServeProcess({ data, port: ports[i], env: { ...env, ...options.replicaEnv?.[i] }, args });
+  if (options.separateData && !options.s3) Object.assign(env, { FERRY_STORAGE__FILESYSTEM__PATH: join(data, "blobs") });
+  const replicaData = (i: number) => (options.separateData ? join(data, `replica-${i}`) : data);
+  const start = (i: number) => startServeProcess({ data: replicaData(i), port: ports[i], env: { ...env, ...options.replicaEnv?.[i] }, args });
   let haproxy: Haproxy | undefined;
   const close = async () => {
     await haproxy?.stop();

@@ -280,6 +280,52 @@ export function metaStoreSuite(name: string, create: () => Promise<{ meta: MetaS
       assert.deepEqual(untagged.orphanBlobs, [D(60)]);
     });
 
+    test("failed logins: every failure counts (concurrent ones too), per kind and key, newest `limit` after `since`", async () => {
+      assert.ok(meta.recordLoginFailure && meta.loginFailureTimes && meta.pruneLoginFailures, "the driver shares failed logins");
+      const at = 5_000_000;
+      // Concurrent writers (replicas) must not lose each other's failures.
+      await Promise.all(Array.from({ length: 20 }, (_, i) => meta.recordLoginFailure!("user", "alice", at + i)));
+      await meta.recordLoginFailure("address", "alice", at + 100);
+      await meta.recordLoginFailure("user", "bob", at + 100);
+      assert.deepEqual(await meta.loginFailureTimes("user", "alice", 0, 100), Array.from({ length: 20 }, (_, i) => at + i));
+      assert.deepEqual(await meta.loginFailureTimes("user", "alice", at + 14, 3), [at + 17, at + 18, at + 19], "the newest, ascending");
+      assert.deepEqual(await meta.loginFailureTimes("user", "alice", at + 19, 10), [], "`since` is exclusive");
+      assert.deepEqual(await meta.loginFailureTimes("address", "alice", 0, 10), [at + 100], "kinds are separate");
+      assert.deepEqual(await meta.loginFailureTimes("user", "nobody", 0, 10), []);
+    });
+
+    test("failed logins are bounded: expired rows go, then single failures of sprayed names before a name under attack", async () => {
+      assert.ok(meta.recordLoginFailure && meta.loginFailureTimes && meta.pruneLoginFailures);
+      const at = 9_000_000;
+      await meta.recordLoginFailure("user", "old", at - 10);
+      for (let i = 0; i < 5; i++) await meta.recordLoginFailure("user", "admin", at + i);
+      for (let i = 0; i < 8; i++) await meta.recordLoginFailure("user", `sprayed-${i}`, at + 10 + i);
+      const deleted = await meta.pruneLoginFailures(at - 1, 7);
+      assert.equal(deleted, 7, "one expired row and six sprayed names");
+      assert.deepEqual(await meta.loginFailureTimes("user", "old", 0, 10), []);
+      assert.equal((await meta.loginFailureTimes("user", "admin", 0, 10)).length, 5, "the attacked name keeps its count");
+      assert.deepEqual(await meta.loginFailureTimes("user", "sprayed-0", 0, 10), [], "oldest single failures first");
+      assert.deepEqual(await meta.loginFailureTimes("user", "sprayed-7", 0, 10), [at + 17]);
+      assert.equal(await meta.pruneLoginFailures(at - 1, 3), 4, "the last single failures, then the oldest rows whatever their key");
+      assert.deepEqual(await meta.loginFailureTimes("user", "admin", 0, 10), [at + 2, at + 3, at + 4]);
+      assert.deepEqual(await meta.loginFailureTimes("user", "sprayed-7", 0, 10), []);
+    });
+
+    test("token signing keys: a generation is inserted once (two starters agree), listed in order with the PEM intact", async () => {
+      assert.ok(meta.listSigningKeys && meta.addSigningKey, "the driver keeps the signing key set");
+      assert.deepEqual(await meta.listSigningKeys(), []);
+      const key = (generation: number, kid: string) => ({ generation, kid, algorithm: "ES256" as const, privateKey: `-----BEGIN PRIVATE KEY-----\n${kid}\n-----END PRIVATE KEY-----\n`, createdAt: 1000 * generation });
+      const results = await Promise.all([meta.addSigningKey(key(1, "first")), meta.addSigningKey(key(1, "rival"))]);
+      assert.deepEqual(results.sort(), [false, true], "exactly one of two concurrent inserts of generation 1 wins");
+      const [only] = await meta.listSigningKeys();
+      assert.ok(only && ["first", "rival"].includes(only.kid));
+      assert.equal(await meta.addSigningKey(key(2, "second")), true);
+      assert.equal(await meta.addSigningKey(key(3, "second")), false, "a kid is never reused");
+      const keys = await meta.listSigningKeys();
+      assert.deepEqual(keys.map((k) => k.generation), [1, 2]);
+      assert.deepEqual(keys[1], key(2, "second"));
+    });
+
     test("source health is kept per URL: counts, the latest outcomes, consecutive failures", async () => {
       assert.ok(meta.recordSourceHealth && meta.listSourceHealth && meta.forgetSourceHealth, "the driver keeps source health");
       const a = "https://cdn.example.com/a";

@@ -6,16 +6,16 @@
  */
 import type { Command } from "commander";
 
-type Group = "serve" | "gc" | "migrate" | "client" | "foreign" | "user" | "mirror";
+type Group = "serve" | "gc" | "migrate" | "client" | "foreign" | "user" | "mirror" | "token";
 
-const ORDER: Group[] = ["serve", "gc", "migrate", "client", "foreign", "user", "mirror"];
+const ORDER: Group[] = ["serve", "gc", "migrate", "client", "foreign", "user", "mirror", "token"];
 
 const CLIENT = new Set(["login", "logout", "push", "pull", "copy", "inspect", "manifest", "digest", "config", "tags", "catalog", "tag", "untag", "rm", "referrers", "blob"]);
 
 /** The group a command name belongs to, or undefined (help, options, a typo). */
 export function groupOf(name: string | undefined): Group | undefined {
   if (name === undefined) return undefined;
-  if (name === "serve" || name === "gc" || name === "migrate" || name === "foreign" || name === "user" || name === "mirror") return name;
+  if (name === "serve" || name === "gc" || name === "migrate" || name === "foreign" || name === "user" || name === "mirror" || name === "token") return name;
   return CLIENT.has(name) ? "client" : undefined;
 }
 
@@ -35,6 +35,8 @@ async function register(group: Group, program: Command): Promise<void> {
       return (await import("./user.js")).registerUserCommands(program);
     case "mirror":
       return (await import("./mirror.js")).registerMirrorCommands(program);
+    case "token":
+      return (await import("./token.js")).registerTokenCommands(program);
   }
 }
 

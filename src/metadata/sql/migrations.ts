@@ -216,6 +216,34 @@ const migrations: Migration[] = [
       if (await dialect.tableExists(db, LEGACY_HEALTH_TABLE)) await migrateLegacyHealth(typed);
     },
   },
+  {
+    version: 2,
+    name: "auth state shared by replicas (failed logins, token signing keys)",
+    async up(typed, dialect) {
+      const db = typed as Ddl;
+      const { text, int64 } = dialect.types;
+      // bigserial in PostgreSQL: an attacker's failures could run a 32-bit sequence out within weeks.
+      await db.schema
+        .createTable("login_failures")
+        .ifNotExists()
+        .addColumn("id", dialect.name === "postgres" ? "bigserial" : "integer", (c) => c.primaryKey())
+        .addColumn("kind", text, (c) => c.notNull())
+        .addColumn("key", text, (c) => c.notNull())
+        .addColumn("at", int64, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex("login_failures_by_key").ifNotExists().on("login_failures").columns(["kind", "key", "at"]).execute();
+      await db.schema.createIndex("login_failures_by_time").ifNotExists().on("login_failures").column("at").execute();
+      const { builder, finish } = table(db, dialect, "token_signing_keys", true);
+      await finish(
+        builder
+          .addColumn("generation", "integer", (c) => c.primaryKey())
+          .addColumn("kid", text, (c) => c.notNull().unique())
+          .addColumn("algorithm", text, (c) => c.notNull())
+          .addColumn("private_key", text, (c) => c.notNull())
+          .addColumn("created_at", int64, (c) => c.notNull()),
+      ).execute();
+    },
+  },
 ];
 
 /** The version this code writes and understands. */

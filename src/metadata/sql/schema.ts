@@ -130,6 +130,28 @@ export interface LeasesTable {
   expires_at: number;
 }
 
+/** Failed logins, one row each, shared by every replica (auth/rate-limit.ts; sql/auth-state.ts). */
+export interface LoginFailuresTable {
+  id: Generated<number>;
+  kind: string;
+  key: string;
+  at: number;
+}
+
+/**
+ * This registry's token signing keys, shared by every replica: the highest
+ * generation signs, older ones still verify until their tokens expired
+ * (auth/key-set.ts). `private_key` is a PKCS#8 PEM: whoever reads this table
+ * can mint tokens (docs/security.md).
+ */
+export interface TokenSigningKeysTable {
+  generation: number;
+  kid: string;
+  algorithm: string;
+  private_key: string;
+  created_at: number;
+}
+
 /** One row (id 1): the schema version migrations.ts brought the database to. */
 export interface FerrySchemaTable {
   id: number;
@@ -152,6 +174,8 @@ export interface MetadataDatabase {
   foreign_source_health: ForeignSourceHealthTable;
   foreign_recheck_rounds: ForeignRecheckRoundsTable;
   leases: LeasesTable;
+  login_failures: LoginFailuresTable;
+  token_signing_keys: TokenSigningKeysTable;
   ferry_schema: FerrySchemaTable;
 }
 

@@ -26,6 +26,7 @@ import type {
   ForeignLayerMark,
   GcOptions,
   GcPlan,
+  LoginFailureKind,
   ManifestRecord,
   ManifestWrite,
   MetaStore,
@@ -35,6 +36,7 @@ import type {
   RepositoryPage,
   SourceHealthEvent,
   SourceHealthRecord,
+  SigningKeyRecord,
   TagDetail,
   UploadRecord,
   VerificationState,
@@ -43,6 +45,7 @@ import type { SqlDialect } from "./dialect.js";
 import type { LeaseDatabase, MetadataDatabase } from "./schema.js";
 import { SqlForeignLayers } from "./foreign.js";
 import { SqlSourceHealth } from "./source-health.js";
+import { SqlAuthState } from "./auth-state.js";
 import { SqlBrowse } from "./browse.js";
 import { QueryTemplate, type Param } from "./template.js";
 
@@ -233,6 +236,7 @@ function templates(db: Db, leases: Kysely<LeaseDatabase>, dialect: SqlDialect) {
 export class SqlMetaStore implements MetaStore {
   protected readonly foreign: SqlForeignLayers;
   private readonly health: SqlSourceHealth;
+  private readonly auth = new SqlAuthState();
   private readonly browse: SqlBrowse;
   private readonly q: ReturnType<typeof templates>;
 
@@ -534,6 +538,28 @@ export class SqlMetaStore implements MetaStore {
 
   listTagDetails(repository: string, limit: number): Promise<TagDetail[]> {
     return this.browse.tags(this.db, repository, limit);
+  }
+
+  // --- auth state shared by replicas (auth-state.ts) ---
+
+  async recordLoginFailure(kind: LoginFailureKind, key: string, at: number): Promise<void> {
+    await this.auth.recordFailure(this.db, kind, key, at);
+  }
+
+  loginFailureTimes(kind: LoginFailureKind, key: string, since: number, limit: number): Promise<number[]> {
+    return this.auth.failureTimes(this.db, kind, key, since, limit);
+  }
+
+  pruneLoginFailures(before: number, maxRows: number): Promise<number> {
+    return this.auth.prune(this.db, before, maxRows);
+  }
+
+  listSigningKeys(): Promise<SigningKeyRecord[]> {
+    return this.auth.signingKeys(this.db);
+  }
+
+  addSigningKey(key: SigningKeyRecord): Promise<boolean> {
+    return this.auth.addSigningKey(this.db, key);
   }
 
   // --- source health and re-check rounds (source-health.ts) ---
