@@ -101,6 +101,7 @@ class FetcherSender implements HttpSender {
     private readonly health: UpstreamHealth,
     private readonly upstreamOrigin: string,
     private readonly manifestMaxBytes: number,
+    private readonly deadlineMs: number,
   ) {}
 
   private maxBytesFor(request: HttpRequest): number {
@@ -117,6 +118,8 @@ class FetcherSender implements HttpSender {
     const headers: Record<string, string> = {};
     // The fetcher's own User-Agent and Accept are written in this case: ours must replace them, not go out twice.
     for (const [name, value] of Object.entries(request.headers)) headers[canonicalHeaderName(name)] = value;
+    // Manifests are read whole: bounded by the registry's manifest limit. Blob sizes are checked against their digest as they stream.
+    const maxBytes = this.maxBytesFor(request);
     try {
       const response = await this.fetcher.fetch({
         url: request.url.href,
@@ -124,8 +127,9 @@ class FetcherSender implements HttpSender {
         headers,
         ...(request.body ? { body: request.body } : {}),
         timeoutMs: request.idleTimeoutMs ?? 60_000,
-        // Manifests are read whole: bounded by the registry's manifest limit. Blob sizes are checked against their digest as they stream.
-        maxBytes: this.maxBytesFor(request),
+        // What is read whole also has a deadline: a byte every few seconds never trips the idle timeout. (Blobs stream to clients at their pace.)
+        ...(maxBytes < Number.MAX_SAFE_INTEGER || request.method === "HEAD" ? { signal: AbortSignal.timeout(this.deadlineMs) } : {}),
+        maxBytes,
         followRedirects: false,
       });
       if (response.status === 429 && new URL(response.url).origin === this.upstreamOrigin) {
@@ -196,7 +200,7 @@ export function connectUpstream(config: MirrorConfig, manifestMaxBytes = 4 * 102
     ...(config.credentials ? { credentials: config.credentials } : {}),
     // One attempt: a mirror answers its own client now (stale or an error) rather than retrying for seconds.
     attempts: 1,
-    pool: new FetcherSender(fetcher, health, url.origin, manifestMaxBytes),
+    pool: new FetcherSender(fetcher, health, url.origin, manifestMaxBytes, config.upstreamTimeout),
     userAgent: "ferry-mirror",
   });
   return { url: config.upstream, client, health, close: () => fetcher.close() };
