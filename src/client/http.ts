@@ -23,6 +23,8 @@ export interface HttpRequest {
   body?: HttpBody;
   /** Abort when the socket is idle this long (connecting, waiting for headers, or mid-body). */
   idleTimeoutMs?: number;
+  /** A body read whole (a token answer): senders that bound bodies (the registry's mirrors) cut it off past this. */
+  maxBodyBytes?: number;
 }
 
 export interface HttpResponse {

@@ -71,6 +71,9 @@ interface CachedToken {
   expiresAt: number;
 }
 
+/** A token answer is a few KiB of JSON; a realm sending more is not answering (and must not fill memory). */
+const TOKEN_MAX_BYTES = 1024 * 1024;
+
 const sharedPool = new AgentPool({ maxSockets: 16 });
 /** Pools with custom TLS settings, so closeConnections reaches them too. */
 const tlsPools: AgentPool[] = [];
@@ -239,7 +242,7 @@ export class Transport {
     const started = Date.now();
     let response;
     try {
-      response = await this.pool.send({ method: "GET", url, headers, idleTimeoutMs: 60_000 });
+      response = await this.pool.send({ method: "GET", url, headers, idleTimeoutMs: 60_000, maxBodyBytes: TOKEN_MAX_BYTES });
     } catch (error) {
       throw new ClientError(`token request to ${url.origin}${url.pathname}: ${(error as Error).message}`, {
         transient: isTransient(error),

@@ -55,11 +55,15 @@ function safeNumber(text: string): number {
   return value;
 }
 
+/** Query parameters node-postgres (like libpq) takes as secrets: `?password=` works as well as the userinfo. */
+const SECRET_PARAMS = new Set(["password", "sslpassword", "sslkey"]);
+
 /** The URL with its password replaced, for messages. */
 export function redactUrl(url: string): string {
   try {
     const parsed = new URL(url);
     if (parsed.password) parsed.password = "***";
+    for (const name of [...parsed.searchParams.keys()]) if (SECRET_PARAMS.has(name.toLowerCase())) parsed.searchParams.set(name, "***");
     return parsed.toString();
   } catch {
     return "(an unparsable URL)";

@@ -31,6 +31,11 @@ export const mirrorConfigSchema = z.strictObject({
   upstream,
   /** For Basic and bearer-token challenges of the upstream; never sent to anyone else, never shown to clients. */
   credentials: z.strictObject({ username: z.string().min(1), password: z.string().min(1) }).optional(),
+  /**
+   * Deadline for each upstream answer read whole (manifests, tag lists, tokens), however slowly it trickles in:
+   * past it the pull is answered 502 (or from the cache with serve-stale) instead of hanging every client of the tag.
+   */
+  upstreamTimeout: duration.refine((ms) => ms >= 100, "must be at least 100ms").default(30_000),
   /** How long a cached tag is trusted before the upstream is asked again (HEAD, digest compared). */
   tagTtl: duration.default(10 * 60_000),
   /** Upstream unreachable, failing or rate-limiting: serve cached tags with a Warning header, or answer 502/503. */

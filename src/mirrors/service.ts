@@ -242,18 +242,9 @@ export class MirrorService {
       return;
     }
     const upstreamName = mirror.upstreamName(name);
-    const known = await meta.blobSize(digest);
-    if (known !== null && (await blobs.stat(digest)) !== null) {
-      // The bytes are here for another repository: link them once the upstream confirms this repository has the blob.
-      const size = await this.fromUpstream(mirror, () => mirror.upstream.client.blobSize(upstreamName, digest), () => blobUnknown(digest));
-      if (size === undefined) throw blobUnknown(digest);
-      if (size === known && (await this.linkHeld(name, digest, known))) {
-        mirror.counters.blobHits++;
-        if (!head) mirror.counters.bytesFromCache += known;
-        await getBlob(ctx, name, rawDigest);
-        return;
-      }
-    }
+    // Bytes this registry holds for another repository are never linked on the upstream's word (a HEAD with the
+    // right size): a hostile upstream that knows a digest would get any client of the mirror a private blob. The
+    // upstream proves it has the blob by sending it; storeBlob then keeps the copy already held.
     if (head) {
       const size = await this.fromUpstream(mirror, () => mirror.upstream.client.blobSize(upstreamName, digest), () => blobUnknown(digest));
       if (size === undefined) throw blobUnknown(digest);
@@ -294,15 +285,6 @@ export class MirrorService {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     return false;
-  }
-
-  private async linkHeld(name: string, digest: string, size: number): Promise<boolean> {
-    const { meta, blobs, digestLocks } = this.deps.registry;
-    return digestLocks.run(digest, async () => {
-      if ((await blobs.stat(digest)) === null) return false;
-      await meta.linkBlob(name, digest, size);
-      return true;
-    });
   }
 
   /** The fetch of this blob for this repository: the one in progress, or a new one; null when another worker process runs it. */

@@ -12,6 +12,7 @@
  * ordinary address rules.
  */
 import { lookup as dnsLookup } from "node:dns/promises";
+import { Transform, type Readable } from "node:stream";
 import { forbiddenAddressReason, ipLiteralOf } from "../federation/address.js";
 import { SafeFetcher, FetchError, type ResolvedAddress } from "../federation/fetcher.js";
 import type { HttpRequest, HttpResponse, HttpSender } from "../client/http.js";
@@ -24,6 +25,14 @@ import type { MirrorConfig } from "./config.js";
 const MAX_BACKOFF_MS = 15 * 60_000;
 /** Backoff after a 429 without Retry-After. */
 const DEFAULT_BACKOFF_MS = 60_000;
+/**
+ * Bodies the client library reads whole besides manifests: tag lists and the
+ * /v2/ ping (by path), token answers (their request says), and every error
+ * answer. Only a successful blob body is unbounded (its digest bounds it):
+ * a hostile upstream's endless body must not fill the registry's memory.
+ */
+const LISTING_MAX_BYTES = 16 * 1024 * 1024;
+const ERROR_BODY_MAX_BYTES = 1024 * 1024;
 
 export interface UpstreamHealthView {
   ok: boolean;
@@ -92,7 +101,16 @@ class FetcherSender implements HttpSender {
     private readonly health: UpstreamHealth,
     private readonly upstreamOrigin: string,
     private readonly manifestMaxBytes: number,
+    private readonly deadlineMs: number,
   ) {}
+
+  private maxBytesFor(request: HttpRequest): number {
+    if (request.maxBodyBytes !== undefined) return request.maxBodyBytes;
+    const path = request.url.pathname;
+    if (/\/manifests\/[^/]+$/.test(path)) return this.manifestMaxBytes;
+    if (/\/tags\/list$/.test(path) || /^\/v2\/?$/.test(path)) return LISTING_MAX_BYTES;
+    return Number.MAX_SAFE_INTEGER;
+  }
 
   async send(request: HttpRequest): Promise<HttpResponse> {
     if (request.body && !Buffer.isBuffer(request.body)) throw new Error("mirrors never stream a request body upstream");
@@ -100,6 +118,8 @@ class FetcherSender implements HttpSender {
     const headers: Record<string, string> = {};
     // The fetcher's own User-Agent and Accept are written in this case: ours must replace them, not go out twice.
     for (const [name, value] of Object.entries(request.headers)) headers[canonicalHeaderName(name)] = value;
+    // Manifests are read whole: bounded by the registry's manifest limit. Blob sizes are checked against their digest as they stream.
+    const maxBytes = this.maxBytesFor(request);
     try {
       const response = await this.fetcher.fetch({
         url: request.url.href,
@@ -107,21 +127,38 @@ class FetcherSender implements HttpSender {
         headers,
         ...(request.body ? { body: request.body } : {}),
         timeoutMs: request.idleTimeoutMs ?? 60_000,
-        // Manifests are read whole: bounded by the registry's manifest limit. Blob sizes are checked against their digest as they stream.
-        maxBytes: /\/manifests\/[^/]+$/.test(request.url.pathname) ? this.manifestMaxBytes : Number.MAX_SAFE_INTEGER,
+        // What is read whole also has a deadline: a byte every few seconds never trips the idle timeout. (Blobs stream to clients at their pace.)
+        ...(maxBytes < Number.MAX_SAFE_INTEGER || request.method === "HEAD" ? { signal: AbortSignal.timeout(this.deadlineMs) } : {}),
+        maxBytes,
         followRedirects: false,
       });
       if (response.status === 429 && new URL(response.url).origin === this.upstreamOrigin) {
         const retryAfter = response.headers["retry-after"];
         this.health.rateLimited(Array.isArray(retryAfter) ? retryAfter[0] : retryAfter);
       }
-      return { status: response.status, headers: response.headers, body: response.body };
+      const ok = response.status >= 200 && response.status < 300;
+      return { status: response.status, headers: response.headers, body: ok ? response.body : capped(response.body, ERROR_BODY_MAX_BYTES) };
     } catch (error) {
       // The client library reads `code` for retries; a FetchError says what happened in words.
       if (error instanceof FetchError) throw Object.assign(new Error(error.message), { code: error.kind === "timeout" ? "ETIMEDOUT" : undefined });
       throw error;
     }
   }
+}
+
+/** Ends a body read whole with an error once it passes `limit` bytes (the source is dropped). */
+function capped(body: Readable, limit: number): Readable {
+  let seen = 0;
+  const bounded = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      seen += chunk.length;
+      if (seen > limit) callback(new Error(`the upstream's answer passed ${limit} bytes`));
+      else callback(null, chunk);
+    },
+  });
+  body.on("error", (error) => bounded.destroy(error));
+  bounded.on("close", () => body.destroy());
+  return body.pipe(bounded);
 }
 
 function canonicalHeaderName(name: string): string {
@@ -163,7 +200,7 @@ export function connectUpstream(config: MirrorConfig, manifestMaxBytes = 4 * 102
     ...(config.credentials ? { credentials: config.credentials } : {}),
     // One attempt: a mirror answers its own client now (stale or an error) rather than retrying for seconds.
     attempts: 1,
-    pool: new FetcherSender(fetcher, health, url.origin, manifestMaxBytes),
+    pool: new FetcherSender(fetcher, health, url.origin, manifestMaxBytes, config.upstreamTimeout),
     userAgent: "ferry-mirror",
   });
   return { url: config.upstream, client, health, close: () => fetcher.close() };
