@@ -39,7 +39,7 @@ import { ClientError, SourceError } from "../client/errors.js";
 import type { ManifestData } from "../client/registry.js";
 import { BlobFlight } from "./blob-flight.js";
 import { MirrorSet, type Mirror } from "./mirror.js";
-import { classifyUpstreamError, upstreamError, type UpstreamFailure } from "./upstream.js";
+import { classifyUpstreamError, upstreamError, upstreamNameUnknown, type UpstreamFailure } from "./upstream.js";
 import type { MirrorConfig } from "./config.js";
 import type { PullLog } from "./retention.js";
 import type { HashFactory } from "../hashing/incremental-hash.js";
@@ -218,6 +218,10 @@ export class MirrorService {
         if (failure.kind === "not-found") {
           health.success();
           throw notFound();
+        }
+        if (failure.kind === "name-unknown") {
+          health.success();
+          throw upstreamNameUnknown(mirror.upstream.url, failure.answer);
         }
         if (failure.kind === "down") health.failure(failure.message);
       }
@@ -503,12 +507,12 @@ function fetchLeaseKey(name: string, digest: string): string {
 
 /** The upstream failed where a cached answer may stand in (the caller decides). */
 class StaleAllowed extends Error {
-  constructor(readonly failure: Exclude<UpstreamFailure, { kind: "not-found" }>) {
+  constructor(readonly failure: Exclude<UpstreamFailure, { kind: "not-found" | "name-unknown" }>) {
     super("upstream unavailable");
   }
 }
 
-function failureText(failure: Exclude<UpstreamFailure, { kind: "not-found" }>): string {
+function failureText(failure: Exclude<UpstreamFailure, { kind: "not-found" | "name-unknown" }>): string {
   return failure.kind === "rate-limited" ? `rate-limited for another ${Math.ceil(failure.retryAfterMs / 1000)} s` : failure.message;
 }
 
