@@ -18,6 +18,8 @@ export interface RequestInfo {
   token?: boolean;
   /** Token scopes the request asked for (`repository:a/b:pull,push`): what it meant to do. */
   scopes?: string[];
+  /** Set when the registry refused (401/403) a request carrying a Bearer token obtained for exactly these scopes. */
+  tokenScopes?: string[];
 }
 
 export class ClientError extends Error {

@@ -59,6 +59,8 @@ export interface Response {
   url: URL;
   /** The scopes the request asked for (for error messages). */
   scopes?: string[];
+  /** A 401/403 to a request that carried a Bearer token obtained for these scopes: the refusal is about the scope itself. */
+  tokenScopes?: string[];
 }
 
 interface Challenge {
@@ -205,13 +207,17 @@ export class Transport {
     const wanted = extraScope && !scopes.includes(extraScope) ? [...scopes, ...extraScope.split(" ")] : scopes;
     const next = await this.authorization(wanted, true);
     // Nothing new to offer: the credentials (or their absence) were already refused.
-    if (next === undefined || (next === authorization && known?.scheme === challenge.scheme)) return response;
+    if (next === undefined || (next === authorization && known?.scheme === challenge.scheme)) {
+      if (next !== undefined) markTokenRefusal(response, next, wanted);
+      return response;
+    }
     await discard(response.body);
     if (options.body && !Buffer.isBuffer(options.body)) {
       throw new ClientError(`${options.method} ${this.baseUrl}: authentication was required after the upload started`, { status: 401 });
     }
     authorization = next;
     response = await this.sendFollowing(options, authorization);
+    markTokenRefusal(response, authorization, wanted);
     return response;
   }
 
@@ -317,9 +323,24 @@ export class Transport {
       status: response.status,
       errors,
       transient: isTransientStatus(response.status),
-      request: this.requestInfo(what.split(" ")[0] ?? "", response.url, false, response.scopes),
+      request: {
+        ...this.requestInfo(what.split(" ")[0] ?? "", response.url, false, response.scopes),
+        ...(response.tokenScopes ? { tokenScopes: response.tokenScopes } : {}),
+      },
     });
   }
+}
+
+/**
+ * Notes on a 401/403 that the request carried a Bearer token fetched for
+ * `scopes`, when the answer's own challenge asks for nothing beyond them
+ * (Docker Hub answers so for a repository that does not exist).
+ */
+function markTokenRefusal(response: Response, authorization: string, scopes: string[]): void {
+  if ((response.status !== 401 && response.status !== 403) || !authorization.startsWith("Bearer ")) return;
+  const www = header(response.headers, "www-authenticate");
+  const asked = www ? (parseChallenge(www).params.scope ?? "").split(" ").filter((scope) => scope !== "") : [];
+  if (asked.every((scope) => scopes.includes(scope))) response.tokenScopes = scopes;
 }
 
 function basic(credentials: Credentials): string {

@@ -39,7 +39,7 @@ import { ClientError, SourceError } from "../client/errors.js";
 import type { ManifestData } from "../client/registry.js";
 import { BlobFlight } from "./blob-flight.js";
 import { MirrorSet, type Mirror } from "./mirror.js";
-import { classifyUpstreamError, upstreamError, type UpstreamFailure } from "./upstream.js";
+import { classifyUpstreamError, upstreamError, upstreamNameUnknown, type UpstreamFailure } from "./upstream.js";
 import type { MirrorConfig } from "./config.js";
 import type { PullLog } from "./retention.js";
 import type { HashFactory } from "../hashing/incremental-hash.js";
@@ -52,7 +52,7 @@ export interface MirrorDeps {
   manifestMaxBytes: number;
   /** When each cached tag was last pulled (retention); absent when no mirror has a retention. */
   pulls?: PullLog;
-  /** The registry's hash thread, shared with uploads. */
+  /** The registry's hash thread, shared with uploads (blob fetches hash inline: cheaper at a stream's pace). */
   hashes?: HashFactory;
 }
 
@@ -219,6 +219,10 @@ export class MirrorService {
           health.success();
           throw notFound();
         }
+        if (failure.kind === "name-unknown") {
+          health.success();
+          throw upstreamNameUnknown(mirror.upstream.url, failure.answer);
+        }
         if (failure.kind === "down") health.failure(failure.message);
       }
     }
@@ -348,7 +352,9 @@ export class MirrorService {
       opened.body.destroy();
       throw upstreamError(mirror.upstream.url, { kind: "down", message: "it sent the blob without a Content-Length" });
     }
-    const flight = new BlobFlight(digest, opened.length, this.deps.hashes ? { hashes: this.deps.hashes } : {});
+    // Hashed inline, not on the hash thread: at a stream's pace the thread's postMessage and slab copies cost
+    // more CPU (and full GCs) than SHA-256 itself (~1.1 GB/s here); see docs/mirrors.md "Speed".
+    const flight = new BlobFlight(digest, opened.length);
     flight
       .run(opened.body, (verified) => this.storeBlob(name, digest, opened.length!, verified))
       .then(
@@ -485,12 +491,12 @@ function fetchLeaseKey(name: string, digest: string): string {
 
 /** The upstream failed where a cached answer may stand in (the caller decides). */
 class StaleAllowed extends Error {
-  constructor(readonly failure: Exclude<UpstreamFailure, { kind: "not-found" }>) {
+  constructor(readonly failure: Exclude<UpstreamFailure, { kind: "not-found" | "name-unknown" }>) {
     super("upstream unavailable");
   }
 }
 
-function failureText(failure: Exclude<UpstreamFailure, { kind: "not-found" }>): string {
+function failureText(failure: Exclude<UpstreamFailure, { kind: "not-found" | "name-unknown" }>): string {
   return failure.kind === "rate-limited" ? `rate-limited for another ${Math.ceil(failure.retryAfterMs / 1000)} s` : failure.message;
 }
 

@@ -208,6 +208,8 @@ export function connectUpstream(config: MirrorConfig, manifestMaxBytes = 4 * 102
 
 export type UpstreamFailure =
   | { kind: "not-found" }
+  /** Refused with a token obtained for exactly the repository's scope: Docker Hub's answer for a repository that does not exist. */
+  | { kind: "name-unknown"; answer: string }
   | { kind: "rate-limited"; retryAfterMs: number }
   | { kind: "down"; message: string };
 
@@ -216,6 +218,7 @@ export function classifyUpstreamError(error: unknown, health: UpstreamHealth): U
   if (error instanceof ClientError && (error.status === 404 || error.code === "MANIFEST_UNKNOWN" || error.code === "BLOB_UNKNOWN" || error.code === "NAME_UNKNOWN")) {
     return { kind: "not-found" };
   }
+  if (error instanceof ClientError && error.status === 401 && error.request?.tokenScopes) return { kind: "name-unknown", answer: error.message };
   if (error instanceof ClientError && error.status === 429) return { kind: "rate-limited", retryAfterMs: Math.max(health.backoffLeft(), 1000) };
   if (error instanceof RateLimitedError) return { kind: "rate-limited", retryAfterMs: error.retryAfterMs };
   const message = error instanceof Error ? error.message : String(error);
@@ -230,7 +233,16 @@ export class RateLimitedError extends Error {
 }
 
 /** The client's answer when the upstream failed and nothing cached can stand in. */
-export function upstreamError(upstreamUrl: string, failure: Exclude<UpstreamFailure, { kind: "not-found" }>): RegistryError {
+/** The client's answer when the upstream refused the repository even with a token for it. */
+export function upstreamNameUnknown(upstreamUrl: string, answer: string): RegistryError {
+  return new RegistryError(
+    "NAME_UNKNOWN",
+    `the upstream ${upstreamUrl} refused the repository even with a token for it (no such repository there, or not visible to this mirror): ${answer}`,
+    { status: 404, detail: { upstream: upstreamUrl, answer } },
+  );
+}
+
+export function upstreamError(upstreamUrl: string, failure: Exclude<UpstreamFailure, { kind: "not-found" | "name-unknown" }>): RegistryError {
   if (failure.kind === "rate-limited") {
     const seconds = Math.max(1, Math.ceil(failure.retryAfterMs / 1000));
     return new RegistryError("UNAVAILABLE", `upstream ${upstreamUrl} is rate-limiting this mirror; retry in ${seconds} s`, {
