@@ -17,6 +17,7 @@ import { promisify } from "node:util";
 import { randomBytes } from "node:crypto";
 import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
 import { createS3Client } from "../../src/storage/s3-client.js";
+import type { S3StoreOptions } from "../../src/storage/s3.js";
 
 const run = promisify(execFile);
 const SCRIPT = resolve(process.cwd(), "scripts/s3-service.sh");
@@ -171,4 +172,18 @@ export function useS3Bucket(skip: string | false): S3Fixture {
     await fixture.server?.close();
   });
   return fixture;
+}
+
+/** Driver options for a store under `prefix` in the fixture's bucket (5 MiB parts: the smallest S3 allows, so tests cross part boundaries cheaply). */
+export function s3StoreOptions(s3: S3Fixture, prefix: string, extra: Partial<S3StoreOptions> = {}): S3StoreOptions {
+  return {
+    endpoint: s3.server.endpoint,
+    region: s3.server.region,
+    bucket: s3.bucket,
+    accessKeyId: s3.server.accessKeyId,
+    secretAccessKey: s3.server.secretAccessKey,
+    prefix,
+    partSize: 5 * 1024 * 1024,
+    ...extra,
+  };
 }

@@ -15,7 +15,7 @@ import { ListMultipartUploadsCommand, ListObjectsV2Command } from "@aws-sdk/clie
 import { S3BlobStore, type S3StoreOptions } from "../../src/storage/s3.js";
 import { BlobNotFoundError, UploadLengthError } from "../../src/storage/blob-store.js";
 import { startTestRegistry, type TestRegistry } from "../helpers/registry.js";
-import { skipUnlessS3, useS3Bucket } from "../helpers/s3-rgw.js";
+import { s3StoreOptions, skipUnlessS3, useS3Bucket } from "../helpers/s3-rgw.js";
 
 const MiB = 1024 * 1024;
 const skip = skipUnlessS3();
@@ -27,16 +27,7 @@ after(async () => {
 const s3 = useS3Bucket(skip);
 
 function storeOptions(prefix: string, extra: Partial<S3StoreOptions> = {}): S3StoreOptions {
-  return {
-    endpoint: s3.server.endpoint,
-    region: s3.server.region,
-    bucket: s3.bucket,
-    accessKeyId: s3.server.accessKeyId,
-    secretAccessKey: s3.server.secretAccessKey,
-    prefix,
-    partSize: 5 * MiB,
-    ...extra,
-  };
+  return s3StoreOptions(s3, prefix, extra);
 }
 
 function digestOf(bytes: Buffer): string {

@@ -14,23 +14,14 @@ import { S3BlobStore, type S3StoreOptions } from "../../src/storage/s3.js";
 import { loadConfig } from "../../src/config/load.js";
 import { startTestRegistry } from "../helpers/registry.js";
 import { blobStoreSuite } from "./blob-store-suite.js";
-import { skipUnlessS3, useS3Bucket } from "../helpers/s3-rgw.js";
+import { s3StoreOptions, skipUnlessS3, useS3Bucket } from "../helpers/s3-rgw.js";
 
 const MiB = 1024 * 1024;
 const skip = skipUnlessS3();
 const s3 = useS3Bucket(skip);
 
 function storeOptions(prefix: string, extra: Partial<S3StoreOptions> = {}): S3StoreOptions {
-  return {
-    endpoint: s3.server.endpoint,
-    region: s3.server.region,
-    bucket: s3.bucket,
-    accessKeyId: s3.server.accessKeyId,
-    secretAccessKey: s3.server.secretAccessKey,
-    prefix,
-    partSize: 5 * MiB,
-    ...extra,
-  };
+  return s3StoreOptions(s3, prefix, extra);
 }
 
 function digestOf(bytes: Buffer): string {
