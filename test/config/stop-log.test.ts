@@ -26,7 +26,7 @@ async function stopOnce(workers: number): Promise<{ code: number | null; lines: 
     child.stdout!.on("data", (chunk: Buffer) => (out += chunk.toString()));
     const exited = new Promise<number | null>((done) => child.once("exit", (code) => done(code)));
     for (let i = 0; !(await fetch(`http://127.0.0.1:${port}/v2/`).then((r) => r.ok, () => false)); i++) {
-      assert.ok(i < 200 && child.exitCode === null, "ferry serve did not start");
+      assert.ok(i < 600 && child.exitCode === null, "ferry serve did not start");
       await new Promise((r) => setTimeout(r, 100));
     }
     child.kill("SIGTERM");
