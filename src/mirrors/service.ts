@@ -37,7 +37,7 @@ import { manifestUnknown } from "../registry/manifests.js";
 import { blobUnknown } from "../registry/blobs.js";
 import { ClientError, SourceError } from "../client/errors.js";
 import type { ManifestData } from "../client/registry.js";
-import { BlobFlight } from "./blob-flight.js";
+import { BlobFlight, type FlightCursor } from "./blob-flight.js";
 import { MirrorSet, type Mirror } from "./mirror.js";
 import { classifyUpstreamError, upstreamError, upstreamNameUnknown, type UpstreamFailure } from "./upstream.js";
 import type { MirrorConfig } from "./config.js";
@@ -407,6 +407,17 @@ export class MirrorService {
       "Content-Type": "application/octet-stream",
       "Content-Length": flight.size,
     });
+    const cursor = flight.join();
+    try {
+      await this.followFrom(ctx, flight, cursor);
+    } finally {
+      flight.leave(cursor);
+    }
+  }
+
+  private async followFrom(ctx: RequestContext, flight: BlobFlight, cursor: FlightCursor): Promise<void> {
+    const { res } = ctx;
+    const digest = flight.digest;
     let offset = 0;
     for (;;) {
       if (res.destroyed) return;
@@ -414,7 +425,7 @@ export class MirrorService {
         res.destroy();
         return;
       }
-      const piece = flight.pieceAt(offset);
+      const piece = flight.pieceAt(offset, cursor);
       if (piece.kind === "bytes") {
         offset += piece.bytes.length;
         if (!res.write(piece.bytes)) await drained(res);
