@@ -97,6 +97,13 @@ export class BlobFlight {
     return this.committed;
   }
 
+  /** Bytes of upstream chunks held in memory now (for tests and diagnostics). */
+  get heldBytes(): number {
+    let held = 0;
+    for (const chunk of this.chunks) held += chunk.length;
+    return held;
+  }
+
   /**
    * Runs the fetch: `body` (the upstream's bytes) through the digest check,
    * to the clients and into `store`, which must consume the stream it is
@@ -110,6 +117,9 @@ export class BlobFlight {
    */
   async run(body: Readable, store: (verified: Readable) => Promise<void>): Promise<void> {
     const feed = new Readable({ highWaterMark: 1024 * 1024, read: () => this.feedStore() });
+    // A failure can come before the store attached to the feed (a small blob arrives whole first): the store
+    // still sees the error (the stream is errored), and it is no uncaught exception meanwhile.
+    feed.on("error", () => undefined);
     this.feed = feed;
     this.upstream = body;
     const { algorithm } = parseDigest(this.digest);
