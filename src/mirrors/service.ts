@@ -30,7 +30,7 @@ import { API_VERSION_HEADER, isClientAbort, send, sendJson } from "../http/respo
 import { getManifest, formatWarning } from "../http/handlers/manifests.js";
 import { getBlob } from "../http/handlers/blobs.js";
 import { listTags } from "../http/handlers/listing.js";
-import { parseLimit } from "../http/request.js";
+import { parseLimit, parseRange } from "../http/request.js";
 import type { RegistryDeps } from "../registry/context.js";
 import type { ManifestService } from "../registry/manifests.js";
 import { manifestUnknown } from "../registry/manifests.js";
@@ -274,7 +274,8 @@ export class MirrorService {
     }
     const flight = await this.flightFor(mirror, name, digest);
     if (flight) {
-      await this.follow(ctx, flight);
+      if (parseRange(ctx.req.headers.range, flight.size).kind !== "none") await this.rangeAfterFetch(ctx, mirror, flight, name, rawDigest);
+      else await this.follow(ctx, flight);
       return;
     }
     // Another worker process is fetching this blob: answered from the store once it is committed there.
@@ -411,6 +412,23 @@ export class MirrorService {
       await blobs.abortUpload(id).catch(() => undefined);
       throw error;
     }
+  }
+
+  /**
+   * A `Range` request for a blob being fetched: answered (206, or 416) from
+   * the store once the fetch is committed. A full-body stream can hold its
+   * last chunk back until the digest matched; a range has nothing to hold
+   * back, so its bytes wait for the check. The client's leaving does not stop
+   * the fetch.
+   */
+  private async rangeAfterFetch(ctx: RequestContext, mirror: Mirror, flight: BlobFlight, name: string, rawDigest: string): Promise<void> {
+    const failure = await flight.done.then(
+      () => null,
+      (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
+    );
+    if (ctx.res.destroyed) return;
+    if (failure) throw upstreamError(mirror.upstream.url, { kind: "down", message: `blob ${flight.digest}: ${failure.message}` });
+    await getBlob(ctx, name, rawDigest);
   }
 
   /** Streams a flight's bytes to one client at the client's own pace; its leaving does not touch the flight. */
