@@ -258,7 +258,10 @@ export class BlobFlight {
       if (this.starts[mid]! <= offset) low = mid;
       else high = mid - 1;
     }
-    return this.chunks[low]!.subarray(offset - this.starts[low]!);
+    const chunk = this.chunks[low]!;
+    const skip = offset - this.starts[low]!;
+    // The chunk itself when it is wanted whole (the usual case): no view object per piece.
+    return skip === 0 ? chunk : chunk.subarray(skip);
   }
 
   /** What a client at `offset` can send next (`cursor`: that client's, which keeps its bytes held). */
