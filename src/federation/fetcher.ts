@@ -91,6 +91,13 @@ export interface FetchRequest {
    * client follows redirects itself so it can drop credentials across origins.
    */
   followRedirects?: boolean;
+  /**
+   * The body is the response stream itself, bounded by listeners instead of
+   * a Transform stage, and handed over paused (the consumer resumes it). For
+   * large bodies read at a high rate (mirror blobs): a stream stage costs per
+   * chunk, ~1,600 chunks per 100 MiB. Same limits, same idle timeout.
+   */
+  plainBody?: boolean;
 }
 
 export interface FetchResponse {
@@ -241,6 +248,7 @@ export class SafeFetcher {
       response.destroy();
       throw new FetchError("too-large", `announced ${contentLength} bytes, more than the ${request.maxBytes} expected`, url);
     }
+    if (request.plainBody) return { url, status, headers: response.headers, contentLength, body: boundInPlace(response, request.maxBytes, request.timeoutMs, url), latencyMs };
     const bounded = new ByteLimit(request.maxBytes, request.timeoutMs, url);
     response.pipe(bounded);
     response.on("error", (error) => bounded.destroy(toFetchError(error, url)));
@@ -300,6 +308,35 @@ class ByteLimit extends Transform {
     if (this.push(chunk)) this.arm();
     callback();
   }
+}
+
+/**
+ * ByteLimit's bounds on the response itself: more than `limit` bytes, or no
+ * byte for `idleMs` while the consumer is reading, destroys it with a
+ * FetchError. One timer per idle period instead of one per chunk. Returned
+ * paused: a 'data' listener alone does not start it, `resume()` (or a pipe) does.
+ */
+function boundInPlace(response: IncomingMessage, limit: number, idleMs: number, url: string): Readable {
+  let seen = 0;
+  let lastByteAt = Date.now();
+  const check = () => {
+    const now = Date.now();
+    // While the consumer holds the body back the source is not stalled.
+    if (response.isPaused()) lastByteAt = now;
+    const quiet = now - lastByteAt;
+    if (quiet >= idleMs) response.destroy(new FetchError("timeout", `stalled: no data for ${formatMs(idleMs)}`, url));
+    else timer = setTimeout(check, idleMs - quiet).unref();
+  };
+  let timer = setTimeout(check, idleMs).unref();
+  response.on("data", (chunk: Buffer) => {
+    seen += chunk.length;
+    lastByteAt = Date.now();
+    if (seen > limit) response.destroy(new FetchError("too-large", `sent more than the ${limit} bytes the descriptor declares`, url));
+  });
+  response.pause();
+  response.on("aborted", () => response.destroy(new FetchError("network", "the source closed the connection early", url)));
+  response.on("close", () => clearTimeout(timer));
+  return response;
 }
 
 /**

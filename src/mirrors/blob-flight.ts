@@ -16,16 +16,25 @@
  * - a client further behind than the in-memory window waits until the blob
  *   is committed and reads the rest from the store.
  *
- * Hashing runs on the registry's hash thread when it has one (as uploads do),
- * so the request thread only moves bytes.
+ * Hashing runs inline, on the upstream's 'data' events: at a stream's pace
+ * the hash thread's postMessage and slab copies cost more than SHA-256 itself.
+ * Chunks are held only while the store or a client still needs them (plus a
+ * little for late joiners), so most die young and cost no full GC.
  */
-import { createHash } from "node:crypto";
-import { pipeline, Readable, Transform, type TransformCallback } from "node:stream";
+import { createHash, type Hash } from "node:crypto";
+import { finished, Readable } from "node:stream";
 import { parseDigest } from "../oci/digest.js";
-import { inlineHashes, type HashFactory, type IncrementalHash } from "../hashing/incremental-hash.js";
 
 /** Bytes of recent chunks a flight keeps for clients that are behind the fetch. */
 export const FLIGHT_WINDOW_BYTES = 16 * 1024 * 1024;
+/**
+ * Bytes a flight keeps behind the newest byte for clients that join late,
+ * beyond what its current clients still need. Small on purpose: chunks that
+ * stay alive for long are promoted out of V8's young generation and then only
+ * a full garbage collection frees them; a flight that kept its whole window
+ * alive cost four mark-compacts and ~0.25 s of CPU per 100 MiB (docs/mirrors.md "Speed").
+ */
+export const FLIGHT_LATE_JOIN_BYTES = 1024 * 1024;
 /** How far the store may fall behind the upstream before the fetch waits for it. */
 export const FLIGHT_MAX_LAG_BYTES = 64 * 1024 * 1024;
 
@@ -33,9 +42,13 @@ export type FlightPiece = { kind: "bytes"; bytes: Buffer } | { kind: "wait" } | 
 
 export interface FlightOptions {
   windowBytes?: number;
+  lateJoinBytes?: number;
   maxLagBytes?: number;
-  /** The registry's hash thread (sha256 only); inline hashing without it. */
-  hashes?: HashFactory;
+}
+
+/** Where one client is in the flight: the chunks from its offset on are kept (within the window) until it moves on. */
+export interface FlightCursor {
+  offset: number;
 }
 
 export class DigestMismatchError extends Error {}
@@ -43,7 +56,6 @@ export class DigestMismatchError extends Error {}
 export class BlobFlight {
   private readonly chunks: Buffer[] = [];
   private readonly starts: number[] = [];
-  private retained = 0;
   private received = 0;
   /** Bytes handed to the store so far. */
   private stored = 0;
@@ -52,10 +64,12 @@ export class BlobFlight {
   private failure: Error | null = null;
   private committed = false;
   private readonly windowBytes: number;
+  private readonly lateJoinBytes: number;
   private readonly maxLagBytes: number;
-  private readonly hashes: HashFactory;
+  private readonly cursors = new Set<FlightCursor>();
   private feed: Readable | null = null;
-  private upstream: Transform | null = null;
+  private upstream: Readable | null = null;
+  private upstreamPaused = false;
   private feedEnded = false;
   /** Settles when the blob is committed (or the fetch failed); never rejects unhandled. */
   readonly done: Promise<void>;
@@ -67,8 +81,8 @@ export class BlobFlight {
     options: FlightOptions = {},
   ) {
     this.windowBytes = options.windowBytes ?? FLIGHT_WINDOW_BYTES;
+    this.lateJoinBytes = Math.min(options.lateJoinBytes ?? FLIGHT_LATE_JOIN_BYTES, this.windowBytes);
     this.maxLagBytes = Math.max(options.maxLagBytes ?? FLIGHT_MAX_LAG_BYTES, this.windowBytes);
-    this.hashes = options.hashes ?? inlineHashes;
     this.done = new Promise<void>((resolve, reject) => {
       this.settle = (error) => (error ? reject(error) : resolve());
     });
@@ -83,30 +97,64 @@ export class BlobFlight {
     return this.committed;
   }
 
+  /** Bytes of upstream chunks held in memory now (for tests and diagnostics). */
+  get heldBytes(): number {
+    let held = 0;
+    for (const chunk of this.chunks) held += chunk.length;
+    return held;
+  }
+
   /**
    * Runs the fetch: `body` (the upstream's bytes) through the digest check,
    * to the clients and into `store`, which must consume the stream it is
    * given and resolve once the blob is committed. Resolves or rejects with
    * the flight.
+   *
+   * The upstream's chunks are taken straight from its 'data' events and
+   * hashed there (no Transform in between: each stream stage costs per chunk,
+   * ~1,600 chunks per 100 MiB); the chunk carrying the last byte is held back
+   * until the digest matched.
    */
   async run(body: Readable, store: (verified: Readable) => Promise<void>): Promise<void> {
-    const verifier = this.verifier();
     const feed = new Readable({ highWaterMark: 1024 * 1024, read: () => this.feedStore() });
+    // A failure can come before the store attached to the feed (a small blob arrives whole first): the store
+    // still sees the error (the stream is errored), and it is no uncaught exception meanwhile.
+    feed.on("error", () => undefined);
     this.feed = feed;
-    this.upstream = verifier;
-    pipeline(body, verifier, (error) => {
-      if (error) this.fail(error);
-    });
-    verifier.on("data", (chunk: Buffer) => {
+    this.upstream = body;
+    const { algorithm } = parseDigest(this.digest);
+    const hash: Hash = createHash(algorithm);
+    let seen = 0;
+    body.on("data", (chunk: Buffer) => {
+      if (this.failure) return;
+      seen += chunk.length;
+      if (seen > this.size) {
+        this.fail(new Error(`the upstream sent more than the expected ${this.size} bytes`));
+        return;
+      }
+      hash.update(chunk);
+      if (seen === this.size && !this.verified(hash)) return;
       this.append(chunk);
       // Memory is bounded: past maxLagBytes ahead of the store, the upstream is read as fast as the store writes.
-      if (this.received - this.stored > this.maxLagBytes) verifier.pause();
+      if (this.received - this.stored > this.maxLagBytes) {
+        this.upstreamPaused = true;
+        body.pause();
+      }
       this.feedStore();
     });
-    verifier.on("end", () => {
-      this.ended = true;
-      this.feedStore();
-      this.wake();
+    // A body handed over paused (the fetcher's plain bodies) starts only when asked to.
+    body.resume();
+    finished(body, { writable: false }, (error) => {
+      if (this.failure) return;
+      if (error) this.fail(error);
+      else if (seen !== this.size) this.fail(new Error(`size mismatch: the upstream sent ${seen} bytes, expected ${this.size}`));
+      // An empty blob has no last chunk to hold back: its digest is checked here.
+      else if (this.size === 0 && !this.verified(hash)) return;
+      else {
+        this.ended = true;
+        this.feedStore();
+        this.wake();
+      }
     });
     try {
       await store(feed);
@@ -116,13 +164,18 @@ export class BlobFlight {
       this.settle(null);
     } catch (error) {
       this.fail(error instanceof Error ? error : new Error(String(error)));
-      verifier.destroy();
-      body.destroy();
-      feed.destroy();
       throw this.failure!;
     } finally {
       this.wake();
     }
+  }
+
+  /** True when what was hashed is the digest; fails the flight otherwise. */
+  private verified(hash: Hash): boolean {
+    const actual = `${parseDigest(this.digest).algorithm}:${hash.digest("hex")}`;
+    if (actual === this.digest) return true;
+    this.fail(new DigestMismatchError(`digest mismatch: expected ${this.digest}, got ${actual}`));
+    return false;
   }
 
   /** Fails the flight before it ran (the upstream could not be opened). */
@@ -133,51 +186,22 @@ export class BlobFlight {
   private fail(error: Error): void {
     if (this.failure) return;
     this.failure = error;
-    // The store's session sees the failure and is dropped.
+    // The store's session sees the failure and is dropped; the upstream is read no further.
     this.feed?.destroy(error);
+    this.upstream?.destroy();
     this.settle(error);
     this.wake();
   }
 
-  /** Checks size and digest as bytes pass; the chunk with the last byte leaves only once the digest matched. */
-  private verifier(): Transform {
-    const { algorithm } = parseDigest(this.digest);
-    const hash: IncrementalHash = algorithm === "sha256" ? this.hashes.create() : inlineHash(algorithm);
-    let seen = 0;
-    const expected = this.digest;
-    const size = this.size;
-    return new Transform({
-      readableHighWaterMark: 1024 * 1024,
-      writableHighWaterMark: 1024 * 1024,
-      transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback) {
-        seen += chunk.length;
-        if (seen > size) {
-          hash.discard();
-          callback(new Error(`the upstream sent more than the expected ${size} bytes`));
-          return;
-        }
-        const wait = hash.update(chunk);
-        if (seen === size) {
-          Promise.resolve(wait)
-            .then(() => hash.digest())
-            .then(
-              (actual) => callback(actual === expected ? null : new DigestMismatchError(`digest mismatch: expected ${expected}, got ${actual}`), chunk),
-              (error: unknown) => callback(error instanceof Error ? error : new Error(String(error))),
-            );
-          return;
-        }
-        if (wait) wait.then(() => callback(null, chunk));
-        else callback(null, chunk);
-      },
-      flush(callback: TransformCallback) {
-        if (seen !== size) {
-          hash.discard();
-          callback(new Error(`size mismatch: the upstream sent ${seen} bytes, expected ${size}`));
-          return;
-        }
-        callback();
-      },
-    });
+  /** A client starts following the flight at offset 0; `leave` once it is done with it. */
+  join(): FlightCursor {
+    const cursor = { offset: 0 };
+    this.cursors.add(cursor);
+    return cursor;
+  }
+
+  leave(cursor: FlightCursor): void {
+    this.cursors.delete(cursor);
   }
 
   /** Pushes what the store has not had yet, and the end once everything went. */
@@ -189,30 +213,38 @@ export class BlobFlight {
       const piece = this.pieceFor(this.stored);
       if (!piece) break;
       this.stored += piece.length;
-      this.trim();
       more = feed.push(piece);
     }
+    this.trim();
     if (this.ended && this.stored === this.received && !this.feedEnded) {
       this.feedEnded = true;
       feed.push(null);
     }
-    const upstream = this.upstream;
-    if (upstream && upstream.isPaused() && this.received - this.stored <= this.maxLagBytes) upstream.resume();
+    if (this.upstreamPaused && this.received - this.stored <= this.maxLagBytes) {
+      this.upstreamPaused = false;
+      this.upstream?.resume();
+    }
   }
 
   private append(chunk: Buffer): void {
     this.chunks.push(chunk);
     this.starts.push(this.received);
     this.received += chunk.length;
-    this.retained += chunk.length;
     this.trim();
     this.wake();
   }
 
-  /** Drops chunks the store has had and that are older than the clients' window. */
+  /**
+   * Drops the chunks nobody needs: the store has had them, every client is
+   * past them (or further behind than the window: it reads from the store
+   * later), and they are older than the late-join bytes.
+   */
   private trim(): void {
-    while (this.chunks.length > 1 && this.retained > this.windowBytes && this.starts[0]! + this.chunks[0]!.length <= this.stored) {
-      this.retained -= this.chunks.shift()!.length;
+    let keepFrom = this.received - this.lateJoinBytes;
+    for (const cursor of this.cursors) if (cursor.offset < keepFrom) keepFrom = cursor.offset;
+    keepFrom = Math.min(Math.max(keepFrom, this.received - this.windowBytes), this.stored);
+    while (this.chunks.length > 1 && this.starts[0]! + this.chunks[0]!.length <= keepFrom) {
+      this.chunks.shift();
       this.starts.shift();
     }
   }
@@ -226,11 +258,15 @@ export class BlobFlight {
       if (this.starts[mid]! <= offset) low = mid;
       else high = mid - 1;
     }
-    return this.chunks[low]!.subarray(offset - this.starts[low]!);
+    const chunk = this.chunks[low]!;
+    const skip = offset - this.starts[low]!;
+    // The chunk itself when it is wanted whole (the usual case): no view object per piece.
+    return skip === 0 ? chunk : chunk.subarray(skip);
   }
 
-  /** What a client at `offset` can send next. */
-  pieceAt(offset: number): FlightPiece {
+  /** What a client at `offset` can send next (`cursor`: that client's, which keeps its bytes held). */
+  pieceAt(offset: number, cursor?: FlightCursor): FlightPiece {
+    if (cursor) cursor.offset = offset;
     if (offset >= this.size) return { kind: "end" };
     if (this.failure || offset >= this.received) return { kind: "wait" };
     const piece = this.pieceFor(offset);
@@ -248,14 +284,4 @@ export class BlobFlight {
     this.waiters = [];
     for (const wake of waiters) wake();
   }
-}
-
-function inlineHash(algorithm: "sha256" | "sha512"): IncrementalHash {
-  const hash = createHash(algorithm);
-  return {
-    update: (chunk) => void hash.update(chunk),
-    pause: () => undefined,
-    digest: () => Promise.resolve(`${algorithm}:${hash.digest("hex")}`),
-    discard: () => undefined,
-  };
 }

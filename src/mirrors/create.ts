@@ -46,6 +46,7 @@ export function createMirrors(
   }
   const stopRetention = pulls ? startRetention(service.set.mirrors, deps.registry.meta, pulls, deps.logger) : () => undefined;
   registerMirrorMetrics(deps.metrics, service);
+  service.warmUp();
   return {
     service,
     extensions: mirrorAdminExtensions(service, () => syncJobs.map((job) => job.status())),

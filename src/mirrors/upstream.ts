@@ -130,6 +130,8 @@ class FetcherSender implements HttpSender {
         // What is read whole also has a deadline: a byte every few seconds never trips the idle timeout. (Blobs stream to clients at their pace.)
         ...(maxBytes < Number.MAX_SAFE_INTEGER || request.method === "HEAD" ? { signal: AbortSignal.timeout(this.deadlineMs) } : {}),
         maxBytes,
+        // A blob body (bounded by its digest, not by maxBytes) is read chunk by chunk at full speed: no stream stage in between.
+        ...(maxBytes === Number.MAX_SAFE_INTEGER && request.method === "GET" ? { plainBody: true } : {}),
         followRedirects: false,
       });
       if (response.status === 429 && new URL(response.url).origin === this.upstreamOrigin) {

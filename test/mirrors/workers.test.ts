@@ -38,13 +38,18 @@ test("two workers, 8 concurrent pulls of one uncached blob: one upstream fetch, 
   const digest = upstream.addBlob("shared", bytes);
   upstream.pace = { chunk: 512 * 1024, delayMs: 20 };
   const dir = await mkdtemp(join(tmpdir(), "ferry-mirror-workers-"));
-  t.after(() => rm(dir, { recursive: true, force: true }));
+  let server: Awaited<ReturnType<typeof startServeProcess>> | undefined;
+  // One hook, in this order: the directory goes only once the server stopped writing to it.
+  t.after(async () => {
+    await server?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
   await writeFile(join(dir, "config.yml"), `mirrors:\n  - prefix: m/\n    upstream: ${upstream.url}\n`);
-  const server = await startServeProcess({ data: join(dir, "data"), workers: 2, args: ["--config", join(dir, "config.yml")] });
-  t.after(() => server.stop());
+  server = await startServeProcess({ data: join(dir, "data"), workers: 2, args: ["--config", join(dir, "config.yml")] });
   const url = `${server.url}/v2/m/shared/blobs/${digest}`;
+  const running = server;
   // Should take seconds: if it does not, the server's log says why (the test's timeout then fails it).
-  const timer = setTimeout(() => process.stderr.write(`mirror workers test still waiting; server log: ${server.stderr().slice(-3000)}\n`), 30_000);
+  const timer = setTimeout(() => process.stderr.write(`mirror workers test still waiting; server log: ${running.stderr().slice(-3000)}\n`), 30_000);
   const results = await Promise.all(Array.from({ length: 8 }, () => getFresh(url)));
   clearTimeout(timer);
   for (const result of results) assert.deepEqual(result, { status: 200, digest, bytes: bytes.length });
