@@ -221,6 +221,9 @@ export interface SigningKeyRecord {
   createdAt: number;
 }
 
+/** changeToken's scope for the catalog (no repository name starts with "/"). */
+export const CATALOG_SCOPE = "/catalog";
+
 export interface MetaStore {
   repositoryExists(repository: string): Promise<boolean>;
   listRepositories(page: Page): Promise<string[]>;
@@ -334,8 +337,13 @@ export interface MetaStore {
    * connection or process on the same database. Equal tokens mean nothing
    * changed, so results read under a token may be cached until it changes.
    * Optional: a driver without it gets no listing cache.
+   *
+   * `scope` narrows it: a repository (its tags, manifests and existence) or
+   * CATALOG_SCOPE (which repositories have manifests). A driver may ignore it
+   * and answer one token for everything (SQLite does); PostgreSQL with a live
+   * LISTEN connection moves only the scopes a write named.
    */
-  changeToken?(): Promise<string>;
+  changeToken?(scope?: string): Promise<string>;
 
   /**
    * The web UI's listings (optional: without them /ferry/v1/repositories

@@ -1,0 +1,217 @@
+/**
+ * The replica's LISTEN connection (one per process, outside the pool): it
+ * receives every replica's change announcements (changes.ts) and says
+ * whether it is live, i.e. connected, listening, and answering a heartbeat.
+ *
+ * While live, the store serves change tokens from memory (scoped-tokens.ts);
+ * the moment it is not (start-up, PostgreSQL restart, pg_terminate_backend
+ * of its backend, a network cut found by the heartbeat), the store falls back
+ * to reading the WAL position, which is always correct. It reconnects with
+ * backoff; going live again drops every cached entry, since announcements
+ * sent while it was away are lost.
+ *
+ * A writer waits (bounded) for its own announcement to come back on this
+ * connection before acknowledging: PostgreSQL signals every listening backend
+ * at commit, so by then the other replicas' backends have it too (waitFor).
+ */
+import pg from "pg";
+import { CHANNEL_SQL, decodePayload } from "./changes.js";
+
+export interface ListenerOptions {
+  clientConfig: pg.ClientConfig;
+  /** A change announced by any replica (this one included). */
+  onChange(scopes: string[]): void;
+  /** Called when the connection goes live (LISTEN done) and when it stops being live. */
+  onLiveChange(live: boolean): void;
+  /** Heartbeat period; a heartbeat unanswered for `heartbeatTimeoutMs` ends the connection. */
+  heartbeatMs?: number;
+  heartbeatTimeoutMs?: number;
+  /** Reconnect backoff bounds. */
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+export interface ListenerStatus {
+  live: boolean;
+  /** Since when (epoch ms) it is live, or since when it is not. */
+  since: number;
+  /** Times it went live after the first time. */
+  reconnects: number;
+  /** Announcements received (any replica's). */
+  received: number;
+  /** Writes acknowledged without their own announcement back within the bound (see waitFor). */
+  unconfirmedWrites: number;
+  /** Why it last stopped being live, if it did. */
+  lastError?: string;
+}
+
+interface Pending {
+  promise: Promise<boolean>;
+  resolve(confirmed: boolean): void;
+}
+
+export class ChangeListener {
+  private client: pg.Client | undefined;
+  private channel = "";
+  private live = false;
+  private closed = false;
+  private backoff: number;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private heartbeatInFlight = false;
+  /** Own announcements sent and not yet seen back, by id. */
+  private readonly pending = new Map<string, Pending>();
+  private readonly state: ListenerStatus = { live: false, since: Date.now(), reconnects: 0, received: 0, unconfirmedWrites: 0 };
+  private wentLiveBefore = false;
+
+  constructor(private readonly options: ListenerOptions) {
+    this.backoff = options.minBackoffMs ?? 100;
+  }
+
+  /** Starts connecting; resolves once the first attempt has ended (live or not): start-up is not held up by it. */
+  async start(): Promise<void> {
+    await this.connect();
+    this.heartbeatTimer = setInterval(() => this.heartbeat(), this.options.heartbeatMs ?? 1_000);
+    this.heartbeatTimer.unref();
+  }
+
+  get isLive(): boolean {
+    return this.live;
+  }
+
+  status(): ListenerStatus {
+    return { ...this.state };
+  }
+
+  /**
+   * Registers an announcement about to be sent (before its transaction commits:
+   * it may come back before the writer looks for it).
+   */
+  expect(id: string): void {
+    if (!this.live) return;
+    let resolve!: (confirmed: boolean) => void;
+    const promise = new Promise<boolean>((res) => (resolve = res));
+    this.pending.set(id, { promise, resolve });
+  }
+
+  /**
+   * Until announcement `id` came back on this connection, at most `timeoutMs`;
+   * true when it did. Not live (or not expected): false at once.
+   */
+  async waitFor(id: string, timeoutMs: number): Promise<boolean> {
+    const wait = this.pending.get(id)?.promise;
+    if (wait === undefined) {
+      this.state.unconfirmedWrites++;
+      return false;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const confirmed = await Promise.race([wait, new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)))]);
+    clearTimeout(timer);
+    this.forget(id);
+    if (!confirmed) this.state.unconfirmedWrites++;
+    return confirmed;
+  }
+
+  /** The announcement's transaction failed: nothing to wait for. */
+  forget(id: string): void {
+    this.pending.delete(id);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.heartbeatTimer);
+    clearTimeout(this.reconnectTimer);
+    const client = this.client;
+    this.setDown("closed");
+    if (client) await client.end().catch(() => {});
+  }
+
+  private async connect(): Promise<void> {
+    if (this.closed) return;
+    const client = new pg.Client({ ...this.options.clientConfig, application_name: "ferry-listen" });
+    this.client = client;
+    client.on("error", (error: Error) => this.lost(client, error.message));
+    client.on("end", () => this.lost(client, "connection ended"));
+    client.on("notification", (message) => {
+      if (client !== this.client || message.channel !== this.channel) return;
+      this.state.received++;
+      const { id, scopes } = decodePayload(message.payload ?? "");
+      this.options.onChange(scopes);
+      this.pending.get(id)?.resolve(true);
+    });
+    try {
+      await client.connect();
+      const row = (await client.query<{ channel: string }>(`select ${CHANNEL_SQL} as channel`)).rows[0]!;
+      await client.query(`listen "${row.channel.replace(/"/g, '""')}"`);
+      if (client !== this.client || this.closed) return;
+      this.channel = row.channel;
+      this.backoff = this.options.minBackoffMs ?? 100;
+      this.live = true;
+      if (this.wentLiveBefore) this.state.reconnects++;
+      this.wentLiveBefore = true;
+      this.state.live = true;
+      this.state.since = Date.now();
+      this.options.onLiveChange(true);
+    } catch (error) {
+      this.lost(client, (error as Error).message);
+    }
+  }
+
+  /** The connection `client` failed or ended: not live any more; try again after the backoff. */
+  private lost(client: pg.Client, reason: string): void {
+    if (client !== this.client) return;
+    this.client = undefined;
+    this.setDown(reason);
+    // A connection cut without a reset may never answer end(): drop the socket.
+    destroySocket(client);
+    client.end().catch(() => {});
+    if (this.closed) return;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = setTimeout(() => void this.connect(), this.backoff);
+    this.reconnectTimer.unref();
+    this.backoff = Math.min(this.backoff * 2, this.options.maxBackoffMs ?? 5_000);
+  }
+
+  private setDown(reason: string): void {
+    const wasLive = this.live;
+    this.live = false;
+    this.heartbeatInFlight = false;
+    // Writers waiting for their announcement cannot get it on this connection any more.
+    for (const pending of this.pending.values()) pending.resolve(false);
+    if (!wasLive) return;
+    this.state.live = false;
+    this.state.since = Date.now();
+    this.state.lastError = reason;
+    this.options.onLiveChange(false);
+  }
+
+  /**
+   * A query on the listening connection: a network cut that sends no reset
+   * would otherwise leave it "live" while announcements go nowhere.
+   */
+  private heartbeat(): void {
+    const client = this.client;
+    if (!this.live || !client || this.heartbeatInFlight) return;
+    this.heartbeatInFlight = true;
+    const timeoutMs = this.options.heartbeatTimeoutMs ?? 1_500;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`heartbeat unanswered after ${timeoutMs} ms`)), timeoutMs);
+    });
+    Promise.race([client.query("select 1"), timeout]).then(
+      () => {
+        clearTimeout(timer);
+        if (client === this.client) this.heartbeatInFlight = false;
+      },
+      (error: Error) => {
+        clearTimeout(timer);
+        this.lost(client, error.message);
+      },
+    );
+  }
+}
+
+function destroySocket(client: pg.Client): void {
+  const connection = (client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection;
+  connection?.stream?.destroy?.();
+}
