@@ -195,17 +195,21 @@ export class PostgresMetaStore extends SqlMetaStore {
    * listening replica, and never for a transaction that rolls back.
    */
   protected override async announce(trx: Transaction<MetadataDatabase>, changes: ChangeSet): Promise<void> {
-    changes.id = `${this.origin}:${++this.sequence}`;
-    this.listener?.expect(changes.id);
-    await sql`select pg_notify(${sql.raw(CHANNEL_SQL)}, ${encodePayload(changes.id, changes.list())})`.execute(trx);
+    const id = (changes.id = `${this.origin}:${++this.sequence}`);
+    this.listener?.expect(id);
+    // Who must confirm it: the listeners listening now (one set, read in the same statement).
+    const { rows } = await sql<{ listeners: number[] }>`
+      select pg_notify(${sql.raw(CHANNEL_SQL)}, ${encodePayload(id, changes.list())}) as sent,
+             array(select pid from pg_stat_activity
+                   where datname = current_database() and application_name = 'ferry-listen ' || ${sql.raw(CHANNEL_SQL)}) as listeners`.execute(trx);
+    this.listener?.members(id, rows[0]?.listeners ?? []);
   }
 
   /**
    * This replica's own entries go at once (read-your-writes here is exact);
-   * then, before the write is acknowledged, wait (bounded) until the
-   * announcement came back on this replica's listener: PostgreSQL queued it
-   * to every listening backend at commit, so by then the other replicas'
-   * backends have it too and what remains is their event loops' latency.
+   * then, before the write is acknowledged, wait (bounded) until every
+   * replica listening at commit has applied the announcement (listener.ts):
+   * after that no replica serves what the write replaced.
    */
   protected override async settle(changes: ChangeSet, committed: boolean): Promise<void> {
     this.tokens.drop(changes.list());

@@ -70,6 +70,27 @@ export async function announceAll(trx: QueryExecutorProvider, id: string): Promi
   await sql`select pg_notify(${sql.raw(CHANNEL_SQL)}, ${encodePayload(id, [ALL_SCOPES])})`.execute(trx);
 }
 
+/** Acknowledgements (listener.ts) start with this line; announcement ids never equal it. */
+export const ACK_PREFIX = "ack\n";
+
+/** Ids acknowledged, as few payloads as fit PostgreSQL's limit. */
+export function encodeAcks(ids: readonly string[]): string[] {
+  const payloads: string[] = [];
+  let current: string[] = [];
+  let bytes = 0;
+  for (const id of ids) {
+    if (bytes + id.length + 1 > MAX_PAYLOAD && current.length > 0) {
+      payloads.push(ACK_PREFIX + current.join("\n"));
+      current = [];
+      bytes = 0;
+    }
+    current.push(id);
+    bytes += id.length + 1;
+  }
+  if (current.length > 0) payloads.push(ACK_PREFIX + current.join("\n"));
+  return payloads;
+}
+
 export function decodePayload(payload: string): { id: string; scopes: string[] } {
   const [id = "", ...scopes] = payload.split("\n");
   // A payload this code did not write (someone's NOTIFY by hand): drop everything, never ignore it.

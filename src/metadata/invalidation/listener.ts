@@ -10,12 +10,17 @@
  * backoff; going live again drops every cached entry, since announcements
  * sent while it was away are lost.
  *
- * A writer waits (bounded) for its own announcement to come back on this
- * connection before acknowledging: PostgreSQL signals every listening backend
- * at commit, so by then the other replicas' backends have it too (waitFor).
+ * A writer waits (bounded) before acknowledging until every replica that
+ * was listening when its transaction committed has dropped the entries: each
+ * listener, having applied an announcement from another replica, answers it
+ * with an acknowledgement NOTIFY naming its id, and the writer knows whose
+ * answers to wait for from pg_stat_activity (each listener's backend carries
+ * `application_name = 'ferry-listen <channel>'`, set once it listens). Its own
+ * listener confirms by receiving the announcement itself (expect, members,
+ * waitFor).
  */
 import pg from "pg";
-import { CHANNEL_SQL, decodePayload } from "./changes.js";
+import { ACK_PREFIX, CHANNEL_SQL, decodePayload, encodeAcks } from "./changes.js";
 
 export interface ListenerOptions {
   clientConfig: pg.ClientConfig;
@@ -48,6 +53,10 @@ export interface ListenerStatus {
 interface Pending {
   promise: Promise<boolean>;
   resolve(confirmed: boolean): void;
+  /** Listener backends (pids) whose confirmation is still missing; undefined until the writer learnt who listens. */
+  waiting: Set<number> | undefined;
+  /** Confirmations that came before that. */
+  early: Set<number>;
 }
 
 export class ChangeListener {
@@ -59,8 +68,11 @@ export class ChangeListener {
   private reconnectTimer: NodeJS.Timeout | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private heartbeatInFlight = false;
-  /** Own announcements sent and not yet seen back, by id. */
+  /** Own announcements sent and not yet confirmed by every listener, by id. */
   private readonly pending = new Map<string, Pending>();
+  /** Other replicas' announcement ids applied here and not yet acknowledged (sent together, once per event-loop turn). */
+  private acks: string[] = [];
+  private ackScheduled = false;
   private readonly state: ListenerStatus = { live: false, since: Date.now(), reconnects: 0, received: 0, unconfirmedWrites: 0 };
   private wentLiveBefore = false;
 
@@ -91,12 +103,31 @@ export class ChangeListener {
     if (!this.live) return;
     let resolve!: (confirmed: boolean) => void;
     const promise = new Promise<boolean>((res) => (resolve = res));
-    this.pending.set(id, { promise, resolve });
+    this.pending.set(id, { promise, resolve, waiting: undefined, early: new Set() });
+  }
+
+  /** The listener backends (pids) listening when announcement `id` was sent: each must confirm it. */
+  members(id: string, pids: readonly number[]): void {
+    const pending = this.pending.get(id);
+    if (!pending) return;
+    pending.waiting = new Set(pids.filter((pid) => !pending.early.has(pid)));
+    if (pending.waiting.size === 0) pending.resolve(true);
+  }
+
+  private confirm(id: string, pid: number): void {
+    const pending = this.pending.get(id);
+    if (!pending) return;
+    if (pending.waiting === undefined) {
+      pending.early.add(pid);
+      return;
+    }
+    pending.waiting.delete(pid);
+    if (pending.waiting.size === 0) pending.resolve(true);
   }
 
   /**
-   * Until announcement `id` came back on this connection, at most `timeoutMs`;
-   * true when it did. Not live (or not expected): false at once.
+   * Until every listener named by `members` confirmed announcement `id`, at
+   * most `timeoutMs`; true when they did. Not live (or not expected): false at once.
    */
   async waitFor(id: string, timeoutMs: number): Promise<boolean> {
     const wait = this.pending.get(id)?.promise;
@@ -128,21 +159,32 @@ export class ChangeListener {
 
   private async connect(): Promise<void> {
     if (this.closed) return;
-    const client = new pg.Client({ ...this.options.clientConfig, application_name: "ferry-listen" });
+    const client = new pg.Client(this.options.clientConfig);
     this.client = client;
     client.on("error", (error: Error) => this.lost(client, error.message));
     client.on("end", () => this.lost(client, "connection ended"));
     client.on("notification", (message) => {
       if (client !== this.client || message.channel !== this.channel) return;
+      const payload = message.payload ?? "";
+      if (payload.startsWith(ACK_PREFIX)) {
+        for (const id of payload.slice(ACK_PREFIX.length).split("\n")) this.confirm(id, message.processId);
+        return;
+      }
       this.state.received++;
-      const { id, scopes } = decodePayload(message.payload ?? "");
+      const { id, scopes } = decodePayload(payload);
       this.options.onChange(scopes);
-      this.pending.get(id)?.resolve(true);
+      if (this.pending.has(id)) this.confirm(id, backendPid(client));
+      else this.acknowledge(client, id);
     });
     try {
       await client.connect();
       const row = (await client.query<{ channel: string }>(`select ${CHANNEL_SQL} as channel`)).rows[0]!;
-      await client.query(`listen "${row.channel.replace(/"/g, '""')}"`);
+      // Acknowledgements are NOTIFYs of their own: they need no durable commit.
+      await client.query("set synchronous_commit = off");
+      await client.query(`listen "${row.channel}"`);
+      // Set once listening: writers wait for the acknowledgement of every backend named so (and
+      // an operator can tell which backend listens for which schema).
+      await client.query(`set application_name = 'ferry-listen ${row.channel}'`);
       if (client !== this.client || this.closed) return;
       this.channel = row.channel;
       this.backoff = this.options.minBackoffMs ?? 100;
@@ -155,6 +197,22 @@ export class ChangeListener {
     } catch (error) {
       this.lost(client, (error as Error).message);
     }
+  }
+
+  /** Acknowledges another replica's announcement once this turn's notifications are applied (one NOTIFY for all of them). */
+  private acknowledge(client: pg.Client, id: string): void {
+    this.acks.push(id);
+    if (this.ackScheduled) return;
+    this.ackScheduled = true;
+    setImmediate(() => {
+      this.ackScheduled = false;
+      const ids = this.acks;
+      this.acks = [];
+      if (client !== this.client || !this.live) return;
+      for (const payload of encodeAcks(ids)) {
+        client.query("select pg_notify($1, $2)", [this.channel, payload]).catch((error: Error) => this.lost(client, error.message));
+      }
+    });
   }
 
   /** The connection `client` failed or ended: not live any more; try again after the backoff. */
@@ -209,6 +267,11 @@ export class ChangeListener {
       },
     );
   }
+}
+
+/** The backend's pid (BackendKeyData), which pg keeps but does not type. */
+function backendPid(client: pg.Client): number {
+  return (client as unknown as { processID: number }).processID;
 }
 
 function destroySocket(client: pg.Client): void {
