@@ -140,6 +140,35 @@ describe("cache invalidation across three replicas on PostgreSQL", { skip }, () 
     }
   });
 
+  it("a frozen replica costs writers the 200 ms bound once, not on every write; awake again it serves what it missed", async () => {
+    const [a, b] = urls();
+    const frozen = replicas[2]!;
+    const repository = `inv/frozen-${randomBytes(3).toString("hex")}`;
+    const images = [randomImage(repository, "x", 1, 256), randomImage(repository, "x", 1, 256)];
+    for (const image of images) await pushWithRetries(a, image, newStats());
+    await putTag(a, repository, "moving", images[0]!);
+    assert.equal(await tagDigest(frozen.url, repository, "moving"), images[0]!.manifestDigest, "a warm entry on the replica about to freeze");
+    const before = (await invalidation(a))!.unconfirmedWrites;
+    frozen.child.kill("SIGSTOP");
+    try {
+      const started = performance.now();
+      // Five moves: the tag ends on images[1], which the frozen replica never served.
+      for (let i = 0; i < 5; i++) await putTag(a, repository, "moving", images[(i + 1) % 2]!);
+      const elapsed = performance.now() - started;
+      assert.ok(elapsed < 5 * 200, `5 writes took ${Math.round(elapsed)} ms: the frozen replica was waited for on each`);
+      assert.ok((await invalidation(a))!.unconfirmedWrites > before, "the write that waited in vain is counted");
+      assert.equal(await tagDigest(b, repository, "moving"), images[1]!.manifestDigest, "live replicas still see every write");
+    } finally {
+      frozen.child.kill("SIGCONT");
+    }
+    // Awake: it applies the announcements queued on its connection and answers the last write.
+    const deadline = Date.now() + 5_000;
+    while ((await tagDigest(frozen.url, repository, "moving")) !== images[1]!.manifestDigest) {
+      if (Date.now() > deadline) assert.fail("the woken replica still serves the tag from before its freeze");
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  });
+
   it("pg_terminate_backend of every listener while writes go on: no stale answer at any moment, and invalidation comes back", async () => {
     const [a, b, c] = urls();
     const repository = `inv/kill-${randomBytes(3).toString("hex")}`;

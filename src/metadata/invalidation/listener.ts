@@ -73,6 +73,12 @@ export class ChangeListener {
   /** Other replicas' announcement ids applied here and not yet acknowledged (sent together, once per event-loop turn). */
   private acks: string[] = [];
   private ackScheduled = false;
+  /**
+   * Listener backends that let a wait run out: not waited for again until they
+   * acknowledge something (a frozen replica, or a host gone without a reset that
+   * PostgreSQL has not noticed yet, would otherwise cost every write the whole bound).
+   */
+  private readonly suspects = new Set<number>();
   private readonly state: ListenerStatus = { live: false, since: Date.now(), reconnects: 0, received: 0, unconfirmedWrites: 0 };
   private wentLiveBefore = false;
 
@@ -110,11 +116,13 @@ export class ChangeListener {
   members(id: string, pids: readonly number[]): void {
     const pending = this.pending.get(id);
     if (!pending) return;
-    pending.waiting = new Set(pids.filter((pid) => !pending.early.has(pid)));
+    for (const suspect of this.suspects) if (!pids.includes(suspect)) this.suspects.delete(suspect);
+    pending.waiting = new Set(pids.filter((pid) => !pending.early.has(pid) && !this.suspects.has(pid)));
     if (pending.waiting.size === 0) pending.resolve(true);
   }
 
   private confirm(id: string, pid: number): void {
+    this.suspects.delete(pid);
     const pending = this.pending.get(id);
     if (!pending) return;
     if (pending.waiting === undefined) {
@@ -138,8 +146,11 @@ export class ChangeListener {
     let timer: NodeJS.Timeout | undefined;
     const confirmed = await Promise.race([wait, new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)))]);
     clearTimeout(timer);
+    if (!confirmed) {
+      this.state.unconfirmedWrites++;
+      for (const pid of this.pending.get(id)?.waiting ?? []) this.suspects.add(pid);
+    }
     this.forget(id);
-    if (!confirmed) this.state.unconfirmedWrites++;
     return confirmed;
   }
 
@@ -181,6 +192,8 @@ export class ChangeListener {
       const row = (await client.query<{ channel: string }>(`select ${CHANNEL_SQL} as channel`)).rows[0]!;
       // Acknowledgements are NOTIFYs of their own: they need no durable commit.
       await client.query("set synchronous_commit = off");
+      // A replica host gone without a reset: its backend notices within ~30 s instead of the kernel's 2 hours.
+      for (const setting of ["tcp_keepalives_idle = 10", "tcp_keepalives_interval = 5", "tcp_keepalives_count = 3"]) await client.query(`set ${setting}`);
       await client.query(`listen "${row.channel}"`);
       // Set once listening: writers wait for the acknowledgement of every backend named so (and
       // an operator can tell which backend listens for which schema).
