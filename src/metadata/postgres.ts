@@ -196,13 +196,15 @@ export class PostgresMetaStore extends SqlMetaStore {
    */
   protected override async announce(trx: Transaction<MetadataDatabase>, changes: ChangeSet): Promise<void> {
     const id = (changes.id = `${this.origin}:${++this.sequence}`);
-    this.listener?.expect(id);
+    const heard = this.listener?.expect(id) ?? false;
     // Who must confirm it: the listeners listening now (one set, read in the same statement).
     const { rows } = await sql<{ listeners: number[] }>`
       select pg_notify(${sql.raw(CHANNEL_SQL)}, ${encodePayload(id, changes.list())}) as sent,
              array(select pid from pg_stat_activity
                    where datname = current_database() and application_name = 'ferry-listen ' || ${sql.raw(CHANNEL_SQL)}) as listeners`.execute(trx);
-    this.listener?.members(id, rows[0]?.listeners ?? []);
+    const listeners = rows[0]?.listeners ?? [];
+    if (heard) this.listener!.members(id, listeners);
+    else changes.unheard = listeners.length > 0;
   }
 
   /**
@@ -214,8 +216,15 @@ export class PostgresMetaStore extends SqlMetaStore {
   protected override async settle(changes: ChangeSet, committed: boolean): Promise<void> {
     this.tokens.drop(changes.list());
     if (changes.id === undefined || !this.listener) return;
-    if (committed) await this.listener.waitFor(changes.id, this.invalidationWaitMs);
-    else this.listener.forget(changes.id);
+    if (!committed) return this.listener.forget(changes.id);
+    if (changes.unheard) {
+      // This replica's listener is down, so acknowledgements cannot reach it, yet others listen:
+      // give them the whole bound to apply the announcement (counted as unconfirmed).
+      await new Promise((resolve) => setTimeout(resolve, this.invalidationWaitMs));
+      this.listener.countUnconfirmed();
+      return;
+    }
+    await this.listener.waitFor(changes.id, this.invalidationWaitMs);
   }
 
   /**

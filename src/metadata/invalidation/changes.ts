@@ -30,6 +30,8 @@ export class ChangeSet {
   private readonly scopes = new Set<string>();
   /** The announcement's id (origin:sequence), once announced. */
   id: string | undefined;
+  /** Announced while this replica could not hear acknowledgements, with other replicas listening. */
+  unheard = false;
 
   /** Tags, manifests or the repository's existence changed. */
   repository(name: string): void {

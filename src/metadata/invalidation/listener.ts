@@ -15,9 +15,8 @@
  * listener, having applied an announcement from another replica, answers it
  * with an acknowledgement NOTIFY naming its id, and the writer knows whose
  * answers to wait for from pg_stat_activity (each listener's backend carries
- * `application_name = 'ferry-listen <channel>'`, set once it listens). Its own
- * listener confirms by receiving the announcement itself (expect, members,
- * waitFor).
+ * `application_name = 'ferry-listen <channel>'`, set once it listens; its own
+ * listener is not waited for: the writer drops its own entries itself).
  */
 import pg from "pg";
 import { ACK_PREFIX, CHANNEL_SQL, decodePayload, encodeAcks } from "./changes.js";
@@ -105,11 +104,12 @@ export class ChangeListener {
    * Registers an announcement about to be sent (before its transaction commits:
    * it may come back before the writer looks for it).
    */
-  expect(id: string): void {
-    if (!this.live) return;
+  expect(id: string): boolean {
+    if (!this.live) return false;
     let resolve!: (confirmed: boolean) => void;
     const promise = new Promise<boolean>((res) => (resolve = res));
     this.pending.set(id, { promise, resolve, waiting: undefined, early: new Set() });
+    return true;
   }
 
   /** The listener backends (pids) listening when announcement `id` was sent: each must confirm it. */
@@ -117,7 +117,9 @@ export class ChangeListener {
     const pending = this.pending.get(id);
     if (!pending) return;
     for (const suspect of this.suspects) if (!pids.includes(suspect)) this.suspects.delete(suspect);
-    pending.waiting = new Set(pids.filter((pid) => !pending.early.has(pid) && !this.suspects.has(pid)));
+    // This replica's own entries were dropped by the writer itself: only the other replicas' acknowledgements matter.
+    const own = this.client ? backendPid(this.client) : undefined;
+    pending.waiting = new Set(pids.filter((pid) => pid !== own && !pending.early.has(pid) && !this.suspects.has(pid)));
     if (pending.waiting.size === 0) pending.resolve(true);
   }
 
@@ -139,10 +141,8 @@ export class ChangeListener {
    */
   async waitFor(id: string, timeoutMs: number): Promise<boolean> {
     const wait = this.pending.get(id)?.promise;
-    if (wait === undefined) {
-      this.state.unconfirmedWrites++;
-      return false;
-    }
+    // Not expected: announced while not live with nobody else listening (the store handles the other case).
+    if (wait === undefined) return false;
     let timer: NodeJS.Timeout | undefined;
     const confirmed = await Promise.race([wait, new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)))]);
     clearTimeout(timer);
@@ -152,6 +152,11 @@ export class ChangeListener {
     }
     this.forget(id);
     return confirmed;
+  }
+
+  /** A write acknowledged without confirmations (the store waited the bound itself). */
+  countUnconfirmed(): void {
+    this.state.unconfirmedWrites++;
   }
 
   /** The announcement's transaction failed: nothing to wait for. */
@@ -247,8 +252,8 @@ export class ChangeListener {
     const wasLive = this.live;
     this.live = false;
     this.heartbeatInFlight = false;
-    // Writers waiting for their announcement cannot get it on this connection any more.
-    for (const pending of this.pending.values()) pending.resolve(false);
+    // Writers waiting for acknowledgements cannot get them on this connection any more: their
+    // waits run to the bound (the other replicas are still applying the announcement meanwhile).
     if (!wasLive) return;
     this.state.live = false;
     this.state.since = Date.now();
