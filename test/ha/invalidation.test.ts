@@ -151,12 +151,11 @@ describe("cache invalidation across three replicas on PostgreSQL", { skip }, () 
     const before = (await invalidation(a))!.unconfirmedWrites;
     frozen.child.kill("SIGSTOP");
     try {
-      const started = performance.now();
       // Five moves: the tag ends on images[1], which the frozen replica never served.
       for (let i = 0; i < 5; i++) await putTag(a, repository, "moving", images[(i + 1) % 2]!);
-      const elapsed = performance.now() - started;
-      assert.ok(elapsed < 5 * 200, `5 writes took ${Math.round(elapsed)} ms: the frozen replica was waited for on each`);
-      assert.ok((await invalidation(a))!.unconfirmedWrites > before, "the write that waited in vain is counted");
+      const unconfirmed = (await invalidation(a))!.unconfirmedWrites - before;
+      assert.ok(unconfirmed >= 1, "the write that waited in vain is counted");
+      assert.ok(unconfirmed < 5, `${unconfirmed} of 5 writes waited the whole bound: the frozen replica was waited for on each`);
       assert.equal(await tagDigest(b, repository, "moving"), images[1]!.manifestDigest, "live replicas still see every write");
     } finally {
       frozen.child.kill("SIGCONT");
