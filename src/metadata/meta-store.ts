@@ -300,6 +300,15 @@ export interface MetaStore {
    * One row per failure, so concurrent failures on several replicas all count.
    */
   recordLoginFailure?(kind: LoginFailureKind, key: string, at: number): Promise<void>;
+  /**
+   * Claims one login attempt for `key` before its password is checked: records
+   * a failure at `at` and returns its id, unless `limit` failures after `since`
+   * are already recorded (then null, nothing recorded). Atomic across processes
+   * and replicas, so simultaneous attempts cannot all pass a check made before
+   * any of them counted. A login that succeeds releases its claim.
+   */
+  claimLoginAttempt?(kind: LoginFailureKind, key: string, at: number, since: number, limit: number): Promise<number | null>;
+  releaseLoginAttempt?(id: number): Promise<void>;
   /** Failure times of `key` after `since`, ascending, at most the newest `limit`. */
   loginFailureTimes?(kind: LoginFailureKind, key: string, since: number, limit: number): Promise<number[]>;
   /**

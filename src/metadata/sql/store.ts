@@ -583,6 +583,14 @@ export class SqlMetaStore implements MetaStore {
     await this.auth.recordFailure(this.db, kind, key, at);
   }
 
+  claimLoginAttempt(kind: LoginFailureKind, key: string, at: number, since: number, limit: number): Promise<number | null> {
+    return this.tx((trx) => this.auth.claimAttempt(trx, this.dialect, kind, key, at, since, limit));
+  }
+
+  releaseLoginAttempt(id: number): Promise<void> {
+    return this.auth.releaseAttempt(this.db, id);
+  }
+
   loginFailureTimes(kind: LoginFailureKind, key: string, since: number, limit: number): Promise<number[]> {
     return this.auth.failureTimes(this.db, kind, key, since, limit);
   }
