@@ -22,8 +22,10 @@
  * tables are reloaded from it for the keys of each login (admitShared,
  * failedShared) and each failure is written to it, so three replicas behind
  * a load balancer, on one host or several, allow what one would, not three
- * times as much. Logins racing on several replicas at the same instant can
- * each pass admit before seeing the others' failures: the overshoot is at
+ * times as much. The user name's limit is claimed atomically before the
+ * password check (admitShared), so logins racing on several replicas cannot
+ * overshoot it; the address limits are read before the check and can be
+ * overshot by the attempts in flight: the overshoot is at
  * most the number of concurrent attempts, never a multiple of the limit.
  */
 import { RegistryError } from "../oci/errors.js";
