@@ -123,7 +123,8 @@ export class PolicyAccess implements AccessController {
     const { limiter, users, logger } = this.deps;
     let claim: LoginClaim | undefined;
     try {
-      claim = await limiter.admitShared(remoteAddress, user);
+      // A password verified moments ago cannot fail: no claim (and no write) for it.
+      claim = await limiter.admitShared(remoteAddress, user, !users.knownGood(user, password));
     } catch (error) {
       throw loginFailed(error, "rate-limited", user);
     }

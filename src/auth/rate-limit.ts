@@ -99,11 +99,11 @@ export class LoginLimiter {
    * releases it), so simultaneous attempts on several replicas cannot each
    * pass a check made before any of them was counted. What the HTTP layer calls.
    */
-  async admitShared(address: string, user: string): Promise<LoginClaim | undefined> {
+  async admitShared(address: string, user: string, claimAttempt = true): Promise<LoginClaim | undefined> {
     await this.loadShared(address, user);
     this.admit(address, user);
     const claim = this.shared?.claim;
-    if (!claim) return undefined;
+    if (!claim || !claimAttempt) return undefined;
     let id: number | null | undefined;
     try {
       id = await claim.call(this.shared, "user", storedKey(user), this.now(), this.now() - this.limits.windowMs, this.limits.perUser);
