@@ -49,7 +49,8 @@ export class ResultStore {
     return this.errors.size > 0;
   }
 
-  rows(): Row[] {
+  /** `metadata`: which mode's targets apply (bench/targets.ts). */
+  rows(metadata: 'sqlite' | 'postgres' = 'sqlite'): Row[] {
     return [...this.metrics.values()].map((metric) => {
       const s = this.samples.get(metric.id) ?? {};
       const ferry = s.ferry?.length ? summarize(s.ferry) : undefined;
@@ -58,7 +59,7 @@ export class ResultStore {
       if (ferry && reference) {
         ratio = metric.better === 'higher' ? ferry.median / reference.median : reference.median / ferry.median;
       }
-      const target = targetFor(metric.id);
+      const target = targetFor(metric.id, metadata);
       return {
         metric,
         ferry,

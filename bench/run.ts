@@ -162,7 +162,7 @@ async function main(): Promise<number> {
       loadAverage: { start: loadAtStart, end: os.loadavg()[0] },
     };
     if (pkg.version) store.note(`ferry package version ${pkg.version}`);
-    const rows = store.rows();
+    const rows = store.rows(options.metadata);
     process.stdout.write(`\n${renderReport(info, rows, store.notes)}\n`);
     await writeResultsJson(options.out, info, rows, store.notes);
     log(`results written to ${path.relative(process.cwd(), options.out) || options.out}`);

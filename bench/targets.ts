@@ -27,8 +27,21 @@ const TARGETS: ReadonlyArray<[RegExp, Target]> = [
   [/^rss\.mix\.peak$/, { kind: 'relative', max: 1.5 }],
 ];
 
-export function targetFor(metricId: string): Target | undefined {
-  return TARGETS.find(([re]) => re.test(metricId))?.[1];
+/**
+ * `--metadata postgres`: Ferry on PostgreSQL (ferry column) against Ferry on
+ * SQLite (reference column), issue 13's targets. The filesystem-mode goals
+ * against distribution mean nothing there.
+ */
+const POSTGRES_TARGETS: ReadonlyArray<[RegExp, Target]> = [
+  [/^(manifest\.get\.tag|wrk\.manifest\.tag)\.rps$/, { kind: 'ratio', min: 0.8 }],
+  [/^wrk\.tags\.rps$/, { kind: 'ratio', min: 0.8 }],
+  [/^list\.(tags|catalog)\.first\.n\d+\.ms$/, { kind: 'ratio', min: 0.8 }],
+  [/^load\.tags\.n\d+\.s$/, { kind: 'ratio', min: 0.5 }],
+];
+
+export function targetFor(metricId: string, metadata: 'sqlite' | 'postgres' = 'sqlite'): Target | undefined {
+  const table = metadata === 'postgres' ? POSTGRES_TARGETS : TARGETS;
+  return table.find(([re]) => re.test(metricId))?.[1];
 }
 
 export interface TargetResult {

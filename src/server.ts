@@ -31,6 +31,7 @@ import type { Services } from "./http/context.js";
 import { Metrics } from "./http/metrics.js";
 import { coreExtensions } from "./http/handlers/operations.js";
 import { ReadinessCheck } from "./health/readiness.js";
+import { invalidationDetails, registerInvalidationMetrics } from "./metadata/invalidation/report.js";
 import { storeProbes } from "./health/probes.js";
 import { ClientAddressResolver } from "./http/client-address.js";
 import { UploadSlots } from "./http/upload-slots.js";
@@ -187,8 +188,12 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
       filesystemRoot: blobs instanceof FilesystemBlobStore ? (config.storage.filesystem.path ? resolve(config.storage.filesystem.path) : dataDir) : undefined,
       sqlitePath: config.metadata.driver === "sqlite" ? metadataPath : undefined,
     }),
-    { timeoutMs: 1500, cacheMs: 500 },
+    { timeoutMs: 1500, cacheMs: 500, details: () => {
+        const cacheInvalidation = invalidationDetails(store);
+        return cacheInvalidation ? { cacheInvalidation } : undefined;
+      } },
   );
+  registerInvalidationMetrics(metrics.registry, store);
   const extensions = [
     ...coreExtensions(metrics, readiness),
     ...(access.extensions ?? []),

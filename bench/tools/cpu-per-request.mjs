@@ -1,12 +1,16 @@
 // CPU per manifest GET by tag: ferry process and (for PostgreSQL) the postgres server processes.
-// Usage (after npm run build): node bench/tools/cpu-per-request.mjs sqlite | postgres <url>; run from the repository root.
+// Usage (after npm run build): node bench/tools/cpu-per-request.mjs sqlite | postgres <url>; run from the repository root
+// (the build measured is ./dist). PG_DATA=<data directory> counts only that PostgreSQL server.
 import { spawn, execSync } from "node:child_process";
 import { mkdtempSync, readFileSync, readdirSync } from "node:fs";
 import { createHash } from "node:crypto";
 const [mode, pgUrl] = process.argv.slice(2);
 const tick = 100; // USER_HZ
 const cpuOf = (pid) => { const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" "); return (Number(f[11]) + Number(f[12])) / tick; };
-const pgCpu = () => { let t = 0; for (const p of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) { try { const cmd = readFileSync(`/proc/${p}/cmdline`, "utf8"); if (cmd.startsWith("postgres")) t += cpuOf(p); } catch {} } return t; };
+// PG_DATA=<data directory>: only that server's processes (the postmaster and its children), not every PostgreSQL on the machine.
+const postmaster = process.env.PG_DATA ? Number(readFileSync(`${process.env.PG_DATA}/postmaster.pid`, "utf8").split("\n")[0]) : undefined;
+const parentOf = (pid) => Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")[1]);
+const pgCpu = () => { let t = 0; for (const p of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) { try { const cmd = readFileSync(`/proc/${p}/cmdline`, "utf8"); if (!cmd.startsWith("postgres")) continue; if (postmaster !== undefined && Number(p) !== postmaster && parentOf(p) !== postmaster) continue; t += cpuOf(p); } catch {} } return t; };
 const data = mkdtempSync("/tmp/cpureq-");
 const port = 20000 + Math.floor(Math.random() * 10000);
 const env = { PATH: process.env.PATH, FERRY_LOG__LEVEL: "error", FERRY_LOG__ACCESS_LOG: "false" };

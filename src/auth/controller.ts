@@ -22,7 +22,7 @@ import type { Extension } from "../http/app.js";
 import type { AccessController, AccessRequest, Principal, RepositoryAction } from "./access.js";
 import type { AuthConfig } from "./config.js";
 import type { Policy } from "./policy.js";
-import type { LoginLimiter } from "./rate-limit.js";
+import type { LoginClaim, LoginLimiter } from "./rate-limit.js";
 import { formatScope, type Scope } from "./scope.js";
 import { TokenError, type TokenService } from "./tokens.js";
 import type { UserDirectory } from "./users.js";
@@ -121,13 +121,18 @@ export class PolicyAccess implements AccessController {
    */
   async login(user: string, password: string, remoteAddress: string, realm: string | undefined): Promise<void> {
     const { limiter, users, logger } = this.deps;
+    let claim: LoginClaim | undefined;
     try {
-      await limiter.admitShared(remoteAddress, user);
+      // A password verified moments ago cannot fail: no claim (and no write) for it.
+      claim = await limiter.admitShared(remoteAddress, user, !users.knownGood(user, password));
     } catch (error) {
       throw loginFailed(error, "rate-limited", user);
     }
-    if (await users.verify(user, password, (work) => this.checks.run(remoteAddress, work))) return;
-    const outcome = await limiter.failedShared(remoteAddress, user);
+    if (await users.verify(user, password, (work) => this.checks.run(remoteAddress, work))) {
+      await limiter.succeeded(claim);
+      return;
+    }
+    const outcome = await limiter.failedShared(remoteAddress, user, claim);
     const who = { user: user.slice(0, 100), address: remoteAddress };
     logger.info(who, "failed login");
     for (const kind of outcome.reached) {

@@ -22,8 +22,10 @@
  * tables are reloaded from it for the keys of each login (admitShared,
  * failedShared) and each failure is written to it, so three replicas behind
  * a load balancer, on one host or several, allow what one would, not three
- * times as much. Logins racing on several replicas at the same instant can
- * each pass admit before seeing the others' failures: the overshoot is at
+ * times as much. The user name's limit is claimed atomically before the
+ * password check (admitShared), so logins racing on several replicas cannot
+ * overshoot it; the address limits are read before the check and can be
+ * overshot by the attempts in flight: the overshoot is at
  * most the number of concurrent attempts, never a multiple of the limit.
  */
 import { RegistryError } from "../oci/errors.js";
@@ -42,6 +44,11 @@ export interface LoginLimits {
 }
 
 export type LimitKind = "user" | "address";
+
+/** A login attempt counted before its password check (admitShared): hand it to failedShared or succeeded. */
+export interface LoginClaim {
+  id: number;
+}
 
 export interface FailureOutcome {
   /** The 429 to answer instead of 401 (the address is over its limit), or null. */
@@ -85,16 +92,46 @@ export class LoginLimiter {
     return this.count(address, user).outcome;
   }
 
-  /** admit(), after loading what every process and replica recorded for this login's keys. What the HTTP layer calls. */
-  async admitShared(address: string, user: string): Promise<void> {
+  /**
+   * admit(), after loading what every process and replica recorded for this
+   * login's keys; then, where the shared log can, claims the attempt against
+   * the user name's limit atomically (counted as a failure until succeeded()
+   * releases it), so simultaneous attempts on several replicas cannot each
+   * pass a check made before any of them was counted. What the HTTP layer calls.
+   */
+  async admitShared(address: string, user: string, claimAttempt = true): Promise<LoginClaim | undefined> {
     await this.loadShared(address, user);
     this.admit(address, user);
+    const claim = this.shared?.claim;
+    if (!claim || !claimAttempt) return undefined;
+    let id: number | null | undefined;
+    try {
+      id = await claim.call(this.shared, "user", storedKey(user), this.now(), this.now() - this.limits.windowMs, this.limits.perUser);
+    } catch {
+      // The shared log is unwritable: this process's own counts limit, failures are recorded after the check.
+      return undefined;
+    }
+    if (id === undefined) return undefined;
+    if (id === null) {
+      // Attempts on other replicas reached the limit first.
+      await this.loadShared(address, user);
+      throw tooMany(this.users.wait(user) || this.limits.windowMs, "for this user name");
+    }
+    return { id };
   }
 
-  /** failed(), counted on the shared log too (awaited: the next attempt, on any replica, sees it). */
-  async failedShared(address: string, user: string | null): Promise<FailureOutcome> {
+  /** The claimed attempt's password was right: it is not a failure. */
+  async succeeded(claim: LoginClaim | undefined): Promise<void> {
+    if (claim) await this.shared?.release?.(claim.id).catch(() => undefined);
+  }
+
+  /**
+   * failed(), counted on the shared log too (awaited: the next attempt, on any
+   * replica, sees it). With `claim`, the user name's failure is already recorded.
+   */
+  async failedShared(address: string, user: string | null, claim?: LoginClaim): Promise<FailureOutcome> {
     await this.loadShared(address, user);
-    const { outcome, writes } = this.count(address, user);
+    const { outcome, writes } = this.count(address, user, claim !== undefined);
     if (this.shared) {
       const at = this.now();
       try {
@@ -106,14 +143,19 @@ export class LoginLimiter {
     return outcome;
   }
 
-  private count(address: string, user: string | null): { outcome: FailureOutcome; writes: Array<[FailureKind, string]> } {
+  private count(address: string, user: string | null, claimed = false): { outcome: FailureOutcome; writes: Array<[FailureKind, string]> } {
     const limited = this.addresses.wait(address) > 0;
     const reached: LimitKind[] = [];
     const writes: Array<[FailureKind, string]> = [["address", address]];
     if (crossed(this.addresses, address, this.limits.perAddress)) reached.push("address");
     if (user !== null) {
-      if (crossed(this.users, user, this.limits.perUser)) reached.push("user");
-      writes.push(["user", user]);
+      if (claimed) {
+        // The claim is in the shared log, so the load above counted it already.
+        if (this.users.count(user) === this.limits.perUser) reached.push("user");
+      } else {
+        if (crossed(this.users, user, this.limits.perUser)) reached.push("user");
+        writes.push(["user", user]);
+      }
       if (limited) {
         this.pairs.record(pairKey(address, user));
         writes.push(["pair", pairKey(address, user)]);

@@ -21,11 +21,19 @@ export interface SharedFailureLog {
   /** Failure times of `key` after `since`, ascending, at most the newest `limit`. */
   times(kind: FailureKind, key: string, since: number, limit: number): Promise<number[]>;
   record(kind: FailureKind, key: string, at: number): Promise<void>;
+  /**
+   * Records a failure before the password is checked unless `limit` are
+   * recorded after `since` (atomic across replicas): its id, null when
+   * refused, undefined when the store cannot claim (then failures are recorded after the check).
+   */
+  claim?(kind: FailureKind, key: string, at: number, since: number, limit: number): Promise<number | null | undefined>;
+  /** Forgets a claimed failure (the login succeeded). */
+  release?(id: number): Promise<void>;
 }
 
 const PRUNE_EVERY = 256;
 
-type FailureStore = Required<Pick<MetaStore, "recordLoginFailure" | "loginFailureTimes" | "pruneLoginFailures">>;
+type FailureStore = Required<Pick<MetaStore, "recordLoginFailure" | "loginFailureTimes" | "pruneLoginFailures">> & Pick<MetaStore, "claimLoginAttempt" | "releaseLoginAttempt">;
 
 /** The store's failure log, or undefined when its driver keeps none. */
 export function storeFailureLog(meta: MetaStore, windowMs: number, maxRows: number, now: () => number = Date.now): SharedFailureLog | undefined {
@@ -48,8 +56,24 @@ class StoreFailureLog implements SharedFailureLog {
     return this.meta.loginFailureTimes(kind, databaseKey(key), since, limit);
   }
 
+  claim(kind: FailureKind, key: string, at: number, since: number, limit: number): Promise<number | null | undefined> {
+    if (!this.meta.claimLoginAttempt) return Promise.resolve(undefined);
+    return this.meta.claimLoginAttempt(kind, databaseKey(key), at, since, limit).then(async (id) => {
+      if (id !== null) await this.housekeeping();
+      return id;
+    });
+  }
+
+  async release(id: number): Promise<void> {
+    await this.meta.releaseLoginAttempt?.(id);
+  }
+
   async record(kind: FailureKind, key: string, at: number): Promise<void> {
     await this.meta.recordLoginFailure(kind, databaseKey(key), at);
+    await this.housekeeping();
+  }
+
+  private async housekeeping(): Promise<void> {
     // Housekeeping off the login's path, one run at a time per process.
     if (++this.writes % PRUNE_EVERY !== 0 || this.pruning) return;
     this.pruning = this.meta

@@ -29,12 +29,16 @@ export interface ProbeResult {
 export interface Readiness {
   ok: boolean;
   checks: Record<ProbeName, ProbeResult>;
+  /** Information that does not decide readiness (e.g. whether cache invalidation is live). */
+  details?: Record<string, unknown>;
 }
 
 export interface ReadinessOptions {
   timeoutMs: number;
   cacheMs: number;
   now?: () => number;
+  /** Computed on every check, never probed. */
+  details?: () => Record<string, unknown> | undefined;
 }
 
 export class ReadinessCheck {
@@ -50,9 +54,9 @@ export class ReadinessCheck {
   }
 
   async check(): Promise<Readiness> {
-    if (this.last && this.now() - this.last.at < this.options.cacheMs) return this.last.result;
-    this.running ??= this.runAll().finally(() => (this.running = null));
-    return this.running;
+    const result = this.last && this.now() - this.last.at < this.options.cacheMs ? this.last.result : await (this.running ??= this.runAll().finally(() => (this.running = null)));
+    const details = this.options.details?.();
+    return details ? { ...result, details } : result;
   }
 
   private async runAll(): Promise<Readiness> {

@@ -16,6 +16,7 @@ import { createHash } from "node:crypto";
 import { sql, type Kysely } from "kysely";
 import type { SqlDialect } from "./sql/dialect.js";
 import type { MetadataDatabase } from "./sql/schema.js";
+import { announceAll } from "./invalidation/changes.js";
 
 type Table = Exclude<keyof MetadataDatabase, "leases" | "ferry_schema" | "login_failures">;
 
@@ -98,6 +99,8 @@ export async function copyMetadata(
     }
     // New repositories must not reuse the copied ids.
     await targetDialect.afterIdsCopied(trx, "repositories", "id");
+    // Replicas already running on the target drop every cached listing at commit.
+    if (targetDialect.name === "postgres") await announceAll(trx, "migrate");
   });
   const [sourceHash, targetHash] = [await manifestHash(source), await manifestHash(target)];
   if (sourceHash.count !== targetHash.count || sourceHash.hash !== targetHash.hash) {

@@ -221,6 +221,9 @@ export interface SigningKeyRecord {
   createdAt: number;
 }
 
+/** changeToken's scope for the catalog (no repository name starts with "/"). */
+export const CATALOG_SCOPE = "/catalog";
+
 export interface MetaStore {
   repositoryExists(repository: string): Promise<boolean>;
   listRepositories(page: Page): Promise<string[]>;
@@ -297,6 +300,15 @@ export interface MetaStore {
    * One row per failure, so concurrent failures on several replicas all count.
    */
   recordLoginFailure?(kind: LoginFailureKind, key: string, at: number): Promise<void>;
+  /**
+   * Claims one login attempt for `key` before its password is checked: records
+   * a failure at `at` and returns its id, unless `limit` failures after `since`
+   * are already recorded (then null, nothing recorded). Atomic across processes
+   * and replicas, so simultaneous attempts cannot all pass a check made before
+   * any of them counted. A login that succeeds releases its claim.
+   */
+  claimLoginAttempt?(kind: LoginFailureKind, key: string, at: number, since: number, limit: number): Promise<number | null>;
+  releaseLoginAttempt?(id: number): Promise<void>;
   /** Failure times of `key` after `since`, ascending, at most the newest `limit`. */
   loginFailureTimes?(kind: LoginFailureKind, key: string, since: number, limit: number): Promise<number[]>;
   /**
@@ -334,8 +346,13 @@ export interface MetaStore {
    * connection or process on the same database. Equal tokens mean nothing
    * changed, so results read under a token may be cached until it changes.
    * Optional: a driver without it gets no listing cache.
+   *
+   * `scope` narrows it: a repository (its tags, manifests and existence) or
+   * CATALOG_SCOPE (which repositories have manifests). A driver may ignore it
+   * and answer one token for everything (SQLite does); PostgreSQL with a live
+   * LISTEN connection moves only the scopes a write named.
    */
-  changeToken?(): Promise<string>;
+  changeToken?(scope?: string): Promise<string>;
 
   /**
    * The web UI's listings (optional: without them /ferry/v1/repositories

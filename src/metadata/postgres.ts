@@ -4,17 +4,24 @@
  * token live here; the queries and the schema are shared with SQLite
  * (sql/store.ts, sql/migrations.ts).
  *
- * Change token: `pg_current_wal_insert_lsn()`, one round trip. A commit
- * inserts its WAL record before it becomes visible, so a token read after a
- * write became visible differs from every token read before it: a client
- * that pushed through replica A and pulls through replica B right after sees
- * its push (a LISTEN/NOTIFY can arrive late; this cannot). Any write in the
- * cluster moves it, so it only ever empties caches too often, never too
- * rarely. Reads go out on two connections of their own; callers arriving
- * while both are busy share the next one (see changeToken).
+ * Change tokens (docs/metadata.md, "Caches and invalidation"): while this
+ * replica's LISTEN connection is live (invalidation/listener.ts), per scope
+ * from memory, moved by every replica's announcements (NOTIFY inside each
+ * writing transaction); a writer waits, bounded, for its own announcement to
+ * come back before acknowledging. When the listener is not live,
+ * `pg_current_wal_insert_lsn()`, one round trip: a commit inserts its WAL
+ * record before it becomes visible, so a token read after a write became
+ * visible differs from every token read before it. Any write in the cluster
+ * moves it, so it only ever empties caches too often, never too rarely. Those
+ * reads go out on two connections of their own; callers arriving while both
+ * are busy share the next one (see walToken).
  */
+import { randomBytes } from "node:crypto";
 import pg from "pg";
-import { Kysely, PostgresDialect, sql } from "kysely";
+import { Kysely, PostgresDialect, sql, type Transaction } from "kysely";
+import { CHANNEL_SQL, encodePayload, type ChangeSet } from "./invalidation/changes.js";
+import { ChangeListener, type ListenerStatus } from "./invalidation/listener.js";
+import { ScopedTokens } from "./invalidation/scoped-tokens.js";
 import { postgresDialect } from "./sql/dialect.js";
 import { migrate } from "./sql/migrations.js";
 import type { LeaseDatabase, MetadataDatabase } from "./sql/schema.js";
@@ -30,7 +37,17 @@ export interface PostgresOptions {
   statementTimeoutMs: number;
   /** The configuration key the URL came from, for error messages. */
   key?: string;
+  /**
+   * Longest a write waits, before it is acknowledged, for its own change
+   * announcement to come back on this replica's LISTEN connection (default 200).
+   */
+  invalidationWaitMs?: number;
+  /** Off: no LISTEN connection, every token read from the WAL position (tests, tools such as ferry migrate). */
+  listen?: boolean;
 }
+
+/** Default bound on a writer's wait for its own announcement. */
+const INVALIDATION_WAIT_MS = 200;
 
 /** Start-up could not use the database: names the key and what PostgreSQL answered. */
 export class PostgresStartError extends Error {}
@@ -94,6 +111,13 @@ export class PostgresMetaStore extends SqlMetaStore {
   private readonly tokenSlots: TokenSlot[] = Array.from({ length: TOKEN_CONNECTIONS }, () => ({ client: undefined, busy: false }));
   /** Callers that arrived while every slot was busy: they share the read sent when a slot frees. */
   private queuedToken: QueuedToken | undefined;
+  /** Tokens served from memory while the listener is live. */
+  private readonly tokens = new ScopedTokens();
+  private listener: ChangeListener | undefined;
+  /** This process's announcements are `<origin>:<sequence>`. */
+  private readonly origin = randomBytes(6).toString("hex");
+  private sequence = 0;
+  private invalidationWaitMs = INVALIDATION_WAIT_MS;
 
   private constructor(
     db: Kysely<MetadataDatabase>,
@@ -101,6 +125,22 @@ export class PostgresMetaStore extends SqlMetaStore {
     private readonly clientConfig: pg.ClientConfig,
   ) {
     super(db, postgresDialect, db as unknown as Kysely<LeaseDatabase>);
+  }
+
+  /** Starts the LISTEN connection; its first attempt ends before this resolves (live or falling back). */
+  private async listen(): Promise<void> {
+    this.listener = new ChangeListener({
+      clientConfig: this.clientConfig,
+      onChange: (scopes) => this.tokens.drop(scopes),
+      // Either way every cached entry goes: announcements made while not live were lost.
+      onLiveChange: () => this.tokens.dropAll(),
+    });
+    await this.listener.start();
+  }
+
+  /** Whether cache invalidation is live (for /healthz and metrics); undefined when this store does not listen. */
+  invalidationStatus(): ListenerStatus | undefined {
+    return this.listener?.status();
   }
 
   /** Connects, checks the database answers, and creates or migrates the schema. */
@@ -132,6 +172,8 @@ export class PostgresMetaStore extends SqlMetaStore {
         throw new PostgresStartError(`${key} (${redactUrl(options.url)}): ${describe(error)}`);
       });
       await migrate(db, postgresDialect);
+      store.invalidationWaitMs = options.invalidationWaitMs ?? INVALIDATION_WAIT_MS;
+      if (options.listen !== false) await store.listen();
     } catch (error) {
       await db.destroy().catch(() => {});
       throw error;
@@ -140,11 +182,57 @@ export class PostgresMetaStore extends SqlMetaStore {
   }
 
   /**
-   * A token read sent after the caller arrived (an earlier one could predate
+   * The token of `scope` (a repository, CATALOG_SCOPE; none: any change).
+   * Live listener: from memory, no I/O. Otherwise the WAL position.
+   */
+  changeToken(scope?: string): Promise<string> {
+    if (this.listener?.isLive) return Promise.resolve(this.tokens.token(scope));
+    return this.walToken();
+  }
+
+  /**
+   * Inside the writing transaction: NOTIFY is delivered at commit, to every
+   * listening replica, and never for a transaction that rolls back.
+   */
+  protected override async announce(trx: Transaction<MetadataDatabase>, changes: ChangeSet): Promise<void> {
+    const id = (changes.id = `${this.origin}:${++this.sequence}`);
+    const heard = this.listener?.expect(id) ?? false;
+    // Who must confirm it: the listeners listening now (one set, read in the same statement).
+    const { rows } = await sql<{ listeners: number[] }>`
+      select pg_notify(${sql.raw(CHANNEL_SQL)}, ${encodePayload(id, changes.list())}) as sent,
+             array(select pid from pg_stat_activity
+                   where datname = current_database() and application_name = 'ferry-listen ' || ${sql.raw(CHANNEL_SQL)}) as listeners`.execute(trx);
+    const listeners = rows[0]?.listeners ?? [];
+    if (heard) this.listener!.members(id, listeners);
+    else changes.unheard = listeners.length > 0;
+  }
+
+  /**
+   * This replica's own entries go at once (read-your-writes here is exact);
+   * then, before the write is acknowledged, wait (bounded) until every
+   * replica listening at commit has applied the announcement (listener.ts):
+   * after that no replica serves what the write replaced.
+   */
+  protected override async settle(changes: ChangeSet, committed: boolean): Promise<void> {
+    this.tokens.drop(changes.list());
+    if (changes.id === undefined || !this.listener) return;
+    if (!committed) return this.listener.forget(changes.id);
+    if (changes.unheard) {
+      // This replica's listener is down, so acknowledgements cannot reach it, yet others listen:
+      // give them the whole bound to apply the announcement (counted as unconfirmed).
+      await new Promise((resolve) => setTimeout(resolve, this.invalidationWaitMs));
+      this.listener.countUnconfirmed();
+      return;
+    }
+    await this.listener.waitFor(changes.id, this.invalidationWaitMs);
+  }
+
+  /**
+   * A WAL position read sent after the caller arrived (an earlier one could predate
    * the write the caller must see): on an idle token connection at once, else
    * shared with every other caller waiting, sent when a connection frees.
    */
-  changeToken(): Promise<string> {
+  private walToken(): Promise<string> {
     const slot = this.tokenSlots.find((candidate) => !candidate.busy);
     if (slot) return this.sendToken(slot);
     if (!this.queuedToken) {
@@ -207,6 +295,7 @@ export class PostgresMetaStore extends SqlMetaStore {
   }
 
   override async close(): Promise<void> {
+    await this.listener?.close();
     for (const slot of this.tokenSlots) {
       const client = slot.client;
       slot.client = undefined;

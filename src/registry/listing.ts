@@ -1,6 +1,6 @@
 /** Tag lists, the catalog and referrers (distribution-spec 1.1 "Content Discovery"). */
 import { RegistryError } from "../oci/errors.js";
-import type { ReferrerRecord } from "../metadata/meta-store.js";
+import { CATALOG_SCOPE, type ReferrerRecord } from "../metadata/meta-store.js";
 import type { RegistryDeps } from "./context.js";
 import type { Principal } from "../auth/access.js";
 import { TokenCache } from "./listing-cache.js";
@@ -22,11 +22,12 @@ export class ListingService {
   /**
    * The metadata store's change token (see MetaStore.changeToken): listings
    * read under one token stay valid while it is unchanged. Null when the store
-   * cannot tell, and then nothing may be cached.
+   * cannot tell, and then nothing may be cached. `scope`: a repository, or
+   * CATALOG_SCOPE.
    */
-  async changeToken(): Promise<string | null> {
+  async changeToken(scope?: string): Promise<string | null> {
     const { meta } = this.deps;
-    return meta.changeToken ? meta.changeToken() : null;
+    return meta.changeToken ? meta.changeToken(scope) : null;
   }
 
   async tags(repository: string, limit: number, after: string | undefined): Promise<ListPage> {
@@ -45,7 +46,7 @@ export class ListingService {
     if (access.open) return toPage(await meta.listRepositories({ limit: limit + 1, after }), limit);
     const visible: string[] = [];
     let cursor = after;
-    const token = await this.changeToken();
+    const token = await this.changeToken(CATALOG_SCOPE);
     // Filtered pages may come back short; keep reading until the page is full or the list ends.
     // The unfiltered batches are the same for every caller, so they are cached; filtering is not.
     for (;;) {
@@ -60,10 +61,10 @@ export class ListingService {
 
   private async repositoryBatch(token: string | null, limit: number, after: string | undefined): Promise<string[]> {
     const key = `${limit}\n${after ?? ""}`;
-    const cached = token === null ? undefined : this.catalogBatches.get(key, token);
+    const cached = token === null ? undefined : this.catalogBatches.get(key, token, CATALOG_SCOPE);
     if (cached !== undefined) return cached;
     const batch = await this.deps.meta.listRepositories({ limit, after });
-    if (token !== null) this.catalogBatches.set(key, token, batch, estimateBytes(batch));
+    if (token !== null) this.catalogBatches.set(key, token, batch, estimateBytes(batch), CATALOG_SCOPE);
     return batch;
   }
 

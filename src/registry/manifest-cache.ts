@@ -27,15 +27,16 @@ export class ManifestCache {
 
   /** The record for `reference`, or null when there is none; from memory while nothing was written. */
   async get(repository: string, reference: ManifestReference): Promise<ManifestRecord | null> {
-    const token = this.meta.changeToken ? await this.meta.changeToken() : null;
+    // Scoped to the repository: a write to another one leaves these entries alone where the store can tell (PostgreSQL).
+    const token = this.meta.changeToken ? await this.meta.changeToken(repository) : null;
     if (token === null) return this.read(repository, reference);
     const key = cacheKey(repository, reference);
-    const cached = this.cache.get(key, token);
+    const cached = this.cache.get(key, token, repository);
     if (cached !== undefined) return cached;
     // Read after the token: a write in between files this result under the stale token, never served.
     const record = await this.read(repository, reference);
     // Misses are cached too: a client polling for a tag that does not exist yet costs no query either.
-    this.cache.set(key, token, record, ENTRY_OVERHEAD + key.length * 2 + (record?.content.length ?? 0));
+    this.cache.set(key, token, record, ENTRY_OVERHEAD + key.length * 2 + (record?.content.length ?? 0), repository);
     return record;
   }
 

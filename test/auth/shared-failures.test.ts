@@ -26,17 +26,32 @@ function limiters(meta: MetaStore, count: number): LoginLimiter[] {
 }
 
 async function attempt(limiter: LoginLimiter, user: string): Promise<number> {
+  let claim;
   try {
-    await limiter.admitShared("10.0.0.1", user);
+    claim = await limiter.admitShared("10.0.0.1", user);
   } catch (error) {
     if (error instanceof RegistryError && error.code === "TOOMANYREQUESTS") return 429;
     throw error;
   }
-  await limiter.failedShared("10.0.0.1", user);
+  // The attempt was claimed (counted) before the password check; its failure adds nothing more.
+  await limiter.failedShared("10.0.0.1", user, claim);
   return 401;
 }
 
 function cases(open: () => Promise<{ meta: MetaStore; close(): Promise<void> }>): void {
+  test("a right password releases its claimed attempt: successful logins never count toward the limit", async () => {
+    const { meta, close } = await open();
+    try {
+      const [replica] = limiters(meta, 1);
+      for (let i = 0; i < PER_USER * 2; i++) await replica!.succeeded(await replica!.admitShared("10.0.0.1", "dave"));
+      const statuses: number[] = [];
+      for (let i = 0; i < PER_USER + 1; i++) statuses.push(await attempt(replica!, "dave"));
+      assert.deepEqual(statuses, [...Array(PER_USER).fill(401), 429]);
+    } finally {
+      await close();
+    }
+  });
+
   for (const user of ["alice", "nul\u0000name", "x".repeat(10_000)]) {
     test(`${PER_USER} failures in total over three processes lock ${JSON.stringify(user.slice(0, 12))}`, async () => {
       const { meta, close } = await open();

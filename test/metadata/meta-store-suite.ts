@@ -294,6 +294,21 @@ export function metaStoreSuite(name: string, create: () => Promise<{ meta: MetaS
       assert.deepEqual(await meta.loginFailureTimes("user", "nobody", 0, 10), []);
     });
 
+    test("login attempts claimed at once (several replicas): exactly `limit` get through, a released claim frees its place", async () => {
+      assert.ok(meta.claimLoginAttempt && meta.releaseLoginAttempt && meta.loginFailureTimes, "the driver claims attempts");
+      const at = 7_000_000;
+      await meta.recordLoginFailure!("user", "carol", at - 5);
+      const claims = await Promise.all(Array.from({ length: 12 }, (_, i) => meta.claimLoginAttempt!("user", "carol", at + i, at - 100, 5)));
+      const granted = claims.filter((id): id is number => id !== null);
+      assert.equal(granted.length, 4, "one failure was recorded before: four of twelve simultaneous attempts get a claim");
+      assert.equal((await meta.loginFailureTimes("user", "carol", at - 100, 100)).length, 5, "claims count as failures");
+      await meta.releaseLoginAttempt(granted[0]!);
+      assert.equal((await meta.loginFailureTimes("user", "carol", at - 100, 100)).length, 4, "a released claim is no failure");
+      assert.notEqual(await meta.claimLoginAttempt("user", "carol", at + 50, at - 100, 5), null, "its place is free again");
+      assert.equal(await meta.claimLoginAttempt("user", "carol", at + 51, at - 100, 5), null);
+      assert.notEqual(await meta.claimLoginAttempt("user", "carol", at + 52, at + 40, 5), null, "only failures after `since` count");
+    });
+
     test("failed logins are bounded: expired rows go, then single failures of sprayed names before a name under attack", async () => {
       assert.ok(meta.recordLoginFailure && meta.loginFailureTimes && meta.pruneLoginFailures);
       const at = 9_000_000;

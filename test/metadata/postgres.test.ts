@@ -18,11 +18,12 @@ if (skip) {
   });
 }
 
-describe("PostgreSQL change token", { skip }, () => {
+describe("PostgreSQL change token (WAL position, listener off)", { skip }, () => {
   test("a write committed through another connection pool changes the token read right after; no write keeps it", async (t) => {
     const { url, drop } = await freshDatabaseUrl();
     t.after(drop);
-    const open = () => PostgresMetaStore.open({ url, poolSize: 2, connectTimeoutMs: 5_000, statementTimeoutMs: 30_000 });
+    // The WAL-position token: what a replica serves while its LISTEN connection is not live.
+    const open = () => PostgresMetaStore.open({ url, poolSize: 2, connectTimeoutMs: 5_000, statementTimeoutMs: 30_000, listen: false });
     const [reader, writer] = [await open(), await open()];
     t.after(async () => {
       await reader.close();
@@ -44,7 +45,7 @@ describe("PostgreSQL change token scheduling", { skip }, () => {
   test("a caller is never answered by a token read sent before it arrived; callers arriving while both token connections are busy share one read", async (t) => {
     const { url, drop } = await freshDatabaseUrl();
     t.after(drop);
-    const store = await PostgresMetaStore.open({ url, poolSize: 2, connectTimeoutMs: 5_000, statementTimeoutMs: 30_000 });
+    const store = await PostgresMetaStore.open({ url, poolSize: 2, connectTimeoutMs: 5_000, statementTimeoutMs: 30_000, listen: false });
     t.after(() => store.close());
     // Token reads held open by the test: each answers with the number of reads sent before it.
     const sent: Array<(token: string) => void> = [];

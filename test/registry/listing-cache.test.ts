@@ -52,6 +52,28 @@ describe("TokenCache", () => {
   });
 });
 
+describe("TokenCache scopes", () => {
+  it("a new token for one scope drops that scope's entries only", () => {
+    const cache = new TokenCache<string>(1000);
+    for (const scope of ["one", "two"]) {
+      cache.get(`${scope}\nk`, "t1", scope);
+      cache.set(`${scope}\nk`, "t1", scope, 10, scope);
+    }
+    assert.equal(cache.get("one\nk", "t2", "one"), undefined, "one moved on");
+    assert.equal(cache.get("two\nk", "t1", "two"), "two", "two is untouched");
+    assert.equal(cache.size, 1);
+    assert.equal(cache.usedBytes, 10);
+  });
+
+  it("a result computed under a scope's older token is not stored", () => {
+    const cache = new TokenCache<string>(1000);
+    cache.get("k", "t1", "s");
+    cache.get("other", "t2", "s");
+    cache.set("k", "t1", "stale", 10, "s");
+    assert.equal(cache.get("k", "t2", "s"), undefined);
+  });
+});
+
 describe("SqliteMetaStore.changeToken", () => {
   let dir: string;
   let first: SqliteMetaStore;

@@ -32,7 +32,7 @@ export function registerMigrate(program: Command): void {
       if (!/^postgres(ql)?:\/\//.test(flags.to)) throw new Error("--to must be a postgres:// URL");
       const source = await SqliteMetaStore.open(path);
       try {
-        const target = await PostgresMetaStore.open({ url: flags.to, poolSize: 2, connectTimeoutMs: 10_000, statementTimeoutMs: 600_000, key: "--to" });
+        const target = await PostgresMetaStore.open({ url: flags.to, poolSize: 2, connectTimeoutMs: 10_000, statementTimeoutMs: 600_000, key: "--to", listen: false });
         try {
           process.stderr.write(`copying ${path} into ${redactUrl(flags.to)}\n`);
           const report = await copyMetadata(source.database().db, target.database().db, target.database().dialect, {

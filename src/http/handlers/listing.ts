@@ -5,6 +5,7 @@ import type { RequestContext } from "../context.js";
 import { API_VERSION_HEADER, safeHeaders, sendJson, sendPrepared, type Headers } from "../respond.js";
 import { parseLimit } from "../request.js";
 import { TokenCache } from "../../registry/listing-cache.js";
+import { CATALOG_SCOPE } from "../../metadata/meta-store.js";
 import type { ListingService } from "../../registry/listing.js";
 
 /** Without `n`, the whole tag list comes back (what clients expect); with it, pages of at most this many. */
@@ -52,20 +53,20 @@ function render(value: unknown, path: string, limit: number, next: string | null
  * current change token, else rendered now (and cached). `key` null: the
  * response depends on the caller and is never cached.
  */
-async function sendListing(ctx: RequestContext, key: string | null, produce: () => Promise<RenderedList>): Promise<void> {
-  const rendered = key === null ? await produce() : await cachedListing(ctx.services.listing, key, produce);
+async function sendListing(ctx: RequestContext, scope: string, key: string | null, produce: () => Promise<RenderedList>): Promise<void> {
+  const rendered = key === null ? await produce() : await cachedListing(ctx.services.listing, scope, key, produce);
   sendPrepared(ctx.res, 200, rendered.headers, rendered.body);
 }
 
-async function cachedListing(listing: ListingService, key: string, produce: () => Promise<RenderedList>): Promise<RenderedList> {
+async function cachedListing(listing: ListingService, scope: string, key: string, produce: () => Promise<RenderedList>): Promise<RenderedList> {
   // Read before the query: a write racing it files the result under a token that is already stale.
-  const token = await listing.changeToken();
+  const token = await listing.changeToken(scope);
   if (token === null) return produce();
   const cache = responseCache(listing);
-  const hit = cache.get(key, token);
+  const hit = cache.get(key, token, scope);
   if (hit !== undefined) return hit;
   const rendered = await produce();
-  cache.set(key, token, rendered, rendered.body.length + key.length + 256);
+  cache.set(key, token, rendered, rendered.body.length + key.length + 256, scope);
   return rendered;
 }
 
@@ -75,7 +76,7 @@ export async function listTags(ctx: RequestContext, name: string): Promise<void>
   const limit = parseLimit(requested, UNBOUNDED, requested === null ? UNBOUNDED : MAX_PAGE);
   const last = query.get("last") ?? undefined;
   // Repository names cannot hold a newline and limit is a number, so the key is unambiguous.
-  await sendListing(ctx, `${name}\n${limit}\n${last ?? ""}`, async () => {
+  await sendListing(ctx, name, `${name}\n${limit}\n${last ?? ""}`, async () => {
     const page = await ctx.services.listing.tags(name, limit, last);
     return render({ name, tags: page.items }, `/v2/${name}/tags/list`, limit, page.next);
   });
@@ -88,7 +89,7 @@ export async function listCatalog(ctx: RequestContext): Promise<void> {
   // A filtered catalog depends on the caller: only the open one is cached whole
   // (the service caches the unfiltered batches a filtered one is cut from).
   const key = ctx.services.access.open ? `/_catalog\n${limit}\n${last ?? ""}` : null;
-  await sendListing(ctx, key, async () => {
+  await sendListing(ctx, CATALOG_SCOPE, key, async () => {
     const page = await ctx.services.listing.catalog(ctx.principal, limit, last);
     return render({ repositories: page.items }, "/v2/_catalog", limit, page.next);
   });

@@ -14,7 +14,7 @@ export function coreExtensions(metrics: Metrics, readiness?: ReadinessCheck): Ex
         // 503 when this replica cannot reach its metadata or blob store, so a load balancer routes around it.
         const result = readiness ? await readiness.check() : null;
         const status = result === null || result.ok ? 200 : 503;
-        const body = JSON.stringify({ status: status === 200 ? "ok" : "unavailable", ...(result ? { checks: result.checks } : {}) });
+        const body = JSON.stringify({ status: status === 200 ? "ok" : "unavailable", ...(result ? { checks: result.checks } : {}), ...(result?.details ? { details: result.details } : {}) });
         send(ctx.res, status, { "Content-Type": "application/json", "Cache-Control": "no-store" }, body);
       },
     },

@@ -6,12 +6,37 @@
  * and a key generation is inserted only if absent (two replicas starting or
  * rotating at once agree on the one that got in).
  */
+import { sql } from "kysely";
 import type { LoginFailureKind, SigningKeyRecord } from "../meta-store.js";
+import type { SqlDialect } from "./dialect.js";
 import { changed, type Db } from "./store.js";
 
 export class SqlAuthState {
   async recordFailure(q: Db, kind: LoginFailureKind, key: string, at: number): Promise<void> {
     await q.insertInto("login_failures").values({ kind, key, at }).execute();
+  }
+
+  /**
+   * Inside a write transaction: SQLite's is serialized (BEGIN IMMEDIATE);
+   * PostgreSQL takes a transaction-scoped advisory lock on the key, so two
+   * claims for one key count one after the other.
+   */
+  async claimAttempt(trx: Db, dialect: SqlDialect, kind: LoginFailureKind, key: string, at: number, since: number, limit: number): Promise<number | null> {
+    if (dialect.rowLocks) await sql`select pg_advisory_xact_lock(hashtextextended(${`login:${kind}:${key}`}, 0))`.execute(trx);
+    const row = await trx
+      .selectFrom("login_failures")
+      .select((eb) => eb.fn.countAll<number>().as("n"))
+      .where("kind", "=", kind)
+      .where("key", "=", key)
+      .where("at", ">", since)
+      .executeTakeFirstOrThrow();
+    if (Number(row.n) >= limit) return null;
+    const inserted = await trx.insertInto("login_failures").values({ kind, key, at }).returning("id").executeTakeFirstOrThrow();
+    return Number(inserted.id);
+  }
+
+  async releaseAttempt(q: Db, id: number): Promise<void> {
+    await q.deleteFrom("login_failures").where("id", "=", id).execute();
   }
 
   async failureTimes(q: Db, kind: LoginFailureKind, key: string, since: number, limit: number): Promise<number[]> {

@@ -48,6 +48,7 @@ import { SqlSourceHealth } from "./source-health.js";
 import { SqlAuthState } from "./auth-state.js";
 import { SqlBrowse } from "./browse.js";
 import { QueryTemplate, type Param } from "./template.js";
+import { ChangeSet } from "../invalidation/changes.js";
 
 export type Db = Kysely<MetadataDatabase>;
 
@@ -271,17 +272,39 @@ export class SqlMetaStore implements MetaStore {
    * A write transaction. On PostgreSQL a deadlock victim (40P01) or a
    * serialization failure (40001) is retried: the work is all database
    * statements, so running it again is safe.
+   *
+   * `changes` collects what the work changed for the read caches: announced
+   * inside the transaction just before commit (announce), and settled after it
+   * (settle: this process's own entries dropped, and on PostgreSQL the bounded
+   * wait for the announcement to come back), before the caller acknowledges.
    */
-  protected async tx<T>(work: (trx: Transaction<MetadataDatabase>) => Promise<T>): Promise<T> {
+  protected async tx<T>(work: (trx: Transaction<MetadataDatabase>, changes: ChangeSet) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
+      const changes = new ChangeSet();
+      let result: T;
       try {
-        return await this.db.transaction().execute(work);
+        result = await this.db.transaction().execute(async (trx) => {
+          const value = await work(trx, changes);
+          if (!changes.empty) await this.announce(trx, changes);
+          return value;
+        });
       } catch (error) {
+        // A failed COMMIT may still have committed: this process drops the entries anyway (never harmful).
+        if (!changes.empty) await this.settle(changes, false);
         const code = (error as { code?: unknown }).code;
         if (attempt >= RETRIES || (code !== "40P01" && code !== "40001")) throw error;
+        continue;
       }
+      if (!changes.empty) await this.settle(changes, true);
+      return result;
     }
   }
+
+  /** Announces `changes` inside the writing transaction (PostgreSQL: NOTIFY). SQLite's change token needs nothing. */
+  protected async announce(_trx: Transaction<MetadataDatabase>, _changes: ChangeSet): Promise<void> {}
+
+  /** After the transaction ended (`committed` false: it failed, maybe after committing). */
+  protected async settle(_changes: ChangeSet, _committed: boolean): Promise<void> {}
 
   async repositoryExists(repository: string): Promise<boolean> {
     return (await this.q.repositoryExists.first(this.db, { repository })) !== undefined;
@@ -320,7 +343,12 @@ export class SqlMetaStore implements MetaStore {
   async unlinkBlob(repository: string, digest: string): Promise<boolean> {
     const id = await this.repositoryId(this.db, repository);
     if (id === undefined) return false;
-    return changed(await this.db.deleteFrom("repository_blobs").where("repository_id", "=", id).where("digest", "=", digest).executeTakeFirst()) > 0;
+    // The repository's last link and no manifest: it stops existing (a cached tag list must turn into NAME_UNKNOWN).
+    return this.tx(async (trx, changes) => {
+      if (changed(await trx.deleteFrom("repository_blobs").where("repository_id", "=", id).where("digest", "=", digest).executeTakeFirst()) === 0) return false;
+      changes.repository(repository);
+      return true;
+    });
   }
 
   async blobSize(digest: string): Promise<number | null> {
@@ -373,13 +401,14 @@ export class SqlMetaStore implements MetaStore {
   async putManifest(repository: string, manifest: ManifestWrite, tag?: string | readonly string[]): Promise<void> {
     const now = Date.now();
     const tags = typeof tag === "string" ? [tag] : [...(tag ?? [])];
-    await this.tx(async (trx) => {
+    await this.tx(async (trx, changes) => {
+      changes.repository(repository);
       const id = await this.ensureRepository(trx, repository);
       const blobs = manifest.blobs.length > 0 ? await this.present(trx, "repository_blobs", id, manifest.blobs, true) : new Set<string>();
       const children = manifest.manifests.length > 0 ? await this.present(trx, "manifests", id, manifest.manifests, true) : new Set<string>();
       const gone = [...manifest.blobs.filter((digest) => !blobs.has(digest)), ...manifest.manifests.filter((digest) => !children.has(digest))];
       if (gone.length > 0) throw new MissingReferencesError(gone);
-      await this.q.insertManifest.execute(trx, {
+      const inserted = await this.q.insertManifest.changes(trx, {
         id,
         digest: manifest.digest,
         mediaType: manifest.mediaType,
@@ -390,6 +419,8 @@ export class SqlMetaStore implements MetaStore {
         annotations: manifest.annotations ? JSON.stringify(manifest.annotations) : null,
         now,
       });
+      // A new manifest row may be the repository's first: the catalog lists repositories with manifests.
+      if (inserted > 0) changes.catalog();
       // An existing (untagged) manifest being tagged again: GC must not delete it under us.
       if (this.dialect.rowLocks) await this.q.lockManifest.execute(trx, { id, digest: manifest.digest });
       // Sparse manifests (manifests.sparse, mirrors): references not held yet are recorded too, so GC keeps them once they arrive.
@@ -417,8 +448,10 @@ export class SqlMetaStore implements MetaStore {
   async deleteManifest(repository: string, digest: string): Promise<boolean> {
     const id = await this.repositoryId(this.db, repository);
     if (id === undefined) return false;
-    return this.tx(async (trx) => {
+    return this.tx(async (trx, changes) => {
       if (changed(await trx.deleteFrom("manifests").where("repository_id", "=", id).where("digest", "=", digest).executeTakeFirst()) === 0) return false;
+      changes.repository(repository);
+      changes.catalog();
       await trx.deleteFrom("tags").where("repository_id", "=", id).where("manifest_digest", "=", digest).execute();
       const foreign = await trx
         .selectFrom("manifest_references")
@@ -441,7 +474,11 @@ export class SqlMetaStore implements MetaStore {
   async deleteTag(repository: string, tag: string): Promise<boolean> {
     const id = await this.repositoryId(this.db, repository);
     if (id === undefined) return false;
-    return changed(await this.db.deleteFrom("tags").where("repository_id", "=", id).where("name", "=", tag).executeTakeFirst()) > 0;
+    return this.tx(async (trx, changes) => {
+      if (changed(await trx.deleteFrom("tags").where("repository_id", "=", id).where("name", "=", tag).executeTakeFirst()) === 0) return false;
+      changes.repository(repository);
+      return true;
+    });
   }
 
   async tagsOf(repository: string, digest: string): Promise<string[]> {
@@ -544,6 +581,14 @@ export class SqlMetaStore implements MetaStore {
 
   async recordLoginFailure(kind: LoginFailureKind, key: string, at: number): Promise<void> {
     await this.auth.recordFailure(this.db, kind, key, at);
+  }
+
+  claimLoginAttempt(kind: LoginFailureKind, key: string, at: number, since: number, limit: number): Promise<number | null> {
+    return this.tx((trx) => this.auth.claimAttempt(trx, this.dialect, kind, key, at, since, limit));
+  }
+
+  releaseLoginAttempt(id: number): Promise<void> {
+    return this.auth.releaseAttempt(this.db, id);
   }
 
   loginFailureTimes(kind: LoginFailureKind, key: string, since: number, limit: number): Promise<number[]> {
@@ -683,7 +728,7 @@ export class SqlMetaStore implements MetaStore {
   // --- garbage collection ---
 
   async collectGarbage(options: GcOptions): Promise<GcPlan> {
-    return this.tx(async (trx) => {
+    return this.tx(async (trx, changes) => {
       let manifestsDeleted = 0;
       if (options.untagged) {
         // Untagged manifests that nothing points at: no tag, no parent index, no subject they refer to.
@@ -772,6 +817,8 @@ export class SqlMetaStore implements MetaStore {
           linksDeleted += changed(result);
         }
       }
+      // Deleted manifests and links may span any number of repositories: one wide announcement.
+      if (manifestsDeleted > 0 || linksDeleted > 0) changes.all();
       const orphans = await trx
         .selectFrom("blobs as b")
         .select("b.digest")
