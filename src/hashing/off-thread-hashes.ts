@@ -39,14 +39,8 @@ const INLINE_SLABS = 4;
 const PREFIX_BYTES = 64 * 1024;
 /** Slabs one session may have queued at the worker before update() asks the caller to wait. */
 const MAX_IN_FLIGHT = 4;
-/** Free slabs kept for reuse while hashes are in progress; more are left to the garbage collector. */
+/** Free slabs kept for reuse; more are left to the garbage collector. */
 const POOL_KEEP = 32;
-/**
- * Free slabs kept once no hash is in progress: enough for the next push to
- * start without allocating, not the 16 MiB a burst of concurrent large pushes
- * left resident until the next one (docs/benchmarks.md, "Speed round 4").
- */
-const IDLE_KEEP = 4;
 
 export class OffThreadHashes implements HashFactory {
   private worker: Worker | null = null;
@@ -96,7 +90,7 @@ export class OffThreadHashes implements HashFactory {
   }
 
   /** @internal */ returnSlab(slab: SharedArrayBuffer): void {
-    if (this.freeSlabs.length < (this.sessions.size === 0 ? IDLE_KEEP : POOL_KEEP)) this.freeSlabs.push(slab);
+    if (this.freeSlabs.length < POOL_KEEP) this.freeSlabs.push(slab);
   }
 
   /** Free slabs held for reuse (tests). */
@@ -114,7 +108,6 @@ export class OffThreadHashes implements HashFactory {
 
   /** @internal */ forget(id: number): void {
     this.sessions.delete(id);
-    if (this.sessions.size === 0 && this.freeSlabs.length > IDLE_KEEP) this.freeSlabs.length = IDLE_KEEP;
   }
 
   private receive(message: FromHashThread): void {
