@@ -30,7 +30,7 @@ function readMem(pid: number): ProcMem | undefined {
 }
 
 /** The root pid plus all its descendants, from the ppid field of /proc/N/stat. */
-function processTree(root: number): number[] {
+export function processTree(root: number): number[] {
   const children = new Map<number, number[]>();
   let entries: string[];
   try {

@@ -31,7 +31,8 @@ export async function runCases(
     store.define(c.metrics);
     const ids = c.metrics.map((m) => m.id);
     const failed = new Set<string>();
-    for (let rep = 0; rep < repeats; rep++) {
+    const caseRepeats = Math.max(repeats, c.minRepeats ?? 1);
+    for (let rep = 0; rep < caseRepeats; rep++) {
       for (const reg of registries) {
         if (interrupted()) return;
         if (failed.has(reg.name)) continue;
@@ -50,12 +51,12 @@ export async function runCases(
             store.record(id, reg.name, v);
           }
           const summary = c.metrics.map((m) => `${fmt(sample[m.id])} ${m.unit}`).join(', ');
-          log(`[${rep + 1}/${repeats}] ${reg.name.padEnd(9)} ${c.title}: ${summary}`);
+          log(`[${rep + 1}/${caseRepeats}] ${reg.name.padEnd(9)} ${c.title}: ${summary}`);
         } catch (err) {
           // Servers are being torn down under us; these failures are not findings.
           if (interrupted()) return;
           const msg = errorMessage(err);
-          log(`[${rep + 1}/${repeats}] ${reg.name.padEnd(9)} ${c.title}: FAILED: ${msg}`);
+          log(`[${rep + 1}/${caseRepeats}] ${reg.name.padEnd(9)} ${c.title}: FAILED: ${msg}`);
           store.fail(ids, reg.name, msg);
           failed.add(reg.name);
           checkAlive(reg);

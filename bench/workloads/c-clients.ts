@@ -9,11 +9,19 @@ import type { Registry } from '../registry.js';
 import type { BenchCase } from './case.js';
 import { sizeLabel } from './pull.js';
 import { curlRepeat, wrk } from './tools.js';
+import { treeCpuSeconds } from '../cpu.js';
 
 const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json';
 /** What docker and containerd send: both manifest kinds. */
 const ACCEPT = { accept: `${OCI_MANIFEST}, ${DOCKER_MANIFEST}` };
 const WRK_CONNECTIONS = 32;
+/**
+ * wrk rows are measured at least this often per registry, alternating, with
+ * a warm-up before the first (fast mode too): one cold 1 s sample gave the
+ * same code 13x-29x on the manifest row (docs/benchmarks.md, "Speed round 4").
+ */
+const WRK_MIN_REPEATS = 3;
+const WRK_WARMUP_SECONDS = 1;
 const CURL_CLIENTS = 8;
 
 interface Target {
@@ -39,11 +47,16 @@ export function wrkCases(profile: Profile, plan: FixturePlan, withTags: boolean)
         { id: `${t.id}.rps`, label: title, unit: 'req/s', better: 'higher' as const },
         { id: `${t.id}.p50`, label: `  ${t.title} p50`, unit: 'ms', better: 'lower' as const },
         { id: `${t.id}.p99`, label: `  ${t.title} p99`, unit: 'ms', better: 'lower' as const },
+        // Server CPU (all threads and processes) per request: the load-independent view of the same run.
+        { id: `${t.id}.cpu`, label: `  ${t.title} server CPU/req`, unit: 'µs', better: 'lower' as const },
       ],
-      warmup: profile.manifestWarmupSeconds > 0 ? async (reg: Registry) => void (await run(reg, profile.manifestWarmupSeconds)) : undefined,
+      minRepeats: WRK_MIN_REPEATS,
+      warmup: async (reg: Registry) => void (await run(reg, Math.max(WRK_WARMUP_SECONDS, profile.manifestWarmupSeconds))),
       async run(reg: Registry) {
+        const cpu0 = treeCpuSeconds(reg.server.pid);
         const r = await run(reg, Math.max(1, Math.round(profile.manifestSeconds)));
-        return { [`${t.id}.rps`]: r.requestsPerSecond, [`${t.id}.p50`]: r.p50, [`${t.id}.p99`]: r.p99 };
+        const cpu = treeCpuSeconds(reg.server.pid) - cpu0;
+        return { [`${t.id}.rps`]: r.requestsPerSecond, [`${t.id}.p50`]: r.p50, [`${t.id}.p99`]: r.p99, [`${t.id}.cpu`]: (cpu / r.requests) * 1e6 };
       },
     };
   });

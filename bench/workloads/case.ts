@@ -16,6 +16,12 @@ export interface BenchCase {
   metrics: MetricDef[];
   /** Untimed, once per registry before its first measured repeat (warm caches, JIT, connections). */
   warmup?(reg: Registry): Promise<void>;
+  /**
+   * At least this many measured repeats, whatever the profile says (fast mode
+   * runs one): a row that is a single ~1 s sample on a shared machine swings
+   * 2-3x from run to run (docs/benchmarks.md, "Speed round 4").
+   */
+  minRepeats?: number;
   /** One measured run; returns a value for every metric id in `metrics`. */
   run(reg: Registry, ctx: RunContext): Promise<Sample>;
 }

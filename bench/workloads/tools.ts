@@ -39,6 +39,8 @@ export function runTool(bin: string, args: string[], timeoutMs: number): Promise
 }
 
 export interface WrkResult {
+  /** Requests completed in the run (wrk's "N requests in ..."). */
+  requests: number;
   requestsPerSecond: number;
   p50: number;
   p99: number;
@@ -67,8 +69,9 @@ export async function wrk(url: string, headers: Record<string, string>, connecti
   const sock = /Socket errors: (.*)/.exec(out);
   if (bad || sock) throw new Error(`wrk ${url}: ${bad ? `${bad[1]} non-2xx answers` : ''} ${sock ? `socket errors ${sock[1]}` : ''}`.trim());
   const rps = /Requests\/sec:\s+([\d.]+)/.exec(out);
-  if (!rps) throw new Error(`wrk output has no Requests/sec:\n${out}`);
-  return { requestsPerSecond: Number(rps[1]), p50: latencyMs(out, '50'), p99: latencyMs(out, '99') };
+  const total = /(\d+) requests in/.exec(out);
+  if (!rps || !total) throw new Error(`wrk output has no request count:\n${out}`);
+  return { requests: Number(total[1]), requestsPerSecond: Number(rps[1]), p50: latencyMs(out, '50'), p99: latencyMs(out, '99') };
 }
 
 /**

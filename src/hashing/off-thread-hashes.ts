@@ -29,6 +29,14 @@ const SLAB_BYTES = 512 * 1024;
  * benchmark's mix, then never start the worker thread (~10 MiB resident).
  */
 const INLINE_SLABS = 4;
+/**
+ * Bytes a session copies into plain buffers before it takes a slab: a 16 KiB
+ * push then holds 16 KiB, not a 512 KiB slab. In the benchmark's mix
+ * (16 KiB pushes among pulls) slabs taken and dropped that way made up
+ * nearly all of the ~30-80 MiB of array buffers at its RSS peak
+ * (docs/benchmarks.md, "Speed round 4").
+ */
+const PREFIX_BYTES = 64 * 1024;
 /** Slabs one session may have queued at the worker before update() asks the caller to wait. */
 const MAX_IN_FLIGHT = 4;
 /** Free slabs kept for reuse; more are left to the garbage collector. */
@@ -85,6 +93,11 @@ export class OffThreadHashes implements HashFactory {
     if (this.freeSlabs.length < POOL_KEEP) this.freeSlabs.push(slab);
   }
 
+  /** Free slabs held for reuse (tests). */
+  pooledSlabs(): number {
+    return this.freeSlabs.length;
+  }
+
   /** @internal Returns false when the worker is gone and the session must fail. */
   post(message: ToHashThread): boolean {
     if (this.failure || this.closed) return false;
@@ -126,6 +139,9 @@ class OffThreadSha256 implements IncrementalHash {
   /** Full slabs held while buffering, in order: posted when the body outgrows INLINE_SLABS, else hashed inline. */
   private readonly held: SharedArrayBuffer[] = [];
   private readonly inFlight: SharedArrayBuffer[] = [];
+  /** Copies of the first chunks, while the body is under PREFIX_BYTES; moved into a slab when it grows past. */
+  private prefix: Buffer[] = [];
+  private prefixLength = 0;
   private inline: Hash | null = null;
   private wake: (() => void) | null = null;
   private result: { resolve(value: string): void; reject(error: Error): void } | null = null;
@@ -142,6 +158,14 @@ class OffThreadSha256 implements IncrementalHash {
       return;
     }
     if (this.mode !== "buffering" && this.mode !== "offthread") return; // digest() reports the failure
+    if (this.mode === "buffering" && !this.filling && this.held.length === 0) {
+      if (this.prefixLength + chunk.length <= PREFIX_BYTES) {
+        this.prefix.push(Buffer.from(chunk)); // a copy: the caller may reuse its buffer
+        this.prefixLength += chunk.length;
+        return;
+      }
+      if (this.prefixLength > 0) this.movePrefixToSlab();
+    }
     let offset = 0;
     while (offset < chunk.length) {
       if (!this.filling) {
@@ -163,9 +187,13 @@ class OffThreadSha256 implements IncrementalHash {
 
   pause(): void {
     if (this.mode === "buffering") {
-      if (!this.filling && this.held.length === 0) return;
+      if (!this.filling && this.held.length === 0 && this.prefixLength === 0) return;
       // The whole of what was fed fits in INLINE_SLABS: not worth a thread round trip.
       this.inline = createHash("sha256");
+      // A prefix is only ever held before any slab, so it comes first.
+      for (const part of this.prefix) this.inline.update(part);
+      this.prefix = [];
+      this.prefixLength = 0;
       for (const slab of this.held.splice(0)) {
         this.inline.update(new Uint8Array(slab));
         this.owner.returnSlab(slab);
@@ -208,6 +236,8 @@ class OffThreadSha256 implements IncrementalHash {
     if (this.mode === "offthread") this.owner.post({ op: "discard", id: this.id });
     if (this.filling) this.releaseFilling();
     for (const slab of this.held.splice(0)) this.owner.returnSlab(slab);
+    this.prefix = [];
+    this.prefixLength = 0;
     this.mode = "ended";
     this.owner.forget(this.id);
     this.wakeWriter();
@@ -246,6 +276,18 @@ class OffThreadSha256 implements IncrementalHash {
     }
     for (const slab of this.held.splice(0)) this.post(slab, SLAB_BYTES);
     this.postFilling();
+  }
+
+  /** The body outgrew PREFIX_BYTES: its copies go to the start of the first slab (they fit: PREFIX_BYTES < SLAB_BYTES). */
+  private movePrefixToSlab(): void {
+    this.filling = this.owner.takeSlab();
+    this.fillLength = 0;
+    for (const part of this.prefix) {
+      new Uint8Array(this.filling, this.fillLength, part.length).set(part);
+      this.fillLength += part.length;
+    }
+    this.prefix = [];
+    this.prefixLength = 0;
   }
 
   private postFilling(): void {

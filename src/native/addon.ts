@@ -37,11 +37,15 @@ export function loadNativeAddon(): { addon: NativeAddon } | { reason: string } {
 }
 
 /**
- * Keeps up to 32 MiB of freed heap mapped instead of returning it to the
+ * Keeps up to 8 MiB of freed heap mapped instead of returning it to the
  * kernel after every large request (see SetTrimThreshold in the C source for
  * the measurement). Returns whether the allocator took the setting.
+ * It was 32 MiB: that much freed heap stayed resident after any push (the
+ * benchmark mix's peak swung 148-200 MiB with whether glibc had trimmed), and
+ * 8 MiB measured the same CPU per 100 MiB push (350 against 360 ms, median
+ * of 12, 128 KiB also 350; docs/benchmarks.md, "Speed round 4").
  */
-export function keepFreedHeapMapped(bytes = 32 * 1024 * 1024): boolean {
+export function keepFreedHeapMapped(bytes = 8 * 1024 * 1024): boolean {
   const state = loadNativeAddon();
   return "addon" in state && state.addon.setTrimThreshold(bytes);
 }

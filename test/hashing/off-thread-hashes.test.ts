@@ -33,6 +33,9 @@ describe("OffThreadHashes", () => {
   for (const [label, size] of [
     ["empty", 0],
     ["one byte", 1],
+    ["just under the 64 KiB prefix", 64 * 1024 - 1],
+    ["exactly the prefix", 64 * 1024],
+    ["the prefix and a byte", 64 * 1024 + 1],
     ["just under a slab", SLAB - 1],
     ["exactly one slab", SLAB],
     ["one slab and a byte", SLAB + 1],
@@ -44,7 +47,48 @@ describe("OffThreadHashes", () => {
       await feed(hash, data, [65536, 1, 700_000, 4096, 3 * SLAB]);
       assert.equal(await hash.digest(), expected(data));
     });
+    test(`digest equals sha256 of the bytes, small chunks: ${label}`, async () => {
+      const data = randomBytes(size);
+      const hash = hashes.create();
+      await feed(hash, data, [1000, 30_000, 1, 40_000]);
+      assert.equal(await hash.digest(), expected(data));
+    });
   }
+
+  test("a 16 KiB body never takes a 512 KiB slab", async () => {
+    const local = new OffThreadHashes();
+    try {
+      for (const parts of [[randomBytes(16 * 1024)], [randomBytes(8000), randomBytes(8384)]]) {
+        const hash = local.create();
+        for (const part of parts) await hash.update(part);
+        assert.equal(await hash.digest(), expected(...parts));
+      }
+      assert.equal(local.pooledSlabs(), 0, "no slab was allocated for small bodies");
+      assert.equal(local.workerStarted, false);
+    } finally {
+      await local.close();
+    }
+  });
+
+  test("a small first request, a pause, then more bytes: all of it is digested", async () => {
+    const parts = [randomBytes(20_000), randomBytes(3 * SLAB), randomBytes(70_000)];
+    const hash = hashes.create();
+    for (const part of parts) {
+      await feed(hash, part, [7000]);
+      hash.pause();
+    }
+    assert.equal(await hash.digest(), expected(...parts));
+  });
+
+  test("discarding a session that holds only a prefix, then a new session, is clean", async () => {
+    const h1 = hashes.create();
+    await h1.update(randomBytes(10_000));
+    h1.discard();
+    const data = randomBytes(SLAB + 9);
+    const h2 = hashes.create();
+    await feed(h2, data, [50_000]);
+    assert.equal(await h2.digest(), expected(data));
+  });
 
   test("a session fed over several requests (pause between them) digests all of it", async () => {
     const parts = [randomBytes(1000), randomBytes(3 * SLAB + 5), randomBytes(10), randomBytes(SLAB)];

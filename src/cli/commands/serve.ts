@@ -23,6 +23,9 @@ async function serve(flags: ServerFlags): Promise<void> {
   const { createLogger, startRegistry, splitListen } = await import("../../server.js");
   const config = configFromFlags(flags);
   const logger = createLogger(config);
+  // Before the registry allocates: caps the heap's slack over live data (src/memory/heap-growth.ts).
+  const { limitHeapGrowth } = await import("../../memory/heap-growth.js");
+  limitHeapGrowth();
   if (config.workers > 1 && cluster.isPrimary) {
     const { supervise } = await import("../supervisor.js");
     supervise(config.workers, logger);
