@@ -6,7 +6,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { S3Layout, emptySession, encodeSessionState, parseSessionState } from "../../src/storage/s3-layout.js";
-import { isLoopbackEndpoint, isMissing, payloadProtectedInTransit, storeUnavailable } from "../../src/storage/s3-client.js";
+import { once } from "node:events";
+import net from "node:net";
+import { HeadObjectCommand, UploadPartCommand } from "@aws-sdk/client-s3";
+import { createS3Client, isLoopbackEndpoint, isMissing, payloadProtectedInTransit, storeUnavailable } from "../../src/storage/s3-client.js";
 import { KnownParts, PartBufferPool, PieceCache, RecentStates } from "../../src/storage/s3-piece-cache.js";
 
 const HEX = "a".repeat(64);
@@ -135,4 +138,34 @@ test("recently read session states are reused only for a few seconds, and forgot
   recent.forget("b");
   assert.equal(recent.get("b"), undefined);
   assert.deepEqual(recent.get("c"), { seq: 1 });
+});
+
+test("a store that takes the request and never answers fails it after the idle timeout instead of hanging the push", { timeout: 30_000 }, async () => {
+  // What an RGW with a full OSD does: it accepts, reads the request, and answers nothing.
+  const sockets = new Set<net.Socket>();
+  let requests = 0;
+  const silent = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on("data", (data) => void (requests += (data.toString("latin1").match(/^(HEAD|PUT) \//gm) ?? []).length));
+    socket.on("error", () => undefined);
+  });
+  silent.listen(0, "127.0.0.1");
+  await once(silent, "listening");
+  const { port } = silent.address() as net.AddressInfo;
+  try {
+    const client = createS3Client({ endpoint: `http://127.0.0.1:${port}`, region: "us-east-1", bucket: "b", accessKeyId: "k", secretAccessKey: "s", idleTimeoutMs: 300 });
+    const started = Date.now();
+    await assert.rejects(client.send(new HeadObjectCommand({ Bucket: "b", Key: "k" })), (error: Error) => error.name === "TimeoutError");
+    // An upload body is sent, then nothing comes back: the same.
+    const body = Buffer.alloc(1024 * 1024);
+    const upload = client.send(new UploadPartCommand({ Bucket: "b", Key: "k", UploadId: "u", PartNumber: 1, Body: body, ContentLength: body.length }));
+    await assert.rejects(upload, (error: Error) => error.name === "TimeoutError");
+    // The SDK's attempts (3 each) with backoff, not a minute or forever.
+    assert.ok(Date.now() - started < 15_000, `took ${Date.now() - started} ms`);
+    assert.ok(requests >= 2, `the silent store saw ${requests} requests`);
+    client.destroy();
+  } finally {
+    for (const socket of sockets) socket.destroy();
+    silent.close();
+  }
 });
