@@ -1,5 +1,10 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --initial-old-space-size=64
 /** The `ferry` command. Each subcommand lives in its own module under commands/, loaded only when used. */
+// --initial-old-space-size=64 (the shebang): V8's old-generation limit otherwise restarts just
+// above the live heap (~22 MB) after every full collection (its own when idle, or the part
+// buffer pool's release in storage/s3-piece-cache.ts), and the next 100 MiB pushes on S3 then
+// ran 4-6 full collections each, doubling their CPU (docs/storage.md, fifth round). A floor of
+// 64 MB keeps that to ~1 per push and costs at most ~40 MB of heap.
 import { Command, CommanderError } from "commander";
 import { registerCommands } from "./commands/index.js";
 import { VERSION } from "./version.js";
