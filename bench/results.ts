@@ -14,6 +14,9 @@ export interface Row {
 }
 
 export class ResultStore {
+  /** Which storage both registries run on: S3 runs are judged by issue 12's goals (targets.ts). */
+  constructor(private readonly storage: 'filesystem' | 's3' = 'filesystem') {}
+
   private readonly metrics = new Map<string, MetricDef>();
   private readonly samples = new Map<string, Partial<Record<RegistryName, number[]>>>();
   private readonly errors = new Map<string, Partial<Record<RegistryName, string>>>();
@@ -59,7 +62,7 @@ export class ResultStore {
       if (ferry && reference) {
         ratio = metric.better === 'higher' ? ferry.median / reference.median : reference.median / ferry.median;
       }
-      const target = targetFor(metric.id, metadata);
+      const target = targetFor(metric.id, this.storage, metadata);
       return {
         metric,
         ferry,

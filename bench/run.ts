@@ -105,7 +105,7 @@ async function main(): Promise<number> {
   installSignalHandlers();
   const t0 = Date.now();
   const loadAtStart = os.loadavg()[0];
-  const store = new ResultStore();
+  const store = new ResultStore(options.storage);
 
   try {
     log(`generating test content (${profile.mode} mode)...`);

@@ -39,9 +39,30 @@ const POSTGRES_TARGETS: ReadonlyArray<[RegExp, Target]> = [
   [/^load\.tags\.n\d+\.s$/, { kind: 'ratio', min: 0.5 }],
 ];
 
-export function targetFor(metricId: string, metadata: 'sqlite' | 'postgres' = 'sqlite'): Target | undefined {
-  const table = metadata === 'postgres' ? POSTGRES_TARGETS : TARGETS;
-  return table.find(([re]) => re.test(metricId))?.[1];
+/**
+ * `--storage s3` (issue 12): both registries on one RGW, so a row's goal is
+ * Ferry on S3 against distribution's s3 driver. These come before TARGETS;
+ * rows they do not name keep the filesystem goals (pull >= 1x, the mirror).
+ * Tag lists take any tag count: loading 10,000 tags into distribution on S3
+ * takes tens of minutes, so S3 runs list fewer.
+ */
+const S3_TARGETS: ReadonlyArray<[RegExp, Target]> = [
+  [/^(manifest\.get\.(tag|digest)|wrk\.manifest\.tag)\.rps$/, { kind: 'ratio', min: 20 }],
+  [/^wrk\.tags\.rps$/, { kind: 'ratio', min: 50 }],
+  [/^list\.tags\.(first|walk)\.n\d+\.ms$/, { kind: 'ratio', min: 50 }],
+  [/^push\.mono\.100MiB\.c\d+\.mibps$/, { kind: 'ratio', min: 5 }],
+  [/^rss\.mix\.peak$/, { kind: 'ceiling', max: 256, unit: 'MiB' }],
+];
+
+export function targetFor(
+  metricId: string,
+  storage: 'filesystem' | 's3' = 'filesystem',
+  metadata: 'sqlite' | 'postgres' = 'sqlite',
+): Target | undefined {
+  const match = ([re]: [RegExp, Target]) => re.test(metricId);
+  // PostgreSQL mode compares Ferry with Ferry: only its own goals apply.
+  if (metadata === 'postgres') return POSTGRES_TARGETS.find(match)?.[1];
+  return (storage === 's3' ? S3_TARGETS.find(match) : undefined)?.[1] ?? TARGETS.find(match)?.[1];
 }
 
 export interface TargetResult {

@@ -20,7 +20,12 @@ export interface S3ConnectionOptions {
   forcePathStyle?: boolean;
   accessKeyId?: string;
   secretAccessKey?: string;
+  /** A request whose connection carries no byte for this long fails (tests shorten it). */
+  idleTimeoutMs?: number;
 }
+
+/** See S3ConnectionOptions.idleTimeoutMs. */
+export const S3_IDLE_TIMEOUT_MS = 60_000;
 
 export function createS3Client(options: S3ConnectionOptions): S3Client {
   // The SDK warns on every start under Node 20 that its releases after January 2027 need
@@ -48,9 +53,13 @@ export function createS3Client(options: S3ConnectionOptions): S3Client {
       httpAgent: new HttpAgent(agentOptions),
       httpsAgent: new HttpsAgent(agentOptions),
       // A store that accepts no connection, or stops answering mid-request, fails the request
-      // (and the client gets 503) instead of holding its push open.
+      // (and the client gets 503) instead of holding its push open. An idle timeout, not
+      // `requestTimeout`: in this SDK version that one only logs a warning unless
+      // `throwOnRequestTimeout` is set, and it would bound a whole (5 GiB) part upload.
+      // Seen: an RGW whose OSD was full held an UploadPart open with no answer; the push
+      // hung for good, logging "[WARN] a request has exceeded the configured 60000 ms".
       connectionTimeout: 5_000,
-      requestTimeout: 60_000,
+      socketTimeout: options.idleTimeoutMs ?? S3_IDLE_TIMEOUT_MS,
     },
   });
   if (payloadProtectedInTransit(options.endpoint)) {

@@ -7,6 +7,9 @@
  * session state names it, so a cached copy is never stale; a piece written
  * by another replica is simply not here and is read from S3.
  */
+import v8 from "node:v8";
+import { runInNewContext } from "node:vm";
+
 const MAX_ENTRY_BYTES = 8 * 1024 * 1024;
 const MAX_TOTAL_BYTES = 32 * 1024 * 1024;
 
@@ -80,23 +83,43 @@ export class KnownParts {
  * buffers only while fewer than `maxExtra` are out process-wide, so
  * concurrent pushes cannot multiply memory: past the budget an append waits
  * for its previous part instead of filling the next one.
+ *
+ * Once no buffer was taken for `idleMs`, the idle ones are let go, and so is
+ * the memory of any buffer handed back while `keep` were already idle: such
+ * buffers have lived long enough to be in V8's old space, where nothing frees
+ * them until a full collection, which a process serving small requests may
+ * not run for minutes (8 concurrent 100 MiB pushes left ~240 MiB resident
+ * that small requests afterwards never gave back). So a release asks for one
+ * collection (`collect`): ~10-15 ms on a heap of ~25 MB, at most once per
+ * idle period, and only after part buffers were actually let go. 30 s, not
+ * less: the first push after a release faults its buffers in anew (~80 ms of
+ * CPU per 16 MiB), so a registry pushing every few seconds keeps them.
  */
 export class PartBufferPool {
   private readonly idle: Buffer[] = [];
   private extra = 0;
+  /** Buffers let go (beyond `keep`) since the last collection. */
+  private dropped = 0;
+  private lastTake = 0;
+  private timer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly size: number,
     private readonly keep = 4,
     private readonly maxExtra = 4,
+    private readonly release: { idleMs: number; collect: () => void } = { idleMs: 30_000, collect: collectGarbage },
+    private readonly now: () => number = Date.now,
   ) {}
 
   take(): Buffer {
+    this.lastTake = this.now();
     return this.idle.pop() ?? Buffer.allocUnsafeSlow(this.size);
   }
 
   give(buffer: Buffer): void {
     if (this.idle.length < this.keep) this.idle.push(buffer);
+    else this.dropped++;
+    this.scheduleRelease();
   }
 
   /** A buffer counted against the process-wide extra budget, or null when it is spent. */
@@ -110,6 +133,50 @@ export class PartBufferPool {
     this.extra--;
     this.give(buffer);
   }
+
+  /** Idle buffers held right now (for tests and metrics). */
+  get idleCount(): number {
+    return this.idle.length;
+  }
+
+  private scheduleRelease(): void {
+    if (this.timer !== null) return;
+    const check = () => {
+      this.timer = null;
+      const quiet = this.now() - this.lastTake;
+      if (quiet < this.release.idleMs) {
+        this.timer = setTimeout(check, this.release.idleMs - quiet);
+        this.timer.unref();
+        return;
+      }
+      this.dropped += this.idle.length;
+      this.idle.length = 0;
+      if (this.dropped === 0) return;
+      this.dropped = 0;
+      this.release.collect();
+    };
+    this.timer = setTimeout(check, this.release.idleMs);
+    this.timer.unref();
+  }
+}
+
+/**
+ * One full garbage collection, if this process can ask for it: `--expose-gc`
+ * set at run time and `gc` taken from a fresh context, so the main context's
+ * globals stay as they were. Without it (a Node that refuses the flag), the
+ * buffers are freed whenever V8 next collects on its own.
+ */
+let gcFunction: (() => void) | null | undefined;
+function collectGarbage(): void {
+  if (gcFunction === undefined) {
+    try {
+      v8.setFlagsFromString("--expose-gc");
+      gcFunction = runInNewContext("gc") as () => void;
+    } catch {
+      gcFunction = null;
+    }
+  }
+  gcFunction?.();
 }
 
 /**

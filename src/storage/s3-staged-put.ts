@@ -56,6 +56,8 @@ interface Slot {
   buffer: Buffer;
   /** Counted against the pool's process-wide extra budget. */
   extra: boolean;
+  /** Not from the pool (a small blob's own buffer): nothing to give back. */
+  own?: boolean;
 }
 
 /** S3 allows 10,000 parts per multipart upload. */
@@ -89,6 +91,7 @@ export async function stagePut(
   let written = 0;
 
   const release = (s: Slot) => {
+    if (s.own) return;
     if (s.extra) pool.giveExtra(s.buffer);
     else {
       pool.give(s.buffer);
@@ -100,7 +103,12 @@ export async function stagePut(
     await entry.done;
     release(entry.slot);
   };
+  // A body announced smaller than a part is one PutObject from a buffer of its own size: a
+  // pooled 16 MiB buffer per small push would keep part-sized memory resident for blobs of
+  // kilobytes (16 KiB pushes in the bench's mix), and the pool's buffers stay in use.
+  const small = exactBytes !== undefined && exactBytes < partSize;
   const nextSlot = async (): Promise<Slot> => {
+    if (small) return { buffer: Buffer.allocUnsafe(exactBytes), extra: false, own: true };
     for (;;) {
       if (!baseOut) {
         baseOut = true;

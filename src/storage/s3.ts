@@ -57,7 +57,7 @@ import {
 } from "./blob-store.js";
 import { stagePut } from "./s3-staged-put.js";
 import { DirectGetError, openDirectGet } from "./s3-direct-read.js";
-import { createS3Client, isMissing, isPreconditionFailed, storeUnavailable, type S3ConnectionOptions } from "./s3-client.js";
+import { createS3Client, S3_IDLE_TIMEOUT_MS, isMissing, isPreconditionFailed, storeUnavailable, type S3ConnectionOptions } from "./s3-client.js";
 import {
   chainPart,
   emptySession,
@@ -92,8 +92,8 @@ export const MAX_PART_BYTES = 5 * 1024 * 1024 * 1024;
 const COPY_CONCURRENCY = 4;
 /** Parts of one append uploading at once while the next one fills (see PartBufferPool for the process-wide cap). */
 const PARTS_IN_FLIGHT = 2;
-/** A direct blob read whose store sends nothing for this long fails (as the SDK's requestTimeout). */
-const DIRECT_READ_IDLE_MS = 60_000;
+/** A direct blob read whose store sends nothing for this long fails (as SDK requests do). */
+const DIRECT_READ_IDLE_MS = S3_IDLE_TIMEOUT_MS;
 
 export class S3BlobStore implements BlobStore {
   readonly client: S3Client;

@@ -34,7 +34,8 @@ export async function startTestRegistry(config: Record<string, unknown> = {}, da
     registry,
     async close() {
       await registry.close();
-      if (!dataDir) await rm(dir, { recursive: true, force: true });
+      // A background write finishing after close (a mirror fetch committing) can refill a directory mid-removal: retry.
+      if (!dataDir) await rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
     },
   };
 }

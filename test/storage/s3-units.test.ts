@@ -6,8 +6,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { S3Layout, emptySession, encodeSessionState, parseSessionState } from "../../src/storage/s3-layout.js";
-import { isLoopbackEndpoint, isMissing, payloadProtectedInTransit, storeUnavailable } from "../../src/storage/s3-client.js";
+import { once } from "node:events";
+import net from "node:net";
+import { HeadObjectCommand, UploadPartCommand } from "@aws-sdk/client-s3";
+import { createS3Client, isLoopbackEndpoint, isMissing, payloadProtectedInTransit, storeUnavailable } from "../../src/storage/s3-client.js";
+import { Readable } from "node:stream";
 import { KnownParts, PartBufferPool, PieceCache, RecentStates } from "../../src/storage/s3-piece-cache.js";
+import { stagePut } from "../../src/storage/s3-staged-put.js";
 
 const HEX = "a".repeat(64);
 
@@ -135,4 +140,87 @@ test("recently read session states are reused only for a few seconds, and forgot
   recent.forget("b");
   assert.equal(recent.get("b"), undefined);
   assert.deepEqual(recent.get("c"), { seq: 1 });
+});
+
+test("a store that takes the request and never answers fails it after the idle timeout instead of hanging the push", { timeout: 30_000 }, async () => {
+  // What an RGW with a full OSD does: it accepts, reads the request, and answers nothing.
+  const sockets = new Set<net.Socket>();
+  let requests = 0;
+  const silent = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on("data", (data) => void (requests += (data.toString("latin1").match(/^(HEAD|PUT) \//gm) ?? []).length));
+    socket.on("error", () => undefined);
+  });
+  silent.listen(0, "127.0.0.1");
+  await once(silent, "listening");
+  const { port } = silent.address() as net.AddressInfo;
+  try {
+    const client = createS3Client({ endpoint: `http://127.0.0.1:${port}`, region: "us-east-1", bucket: "b", accessKeyId: "k", secretAccessKey: "s", idleTimeoutMs: 300 });
+    const started = Date.now();
+    await assert.rejects(client.send(new HeadObjectCommand({ Bucket: "b", Key: "k" })), (error: Error) => error.name === "TimeoutError");
+    // An upload body is sent, then nothing comes back: the same.
+    const body = Buffer.alloc(1024 * 1024);
+    const upload = client.send(new UploadPartCommand({ Bucket: "b", Key: "k", UploadId: "u", PartNumber: 1, Body: body, ContentLength: body.length }));
+    await assert.rejects(upload, (error: Error) => error.name === "TimeoutError");
+    // The SDK's attempts (3 each) with backoff, not a minute or forever.
+    assert.ok(Date.now() - started < 15_000, `took ${Date.now() - started} ms`);
+    assert.ok(requests >= 2, `the silent store saw ${requests} requests`);
+    client.destroy();
+  } finally {
+    for (const socket of sockets) socket.destroy();
+    silent.close();
+  }
+});
+
+test("idle part buffers are let go after a quiet period, with one collection, so a burst of big pushes does not stay resident", async () => {
+  let collections = 0;
+  let clock = 0;
+  const pool = new PartBufferPool(1024, 2, 4, { idleMs: 40, collect: () => void collections++ }, () => clock);
+  const held = [pool.take(), pool.take(), pool.take()];
+  for (const buffer of held) pool.give(buffer);
+  assert.equal(pool.idleCount, 2, "keeps `keep` idle buffers; the third is let go");
+  // Still in use: a take within the quiet period postpones the release.
+  clock = 30;
+  pool.give(pool.take());
+  await new Promise((r) => setTimeout(r, 60));
+  clock = 60;
+  assert.equal(pool.idleCount, 2, "not released while pushes keep taking buffers");
+  await new Promise((r) => setTimeout(r, 60));
+  clock = 200;
+  await new Promise((r) => setTimeout(r, 80));
+  assert.equal(pool.idleCount, 0, "released once no buffer was taken for idleMs");
+  assert.equal(collections, 1, "one collection for the whole release");
+  // Nothing let go since: no further collection.
+  await new Promise((r) => setTimeout(r, 80));
+  assert.equal(collections, 1);
+  // A buffer taken after a release is a fresh one, and the pool works as before.
+  assert.equal(pool.take().length, 1024);
+});
+
+test("a monolithic push announced smaller than a part uses a buffer of its own size, not a pooled part buffer", async () => {
+  let taken = 0;
+  const pool = new PartBufferPool(8 * 1024 * 1024);
+  const take = pool.take.bind(pool);
+  pool.take = () => (taken++, take());
+  const sent: Array<{ name: string; body?: Buffer }> = [];
+  const client = {
+    send: async (command: { constructor: { name: string }; input: { Body?: Buffer } }) => {
+      sent.push({ name: command.constructor.name, body: command.input.Body });
+      return {};
+    },
+  };
+  const bytes = Buffer.from("x".repeat(16 * 1024 + 3));
+  const target = { client: client as never, bucket: "b", key: "blobs/sha256/x", partSize: 8 * 1024 * 1024, pool, partsInFlight: 2, active: new Set<string>() };
+  const blob = await stagePut(target, Readable.from([bytes.subarray(0, 5000), bytes.subarray(5000)]), { exactBytes: bytes.length });
+  assert.equal(blob.size, bytes.length);
+  assert.equal(sent.length, 0, "nothing is stored before the digest is verified");
+  await blob.publish();
+  assert.equal(taken, 0, "no part buffer was taken from the pool");
+  assert.equal(sent.length, 1);
+  assert.equal(sent[0]!.name, "PutObjectCommand");
+  assert.ok(sent[0]!.body!.equals(bytes), "the blob's exact bytes");
+  assert.equal(sent[0]!.body!.buffer.byteLength < 1024 * 1024, true, "held in a buffer of about its own size");
+  // More bytes than announced still fail, before anything is stored.
+  await assert.rejects(stagePut(target, Readable.from([bytes, Buffer.from("y")]), { exactBytes: bytes.length }), /length|bytes/i);
+  assert.equal(sent.length, 1);
 });
