@@ -13,7 +13,8 @@ import { join } from "node:path";
 import assert from "node:assert/strict";
 import { sharedMetadata, skipUnlessHaproxy, startReplicaSet, type ReplicaSet } from "../helpers/replicas.js";
 import { skipUnlessPostgres } from "../helpers/postgres.js";
-import { basic, bcryptHash, bearer, fetchToken } from "../auth/util.js";
+import { basic, bearer, fetchToken } from "../auth/util.js";
+import { assertUserLockedEverywhere, authConfig } from "./auth-setup.js";
 
 const skip = skipUnlessHaproxy() || skipUnlessPostgres();
 const PER_USER = 6;
@@ -30,18 +31,7 @@ describe("auth on three replicas with separate data directories, sharing Postgre
     if (skip) return;
     metadata = await sharedMetadata();
     assert.ok(metadata, "PostgreSQL is available");
-    const config = [
-      "auth:",
-      "  users:",
-      `    alice: { passwordHash: "${bcryptHash("alice-pw")}" }`,
-      `    bob: { passwordHash: "${bcryptHash("bob-pw")}" }`,
-      "  rules:",
-      '    - { repositories: ["**"], users: ["*"], actions: ["*"] }',
-      "  rateLimit:",
-      `    perUser: ${PER_USER}`,
-      "    perAddress: 1000",
-      "    window: 10m",
-    ].join("\n");
+    const config = authConfig({ alice: "alice-pw", bob: "bob-pw" }, PER_USER);
     set = await startReplicaSet({ config, postgresUrl: metadata.url, separateData: true });
   });
   after(async () => {
@@ -74,21 +64,7 @@ describe("auth on three replicas with separate data directories, sharing Postgre
   });
 
   it(`locks a user name after ${PER_USER} failures in total, whichever replicas (hosts) they landed on`, async () => {
-    const statuses: number[] = [];
-    const replicas = new Set<string>();
-    for (let i = 0; i < PER_USER * 3; i++) {
-      const response = await fetch(`${set.url}/v2/`, { headers: { authorization: basic("alice", `guess-${i}`) } });
-      statuses.push(response.status);
-      replicas.add(response.headers.get("x-ferry-replica") ?? "?");
-      await response.arrayBuffer();
-    }
-    assert.equal(replicas.size, 3, "the guesses were spread over the three replicas");
-    assert.deepEqual(statuses.slice(0, PER_USER), Array(PER_USER).fill(401), "the first guesses are counted");
-    assert.deepEqual(statuses.slice(PER_USER), Array(PER_USER * 2).fill(429), `after ${PER_USER} failures, every replica refuses (${statuses})`);
-    for (const replica of set.replicas) {
-      assert.equal((await fetch(`${replica.url}/v2/`, { headers: { authorization: basic("alice", "alice-pw") } })).status, 429);
-      assert.equal((await fetch(`${replica.url}/v2/`, { headers: { authorization: basic("bob", "bob-pw") } })).status, 200);
-    }
+    await assertUserLockedEverywhere(set, PER_USER);
   });
 
   it("`ferry token rotate` adds a signing key; tokens of the old key stay valid on every replica", async () => {

@@ -14,7 +14,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startServeProcess, type ServeProcess } from "../helpers/serve-process.js";
 import { freshDatabaseUrl, skipUnlessPostgres } from "../helpers/postgres.js";
-import { basic, bcryptHash } from "../auth/util.js";
+import { basic } from "../auth/util.js";
+import { authConfig } from "./auth-setup.js";
 
 const skip = skipUnlessPostgres();
 const PER_USER = 5;
@@ -33,17 +34,7 @@ describe("a burst of wrong passwords on three replicas sharing PostgreSQL", { sk
     const config = join(data, "ferry.yaml");
     await writeFile(
       config,
-      [
-        "auth:",
-        "  users:",
-        `    alice: { passwordHash: "${bcryptHash("alice-pw")}" }`,
-        "  rules:",
-        '    - { repositories: ["**"], users: ["*"], actions: ["*"] }',
-        "  rateLimit:",
-        `    perUser: ${PER_USER}`,
-        "    perAddress: 1000",
-        "    window: 10m",
-      ].join("\n"),
+      authConfig({ alice: "alice-pw" }, PER_USER),
     );
     const env = { FERRY_METADATA__DRIVER: "postgres", FERRY_METADATA__POSTGRES__URL: database.url };
     for (let i = 0; i < 3; i++) replicas.push(await startServeProcess({ data: join(data, `r${i}`), env, args: ["--config", config] }));
