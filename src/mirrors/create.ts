@@ -15,7 +15,7 @@ export interface Mirrors {
   service: MirrorService;
   extensions: Extension[];
   syncJobs: SyncJob[];
-  close(): void;
+  close(): Promise<void>;
 }
 
 /** Null when no mirror is configured (a `sync` entry then has nothing to sync from: refused). */
@@ -40,7 +40,8 @@ export function createMirrors(
   try {
     syncJobs = startSyncJobs(config.sync, service, deps.registry.meta, deps.logger);
   } catch (error) {
-    service.close();
+    void service.close(); // nothing has been fetched yet: there is nothing to wait for
+
     pulls?.close();
     throw error;
   }
@@ -51,10 +52,10 @@ export function createMirrors(
     service,
     extensions: mirrorAdminExtensions(service, () => syncJobs.map((job) => job.status())),
     syncJobs,
-    close() {
+    async close() {
       for (const job of syncJobs) job.stop();
       stopRetention();
-      service.close();
+      await service.close();
       pulls?.close();
     },
   };

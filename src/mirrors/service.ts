@@ -63,6 +63,11 @@ export class MirrorService {
   readonly set: MirrorSet;
   /** One fetch per blob and repository across every process sharing the metadata store. */
   private readonly fetchLeases: LeaseLocks;
+  /** Fetches under way, so that close() can stop them: a fetch outlives the request that started it. */
+  private readonly openFlights = new Set<BlobFlight>();
+  /** Everything a fetch still does in the background (storing, dropping its session, releasing its lease). */
+  private readonly background = new Set<Promise<void>>();
+  private closing = false;
 
   constructor(
     configs: readonly MirrorConfig[],
@@ -317,6 +322,9 @@ export class MirrorService {
       mirror.counters.blobFetchesJoined++;
       return running;
     }
+    if (this.closing) {
+      throw new RegistryError("UNAVAILABLE", "the registry is shutting down; retry on another replica or once it is back", { status: 503, headers: { "Retry-After": "5" } });
+    }
     if (mirror.flights.size >= mirror.config.maxConcurrentFetches) {
       throw new RegistryError("TOOMANYREQUESTS", `the mirror of ${mirror.upstream.url} is fetching ${mirror.flights.size} blobs already; retry shortly`, {
         status: 429,
@@ -344,7 +352,7 @@ export class MirrorService {
   private startFlight(mirror: Mirror, name: string, digest: string): Promise<BlobFlight | null> {
     return new Promise((resolve, reject) => {
       let handedOut = false;
-      this.fetchLeases
+      const leased = this.fetchLeases
         .tryRun(fetchLeaseKey(name, digest), async () => {
           const flight = await this.openFlight(mirror, name, digest);
           handedOut = true;
@@ -360,7 +368,18 @@ export class MirrorService {
             if (!handedOut) reject(error);
           },
         );
+      this.inBackground(leased);
     });
+  }
+
+  /** Tracks a promise close() must wait for; it never rejects unhandled. */
+  private inBackground(work: Promise<unknown>): void {
+    const tracked: Promise<void> = work.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.background.add(tracked);
+    void tracked.then(() => this.background.delete(tracked));
   }
 
   private async openFlight(mirror: Mirror, name: string, digest: string): Promise<BlobFlight> {
@@ -373,7 +392,8 @@ export class MirrorService {
     // Hashed inline, not on the hash thread: at a stream's pace the thread's postMessage and slab copies cost
     // more CPU (and full GCs) than SHA-256 itself (~1.1 GB/s here); see docs/mirrors.md "Speed".
     const flight = new BlobFlight(digest, opened.length);
-    flight
+    this.openFlights.add(flight);
+    const running = flight
       .run(opened.body, (verified) => this.storeBlob(name, digest, opened.length!, verified))
       .then(
         () => {
@@ -387,7 +407,11 @@ export class MirrorService {
           this.deps.logger.warn({ repository: name, digest, upstream: mirror.upstream.url, reason: message }, "mirror: blob fetch failed; nothing was stored");
         },
       )
-      .finally(() => mirror.flights.delete(key));
+      .finally(() => {
+        mirror.flights.delete(key);
+        this.openFlights.delete(flight);
+      });
+    this.inBackground(running);
     return flight;
   }
 
@@ -523,10 +547,32 @@ export class MirrorService {
     sendJson(ctx.res, 200, { name, tags: page }, headers, ctx.method === "HEAD");
   }
 
-  close(): void {
+  /**
+   * Stops every fetch still under way and waits until each has dropped its
+   * store session and released its lease, so that nothing writes into a store
+   * being closed after this returns. A fetch is not waited for to finish: a
+   * large blob could hold shutdown for minutes, and an aborted fetch leaves
+   * nothing behind (the next pull fetches it again).
+   */
+  async close(): Promise<void> {
+    this.closing = true;
+    const stopping = new Error("the registry is shutting down");
+    for (const flight of this.openFlights) flight.abort(stopping);
+    // Closing the upstream clients also ends fetches still opening their upstream.
     this.set.close();
+    const deadline = Date.now() + CLOSE_WAIT_MS;
+    while (this.background.size > 0 && Date.now() < deadline) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([...this.background, new Promise((resolve) => (timer = setTimeout(resolve, deadline - Date.now())))]);
+      clearTimeout(timer);
+      for (const flight of this.openFlights) flight.abort(stopping);
+    }
+    if (this.background.size > 0) this.deps.logger.warn({ fetches: this.background.size }, "mirror: fetches still cleaning up at shutdown");
   }
 }
+
+/** How long close() waits for aborted fetches to drop their sessions and leases. */
+const CLOSE_WAIT_MS = 10_000;
 
 /** How long a request waits for another worker's fetch of the blob it wants. */
 const WAIT_ELSEWHERE_MS = 10 * 60_000;

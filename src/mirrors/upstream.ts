@@ -126,7 +126,8 @@ class FetcherSender implements HttpSender {
         method: request.method,
         headers,
         ...(request.body ? { body: request.body } : {}),
-        timeoutMs: request.idleTimeoutMs ?? 60_000,
+        // No wait for an upstream byte is longer than the operator's upstreamTimeout (the client library asks for 120 s).
+        timeoutMs: Math.min(request.idleTimeoutMs ?? 60_000, this.deadlineMs),
         // What is read whole also has a deadline: a byte every few seconds never trips the idle timeout. (Blobs stream to clients at their pace.)
         ...(maxBytes < Number.MAX_SAFE_INTEGER || request.method === "HEAD" ? { signal: AbortSignal.timeout(this.deadlineMs) } : {}),
         maxBytes,

@@ -122,7 +122,8 @@ export class FakeUpstream {
   private async stream(res: ServerResponse, body: Buffer): Promise<void> {
     for (let offset = 0; offset < body.length && !res.destroyed; offset += this.pace.chunk) {
       if (!res.write(body.subarray(offset, offset + this.pace.chunk))) await new Promise((resolve) => res.once("drain", resolve));
-      if (this.pace.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.pace.delayMs));
+      // Unref'd: a long pause must not keep the test process alive after the server closed.
+      if (this.pace.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.pace.delayMs).unref());
     }
     res.end();
   }
