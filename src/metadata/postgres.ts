@@ -6,9 +6,9 @@
  *
  * Change tokens (docs/metadata.md, "Caches and invalidation"): while this
  * replica's LISTEN connection is live (invalidation/listener.ts), per scope
- * from memory, moved by every replica's announcements (NOTIFY inside each
- * writing transaction); a writer waits, bounded, for its own announcement to
- * come back before acknowledging. When the listener is not live,
+ * from memory, moved by every replica's announcements (a change-log row
+ * inside each writing transaction, a NOTIFY after its commit); a writer
+ * waits, bounded, for the other replicas to acknowledge before acknowledging. When the listener is not live,
  * `pg_current_wal_insert_lsn()`, one round trip: a commit inserts its WAL
  * record before it becomes visible, so a token read after a write became
  * visible differs from every token read before it. Any write in the cluster
@@ -191,40 +191,65 @@ export class PostgresMetaStore extends SqlMetaStore {
   }
 
   /**
-   * Inside the writing transaction: NOTIFY is delivered at commit, to every
-   * listening replica, and never for a transaction that rolls back.
+   * Inside the writing transaction: a change-log row, which commits (or rolls
+   * back) with the write and costs no more than any other row (normal group
+   * commit). The NOTIFY goes out after commit (settle): a transaction that
+   * notifies holds PostgreSQL's global notify lock through its WAL flush, which
+   * made every replica's writes commit one at a time.
    */
   protected override async announce(trx: Transaction<MetadataDatabase>, changes: ChangeSet): Promise<void> {
     const id = (changes.id = `${this.origin}:${++this.sequence}`);
-    const heard = this.listener?.expect(id) ?? false;
-    // Who must confirm it: the listeners listening now (one set, read in the same statement).
-    const { rows } = await sql<{ listeners: number[] }>`
-      select pg_notify(${sql.raw(CHANNEL_SQL)}, ${encodePayload(id, changes.list())}) as sent,
-             array(select pid from pg_stat_activity
-                   where datname = current_database() and application_name = 'ferry-listen ' || ${sql.raw(CHANNEL_SQL)}) as listeners`.execute(trx);
-    const listeners = rows[0]?.listeners ?? [];
-    if (heard) this.listener!.members(id, listeners);
-    else changes.unheard = listeners.length > 0;
+    changes.payload = encodePayload(id, changes.list());
+    await sql`insert into metadata_changes (xid, payload, created_at)
+              values (txid_current(), ${changes.payload}, ${postgresDialect.nowMs(undefined)})`.execute(trx);
   }
 
   /**
    * This replica's own entries go at once (read-your-writes here is exact);
-   * then, before the write is acknowledged, wait (bounded) until every
-   * replica listening at commit has applied the announcement (listener.ts):
-   * after that no replica serves what the write replaced.
+   * then the announcement is sent, and before the write is acknowledged this
+   * waits (bounded) until every replica listening then has applied it
+   * (listener.ts): after that no replica serves what the write replaced.
    */
   protected override async settle(changes: ChangeSet, committed: boolean): Promise<void> {
     this.tokens.drop(changes.list());
-    if (changes.id === undefined || !this.listener) return;
-    if (!committed) return this.listener.forget(changes.id);
-    if (changes.unheard) {
-      // This replica's listener is down, so acknowledgements cannot reach it, yet others listen:
-      // give them the whole bound to apply the announcement (counted as unconfirmed).
+    const { id, payload } = changes;
+    if (id === undefined || payload === undefined || !committed || !this.listener) return;
+    if (this.listener.isLive && this.listener.expect(id)) {
+      const listeners = await this.listener.publish(payload);
+      if (listeners !== undefined) {
+        this.listener.members(id, listeners);
+        await this.listener.waitFor(id, this.invalidationWaitMs);
+        return;
+      }
+      this.listener.forget(id);
+    }
+    // This replica's listener is down: sent on a pool connection, and acknowledgements cannot reach
+    // this replica; if others listen, give them the whole bound to apply it (counted as unconfirmed).
+    const listeners = await this.publishOnPool(payload);
+    if (listeners === undefined || listeners.length > 0) {
       await new Promise((resolve) => setTimeout(resolve, this.invalidationWaitMs));
       this.listener.countUnconfirmed();
-      return;
     }
-    await this.listener.waitFor(changes.id, this.invalidationWaitMs);
+  }
+
+  /**
+   * NOTIFY in a transaction of its own without waiting for its WAL flush (the
+   * notify lock is held until then); the listeners listening then. Undefined
+   * when it failed: the other replicas' polls of the change log find the write.
+   */
+  private async publishOnPool(payload: string): Promise<number[] | undefined> {
+    try {
+      return await this.db.transaction().execute(async (trx) => {
+        await sql`set local synchronous_commit = off`.execute(trx);
+        const { rows } = await sql<{ listeners: number[] }>`
+          select pg_notify(${sql.raw(CHANNEL_SQL)}, ${payload}) as sent,
+                 array(select pid from pg_stat_activity
+                       where datname = current_database() and application_name = 'ferry-listen ' || ${sql.raw(CHANNEL_SQL)}) as listeners`.execute(trx);
+        return rows[0]?.listeners ?? [];
+      });
+    } catch {
+      return undefined;
+    }
   }
 
   /**
