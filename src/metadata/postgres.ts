@@ -198,10 +198,17 @@ export class PostgresMetaStore extends SqlMetaStore {
    * made every replica's writes commit one at a time.
    */
   protected override async announce(trx: Transaction<MetadataDatabase>, changes: ChangeSet): Promise<void> {
-    const id = (changes.id = `${this.origin}:${++this.sequence}`);
-    changes.payload = encodePayload(id, changes.list());
+    // Already written by the write's own last statement (putManifest), and nothing added since.
+    if (changes.id !== undefined && changes.payload === encodePayload(changes.id, changes.list())) return;
+    const payload = this.recordChanges(changes);
     await sql`insert into metadata_changes (xid, payload, created_at)
-              values (txid_current(), ${changes.payload}, ${postgresDialect.nowMs(undefined)})`.execute(trx);
+              values (txid_current(), ${payload}, ${postgresDialect.nowMs(undefined)})`.execute(trx);
+  }
+
+  /** Names the announcement and encodes it; the caller inserts the change-log row inside the write's transaction. */
+  protected override recordChanges(changes: ChangeSet): string {
+    const id = (changes.id = `${this.origin}:${++this.sequence}`);
+    return (changes.payload = encodePayload(id, changes.list()));
   }
 
   /**

@@ -117,6 +117,8 @@ export class ChangeListener {
   private lastPollAt = 0;
   private pollGeneration = 0;
   private seen = new Map<string, number>();
+  /** The last query sent on the listening connection (send). */
+  private sending: Promise<unknown> = Promise.resolve();
   private wentLiveBefore = false;
 
   constructor(private readonly options: ListenerOptions) {
@@ -215,6 +217,7 @@ export class ChangeListener {
     if (this.closed) return;
     const client = new pg.Client(this.options.clientConfig);
     this.client = client;
+    this.sending = Promise.resolve();
     client.on("error", (error: Error) => this.lost(client, error.message));
     client.on("end", () => this.lost(client, "connection ended"));
     client.on("notification", (message) => {
@@ -279,14 +282,13 @@ export class ChangeListener {
         const batch = this.outbox;
         this.outbox = [];
         if (client !== this.client || !this.live) return batch.forEach((entry) => entry.done(undefined));
-        client
-          .query<{ listeners: number[] }>(
+        this.send<{ listeners: number[] }>(
+            client,
             `select pg_notify($1, p), array(select pid from pg_stat_activity
                                               where datname = current_database() and application_name = $2) as listeners
                from unnest($3::text[]) as p`,
-            [this.channel, `ferry-listen ${this.channel}`, batch.map((entry) => entry.payload)],
-          )
-          .then(
+          [this.channel, `ferry-listen ${this.channel}`, batch.map((entry) => entry.payload)],
+        ).then(
             (result) => batch.forEach((entry) => entry.done(result.rows[0]?.listeners ?? [])),
             (error: Error) => {
               batch.forEach((entry) => entry.done(undefined));
@@ -308,7 +310,7 @@ export class ChangeListener {
       this.acks = [];
       if (client !== this.client || !this.live) return;
       for (const payload of encodeAcks(ids)) {
-        client.query("select pg_notify($1, $2)", [this.channel, payload]).catch((error: Error) => this.lost(client, error.message));
+        this.send(client, "select pg_notify($1, $2)", [this.channel, payload]).catch((error: Error) => this.lost(client, error.message));
       }
     });
   }
@@ -356,7 +358,8 @@ export class ChangeListener {
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`heartbeat unanswered after ${timeoutMs} ms`)), timeoutMs);
     });
-    const poll = client.query<{ xmin: number; changes: Array<[number, string]> }>(
+    const poll = this.send<{ xmin: number; changes: Array<[number, string]> }>(
+      client,
       `select txid_snapshot_xmin(txid_current_snapshot())::int8 as xmin,
               (select coalesce(json_agg(json_build_array(xid, payload) order by id), '[]'::json)
                  from metadata_changes where xid >= $1) as changes`,
@@ -406,10 +409,19 @@ export class ChangeListener {
     else if (missed.size > 0) this.options.onChange(missed.has(ALL_SCOPES) ? [ALL_SCOPES] : [...missed]);
   }
 
+  /**
+   * One query at a time on the listening connection (pg would queue concurrent
+   * ones itself, but calling query() while one runs is deprecated).
+   */
+  private send<R extends pg.QueryResultRow>(client: pg.Client, text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+    const result = this.sending.then(() => client.query<R>(text, values));
+    this.sending = result.catch(() => {});
+    return result;
+  }
+
   /** Deletes change-log rows no live replica needs any more (synchronous_commit is off here: no fsync). */
   private prune(client: pg.Client): void {
-    client
-      .query("delete from metadata_changes where created_at < (extract(epoch from clock_timestamp()) * 1000)::int8 - $1", [CHANGE_RETENTION_MS])
+    this.send(client, "delete from metadata_changes where created_at < (extract(epoch from clock_timestamp()) * 1000)::int8 - $1", [CHANGE_RETENTION_MS])
       .catch(() => {});
   }
 }
