@@ -19,13 +19,15 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { Kysely, PostgresDialect, sql, type Transaction } from "kysely";
-import { CHANNEL_SQL, encodePayload, type ChangeSet } from "./invalidation/changes.js";
+import { ChangeSet, CHANNEL_SQL, encodePayload } from "./invalidation/changes.js";
 import { ChangeListener, type ListenerStatus } from "./invalidation/listener.js";
 import { ScopedTokens } from "./invalidation/scoped-tokens.js";
 import { postgresDialect } from "./sql/dialect.js";
 import { migrate } from "./sql/migrations.js";
 import type { LeaseDatabase, MetadataDatabase } from "./sql/schema.js";
 import { SqlMetaStore } from "./sql/store.js";
+import { MissingReferencesError, type ManifestWrite, type PutManifestResult } from "./meta-store.js";
+import { putManifestInOneStatement } from "./pg-put-manifest.js";
 
 export interface PostgresOptions {
   /** postgres://user:password@host:port/database (the password never reaches a log or an error). */
@@ -45,6 +47,9 @@ export interface PostgresOptions {
   /** Off: no LISTEN connection, every token read from the WAL position (tests, tools such as ferry migrate). */
   listen?: boolean;
 }
+
+/** Tries of a statement that lost a deadlock or serialization race (as the store's transactions). */
+const RETRIES = 3;
 
 /** Default bound on a writer's wait for its own announcement. */
 const INVALIDATION_WAIT_MS = 200;
@@ -191,6 +196,49 @@ export class PostgresMetaStore extends SqlMetaStore {
   }
 
   /**
+   * A manifest push as one autocommit statement (pg-put-manifest.ts) instead of
+   * a transaction of six round trips; a repository not created yet and
+   * manifests with foreign layers take the transaction path.
+   */
+  override async putManifest(repository: string, manifest: ManifestWrite, tag?: string | readonly string[]): Promise<PutManifestResult> {
+    if (manifest.foreignLayers.length > 0) return super.putManifest(repository, manifest, tag);
+    const tags = [...new Set(typeof tag === "string" ? [tag] : (tag ?? []))];
+    const now = Date.now();
+    for (let attempt = 1; ; attempt++) {
+      // The announcement without and with the catalog (a new manifest row may be the repository's first).
+      const changes = new ChangeSet();
+      changes.repository(repository);
+      const plain = this.recordChanges(changes);
+      changes.catalog();
+      const catalog = encodePayload(changes.id!, changes.list());
+      let result;
+      try {
+        result = await putManifestInOneStatement(this.db, repository, manifest, tags, now, { plain, catalog });
+      } catch (error) {
+        // The statement may have committed before its connection failed: this process drops the entries anyway.
+        await this.settle(changes, false);
+        const code = (error as { code?: unknown }).code;
+        if (attempt >= RETRIES || (code !== "40P01" && code !== "40001")) throw error;
+        continue;
+      }
+      if (result.repositoryId === undefined) return super.putManifest(repository, manifest, tag);
+      if (!result.written) {
+        const gone = [...manifest.blobs.filter((digest) => !result.blobs.has(digest)), ...manifest.manifests.filter((digest) => !result.children.has(digest))];
+        // (Nothing missing yet not written cannot happen; the transaction path would say what it is.)
+        if (gone.length === 0) return super.putManifest(repository, manifest, tag);
+        throw new MissingReferencesError(gone);
+      }
+      const written = new ChangeSet();
+      written.repository(repository);
+      if (result.inserted) written.catalog();
+      written.id = changes.id;
+      written.payload = result.inserted ? catalog : plain;
+      await this.settle(written, true);
+      return { previous: result.previous };
+    }
+  }
+
+  /**
    * Inside the writing transaction: a change-log row, which commits (or rolls
    * back) with the write and costs no more than any other row (normal group
    * commit). The NOTIFY goes out after commit (settle): a transaction that
@@ -220,8 +268,8 @@ export class PostgresMetaStore extends SqlMetaStore {
   protected override async settle(changes: ChangeSet, committed: boolean): Promise<void> {
     this.tokens.drop(changes.list());
     const { id, payload } = changes;
-    if (id === undefined || payload === undefined || !committed || !this.listener) return;
-    if (this.listener.isLive && this.listener.expect(id)) {
+    if (id === undefined || payload === undefined || !committed) return;
+    if (this.listener?.isLive && this.listener.expect(id)) {
       const listeners = await this.listener.publish(payload);
       if (listeners !== undefined) {
         this.listener.members(id, listeners);
@@ -230,13 +278,13 @@ export class PostgresMetaStore extends SqlMetaStore {
       }
       this.listener.forget(id);
     }
-    // This replica's listener is down: sent on a pool connection, and acknowledgements cannot reach
-    // this replica; if others listen, give them the whole bound to apply it (counted as unconfirmed).
+    // This replica's listener is down (or it has none: tools): sent on a pool connection, and
+    // acknowledgements cannot reach this replica. If others listen, give them the whole bound to
+    // apply it; if it could not be sent, their polls find the change-log row. Either way unconfirmed.
     const listeners = await this.publishOnPool(payload);
-    if (listeners === undefined || listeners.length > 0) {
-      await new Promise((resolve) => setTimeout(resolve, this.invalidationWaitMs));
-      this.listener.countUnconfirmed();
-    }
+    if (!this.listener || listeners?.length === 0) return;
+    if (listeners !== undefined) await new Promise((resolve) => setTimeout(resolve, this.invalidationWaitMs));
+    this.listener.countUnconfirmed();
   }
 
   /**
