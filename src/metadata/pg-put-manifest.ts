@@ -21,7 +21,12 @@
  *   before this statement's upsert.
  * A repository that does not exist yet, or foreign layers, take the
  * transaction path (store.ts): they are rare and need more statements.
+ *
+ * It runs as a named (prepared) statement: PostgreSQL parsed and planned the
+ * eleven CTEs anew for every push otherwise, ~1 ms of its CPU per push on the
+ * test machine. The text never changes (every value is a parameter).
  */
+import type pg from "pg";
 import { sql, type Kysely } from "kysely";
 import type { ManifestWrite } from "./meta-store.js";
 import type { MetadataDatabase } from "./sql/schema.js";
@@ -57,6 +62,7 @@ interface Row {
  */
 export async function putManifestInOneStatement(
   db: Kysely<MetadataDatabase>,
+  pool: pg.Pool,
   repository: string,
   manifest: ManifestWrite,
   tags: readonly string[],
@@ -70,7 +76,7 @@ export async function putManifestInOneStatement(
   const childRefs = [...new Set([...manifest.manifests, ...(manifest.absent?.manifests ?? [])])];
   const kinds = [...blobRefs.map(() => "blob"), ...childRefs.map(() => "manifest")];
   const annotations = manifest.annotations ? JSON.stringify(manifest.annotations) : null;
-  const { rows } = await sql<Row>`
+  const query = sql<Row>`
     with repo as (
       select id from repositories where name = ${repository}
     ), blobs as (
@@ -110,7 +116,8 @@ export async function putManifestInOneStatement(
            array(select digest from blobs) as blobs,
            array(select digest from children) as children,
            array(select name from previous order by name) as previous_tags,
-           array(select manifest_digest from previous order by name) as previous_digests`.execute(db);
+           array(select manifest_digest from previous order by name) as previous_digests`.compile(db);
+  const { rows } = await pool.query<Row>({ name: "ferry_put_manifest", text: query.sql, values: [...query.parameters] });
   const row = rows[0]!;
   const previous = new Map<string, string | null>(tags.map((name) => [name, null]));
   row.previous_tags.forEach((name, i) => previous.set(name, row.previous_digests[i] ?? null));

@@ -213,7 +213,7 @@ export class PostgresMetaStore extends SqlMetaStore {
       const catalog = encodePayload(changes.id!, changes.list());
       let result;
       try {
-        result = await putManifestInOneStatement(this.db, repository, manifest, tags, now, { plain, catalog });
+        result = await putManifestInOneStatement(this.db, this.pool, repository, manifest, tags, now, { plain, catalog });
       } catch (error) {
         // The statement may have committed before its connection failed: this process drops the entries anyway.
         await this.settle(changes, false);

@@ -283,18 +283,18 @@ export class ChangeListener {
         this.outbox = [];
         if (client !== this.client || !this.live) return batch.forEach((entry) => entry.done(undefined));
         this.send<{ listeners: number[] }>(
-            client,
-            `select pg_notify($1, p), array(select pid from pg_stat_activity
-                                              where datname = current_database() and application_name = $2) as listeners
-               from unnest($3::text[]) as p`,
+          client,
+          `select pg_notify($1, p), array(select pid from pg_stat_activity
+                                            where datname = current_database() and application_name = $2) as listeners
+             from unnest($3::text[]) as p`,
           [this.channel, `ferry-listen ${this.channel}`, batch.map((entry) => entry.payload)],
         ).then(
-            (result) => batch.forEach((entry) => entry.done(result.rows[0]?.listeners ?? [])),
-            (error: Error) => {
-              batch.forEach((entry) => entry.done(undefined));
-              this.lost(client, error.message);
-            },
-          );
+          (result) => batch.forEach((entry) => entry.done(result.rows[0]?.listeners ?? [])),
+          (error: Error) => {
+            batch.forEach((entry) => entry.done(undefined));
+            this.lost(client, error.message);
+          },
+        );
       });
     });
   }
