@@ -275,10 +275,11 @@ export class SqlMetaStore implements MetaStore {
    * serialization failure (40001) is retried: the work is all database
    * statements, so running it again is safe.
    *
-   * `changes` collects what the work changed for the read caches: announced
-   * inside the transaction just before commit (announce), and settled after it
-   * (settle: this process's own entries dropped, and on PostgreSQL the bounded
-   * wait for the announcement to come back), before the caller acknowledges.
+   * `changes` collects what the work changed for the read caches: recorded
+   * inside the transaction just before commit (announce; PostgreSQL: a
+   * change-log row), and settled after it (settle: this process's own entries
+   * dropped, and on PostgreSQL the NOTIFY and the bounded wait for the other
+   * replicas' acknowledgements), before the caller acknowledges.
    */
   protected async tx<T>(work: (trx: Transaction<MetadataDatabase>, changes: ChangeSet) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
