@@ -76,7 +76,7 @@ describe("PostgreSQL cache invalidation (LISTEN/NOTIFY)", { skip }, () => {
     assert.equal(a.invalidationStatus()?.unconfirmedWrites, 0, "every write saw its own announcement come back within the bound");
   });
 
-  test("a write whose transaction rolls back after its NOTIFY announces nothing", async (t) => {
+  test("a write whose transaction rolls back after recording its change announces nothing", async (t) => {
     const { a, b } = await pair(t);
     const token = await b.changeToken("rolled");
     const any = await b.changeToken();
@@ -102,6 +102,8 @@ describe("PostgreSQL cache invalidation (LISTEN/NOTIFY)", { skip }, () => {
 
   test("a writer that dies between its commit and its NOTIFY: the other store finds the write in the change log within about a second, exactly its scopes", async (t) => {
     const { a, b } = await pair(t);
+    // The repository exists: the push takes PostgreSQL's one-statement path (pg-put-manifest.ts).
+    await a.putManifest("silent", manifest(digest(7)), "first");
     const token = await b.changeToken("silent");
     const catalog = await b.changeToken(CATALOG_SCOPE);
     const untouched = await b.changeToken("untouched");
