@@ -18,7 +18,8 @@ import type { SqlDialect } from "./sql/dialect.js";
 import type { MetadataDatabase } from "./sql/schema.js";
 import { announceAll } from "./invalidation/changes.js";
 
-type Table = Exclude<keyof MetadataDatabase, "leases" | "ferry_schema" | "login_failures">;
+// metadata_changes: a few minutes of announcements for running replicas (ferry migrate announces its copy itself).
+type Table = Exclude<keyof MetadataDatabase, "leases" | "ferry_schema" | "login_failures" | "metadata_changes">;
 
 /** Copied in this order; each with its key (the copy pages by it). */
 const TABLES: Array<{ name: Table; key: string[] }> = [

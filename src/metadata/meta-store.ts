@@ -224,6 +224,11 @@ export interface SigningKeyRecord {
 /** changeToken's scope for the catalog (no repository name starts with "/"). */
 export const CATALOG_SCOPE = "/catalog";
 
+export interface PutManifestResult {
+  /** Per tag written: the manifest it named just before, read in the same transaction (null: a new tag). */
+  previous: Map<string, string | null>;
+}
+
 export interface MetaStore {
   repositoryExists(repository: string): Promise<boolean>;
   listRepositories(page: Page): Promise<string[]>;
@@ -232,6 +237,8 @@ export interface MetaStore {
   linkBlob(repository: string, digest: string, size: number): Promise<void>;
   /** The blob's size if `repository` may see it. */
   linkedBlob(repository: string, digest: string): Promise<{ size: number } | null>;
+  /** linkedBlob for several digests at once (one query on PostgreSQL): the sizes of those `repository` may see. */
+  linkedBlobs(repository: string, digests: readonly string[]): Promise<Map<string, number>>;
   unlinkBlob(repository: string, digest: string): Promise<boolean>;
   /** Size of a blob known anywhere in the registry. */
   blobSize(digest: string): Promise<number | null>;
@@ -246,7 +253,7 @@ export interface MetaStore {
    * blob or child manifest it references is no longer in the repository at
    * commit time (garbage collection may have run since the caller checked).
    */
-  putManifest(repository: string, manifest: ManifestWrite, tag?: string | readonly string[]): Promise<void>;
+  putManifest(repository: string, manifest: ManifestWrite, tag?: string | readonly string[]): Promise<PutManifestResult>;
   getManifest(repository: string, digest: string): Promise<ManifestRecord | null>;
   getTaggedManifest(repository: string, tag: string): Promise<ManifestRecord | null>;
   /** Deletes the manifest, its tags and references, and foreign marks no other manifest uses. */

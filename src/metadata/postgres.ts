@@ -6,9 +6,9 @@
  *
  * Change tokens (docs/metadata.md, "Caches and invalidation"): while this
  * replica's LISTEN connection is live (invalidation/listener.ts), per scope
- * from memory, moved by every replica's announcements (NOTIFY inside each
- * writing transaction); a writer waits, bounded, for its own announcement to
- * come back before acknowledging. When the listener is not live,
+ * from memory, moved by every replica's announcements (a change-log row
+ * inside each writing transaction, a NOTIFY after its commit); a writer
+ * waits, bounded, for the other replicas to acknowledge before acknowledging. When the listener is not live,
  * `pg_current_wal_insert_lsn()`, one round trip: a commit inserts its WAL
  * record before it becomes visible, so a token read after a write became
  * visible differs from every token read before it. Any write in the cluster
@@ -19,13 +19,15 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { Kysely, PostgresDialect, sql, type Transaction } from "kysely";
-import { CHANNEL_SQL, encodePayload, type ChangeSet } from "./invalidation/changes.js";
+import { ChangeSet, CHANNEL_SQL, encodePayload } from "./invalidation/changes.js";
 import { ChangeListener, type ListenerStatus } from "./invalidation/listener.js";
 import { ScopedTokens } from "./invalidation/scoped-tokens.js";
 import { postgresDialect } from "./sql/dialect.js";
 import { migrate } from "./sql/migrations.js";
 import type { LeaseDatabase, MetadataDatabase } from "./sql/schema.js";
 import { SqlMetaStore } from "./sql/store.js";
+import { MissingReferencesError, type ManifestWrite, type PutManifestResult } from "./meta-store.js";
+import { putManifestInOneStatement } from "./pg-put-manifest.js";
 
 export interface PostgresOptions {
   /** postgres://user:password@host:port/database (the password never reaches a log or an error). */
@@ -45,6 +47,9 @@ export interface PostgresOptions {
   /** Off: no LISTEN connection, every token read from the WAL position (tests, tools such as ferry migrate). */
   listen?: boolean;
 }
+
+/** Tries of a statement that lost a deadlock or serialization race (as the store's transactions). */
+const RETRIES = 3;
 
 /** Default bound on a writer's wait for its own announcement. */
 const INVALIDATION_WAIT_MS = 200;
@@ -191,40 +196,115 @@ export class PostgresMetaStore extends SqlMetaStore {
   }
 
   /**
-   * Inside the writing transaction: NOTIFY is delivered at commit, to every
-   * listening replica, and never for a transaction that rolls back.
+   * A manifest push as one autocommit statement (pg-put-manifest.ts) instead of
+   * a transaction of six round trips; a repository not created yet and
+   * manifests with foreign layers take the transaction path.
+   */
+  override async putManifest(repository: string, manifest: ManifestWrite, tag?: string | readonly string[]): Promise<PutManifestResult> {
+    if (manifest.foreignLayers.length > 0) return super.putManifest(repository, manifest, tag);
+    const tags = [...new Set(typeof tag === "string" ? [tag] : (tag ?? []))];
+    const now = Date.now();
+    for (let attempt = 1; ; attempt++) {
+      // The announcement without and with the catalog (a new manifest row may be the repository's first).
+      const changes = new ChangeSet();
+      changes.repository(repository);
+      const plain = this.recordChanges(changes);
+      changes.catalog();
+      const catalog = encodePayload(changes.id!, changes.list());
+      let result;
+      try {
+        result = await putManifestInOneStatement(this.db, this.pool, repository, manifest, tags, now, { plain, catalog });
+      } catch (error) {
+        // The statement may have committed before its connection failed: this process drops the entries anyway.
+        await this.settle(changes, false);
+        const code = (error as { code?: unknown }).code;
+        if (attempt >= RETRIES || (code !== "40P01" && code !== "40001")) throw error;
+        continue;
+      }
+      if (result.repositoryId === undefined) return super.putManifest(repository, manifest, tag);
+      if (!result.written) {
+        const gone = [...manifest.blobs.filter((digest) => !result.blobs.has(digest)), ...manifest.manifests.filter((digest) => !result.children.has(digest))];
+        // (Nothing missing yet not written cannot happen; the transaction path would say what it is.)
+        if (gone.length === 0) return super.putManifest(repository, manifest, tag);
+        throw new MissingReferencesError(gone);
+      }
+      const written = new ChangeSet();
+      written.repository(repository);
+      if (result.inserted) written.catalog();
+      written.id = changes.id;
+      written.payload = result.inserted ? catalog : plain;
+      await this.settle(written, true);
+      return { previous: result.previous };
+    }
+  }
+
+  /**
+   * Inside the writing transaction: a change-log row, which commits (or rolls
+   * back) with the write and costs no more than any other row (normal group
+   * commit). The NOTIFY goes out after commit (settle): a transaction that
+   * notifies holds PostgreSQL's global notify lock through its WAL flush, which
+   * made every replica's writes commit one at a time.
    */
   protected override async announce(trx: Transaction<MetadataDatabase>, changes: ChangeSet): Promise<void> {
+    // Already written by the write's own last statement (putManifest), and nothing added since.
+    if (changes.id !== undefined && changes.payload === encodePayload(changes.id, changes.list())) return;
+    const payload = this.recordChanges(changes);
+    await sql`insert into metadata_changes (xid, payload, created_at)
+              values (txid_current(), ${payload}, ${postgresDialect.nowMs(undefined)})`.execute(trx);
+  }
+
+  /** Names the announcement and encodes it; the caller inserts the change-log row inside the write's transaction. */
+  protected override recordChanges(changes: ChangeSet): string {
     const id = (changes.id = `${this.origin}:${++this.sequence}`);
-    const heard = this.listener?.expect(id) ?? false;
-    // Who must confirm it: the listeners listening now (one set, read in the same statement).
-    const { rows } = await sql<{ listeners: number[] }>`
-      select pg_notify(${sql.raw(CHANNEL_SQL)}, ${encodePayload(id, changes.list())}) as sent,
-             array(select pid from pg_stat_activity
-                   where datname = current_database() and application_name = 'ferry-listen ' || ${sql.raw(CHANNEL_SQL)}) as listeners`.execute(trx);
-    const listeners = rows[0]?.listeners ?? [];
-    if (heard) this.listener!.members(id, listeners);
-    else changes.unheard = listeners.length > 0;
+    return (changes.payload = encodePayload(id, changes.list()));
   }
 
   /**
    * This replica's own entries go at once (read-your-writes here is exact);
-   * then, before the write is acknowledged, wait (bounded) until every
-   * replica listening at commit has applied the announcement (listener.ts):
-   * after that no replica serves what the write replaced.
+   * then the announcement is sent, and before the write is acknowledged this
+   * waits (bounded) until every replica listening then has applied it
+   * (listener.ts): after that no replica serves what the write replaced.
    */
   protected override async settle(changes: ChangeSet, committed: boolean): Promise<void> {
     this.tokens.drop(changes.list());
-    if (changes.id === undefined || !this.listener) return;
-    if (!committed) return this.listener.forget(changes.id);
-    if (changes.unheard) {
-      // This replica's listener is down, so acknowledgements cannot reach it, yet others listen:
-      // give them the whole bound to apply the announcement (counted as unconfirmed).
-      await new Promise((resolve) => setTimeout(resolve, this.invalidationWaitMs));
-      this.listener.countUnconfirmed();
-      return;
+    const { id, payload } = changes;
+    if (id === undefined || payload === undefined || !committed) return;
+    if (this.listener?.isLive && this.listener.expect(id)) {
+      const listeners = await this.listener.publish(payload);
+      if (listeners !== undefined) {
+        this.listener.members(id, listeners);
+        await this.listener.waitFor(id, this.invalidationWaitMs);
+        return;
+      }
+      this.listener.forget(id);
     }
-    await this.listener.waitFor(changes.id, this.invalidationWaitMs);
+    // This replica's listener is down (or it has none: tools): sent on a pool connection, and
+    // acknowledgements cannot reach this replica. If others listen, give them the whole bound to
+    // apply it; if it could not be sent, their polls find the change-log row. Either way unconfirmed.
+    const listeners = await this.publishOnPool(payload);
+    if (!this.listener || listeners?.length === 0) return;
+    if (listeners !== undefined) await new Promise((resolve) => setTimeout(resolve, this.invalidationWaitMs));
+    this.listener.countUnconfirmed();
+  }
+
+  /**
+   * NOTIFY in a transaction of its own without waiting for its WAL flush (the
+   * notify lock is held until then); the listeners listening then. Undefined
+   * when it failed: the other replicas' polls of the change log find the write.
+   */
+  private async publishOnPool(payload: string): Promise<number[] | undefined> {
+    try {
+      return await this.db.transaction().execute(async (trx) => {
+        await sql`set local synchronous_commit = off`.execute(trx);
+        const { rows } = await sql<{ listeners: number[] }>`
+          select pg_notify(${sql.raw(CHANNEL_SQL)}, ${payload}) as sent,
+                 array(select pid from pg_stat_activity
+                       where datname = current_database() and application_name = 'ferry-listen ' || ${sql.raw(CHANNEL_SQL)}) as listeners`.execute(trx);
+        return rows[0]?.listeners ?? [];
+      });
+    } catch {
+      return undefined;
+    }
   }
 
   /**

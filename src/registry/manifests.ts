@@ -7,7 +7,7 @@ import { digestOf, type ParsedDigest } from "../oci/digest.js";
 import { parseManifest, effectiveArtifactType, type Descriptor, type ParsedManifest } from "../oci/manifest.js";
 import { isManifestMediaType } from "../oci/media-types.js";
 import type { ManifestReference } from "../oci/reference.js";
-import { MissingReferencesError, type ManifestRecord, type ForeignLayerWrite, type ManifestWrite } from "../metadata/meta-store.js";
+import { MissingReferencesError, type ManifestRecord, type ForeignLayerWrite, type ManifestWrite, type PutManifestResult } from "../metadata/meta-store.js";
 import type { RegistryDeps } from "./context.js";
 import { ManifestCache } from "./manifest-cache.js";
 
@@ -51,9 +51,7 @@ export class ManifestService {
     const manifest = parseManifest(body, request.contentType);
     const blobs = await this.checkReferences(repository, manifest, request.sparse ?? this.deps.limits.sparseManifests === true);
     const foreign = await this.admitForeignLayers(repository, digest, manifest, blobs.foreign);
-    // Read just before the write, outside its transaction: of two pushes racing for one tag the log may name the same "before" twice.
-    const previousDigest = reference.kind === "tag" ? ((await this.deps.meta.getTaggedManifest(repository, reference.tag))?.digest ?? null) : undefined;
-    await this.store(
+    const written = await this.store(
       repository,
       {
         digest,
@@ -69,12 +67,14 @@ export class ManifestService {
       },
       reference.kind === "tag" ? [reference.tag, ...(request.extraTags ?? [])] : (request.extraTags ?? []),
     );
+    // Read by the write's transaction (for the audit log).
+    const previousDigest = reference.kind === "tag" ? (written.previous.get(reference.tag) ?? null) : undefined;
     return { digest, mediaType: manifest.mediaType, subject: manifest.subject?.digest, warnings: foreign.warnings, previousDigest };
   }
 
-  private async store(repository: string, write: ManifestWrite, tags: readonly string[]): Promise<void> {
+  private async store(repository: string, write: ManifestWrite, tags: readonly string[]): Promise<PutManifestResult> {
     try {
-      await this.deps.meta.putManifest(repository, write, tags);
+      return await this.deps.meta.putManifest(repository, write, tags);
     } catch (error) {
       if (!(error instanceof MissingReferencesError)) throw error;
       const gone = [...write.blobs, ...write.manifests].filter((d) => error.digests.includes(d));
@@ -129,11 +129,10 @@ export class ManifestService {
       (isManifestMediaType(child.mediaType) ? manifestDescriptors : blobDescriptors).push(child);
     }
 
-    // One lookup per blob gives both facts we need: whether the repository holds it, and its size.
-    const sizes = new Map<string, number | null>();
-    for (const digest of unique(blobDescriptors.map((d) => d.digest))) {
-      sizes.set(digest, (await meta.linkedBlob(repository, digest))?.size ?? null);
-    }
+    // One lookup for all blobs gives both facts we need: whether the repository holds each, and its size.
+    const digests = unique(blobDescriptors.map((d) => d.digest));
+    const linked = digests.length > 0 ? await meta.linkedBlobs(repository, digests) : new Map<string, number>();
+    const sizes = new Map<string, number | null>(digests.map((digest) => [digest, linked.get(digest) ?? null]));
     const foreign: Descriptor[] = [];
     const unknown: Descriptor[] = [];
     for (const descriptor of blobDescriptors) {

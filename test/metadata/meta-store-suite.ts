@@ -63,8 +63,11 @@ export function metaStoreSuite(name: string, create: () => Promise<{ meta: MetaS
     });
 
     test("several tags are set with the manifest in one write (tag query parameters), and none when it is refused", async () => {
-      await meta.putManifest("multi", manifest(D(13)), "moved");
-      await meta.putManifest("multi", manifest(D(14)), ["a", "b", "moved"]);
+      assert.deepEqual((await meta.putManifest("multi", manifest(D(13)), "moved")).previous, new Map([["moved", null]]), "a new repository, a new tag");
+      // What each tag named before (the audit log's "before"), read by the write itself.
+      const { previous } = await meta.putManifest("multi", manifest(D(14)), ["a", "b", "moved"]);
+      assert.deepEqual(previous, new Map([["a", null], ["b", null], ["moved", D(13)]]));
+      assert.deepEqual((await meta.putManifest("multi", manifest(D(14)), "a")).previous, new Map([["a", D(14)]]), "re-tagging the same manifest");
       for (const tag of ["a", "b", "moved"]) assert.equal((await meta.getTaggedManifest("multi", tag))?.digest, D(14), tag);
       await meta.putManifest("multi", manifest(D(15)), []);
       assert.ok(await meta.getManifest("multi", D(15)));

@@ -76,7 +76,7 @@ describe("PostgreSQL cache invalidation (LISTEN/NOTIFY)", { skip }, () => {
     assert.equal(a.invalidationStatus()?.unconfirmedWrites, 0, "every write saw its own announcement come back within the bound");
   });
 
-  test("a write whose transaction rolls back after its NOTIFY announces nothing", async (t) => {
+  test("a write whose transaction rolls back after recording its change announces nothing", async (t) => {
     const { a, b } = await pair(t);
     const token = await b.changeToken("rolled");
     const any = await b.changeToken();
@@ -93,9 +93,30 @@ describe("PostgreSQL cache invalidation (LISTEN/NOTIFY)", { skip }, () => {
     const other = await b.changeToken("other");
     await a.putManifest("other", manifest(digest(3)), "latest");
     await until(async () => (await b.changeToken("other")) !== other, 1_000, "b sees the committed write");
+    // And b's polls of the change log (every second) find no row of the rolled-back write either.
+    await sleep(2_200);
     assert.equal(await b.changeToken("rolled"), token, "the rolled-back write moved nobody's token");
     assert.notEqual(await b.changeToken(), any);
     assert.equal(await a.getTaggedManifest("rolled", "latest"), null);
+  });
+
+  test("a writer that dies between its commit and its NOTIFY: the other store finds the write in the change log within about a second, exactly its scopes", async (t) => {
+    const { a, b } = await pair(t);
+    // The repository exists: the push takes PostgreSQL's one-statement path (pg-put-manifest.ts).
+    await a.putManifest("silent", manifest(digest(7)), "first");
+    const token = await b.changeToken("silent");
+    const catalog = await b.changeToken(CATALOG_SCOPE);
+    const untouched = await b.changeToken("untouched");
+    // The transaction commits (with its change-log row); then nothing is announced and nobody is waited for.
+    (a as unknown as { settle: () => Promise<void> }).settle = async () => {};
+    const started = Date.now();
+    await a.putManifest("silent", manifest(digest(6)), "latest");
+    await until(async () => (await b.changeToken("silent")) !== token, 2_500, "b drops the write's repository");
+    const took = Date.now() - started;
+    assert.notEqual(await b.changeToken(CATALOG_SCOPE), catalog, "and the catalog (a new manifest)");
+    assert.equal(await b.changeToken("untouched"), untouched, "no other scope");
+    assert.ok(b.invalidationStatus()!.polledChanges >= 1, "found by the poll, not by an announcement");
+    assert.ok(took < 2_500, `within the poll interval and a query (${took} ms)`);
   });
 
   test("pg_terminate_backend of the listener: tokens fall back to the WAL position (still moved by writes), then it listens again and everything cached before is dropped", async (t) => {

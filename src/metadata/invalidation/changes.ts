@@ -2,9 +2,10 @@
  * What a metadata write changed, as far as the read caches care
  * (registry/manifest-cache.ts, registry/listing.ts, the rendered listings):
  * the repositories whose tags or manifests changed, whether the catalog may
- * have changed, or everything. PostgreSQL announces it with NOTIFY inside the
- * writing transaction (so it is delivered at commit and never for a rolled-back
- * write); other replicas drop exactly those scopes (docs/metadata.md).
+ * have changed, or everything. PostgreSQL records it in `metadata_changes`
+ * inside the writing transaction (so it exists only if the write committed)
+ * and announces it with NOTIFY after the commit; other replicas drop exactly
+ * those scopes (docs/metadata.md).
  */
 import { sql, type QueryExecutorProvider } from "kysely";
 import { CATALOG_SCOPE } from "../meta-store.js";
@@ -30,8 +31,8 @@ export class ChangeSet {
   private readonly scopes = new Set<string>();
   /** The announcement's id (origin:sequence), once announced. */
   id: string | undefined;
-  /** Announced while this replica could not hear acknowledgements, with other replicas listening. */
-  unheard = false;
+  /** The announcement's text (encodePayload), once announced. */
+  payload: string | undefined;
 
   /** Tags, manifests or the repository's existence changed. */
   repository(name: string): void {

@@ -10,8 +10,20 @@
  * backoff; going live again drops every cached entry, since announcements
  * sent while it was away are lost.
  *
+ * Announcements are sent here too, after the writing transaction committed
+ * (publish): a transaction that runs NOTIFY takes PostgreSQL's global notify
+ * lock at commit and holds it through its WAL flush, so NOTIFY inside the data
+ * transactions made every replica's writes commit one fsync at a time. Sent on
+ * this connection (synchronous_commit off, the announcements of one event-loop
+ * turn in one statement), the lock is held for microseconds. The data
+ * transaction writes a row to `metadata_changes` instead; the heartbeat reads
+ * the rows of transactions that were not finished at the previous heartbeat
+ * (by xid), so an announcement a writer never sent (it died between its commit
+ * and its NOTIFY, or its connection broke) is applied here within about one
+ * heartbeat.
+ *
  * A writer waits (bounded) before acknowledging until every replica that
- * was listening when its transaction committed has dropped the entries: each
+ * was listening when it announced has dropped the entries: each
  * listener, having applied an announcement from another replica, answers it
  * with an acknowledgement NOTIFY naming its id, and the writer knows whose
  * answers to wait for from pg_stat_activity (each listener's backend carries
@@ -19,7 +31,17 @@
  * listener is not waited for: the writer drops its own entries itself).
  */
 import pg from "pg";
-import { ACK_PREFIX, CHANNEL_SQL, decodePayload, encodeAcks } from "./changes.js";
+import { ACK_PREFIX, ALL_SCOPES, CHANNEL_SQL, decodePayload, encodeAcks } from "./changes.js";
+
+/** Change-log rows older than this are deleted (each replica tries about once a minute). */
+export const CHANGE_RETENTION_MS = 120_000;
+/**
+ * A heartbeat this long after the previous one (an event loop stopped, a
+ * machine suspended) may have missed rows deleted meanwhile: everything is
+ * dropped instead of trusting the log.
+ */
+const POLL_GAP_MS = 60_000;
+const PRUNE_EVERY = 60;
 
 export interface ListenerOptions {
   clientConfig: pg.ClientConfig;
@@ -27,7 +49,10 @@ export interface ListenerOptions {
   onChange(scopes: string[]): void;
   /** Called when the connection goes live (LISTEN done) and when it stops being live. */
   onLiveChange(live: boolean): void;
-  /** Heartbeat period; a heartbeat unanswered for `heartbeatTimeoutMs` ends the connection. */
+  /**
+   * Heartbeat period (each heartbeat also reads the change log); a heartbeat
+   * unanswered for `heartbeatTimeoutMs` ends the connection.
+   */
   heartbeatMs?: number;
   heartbeatTimeoutMs?: number;
   /** Reconnect backoff bounds. */
@@ -45,6 +70,8 @@ export interface ListenerStatus {
   received: number;
   /** Writes acknowledged without their own announcement back within the bound (see waitFor). */
   unconfirmedWrites: number;
+  /** Changes found in the change log whose announcement had not arrived (a writer that died after its commit, or a slow NOTIFY). */
+  polledChanges: number;
   /** Why it last stopped being live, if it did. */
   lastError?: string;
 }
@@ -78,7 +105,20 @@ export class ChangeListener {
    * PostgreSQL has not noticed yet, would otherwise cost every write the whole bound).
    */
   private readonly suspects = new Set<number>();
-  private readonly state: ListenerStatus = { live: false, since: Date.now(), reconnects: 0, received: 0, unconfirmedWrites: 0 };
+  private readonly state: ListenerStatus = { live: false, since: Date.now(), reconnects: 0, received: 0, unconfirmedWrites: 0, polledChanges: 0 };
+  /** Announcements to send in this event-loop turn's statement (publish). */
+  private outbox: Array<{ payload: string; done(listeners: number[] | undefined): void }> = [];
+  /**
+   * Change-log polling: rows of transactions with xid >= `lastXmin` (the oldest
+   * transaction still running at the previous poll) may not have been seen yet.
+   * `seen`: announcement ids applied, with the poll generation current when they were.
+   */
+  private lastXmin = 0;
+  private lastPollAt = 0;
+  private pollGeneration = 0;
+  private seen = new Map<string, number>();
+  /** The last query sent on the listening connection (send). */
+  private sending: Promise<unknown> = Promise.resolve();
   private wentLiveBefore = false;
 
   constructor(private readonly options: ListenerOptions) {
@@ -177,6 +217,7 @@ export class ChangeListener {
     if (this.closed) return;
     const client = new pg.Client(this.options.clientConfig);
     this.client = client;
+    this.sending = Promise.resolve();
     client.on("error", (error: Error) => this.lost(client, error.message));
     client.on("end", () => this.lost(client, "connection ended"));
     client.on("notification", (message) => {
@@ -189,12 +230,15 @@ export class ChangeListener {
       this.state.received++;
       const { id, scopes } = decodePayload(payload);
       this.options.onChange(scopes);
+      this.seen.set(id, this.pollGeneration);
       if (this.pending.has(id)) this.confirm(id, backendPid(client));
       else this.acknowledge(client, id);
     });
     try {
       await client.connect();
-      const row = (await client.query<{ channel: string }>(`select ${CHANNEL_SQL} as channel`)).rows[0]!;
+      // Every transaction below xmin ended before this replica goes live (and drops everything):
+      // the change log matters from xmin on.
+      const row = (await client.query<{ channel: string; xmin: number }>(`select ${CHANNEL_SQL} as channel, txid_snapshot_xmin(txid_current_snapshot())::int8 as xmin`)).rows[0]!;
       // Acknowledgements are NOTIFYs of their own: they need no durable commit.
       await client.query("set synchronous_commit = off");
       // A replica host gone without a reset: its backend notices within ~30 s instead of the kernel's 2 hours.
@@ -205,6 +249,9 @@ export class ChangeListener {
       await client.query(`set application_name = 'ferry-listen ${row.channel}'`);
       if (client !== this.client || this.closed) return;
       this.channel = row.channel;
+      this.lastXmin = row.xmin;
+      this.lastPollAt = Date.now();
+      this.seen.clear();
       this.backoff = this.options.minBackoffMs ?? 100;
       this.live = true;
       if (this.wentLiveBefore) this.state.reconnects++;
@@ -215,6 +262,41 @@ export class ChangeListener {
     } catch (error) {
       this.lost(client, (error as Error).message);
     }
+  }
+
+  /**
+   * Sends an announcement (its transaction has committed): with every other
+   * announcement of this event-loop turn in one autocommit statement on this
+   * connection (synchronous_commit off: no fsync, so the notify lock is held
+   * for microseconds, not through a WAL flush). Resolves with the listener
+   * backends listening at that moment (each must acknowledge), or undefined
+   * when it could not be sent (then the other replicas' polls find the change).
+   */
+  publish(payload: string): Promise<number[] | undefined> {
+    const client = this.client;
+    if (!this.live || !client) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      this.outbox.push({ payload, done: resolve });
+      if (this.outbox.length > 1) return;
+      setImmediate(() => {
+        const batch = this.outbox;
+        this.outbox = [];
+        if (client !== this.client || !this.live) return batch.forEach((entry) => entry.done(undefined));
+        this.send<{ listeners: number[] }>(
+          client,
+          `select pg_notify($1, p), array(select pid from pg_stat_activity
+                                            where datname = current_database() and application_name = $2) as listeners
+             from unnest($3::text[]) as p`,
+          [this.channel, `ferry-listen ${this.channel}`, batch.map((entry) => entry.payload)],
+        ).then(
+          (result) => batch.forEach((entry) => entry.done(result.rows[0]?.listeners ?? [])),
+          (error: Error) => {
+            batch.forEach((entry) => entry.done(undefined));
+            this.lost(client, error.message);
+          },
+        );
+      });
+    });
   }
 
   /** Acknowledges another replica's announcement once this turn's notifications are applied (one NOTIFY for all of them). */
@@ -228,7 +310,7 @@ export class ChangeListener {
       this.acks = [];
       if (client !== this.client || !this.live) return;
       for (const payload of encodeAcks(ids)) {
-        client.query("select pg_notify($1, $2)", [this.channel, payload]).catch((error: Error) => this.lost(client, error.message));
+        this.send(client, "select pg_notify($1, $2)", [this.channel, payload]).catch((error: Error) => this.lost(client, error.message));
       }
     });
   }
@@ -263,27 +345,84 @@ export class ChangeListener {
 
   /**
    * A query on the listening connection: a network cut that sends no reset
-   * would otherwise leave it "live" while announcements go nowhere.
+   * would otherwise leave it "live" while announcements go nowhere. It reads
+   * the change log too (poll).
    */
   private heartbeat(): void {
     const client = this.client;
     if (!this.live || !client || this.heartbeatInFlight) return;
     this.heartbeatInFlight = true;
+    const generation = ++this.pollGeneration;
     const timeoutMs = this.options.heartbeatTimeoutMs ?? 1_500;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`heartbeat unanswered after ${timeoutMs} ms`)), timeoutMs);
     });
-    Promise.race([client.query("select 1"), timeout]).then(
-      () => {
+    const poll = this.send<{ xmin: number; changes: Array<[number, string]> }>(
+      client,
+      `select txid_snapshot_xmin(txid_current_snapshot())::int8 as xmin,
+              (select coalesce(json_agg(json_build_array(xid, payload) order by id), '[]'::json)
+                 from metadata_changes where xid >= $1) as changes`,
+      [this.lastXmin],
+    );
+    Promise.race([poll, timeout]).then(
+      (result) => {
         clearTimeout(timer);
-        if (client === this.client) this.heartbeatInFlight = false;
+        if (client !== this.client) return;
+        this.heartbeatInFlight = false;
+        const row = result.rows[0];
+        if (row) this.applyPoll(generation, row.xmin, row.changes);
+        if (generation % PRUNE_EVERY === 0) this.prune(client);
       },
       (error: Error) => {
         clearTimeout(timer);
         this.lost(client, error.message);
       },
     );
+  }
+
+  /**
+   * Applies the change-log rows of a poll: any whose announcement has not
+   * arrived (a writer that died between its commit and its NOTIFY, or a
+   * NOTIFY still on its way: dropping twice is harmless).
+   */
+  private applyPoll(generation: number, xmin: number, changes: ReadonlyArray<[number, string]>): void {
+    const now = Date.now();
+    const gap = now - this.lastPollAt > POLL_GAP_MS;
+    this.lastPollAt = now;
+    const missed = new Set<string>();
+    const keep = new Map<string, number>();
+    for (const [xid, payload] of changes) {
+      const { id, scopes } = decodePayload(payload);
+      if (!this.seen.has(id)) {
+        this.state.polledChanges++;
+        for (const scope of scopes) missed.add(scope);
+      }
+      // Still at or above the next poll's bound: it will be read again and must count as seen.
+      if (xid >= xmin) keep.set(id, generation);
+    }
+    // Announcements applied while this poll was on its way may belong to rows it could not see yet.
+    for (const [id, at] of this.seen) if (at >= generation) keep.set(id, at);
+    this.seen = keep;
+    this.lastXmin = xmin;
+    if (gap) this.options.onChange([ALL_SCOPES]);
+    else if (missed.size > 0) this.options.onChange(missed.has(ALL_SCOPES) ? [ALL_SCOPES] : [...missed]);
+  }
+
+  /**
+   * One query at a time on the listening connection (pg would queue concurrent
+   * ones itself, but calling query() while one runs is deprecated).
+   */
+  private send<R extends pg.QueryResultRow>(client: pg.Client, text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+    const result = this.sending.then(() => client.query<R>(text, values));
+    this.sending = result.catch(() => {});
+    return result;
+  }
+
+  /** Deletes change-log rows no live replica needs any more (synchronous_commit is off here: no fsync). */
+  private prune(client: pg.Client): void {
+    this.send(client, "delete from metadata_changes where created_at < (extract(epoch from clock_timestamp()) * 1000)::int8 - $1", [CHANGE_RETENTION_MS])
+      .catch(() => {});
   }
 }
 

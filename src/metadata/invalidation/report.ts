@@ -67,4 +67,9 @@ export function registerInvalidationMetrics(registry: Registry, store: object): 
     "Writes acknowledged without their own announcement back on this replica's listener within the bound (listener down or slower than the bound)",
     (s) => s.unconfirmedWrites,
   );
+  counter(
+    "ferry_metadata_invalidation_polled_changes_total",
+    "Changes this replica found in the change log before (or without) their announcement: a writer that died between its commit and its NOTIFY, or a NOTIFY slower than the poll",
+    (s) => s.polledChanges,
+  );
 }

@@ -244,6 +244,28 @@ const migrations: Migration[] = [
       ).execute();
     },
   },
+  {
+    version: 3,
+    name: "change log read by PostgreSQL replicas' listeners (cache invalidation)",
+    async up(typed, dialect) {
+      const db = typed as Ddl;
+      const { text, int64 } = dialect.types;
+      // One row per cache-relevant write, inserted inside the write's transaction; the NOTIFY that
+      // announces it is sent after commit, and listeners poll this table for announcements a writer
+      // never sent (it died in between): invalidation/listener.ts. Rows live a few minutes.
+      // SQLite has the table too (one schema) but never writes it: its change token needs none.
+      await db.schema
+        .createTable("metadata_changes")
+        .ifNotExists()
+        .addColumn("id", dialect.name === "postgres" ? "bigserial" : "integer", (c) => c.primaryKey())
+        // txid_current() of the writing transaction: polls read rows of transactions not finished at their last poll.
+        .addColumn("xid", int64, (c) => c.notNull())
+        .addColumn("payload", text, (c) => c.notNull())
+        .addColumn("created_at", int64, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex("metadata_changes_by_xid").ifNotExists().on("metadata_changes").column("xid").execute();
+    },
+  },
 ];
 
 /** The version this code writes and understands. */

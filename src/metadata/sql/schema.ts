@@ -159,6 +159,14 @@ export interface FerrySchemaTable {
   migrated_at: number;
 }
 
+/** Cache-relevant writes, for PostgreSQL listeners' polls (migrations.ts, version 3). */
+export interface MetadataChangesTable {
+  id: Generated<number>;
+  xid: number;
+  payload: string;
+  created_at: number;
+}
+
 export interface MetadataDatabase {
   repositories: RepositoriesTable;
   blobs: BlobsTable;
@@ -177,6 +185,7 @@ export interface MetadataDatabase {
   login_failures: LoginFailuresTable;
   token_signing_keys: TokenSigningKeysTable;
   ferry_schema: FerrySchemaTable;
+  metadata_changes: MetadataChangesTable;
 }
 
 /** The lease table alone: SQLite keeps it in a file of its own (sqlite.ts). */

@@ -30,6 +30,7 @@ import type {
   ManifestRecord,
   ManifestWrite,
   MetaStore,
+  PutManifestResult,
   Page,
   RecheckRoundRecord,
   ReferrerRecord,
@@ -173,6 +174,7 @@ function templates(db: Db, leases: Kysely<LeaseDatabase>, dialect: SqlDialect) {
           })),
         ),
     ),
+    tagDigest: t((db, p) => db.selectFrom("tags").select("manifest_digest").where("repository_id", "=", p("id")).where("name", "=", p("name"))),
     listTags: t((db, p) =>
       db
         .selectFrom("repositories as r")
@@ -273,10 +275,11 @@ export class SqlMetaStore implements MetaStore {
    * serialization failure (40001) is retried: the work is all database
    * statements, so running it again is safe.
    *
-   * `changes` collects what the work changed for the read caches: announced
-   * inside the transaction just before commit (announce), and settled after it
-   * (settle: this process's own entries dropped, and on PostgreSQL the bounded
-   * wait for the announcement to come back), before the caller acknowledges.
+   * `changes` collects what the work changed for the read caches: recorded
+   * inside the transaction just before commit (announce; PostgreSQL: a
+   * change-log row), and settled after it (settle: this process's own entries
+   * dropped, and on PostgreSQL the NOTIFY and the bounded wait for the other
+   * replicas' acknowledgements), before the caller acknowledges.
    */
   protected async tx<T>(work: (trx: Transaction<MetadataDatabase>, changes: ChangeSet) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
@@ -300,7 +303,16 @@ export class SqlMetaStore implements MetaStore {
     }
   }
 
-  /** Announces `changes` inside the writing transaction (PostgreSQL: NOTIFY). SQLite's change token needs nothing. */
+  /**
+   * The change-log payload of `changes`, for a statement of the write that
+   * inserts the row itself (PostgreSQL), which announce then does not; null
+   * when the store keeps no change log (SQLite).
+   */
+  protected recordChanges(_changes: ChangeSet): string | null {
+    return null;
+  }
+
+  /** Announces `changes` inside the writing transaction (PostgreSQL: a change-log row). SQLite's change token needs nothing. */
   protected async announce(_trx: Transaction<MetadataDatabase>, _changes: ChangeSet): Promise<void> {}
 
   /** After the transaction ended (`committed` false: it failed, maybe after committing). */
@@ -337,6 +349,31 @@ export class SqlMetaStore implements MetaStore {
   async linkedBlob(repository: string, digest: string): Promise<{ size: number } | null> {
     const row = await this.q.linkedBlob.first(this.db, { repository, digest });
     return row ? { size: row.size } : null;
+  }
+
+  async linkedBlobs(repository: string, digests: readonly string[]): Promise<Map<string, number>> {
+    const sizes = new Map<string, number>();
+    const unique = [...new Set(digests)];
+    if (!this.dialect.rowLocks || unique.length === 1) {
+      // SQLite (no round trips to save: the prepared lookup costs less than building an IN list), or one digest.
+      for (const digest of unique) {
+        const row = await this.q.linkedBlob.first(this.db, { repository, digest });
+        if (row) sizes.set(digest, row.size);
+      }
+      return sizes;
+    }
+    for (const part of chunks(unique)) {
+      const rows = await this.db
+        .selectFrom("repositories as r")
+        .innerJoin("repository_blobs as rb", "rb.repository_id", "r.id")
+        .innerJoin("blobs as b", "b.digest", "rb.digest")
+        .select(["rb.digest", "b.size"])
+        .where("r.name", "=", repository)
+        .where("rb.digest", "in", part)
+        .execute();
+      for (const row of rows) sizes.set(row.digest, row.size);
+    }
+    return sizes;
   }
 
 
@@ -391,21 +428,19 @@ export class SqlMetaStore implements MetaStore {
   }
 
   async missingManifests(repository: string, digests: string[]): Promise<string[]> {
+    if (digests.length === 0) return [];
     const id = await this.repositoryId(this.db, repository);
     if (id === undefined) return [...digests];
-    if (digests.length === 0) return [];
     const found = await this.present(this.db, "manifests", id, digests, false);
     return digests.filter((digest) => !found.has(digest));
   }
 
-  async putManifest(repository: string, manifest: ManifestWrite, tag?: string | readonly string[]): Promise<void> {
+  async putManifest(repository: string, manifest: ManifestWrite, tag?: string | readonly string[]): Promise<PutManifestResult> {
     const now = Date.now();
-    const tags = typeof tag === "string" ? [tag] : [...(tag ?? [])];
-    await this.tx(async (trx, changes) => {
+    const tags = [...new Set(typeof tag === "string" ? [tag] : (tag ?? []))];
+    return this.tx(async (trx, changes) => {
       changes.repository(repository);
-      const id = await this.ensureRepository(trx, repository);
-      const blobs = manifest.blobs.length > 0 ? await this.present(trx, "repository_blobs", id, manifest.blobs, true) : new Set<string>();
-      const children = manifest.manifests.length > 0 ? await this.present(trx, "manifests", id, manifest.manifests, true) : new Set<string>();
+      const { id, blobs, children } = await this.lockReferences(trx, repository, manifest);
       const gone = [...manifest.blobs.filter((digest) => !blobs.has(digest)), ...manifest.manifests.filter((digest) => !children.has(digest))];
       if (gone.length > 0) throw new MissingReferencesError(gone);
       const inserted = await this.q.insertManifest.changes(trx, {
@@ -421,18 +456,94 @@ export class SqlMetaStore implements MetaStore {
       });
       // A new manifest row may be the repository's first: the catalog lists repositories with manifests.
       if (inserted > 0) changes.catalog();
-      // An existing (untagged) manifest being tagged again: GC must not delete it under us.
-      if (this.dialect.rowLocks) await this.q.lockManifest.execute(trx, { id, digest: manifest.digest });
+      // An existing (untagged) manifest being tagged again: GC must not delete it under us. (A row this
+      // transaction inserted is invisible to GC until commit: no lock, no round trip.)
+      if (this.dialect.rowLocks && inserted === 0) await this.q.lockManifest.execute(trx, { id, digest: manifest.digest });
       // Sparse manifests (manifests.sparse, mirrors): references not held yet are recorded too, so GC keeps them once they arrive.
-      const blobRefs = new Set([...manifest.blobs, ...(manifest.absent?.blobs ?? [])]);
-      const childRefs = new Set([...manifest.manifests, ...(manifest.absent?.manifests ?? [])]);
-      for (const child of blobRefs) await this.q.insertReference.execute(trx, { id, manifest: manifest.digest, kind: "blob", child });
-      for (const child of childRefs) await this.q.insertReference.execute(trx, { id, manifest: manifest.digest, kind: "manifest", child });
+      const references = [
+        ...[...new Set([...manifest.blobs, ...(manifest.absent?.blobs ?? [])])].map((child) => ({ kind: "blob", child })),
+        ...[...new Set([...manifest.manifests, ...(manifest.absent?.manifests ?? [])])].map((child) => ({ kind: "manifest", child })),
+      ];
       await this.foreign.put(trx, id, manifest.digest, manifest.foreignLayers, now);
-      for (const name of new Set(tags)) await this.q.upsertTag.execute(trx, { id, name, digest: manifest.digest, now });
+      if (this.dialect.name === "postgres") return { previous: await this.writeReferencesAndTags(trx, id, manifest.digest, references, tags, now, changes) };
+      for (const { kind, child } of references) await this.q.insertReference.execute(trx, { id, manifest: manifest.digest, kind, child });
+      const previous = new Map<string, string | null>();
+      for (const name of tags) {
+        previous.set(name, (await this.q.tagDigest.first(trx, { id, name }))?.manifest_digest ?? null);
+        await this.q.upsertTag.execute(trx, { id, name, digest: manifest.digest, now });
+      }
+      return { previous };
     });
   }
 
+  /**
+   * The repository's id (created if missing) and which of the manifest's blob
+   * links and child manifests it holds, locked FOR SHARE on PostgreSQL until
+   * commit (GC, which locks FOR UPDATE, then sees this push's references).
+   */
+  private async lockReferences(trx: Db, repository: string, manifest: ManifestWrite): Promise<{ id: number; blobs: Set<string>; children: Set<string> }> {
+    if (this.dialect.name !== "postgres") {
+      const id = await this.ensureRepository(trx, repository);
+      const blobs = manifest.blobs.length > 0 ? await this.present(trx, "repository_blobs", id, manifest.blobs, true) : new Set<string>();
+      const children = manifest.manifests.length > 0 ? await this.present(trx, "manifests", id, manifest.manifests, true) : new Set<string>();
+      return { id, blobs, children };
+    }
+    // PostgreSQL only, one statement for what took three round trips (the id, the blob links, the
+    // child manifests); each sub-select locks its rows in digest order like present() does.
+    const lookup = () =>
+      sql<{ id: number; blobs: string[]; children: string[] }>`
+        select r.id,
+               array(select digest from repository_blobs where repository_id = r.id and digest = any(${[...new Set(manifest.blobs)]}::text[])
+                     order by digest for share) as blobs,
+               array(select digest from manifests where repository_id = r.id and digest = any(${[...new Set(manifest.manifests)]}::text[])
+                     order by digest for share) as children
+          from repositories r where r.name = ${repository}`.execute(trx);
+    let row = (await lookup()).rows[0];
+    if (!row) {
+      await this.q.insertRepository.execute(trx, { name: repository, now: Date.now() });
+      row = (await lookup()).rows[0]!;
+    }
+    return { id: row.id, blobs: new Set(row.blobs), children: new Set(row.children) };
+  }
+
+  /**
+   * PostgreSQL only: the manifest's references, its change-log row and the
+   * tag upserts in one statement (data-modifying CTEs) instead of one round
+   * trip per reference, per tag and for the change row; returns what each tag
+   * named before (the CTEs share one snapshot, so `previous` sees the tags as
+   * they were before this statement's upsert).
+   */
+  private async writeReferencesAndTags(
+    trx: Db,
+    id: number,
+    digest: string,
+    references: ReadonlyArray<{ kind: string; child: string }>,
+    tags: readonly string[],
+    now: number,
+    changes: ChangeSet,
+  ): Promise<Map<string, string | null>> {
+    // The last statement of the write: the change set is complete.
+    const payload = this.recordChanges(changes);
+    const { rows } = await sql<{ name: string; manifest_digest: string }>`
+      with refs as (
+        insert into manifest_references (repository_id, manifest_digest, kind, child_digest)
+        select ${id}, ${digest}, u.kind, u.child from unnest(${references.map((r) => r.kind)}::text[], ${references.map((r) => r.child)}::text[]) as u(kind, child)
+        on conflict do nothing
+      ), change as (
+        insert into metadata_changes (xid, payload, created_at)
+        select txid_current(), ${payload}::text, ${this.dialect.nowMs(now)} where ${payload}::text is not null
+      ), previous as (
+        select name, manifest_digest from tags where repository_id = ${id} and name = any(${tags}::text[])
+      ), upserted as (
+        insert into tags (repository_id, name, manifest_digest, updated_at)
+        select ${id}, t.name, ${digest}, ${now} from unnest(${tags}::text[]) as t(name)
+        on conflict (repository_id, name) do update set manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at
+      )
+      select name, manifest_digest from previous`.execute(trx);
+    const previous = new Map<string, string | null>(tags.map((name) => [name, null]));
+    for (const row of rows) previous.set(row.name, row.manifest_digest);
+    return previous;
+  }
   async getManifest(repository: string, digest: string): Promise<ManifestRecord | null> {
     const row = await this.q.getManifest.first(this.db, { repository, digest });
     return row ? toManifestRecord(repository, row) : null;
