@@ -87,18 +87,19 @@ export class KnownParts {
  * for its previous part instead of filling the next one.
  *
  * Memory goes back to the system in two steps once pushes go quiet. After
- * `trimMs` without a buffer taken, one full collection (`collect`) frees the
- * buffers handed back while `keep` were already idle and the request-body
- * chunks the pushes left for the collector, and the C heap those chunks grew
- * is trimmed: buffers that lived long enough to reach V8's old space are
- * freed by nothing else until a full collection, which a process serving
- * small requests may not run for minutes, and glibc keeps the free space
- * inside its heap resident (after 8 concurrent 100 MiB pushes: 75 MiB of
+ * `trimMs` without a buffer taken, a young-generation collection
+ * (`collect(false)`) frees the request-body chunks the pushes left for the
+ * collector and the C heap those chunks grew is trimmed: glibc keeps the free
+ * space inside its heap resident (after 8 concurrent 100 MiB pushes: 75 MiB of
  * heap, 40 MiB of it free; the benchmark's mix right after peaked at 256-297
  * MiB, docs/storage.md). After `idleMs`, the idle buffers are let go too,
- * with another collection. ~10-15 ms each on a heap of ~25 MB, once per quiet
- * period. 10 s and 30 s, not less: the first push after a step faults its
- * pages in anew, so a registry pushing every few seconds keeps them.
+ * with a full collection (`collect(true)`, ~10-15 ms on a heap of ~25 MB):
+ * buffers that lived long enough to reach V8's old space, including those
+ * handed back while `keep` were already idle, are freed by nothing else until
+ * one, which a process serving small requests may not run for minutes.
+ * 10 s and 30 s, not less: the first push after a step faults its pages in
+ * anew (~30-70 ms more CPU for a 100 MiB push after the first step), so a
+ * registry pushing every few seconds keeps them.
  */
 export class PartBufferPool {
   private readonly idle: Buffer[] = [];
@@ -112,7 +113,7 @@ export class PartBufferPool {
     private readonly size: number,
     private readonly keep = 4,
     private readonly maxExtra = 4,
-    private readonly release: { trimMs: number; idleMs: number; collect: () => void } = { trimMs: 10_000, idleMs: 30_000, collect: returnMemory },
+    private readonly release: { trimMs: number; idleMs: number; collect: (full: boolean) => void } = { trimMs: 10_000, idleMs: 30_000, collect: returnMemory },
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -128,7 +129,7 @@ export class PartBufferPool {
   }
 
   give(buffer: Buffer): void {
-    // Beyond `keep` the buffer is simply dropped: the first step's collection frees it.
+    // Beyond `keep` the buffer is simply dropped: the second step's full collection frees it if nothing did before.
     if (this.idle.length < this.keep) this.idle.push(buffer);
     this.scheduleRelease();
   }
@@ -161,16 +162,16 @@ export class PartBufferPool {
   private step(): void {
     this.timer = null;
     const quiet = this.now() - this.lastTake;
-    let free = false;
+    let collect: "minor" | "full" | null = null;
     if (!this.collected && quiet >= this.release.trimMs) {
       this.collected = true;
-      free = true;
+      collect = "minor";
     }
     if (quiet >= this.release.idleMs && this.idle.length > 0) {
       this.idle.length = 0;
-      free = true;
+      collect = "full";
     }
-    if (free) this.release.collect();
+    if (collect !== null) this.release.collect(collect === "full");
     // Nothing left to let go until the next push.
     if (this.collected && this.idle.length === 0) return;
     this.scheduleRelease();
@@ -178,17 +179,18 @@ export class PartBufferPool {
 }
 
 /**
- * After a burst of pushes: one full collection frees the part buffers and the
- * request-body chunks still waiting for one; then the C heap those chunks
- * grew is trimmed. glibc keeps free space inside its heap resident (only the
- * top above the trim threshold goes back), and concurrent pushes leave it
- * mostly free but pinned by a few live blocks: 75 MiB of heap with 40 MiB
- * free after 8 concurrent 100 MiB pushes (docs/storage.md, sixth round).
+ * After a burst of pushes: a collection frees the request-body chunks still
+ * waiting for one (a young-generation one first: a full collection on the
+ * small idle heap leaves V8 with an old-generation limit so low that the next
+ * 100 MiB push ran ~110 ms more CPU, 410 against 300 ms, median of 7); then
+ * the C heap those chunks grew is trimmed. glibc keeps free space inside its
+ * heap resident (only the top above the trim threshold goes back), and
+ * concurrent pushes leave it mostly free but pinned by a few live blocks.
  * The trim waits a second because V8 frees array buffer memory on a helper
  * thread after the collection.
  */
-function returnMemory(): void {
-  collectGarbage();
+function returnMemory(full: boolean): void {
+  collectGarbage(full);
   setTimeout(trimFreedHeap, 1000).unref();
 }
 
@@ -198,17 +200,17 @@ function returnMemory(): void {
  * globals stay as they were. Without it (a Node that refuses the flag), the
  * buffers are freed whenever V8 next collects on its own.
  */
-let gcFunction: (() => void) | null | undefined;
-function collectGarbage(): void {
+let gcFunction: ((options?: { type: "minor" | "major" }) => void) | null | undefined;
+function collectGarbage(full = true): void {
   if (gcFunction === undefined) {
     try {
       v8.setFlagsFromString("--expose-gc");
-      gcFunction = runInNewContext("gc") as () => void;
+      gcFunction = runInNewContext("gc") as (options?: { type: "minor" | "major" }) => void;
     } catch {
       gcFunction = null;
     }
   }
-  gcFunction?.();
+  gcFunction?.(full ? undefined : { type: "minor" });
 }
 
 /**

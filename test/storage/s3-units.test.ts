@@ -174,8 +174,9 @@ test("a store that takes the request and never answers fails it after the idle t
 
 test("once pushes go quiet, memory is returned in two steps: a collection and heap trim, then the idle part buffers", async () => {
   let collections = 0;
+  const kinds: string[] = [];
   let clock = 0;
-  const pool = new PartBufferPool(1024, 2, 4, { trimMs: 40, idleMs: 120, collect: () => void collections++ }, () => clock);
+  const pool = new PartBufferPool(1024, 2, 4, { trimMs: 40, idleMs: 120, collect: (full) => void (collections++, kinds.push(full ? "full" : "minor")) }, () => clock);
   const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
   const held = [pool.take(), pool.take(), pool.take()];
   for (const buffer of held) pool.give(buffer);
@@ -189,7 +190,7 @@ test("once pushes go quiet, memory is returned in two steps: a collection and he
   assert.equal(collections, 0, "no collection while pushes keep taking buffers");
   clock = 75;
   await wait(60);
-  assert.equal(collections, 1, "first step: one collection (and heap trim) once no buffer was taken for trimMs");
+  assert.equal(collections, 1, "first step: one collection and heap trim once no buffer was taken for trimMs");
   assert.equal(pool.idleCount, 2, "the idle buffers stay through the first step");
   await wait(60);
   assert.equal(collections, 1, "no second collection before idleMs");
@@ -200,6 +201,7 @@ test("once pushes go quiet, memory is returned in two steps: a collection and he
   // Nothing taken or let go since: no further collection.
   await wait(150);
   assert.equal(collections, 2);
+  assert.deepEqual(kinds, ["minor", "full"], "young generation first (a full one on the idle heap costs the next push), full with the buffers");
   // A buffer taken after a release is a fresh one, and the next quiet period collects again.
   const fresh = pool.take();
   assert.equal(fresh.length, 1024);
