@@ -31,7 +31,9 @@ export async function startBenchS3(repoRoot: string, rgwDir: string, names: Regi
     ...process.env,
     RGW_DIR: rgwDir,
     S3_PORT: String(port),
-    MON_PORT: String(20_000 + Math.floor(Math.random() * 20_000)),
+    // A free port from the kernel's ephemeral range, like S3_PORT: a random pick could land on a port
+    // another cluster on this machine listens on (the OSD takes the 100 ports after it).
+    MON_PORT: String(await freePort()),
     OSD_BACKEND: 'bluestore',
   };
   onCleanup(async () => {

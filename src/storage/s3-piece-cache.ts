@@ -9,6 +9,7 @@
  */
 import v8 from "node:v8";
 import { runInNewContext } from "node:vm";
+import { trimFreedHeap } from "../native/addon.js";
 
 const MAX_ENTRY_BYTES = 8 * 1024 * 1024;
 const MAX_TOTAL_BYTES = 32 * 1024 * 1024;
@@ -75,8 +76,9 @@ export class KnownParts {
 
 /**
  * Part-sized buffers for appends, reused: a fresh 16 MiB buffer is a fresh
- * mapping whose every page faults on first write (~20 µs per 4 KiB page on
- * our VMs, ~80 ms of CPU per part). Up to `keep` idle buffers stay.
+ * mapping whose every page faults on first write (~6 ms of CPU per part on a
+ * quiet VM here, up to ~80 ms measured on a busy one). Up to `keep` idle
+ * buffers stay.
  *
  * An append holds one buffer while it fills a part and may hold more while
  * earlier parts are still uploading; `tryTakeExtra` hands out such extra
@@ -84,41 +86,51 @@ export class KnownParts {
  * concurrent pushes cannot multiply memory: past the budget an append waits
  * for its previous part instead of filling the next one.
  *
- * Once no buffer was taken for `idleMs`, the idle ones are let go, and so is
- * the memory of any buffer handed back while `keep` were already idle: such
- * buffers have lived long enough to be in V8's old space, where nothing frees
- * them until a full collection, which a process serving small requests may
- * not run for minutes (8 concurrent 100 MiB pushes left ~240 MiB resident
- * that small requests afterwards never gave back). So a release asks for one
- * collection (`collect`): ~10-15 ms on a heap of ~25 MB, at most once per
- * idle period, and only after part buffers were actually let go. 30 s, not
- * less: the first push after a release faults its buffers in anew (~80 ms of
- * CPU per 16 MiB), so a registry pushing every few seconds keeps them.
+ * Memory goes back to the system in two steps once pushes go quiet. After
+ * `trimMs` without a buffer taken, a young-generation collection
+ * (`collect(false)`) frees the request-body chunks the pushes left for the
+ * collector and the C heap those chunks grew is trimmed: glibc keeps the free
+ * space inside its heap resident (after 8 concurrent 100 MiB pushes: 75 MiB of
+ * heap, 40 MiB of it free; the benchmark's mix right after peaked at 256-297
+ * MiB, docs/storage.md). After `idleMs`, the idle buffers are let go too,
+ * with a full collection (`collect(true)`, ~10-15 ms on a heap of ~25 MB):
+ * buffers that lived long enough to reach V8's old space, including those
+ * handed back while `keep` were already idle, are freed by nothing else until
+ * one, which a process serving small requests may not run for minutes.
+ * 10 s and 30 s, not less: the first push after a step faults its pages in
+ * anew (~30-70 ms more CPU for a 100 MiB push after the first step), so a
+ * registry pushing every few seconds keeps them.
  */
 export class PartBufferPool {
   private readonly idle: Buffer[] = [];
   private extra = 0;
-  /** Buffers let go (beyond `keep`) since the last collection. */
-  private dropped = 0;
   private lastTake = 0;
+  /** The first step ran since the last take. */
+  private collected = true;
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly size: number,
     private readonly keep = 4,
     private readonly maxExtra = 4,
-    private readonly release: { idleMs: number; collect: () => void } = { idleMs: 30_000, collect: collectGarbage },
+    private readonly release: { trimMs: number; idleMs: number; collect: (full: boolean) => void } = { trimMs: 10_000, idleMs: 30_000, collect: returnMemory },
     private readonly now: () => number = Date.now,
   ) {}
 
   take(): Buffer {
     this.lastTake = this.now();
+    if (this.collected && this.timer !== null) {
+      // Armed for the idle step: the first step is due sooner now (re-armed on give).
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    this.collected = false;
     return this.idle.pop() ?? Buffer.allocUnsafeSlow(this.size);
   }
 
   give(buffer: Buffer): void {
+    // Beyond `keep` the buffer is simply dropped: the second step's full collection frees it if nothing did before.
     if (this.idle.length < this.keep) this.idle.push(buffer);
-    else this.dropped++;
     this.scheduleRelease();
   }
 
@@ -141,23 +153,45 @@ export class PartBufferPool {
 
   private scheduleRelease(): void {
     if (this.timer !== null) return;
-    const check = () => {
-      this.timer = null;
-      const quiet = this.now() - this.lastTake;
-      if (quiet < this.release.idleMs) {
-        this.timer = setTimeout(check, this.release.idleMs - quiet);
-        this.timer.unref();
-        return;
-      }
-      this.dropped += this.idle.length;
-      this.idle.length = 0;
-      if (this.dropped === 0) return;
-      this.dropped = 0;
-      this.release.collect();
-    };
-    this.timer = setTimeout(check, this.release.idleMs);
+    const { trimMs, idleMs } = this.release;
+    const due = (this.collected ? idleMs : Math.min(trimMs, idleMs)) - (this.now() - this.lastTake);
+    this.timer = setTimeout(() => this.step(), Math.max(due, 1));
     this.timer.unref();
   }
+
+  private step(): void {
+    this.timer = null;
+    const quiet = this.now() - this.lastTake;
+    let collect: "minor" | "full" | null = null;
+    if (!this.collected && quiet >= this.release.trimMs) {
+      this.collected = true;
+      collect = "minor";
+    }
+    if (quiet >= this.release.idleMs && this.idle.length > 0) {
+      this.idle.length = 0;
+      collect = "full";
+    }
+    if (collect !== null) this.release.collect(collect === "full");
+    // Nothing left to let go until the next push.
+    if (this.collected && this.idle.length === 0) return;
+    this.scheduleRelease();
+  }
+}
+
+/**
+ * After a burst of pushes: a collection frees the request-body chunks still
+ * waiting for one (a young-generation one first: a full collection on the
+ * small idle heap leaves V8 with an old-generation limit so low that the next
+ * 100 MiB push ran ~110 ms more CPU, 410 against 300 ms, median of 7); then
+ * the C heap those chunks grew is trimmed. glibc keeps free space inside its
+ * heap resident (only the top above the trim threshold goes back), and
+ * concurrent pushes leave it mostly free but pinned by a few live blocks.
+ * The trim waits a second because V8 frees array buffer memory on a helper
+ * thread after the collection.
+ */
+function returnMemory(full: boolean): void {
+  collectGarbage(full);
+  setTimeout(trimFreedHeap, 1000).unref();
 }
 
 /**
@@ -166,17 +200,17 @@ export class PartBufferPool {
  * globals stay as they were. Without it (a Node that refuses the flag), the
  * buffers are freed whenever V8 next collects on its own.
  */
-let gcFunction: (() => void) | null | undefined;
-function collectGarbage(): void {
+let gcFunction: ((options?: { type: "minor" | "major" }) => void) | null | undefined;
+function collectGarbage(full = true): void {
   if (gcFunction === undefined) {
     try {
       v8.setFlagsFromString("--expose-gc");
-      gcFunction = runInNewContext("gc") as () => void;
+      gcFunction = runInNewContext("gc") as (options?: { type: "minor" | "major" }) => void;
     } catch {
       gcFunction = null;
     }
   }
-  gcFunction?.();
+  gcFunction?.(full ? undefined : { type: "minor" });
 }
 
 /**

@@ -172,29 +172,43 @@ test("a store that takes the request and never answers fails it after the idle t
   }
 });
 
-test("idle part buffers are let go after a quiet period, with one collection, so a burst of big pushes does not stay resident", async () => {
+test("once pushes go quiet, memory is returned in two steps: a collection and heap trim, then the idle part buffers", async () => {
   let collections = 0;
+  const kinds: string[] = [];
   let clock = 0;
-  const pool = new PartBufferPool(1024, 2, 4, { idleMs: 40, collect: () => void collections++ }, () => clock);
+  const pool = new PartBufferPool(1024, 2, 4, { trimMs: 40, idleMs: 120, collect: (full) => void (collections++, kinds.push(full ? "full" : "minor")) }, () => clock);
+  const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
   const held = [pool.take(), pool.take(), pool.take()];
   for (const buffer of held) pool.give(buffer);
   assert.equal(pool.idleCount, 2, "keeps `keep` idle buffers; the third is let go");
-  // Still in use: a take within the quiet period postpones the release.
+  // Still in use: a take within the quiet period postpones both steps.
   clock = 30;
   pool.give(pool.take());
-  await new Promise((r) => setTimeout(r, 60));
+  await wait(60);
   clock = 60;
-  assert.equal(pool.idleCount, 2, "not released while pushes keep taking buffers");
-  await new Promise((r) => setTimeout(r, 60));
+  await wait(60);
+  assert.equal(collections, 0, "no collection while pushes keep taking buffers");
+  clock = 75;
+  await wait(60);
+  assert.equal(collections, 1, "first step: one collection and heap trim once no buffer was taken for trimMs");
+  assert.equal(pool.idleCount, 2, "the idle buffers stay through the first step");
+  await wait(60);
+  assert.equal(collections, 1, "no second collection before idleMs");
   clock = 200;
-  await new Promise((r) => setTimeout(r, 80));
-  assert.equal(pool.idleCount, 0, "released once no buffer was taken for idleMs");
-  assert.equal(collections, 1, "one collection for the whole release");
-  // Nothing let go since: no further collection.
-  await new Promise((r) => setTimeout(r, 80));
-  assert.equal(collections, 1);
-  // A buffer taken after a release is a fresh one, and the pool works as before.
-  assert.equal(pool.take().length, 1024);
+  await wait(150);
+  assert.equal(pool.idleCount, 0, "second step: idle buffers let go once no buffer was taken for idleMs");
+  assert.equal(collections, 2, "with one more collection");
+  // Nothing taken or let go since: no further collection.
+  await wait(150);
+  assert.equal(collections, 2);
+  assert.deepEqual(kinds, ["minor", "full"], "young generation first (a full one on the idle heap costs the next push), full with the buffers");
+  // A buffer taken after a release is a fresh one, and the next quiet period collects again.
+  const fresh = pool.take();
+  assert.equal(fresh.length, 1024);
+  pool.give(fresh);
+  clock = 300;
+  await wait(80);
+  assert.equal(collections, 3, "a take re-arms the first step");
 });
 
 test("a monolithic push announced smaller than a part uses a buffer of its own size, not a pooled part buffer", async () => {
