@@ -144,7 +144,7 @@ export class ManifestService {
         unknown.push(descriptor);
       }
     }
-    const missingChildren = new Set(await meta.missingManifests(repository, unique(manifestDescriptors.map((d) => d.digest))));
+    const missingChildren = new Set(manifestDescriptors.length > 0 ? await meta.missingManifests(repository, unique(manifestDescriptors.map((d) => d.digest))) : []);
     const children = unique(manifestDescriptors.map((d) => d.digest));
     let absent: { blobs: string[]; manifests: string[] } | undefined;
     if (sparse) {

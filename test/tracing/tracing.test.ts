@@ -107,7 +107,7 @@ test("a push and a pull are traced: one server span per request, metadata and bl
   assert.equal(put.attributes["client.address"], "127.0.0.1");
   const putChildren = childrenOf(spans, put).map((s) => s.name);
   assert.ok(putChildren.includes("metadata.putManifest"), `PUT manifest children: ${putChildren.join(", ")}`);
-  assert.ok(putChildren.includes("metadata.linkedBlob"), `PUT manifest children: ${putChildren.join(", ")}`);
+  assert.ok(putChildren.includes("metadata.linkedBlobs"), `PUT manifest children: ${putChildren.join(", ")}`);
   assert.ok(serverSpans(spans, "POST uploads").length >= 2, "each blob upload has its span");
 
   // The pull: the manifest GET reads the metadata store, the blob GET the blob store.
