@@ -63,8 +63,6 @@ export class MirrorService {
   readonly set: MirrorSet;
   /** One fetch per blob and repository across every process sharing the metadata store. */
   private readonly fetchLeases: LeaseLocks;
-  /** Fetches under way, so that close() can stop them: a fetch outlives the request that started it. */
-  private readonly openFlights = new Set<BlobFlight>();
   /** Everything a fetch still does in the background (storing, dropping its session, releasing its lease). */
   private readonly background = new Set<Promise<void>>();
   private closing = false;
@@ -392,7 +390,6 @@ export class MirrorService {
     // Hashed inline, not on the hash thread: at a stream's pace the thread's postMessage and slab copies cost
     // more CPU (and full GCs) than SHA-256 itself (~1.1 GB/s here); see docs/mirrors.md "Speed".
     const flight = new BlobFlight(digest, opened.length);
-    this.openFlights.add(flight);
     const running = flight
       .run(opened.body, (verified) => this.storeBlob(name, digest, opened.length!, verified))
       .then(
@@ -407,10 +404,7 @@ export class MirrorService {
           this.deps.logger.warn({ repository: name, digest, upstream: mirror.upstream.url, reason: message }, "mirror: blob fetch failed; nothing was stored");
         },
       )
-      .finally(() => {
-        mirror.flights.delete(key);
-        this.openFlights.delete(flight);
-      });
+      .finally(() => mirror.flights.delete(key));
     this.inBackground(running);
     return flight;
   }
@@ -557,7 +551,10 @@ export class MirrorService {
   async close(): Promise<void> {
     this.closing = true;
     const stopping = new Error("the registry is shutting down");
-    for (const flight of this.openFlights) flight.abort(stopping);
+    // A fetch outlives the request that started it. One still opening its upstream is aborted once it has its flight.
+    for (const mirror of this.set.mirrors) {
+      for (const flight of mirror.flights.values()) flight.then((opened) => opened?.abort(stopping), () => undefined);
+    }
     // Closing the upstream clients also ends fetches still opening their upstream.
     this.set.close();
     const deadline = Date.now() + CLOSE_WAIT_MS;
@@ -565,7 +562,6 @@ export class MirrorService {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([...this.background, new Promise((resolve) => (timer = setTimeout(resolve, deadline - Date.now())))]);
       clearTimeout(timer);
-      for (const flight of this.openFlights) flight.abort(stopping);
     }
     if (this.background.size > 0) this.deps.logger.warn({ fetches: this.background.size }, "mirror: fetches still cleaning up at shutdown");
   }
