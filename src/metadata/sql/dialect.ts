@@ -16,6 +16,8 @@ export interface SqlDialect {
   readonly types: {
     /** An auto-assigned integer primary key (repositories.id). */
     serial: ColumnDataType;
+    /** The same for tables whose rows come and go fast (failed logins, the change log): a 32-bit sequence could run out. */
+    serial64: ColumnDataType;
     /** Epoch milliseconds and byte counts (int8 in PostgreSQL). */
     int64: ColumnDataType;
     /** Text compared and sorted byte by byte (OCI listings are in lexical order, "B" before "a"). */
@@ -51,7 +53,7 @@ export interface SqlDialect {
 
 export const sqliteDialect: SqlDialect = {
   name: "sqlite",
-  types: { serial: "integer", int64: "integer", text: "text", bytes: "blob" },
+  types: { serial: "integer", serial64: "integer", int64: "integer", text: "text", bytes: "blob" },
   withoutRowid: true,
   rowLocks: false,
   jsonArray: (value) => sql<string | null>`json_group_array(${value})`,
@@ -73,7 +75,7 @@ const MIGRATION_LOCK = 0x66657272_79000001n;
 
 export const postgresDialect: SqlDialect = {
   name: "postgres",
-  types: { serial: "serial", int64: "bigint", text: sql`text collate "C"`, bytes: "bytea" },
+  types: { serial: "serial", serial64: "bigserial", int64: "bigint", text: sql`text collate "C"`, bytes: "bytea" },
   withoutRowid: false,
   rowLocks: true,
   jsonArray: (value) => sql<string | null>`json_agg(${value})::text`,

@@ -226,7 +226,7 @@ const migrations: Migration[] = [
       await db.schema
         .createTable("login_failures")
         .ifNotExists()
-        .addColumn("id", dialect.name === "postgres" ? "bigserial" : "integer", (c) => c.primaryKey())
+        .addColumn("id", dialect.types.serial64, (c) => c.primaryKey())
         .addColumn("kind", text, (c) => c.notNull())
         .addColumn("key", text, (c) => c.notNull())
         .addColumn("at", int64, (c) => c.notNull())
@@ -257,7 +257,7 @@ const migrations: Migration[] = [
       await db.schema
         .createTable("metadata_changes")
         .ifNotExists()
-        .addColumn("id", dialect.name === "postgres" ? "bigserial" : "integer", (c) => c.primaryKey())
+        .addColumn("id", dialect.types.serial64, (c) => c.primaryKey())
         // txid_current() of the writing transaction: polls read rows of transactions not finished at their last poll.
         .addColumn("xid", int64, (c) => c.notNull())
         .addColumn("payload", text, (c) => c.notNull())
