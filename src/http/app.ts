@@ -9,7 +9,6 @@ import { assertRepositoryName } from "../oci/reference.js";
 import type { AccessRequest, Principal } from "../auth/access.js";
 import { performance } from "node:perf_hooks";
 import type { AuditFacts, RequestContext, Services } from "./context.js";
-import type { Logger } from "pino";
 import { ALLOWED_METHODS, matchRoute, type Route } from "./routes.js";
 import { isClientAbort, send, sendError } from "./respond.js";
 import { getBlob, deleteBlob } from "./handlers/blobs.js";
@@ -18,6 +17,7 @@ import { deleteManifest, getManifest, putManifest } from "./handlers/manifests.j
 import { listCatalog, listReferrers, listTags } from "./handlers/listing.js";
 import type { Metrics } from "./metrics.js";
 import { framingError } from "./framing.js";
+import { accessLog, type AccessLog } from "./access-log.js";
 import { GuardedBody, bodyIdleError, clientClosed, watchBody } from "./body.js";
 import type { ClientAddressResolver } from "./client-address.js";
 import type { UploadSlots } from "./upload-slots.js";
@@ -94,7 +94,7 @@ type TaggedResponse = ServerResponse & { [EXCHANGE]?: Exchange };
 /** What every request of one handler shares. */
 interface Shared {
   options: AppOptions;
-  accessLogger: Logger;
+  accessLog: AccessLog;
   observers: RequestObserver[];
 }
 
@@ -102,10 +102,7 @@ export function createRequestHandler(options: AppOptions): (req: IncomingMessage
   const { extensions, limits } = options;
   const shared: Shared = {
     options,
-    // The access line's fields are fixed (no headers, no query, no bodies), so it
-    // skips the secret redaction every other log call gets: walking the redaction
-    // paths cost as much as writing the line.
-    accessLogger: options.services.logger.child({}, { redact: [] }),
+    accessLog: accessLog(options.services.logger),
     observers: options.observers ?? [],
   };
   return (req, res) => {
@@ -184,15 +181,12 @@ class Exchange implements RequestContext {
   }
 
   finished(): void {
-    const { options, accessLogger, observers } = this.shared;
+    const { options, accessLog, observers } = this.shared;
     const { res } = this;
     const seconds = this.seconds();
     options.metrics.observe(this.method, this.routeKind, res.statusCode, seconds);
     if (options.accessLog) {
-      accessLogger.info(
-        { requestId: this.requestId, method: this.method, path: this.path, status: res.statusCode, ms: Math.round(seconds * 1e4) / 10, code: this.errorCode, client: this.clientAddress },
-        "request",
-      );
+      accessLog({ requestId: this.requestId, method: this.method, path: this.path, status: res.statusCode, ms: Math.round(seconds * 1e4) / 10, code: this.errorCode, client: this.clientAddress });
     }
     if (observers.length > 0) this.tell(true, seconds);
   }
