@@ -6,9 +6,10 @@
  * no mixin, hooks, message prefix, nested key, log formatter or serializers
  * for these fields, time as epoch milliseconds) the line is put together here
  * from pino's own pieces (its level prefix, its bindings, its line ending) and
- * handed to the logger's destination: pino's generic path (rest arguments,
- * message formatting, the per-key loop) was ~5% of a cached manifest GET
- * (docs/benchmarks.md, round 6). test/http/access-log.test.ts holds the line
+ * handed to the logger's destination, the lines of one event-loop turn in
+ * one write: pino's generic path (rest arguments, message formatting, the
+ * per-key loop) and the destination's per-write bookkeeping were ~10% of a
+ * cached manifest GET (docs/benchmarks.md, round 6). test/http/access-log.test.ts holds the line
  * to pino's own, byte for byte. Any other logger (tests pass their own, a
  * future option) goes through pino as before.
  *
@@ -41,15 +42,58 @@ export function accessLog(logger: Logger): AccessLog {
   const levelPrefix = (internals[s.lsCacheSym] as Record<number, string>)[30]!;
   const bindings = internals[s.chindingsSym] as string;
   const end = `,"msg":"${MESSAGE}"${internals[s.endSym] as string}`;
-  const stream = internals[s.streamSym] as { write(line: string): unknown };
+  const stream = internals[s.streamSym] as Destination;
+  // The lines of one event-loop turn go to the destination together, at the
+  // end of the turn (setImmediate): its asynchronous writer measures and
+  // appends every string it is given, which cost as much per line as building it.
+  const pending: string[] = [];
+  const flush = (exiting = false) => {
+    unflushed.delete(flush);
+    if (pending.length === 0) return;
+    const batch = pending.join("");
+    pending.length = 0;
+    stream.write(batch);
+    // pino's own exit hook may have flushed the destination already: flush what was just added.
+    if (exiting) stream.flushSync?.();
+  };
+  const flushSoon = () => flush();
   return (f) => {
     // The child's level, read per line as pino does (it may be changed at run time).
     if (!child.isLevelEnabled("info")) return;
     const code = f.code === undefined ? "" : `,"code":${JSON.stringify(f.code)}`;
-    stream.write(
+    if (pending.length === 0) {
+      setImmediate(flushSoon);
+      watchExit();
+      unflushed.add(flush);
+    }
+    pending.push(
       `${levelPrefix},"time":${Date.now()}${bindings},"requestId":${JSON.stringify(f.requestId)},"method":${JSON.stringify(f.method)},"path":${JSON.stringify(f.path)},"status":${num(f.status)},"ms":${num(f.ms)}${code},"client":${JSON.stringify(f.client)}${end}`,
     );
   };
+}
+
+interface Destination {
+  write(text: string): unknown;
+  /** sonic-boom (pino.destination): writes everything buffered before returning. */
+  flushSync?(): void;
+}
+
+/** Batches waiting for the end of the turn; written synchronously if the process exits first (process.exit). */
+const unflushed = new Set<(exiting: boolean) => void>();
+let exitWatched = false;
+
+function watchExit(): void {
+  if (exitWatched) return;
+  exitWatched = true;
+  process.once("exit", () => {
+    for (const flush of unflushed) {
+      try {
+        flush(true);
+      } catch {
+        // Nothing can be reported while exiting; the other batches are still written.
+      }
+    }
+  });
 }
 
 /** pino writes a number that is not finite as null. */

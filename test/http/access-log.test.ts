@@ -4,6 +4,8 @@
  * same fields, through the same destination, at the same level.
  */
 import { describe, it } from "node:test";
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { Writable } from "node:stream";
 import pino, { type LoggerOptions } from "pino";
@@ -43,6 +45,8 @@ const CASES: AccessFields[] = [
 ];
 
 const withoutTime = (line: string) => line.replace(/"time":\d+/, '"time":0');
+/** The hand-built lines of a turn are written at its end. */
+const turn = () => new Promise((resolve) => setImmediate(resolve));
 
 describe("access log line", () => {
   it("ferry serve's logger gets the hand-built line", () => {
@@ -50,21 +54,54 @@ describe("access log line", () => {
     assert.equal(plainShape(capture().logger.child({}, { redact: [] })), true);
   });
 
-  it("is byte for byte the line pino writes for the same fields", () => {
+  it("is byte for byte the line pino writes for the same fields", async () => {
     for (const fields of CASES) {
       const fast = capture();
       const slow = capture();
       accessLog(fast.logger)(fields);
       slow.logger.child({}, { redact: [] }).info({ ...fields }, "request");
+      await turn();
       assert.equal(fast.lines.length, 1);
       assert.equal(withoutTime(fast.lines[0]!), withoutTime(slow.lines[0]!));
       assert.match(fast.lines[0]!, /"time":\d{13},/);
     }
   });
 
-  it("is not written when the logger's level leaves out info", () => {
+  it("writes the lines of one turn together, in order, at its end", async () => {
+    const { logger, lines } = capture();
+    const log = accessLog(logger);
+    for (const fields of CASES) log(fields);
+    assert.equal(lines.length, 0, "not before the turn ends");
+    await turn();
+    assert.equal(lines.length, 1, "one write");
+    assert.deepEqual(
+      lines[0]!.split("\n").filter(Boolean).map((line) => (JSON.parse(line) as { requestId: string }).requestId),
+      CASES.map((fields) => fields.requestId),
+    );
+    log(CASES[0]!);
+    await turn();
+    assert.equal(lines.length, 2, "the next turn's lines are written too");
+  });
+
+  it("writes the turn's lines when the process exits before the turn ends", () => {
+    // ferry serve's own destination (asynchronous, fd 1), and process.exit() right after the line.
+    const script = `
+      import { accessLog } from ${JSON.stringify(fileURLToPath(new URL("../../src/http/access-log.js", import.meta.url)))};
+      import { createLogger } from ${JSON.stringify(fileURLToPath(new URL("../../src/server.js", import.meta.url)))};
+      import { loadConfig } from ${JSON.stringify(fileURLToPath(new URL("../../src/config/load.js", import.meta.url)))};
+      const log = accessLog(createLogger(loadConfig()));
+      for (let i = 0; i < 3; i++) log({ requestId: "exit-" + i, method: "GET", path: "/v2/", status: 200, ms: 1, code: undefined, client: "::1" });
+      process.exit(0);`;
+    const child = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
+    assert.equal(child.status, 0, child.stderr);
+    const ids = child.stdout.split("\n").filter((line) => line.includes('"msg":"request"')).map((line) => (JSON.parse(line) as { requestId: string }).requestId);
+    assert.deepEqual(ids, ["exit-0", "exit-1", "exit-2"]);
+  });
+
+  it("is not written when the logger's level leaves out info", async () => {
     const { logger, lines } = capture({ level: "warn" });
     accessLog(logger)(CASES[0]!);
+    await turn();
     assert.deepEqual(lines, []);
   });
 
@@ -76,8 +113,12 @@ describe("access log line", () => {
     const keyed = capture({ messageKey: "message" });
     accessLog(keyed.logger)(CASES[1]!);
     assert.equal(JSON.parse(keyed.lines[0]!).message, "request");
+  });
+
+  it("keeps the bindings of a child logger", async () => {
     const child = capture();
     accessLog(child.logger.child({ worker: 2 }))(CASES[0]!);
-    assert.equal(JSON.parse(child.lines[0]!).worker, 2, "bindings of a child logger are kept");
+    await turn();
+    assert.equal(JSON.parse(child.lines[0]!).worker, 2);
   });
 });
