@@ -42,6 +42,11 @@ const CASES: AccessFields[] = [
   { requestId: "y", method: "GET", path: "/v2/\u0001control\u001f\ttab", status: 400, ms: 0, code: "UNSUPPORTED", client: "" },
   { requestId: "z", method: "GET", path: `/v2/${"long/".repeat(40)}x\u00e9\u00ff`, status: 500, ms: 0.1, code: "UNKNOWN", client: "\u00e9" },
   { requestId: "w", method: "GET", path: "/", status: 200, ms: Number.NaN, code: undefined, client: "1.2.3.4" },
+  { requestId: 'q"1', method: "G\\T", path: "/v2/\u007f\u0080", status: 201, ms: 0.05, code: 'A"B', client: "\u001f" },
+  // Durations as the dispatcher rounds them (tenths of a millisecond), and a few it never passes.
+  ...[0.1, 0.3, 0.7, 1, 9.9, 10, 99.5, 1234.5, 65536.1, 1e6 + 0.1, 123456789.9, 1e-7, 2.25, 1e21, -0.5, Number.POSITIVE_INFINITY].map(
+    (ms, i): AccessFields => ({ requestId: `ms${i}`, method: "GET", path: "/v2/", status: 200, ms, code: undefined, client: "::1" }),
+  ),
 ];
 
 const withoutTime = (line: string) => line.replace(/"time":\d+/, '"time":0');
