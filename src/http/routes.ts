@@ -15,21 +15,23 @@ export type Route =
   | { kind: "blob"; name: string; digest: string }
   | { kind: "referrers"; name: string; digest: string };
 
-type Matcher = [RegExp, (m: RegExpExecArray) => Route];
+/** A pattern, what it builds, and a substring every path it matches contains (tested first: cheaper than the pattern). */
+type Matcher = [RegExp, (m: RegExpExecArray) => Route, string];
 
 const MATCHERS: Matcher[] = [
-  [/^\/v2\/?$/, () => ({ kind: "base" })],
-  [/^\/v2\/_catalog$/, () => ({ kind: "catalog" })],
-  [/^\/v2\/(.+)\/tags\/list$/, (m) => ({ kind: "tags", name: m[1]! })],
-  [/^\/v2\/(.+)\/manifests\/([^/]+)$/, (m) => ({ kind: "manifest", name: m[1]!, reference: decode(m[2]!) })],
-  [/^\/v2\/(.+)\/blobs\/uploads\/?$/, (m) => ({ kind: "uploads", name: m[1]! })],
-  [/^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/, (m) => ({ kind: "upload", name: m[1]!, id: decode(m[2]!) })],
-  [/^\/v2\/(.+)\/blobs\/([^/]+)$/, (m) => ({ kind: "blob", name: m[1]!, digest: decode(m[2]!) })],
-  [/^\/v2\/(.+)\/referrers\/([^/]+)$/, (m) => ({ kind: "referrers", name: m[1]!, digest: decode(m[2]!) })],
+  [/^\/v2\/?$/, () => ({ kind: "base" }), "/v2"],
+  [/^\/v2\/_catalog$/, () => ({ kind: "catalog" }), "/_catalog"],
+  [/^\/v2\/(.+)\/tags\/list$/, (m) => ({ kind: "tags", name: m[1]! }), "/tags/list"],
+  [/^\/v2\/(.+)\/manifests\/([^/]+)$/, (m) => ({ kind: "manifest", name: m[1]!, reference: decode(m[2]!) }), "/manifests/"],
+  [/^\/v2\/(.+)\/blobs\/uploads\/?$/, (m) => ({ kind: "uploads", name: m[1]! }), "/blobs/uploads"],
+  [/^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/, (m) => ({ kind: "upload", name: m[1]!, id: decode(m[2]!) }), "/blobs/uploads/"],
+  [/^\/v2\/(.+)\/blobs\/([^/]+)$/, (m) => ({ kind: "blob", name: m[1]!, digest: decode(m[2]!) }), "/blobs/"],
+  [/^\/v2\/(.+)\/referrers\/([^/]+)$/, (m) => ({ kind: "referrers", name: m[1]!, digest: decode(m[2]!) }), "/referrers/"],
 ];
 
 export function matchRoute(path: string): Route | null {
-  for (const [pattern, build] of MATCHERS) {
+  for (const [pattern, build, hint] of MATCHERS) {
+    if (!path.includes(hint)) continue;
     const match = pattern.exec(path);
     if (match) return build(match);
   }

@@ -22,6 +22,8 @@ export class SqliteMetaStore extends SqlMetaStore {
   private readonly leaseFile: Database.Database | undefined;
   private readonly dataVersion: Database.Statement<[], number>;
   private readonly totalChanges: Database.Statement<[], number>;
+  /** The token read at the end of this event-loop turn's poll phase, shared by every request that asked for it (changeToken). */
+  private nextToken: Promise<string> | null = null;
   /** Settles when the schema is current; every query waits for it. */
   readonly ready: Promise<void>;
 
@@ -94,8 +96,33 @@ export class SqliteMetaStore extends SqlMetaStore {
     }
   }
 
-  async changeToken(): Promise<string> {
-    return `${this.dataVersion.get()!}.${this.totalChanges.get()!}`;
+  /**
+   * Read once per event-loop turn, in the check phase (setImmediate), for
+   * every request that asked during the turn: reading `PRAGMA data_version`
+   * takes SQLite's WAL read lock (two fcntl calls), ~8% of a cached manifest
+   * GET when every request read it (docs/benchmarks.md, round 6).
+   *
+   * Still exact: the token a caller gets is always read after it called, and
+   * it called after its request arrived, so any write that completed before
+   * the request arrived (in this process, another --workers process,
+   * `ferry gc`) is in it. Nothing is reused across turns: a call made once
+   * the read has started waits for the next one. (Reusing a token read
+   * earlier in the turn would not be exact: libuv may poll again within one
+   * poll phase, and timers run before it, so a request can arrive after a
+   * token read in the same turn.) The cost is answering cached reads in the
+   * check phase of the turn that received them instead of in the poll phase.
+   */
+  changeToken(): Promise<string> {
+    return (this.nextToken ??= new Promise<string>((resolveToken, reject) => {
+      setImmediate(() => {
+        this.nextToken = null;
+        try {
+          resolveToken(`${this.dataVersion.get()!}.${this.totalChanges.get()!}`);
+        } catch (error) {
+          reject(error);
+        }
+      });
+    }));
   }
 
   /** A local file: it answers unless it was closed or broken. */

@@ -25,9 +25,10 @@ export class ListingService {
    * cannot tell, and then nothing may be cached. `scope`: a repository, or
    * CATALOG_SCOPE.
    */
-  async changeToken(scope?: string): Promise<string | null> {
+  changeToken(scope?: string): Promise<string | null> {
+    // Not async: the store's own promise is handed on (an async function returning it would cost two more microtask hops per cached listing).
     const { meta } = this.deps;
-    return meta.changeToken ? meta.changeToken(scope) : null;
+    return meta.changeToken ? meta.changeToken(scope) : Promise.resolve(null);
   }
 
   async tags(repository: string, limit: number, after: string | undefined): Promise<ListPage> {
