@@ -30,6 +30,22 @@ import { isMessage, type ThreadData, type ToMain, type ToThread } from "./messag
  * this a machine is better served by replicas or an explicit count.
  */
 export const MAX_AUTO_THREADS = 8;
+/**
+ * Young generation of each extra thread (V8: two semi-spaces plus as much
+ * again for new large objects, so 12 MB is a 4 MiB semi-space). V8 grows an
+ * unlimited one to 16 MiB semi-spaces under request load, 32 MiB of new space
+ * per thread. Measured (docs/benchmarks.md, "Speed round 5"): with 2 threads
+ * the mix's peak RSS 204 -> 167 MiB, CPU per cached manifest GET unchanged
+ * within the rounds' spread; 6 MB cost ~10% CPU per GET.
+ * FERRYTEST_THREAD_YOUNG_MB overrides it for such measurements (0 = V8's own).
+ */
+const THREAD_YOUNG_GENERATION_MB = 12;
+
+function youngGenerationMb(): number | undefined {
+  const chosen = Number(process.env.FERRYTEST_THREAD_YOUNG_MB ?? THREAD_YOUNG_GENERATION_MB);
+  return Number.isFinite(chosen) && chosen > 0 ? chosen : undefined;
+}
+
 /** How long a scrape waits for a thread's metrics before answering without them. */
 const COLLECT_TIMEOUT_MS = 5_000;
 
@@ -98,7 +114,10 @@ export async function startServingThreads(extra: number, options: ThreadOptions)
   const start = (index: number) =>
     new Promise<void>((resolveStart, rejectStart) => {
       const data: ThreadData = { flags: options.flags, listenFd: options.listenFd, index };
-      const worker = new Worker(new URL("./serving-thread.js", import.meta.url), { workerData: data });
+      const worker = new Worker(new URL("./serving-thread.js", import.meta.url), {
+        workerData: data,
+        resourceLimits: { maxYoungGenerationSizeMb: youngGenerationMb() },
+      });
       let ready = false;
       let lastError: Error | undefined;
       const thread: Running = {
