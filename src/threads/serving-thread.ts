@@ -23,7 +23,11 @@ async function main(): Promise<void> {
   let registry: Awaited<ReturnType<typeof startRegistry>>;
   let nextScrape = 0;
   const scrapes = new Map<number, { resolve: (text: string) => void; reject: (error: Error) => void }>();
+  // Tests make one thread fail: FERRYTEST_THREAD_FAIL=<index>:startup or <index>:serving.
+  const fail = process.env.FERRYTEST_THREAD_FAIL === undefined ? undefined : /^(\d+):(startup|serving)$/.exec(process.env.FERRYTEST_THREAD_FAIL);
+  const failHere = fail && Number(fail[1]) === data.index ? fail[2] : undefined;
   try {
+    if (failHere === "startup") throw new Error(`serving thread ${data.index}: failing at start-up as FERRYTEST_THREAD_FAIL asks`);
     const copy = duplicateFd(data.listenFd);
     if ("reason" in copy) throw new Error(copy.reason);
     registry = await startRegistry(config, {
@@ -61,6 +65,11 @@ async function main(): Promise<void> {
     }
   });
   post({ type: "ready" });
+  if (failHere === "serving") {
+    setTimeout(() => {
+      throw new Error(`serving thread ${data.index}: failing while serving as FERRYTEST_THREAD_FAIL asks`);
+    }, 300);
+  }
 }
 
 void main();
