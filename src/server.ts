@@ -92,7 +92,10 @@ export function createLogger(config: Config): Logger {
     // Asynchronous writes (lines written while a write is in flight are
     // coalesced): a synchronous write per access-log line costs a third of
     // the manifest GET throughput. No minimum buffer, so a warning shows at once.
-    pino.destination({ fd: 1, sync: false }),
+    // Each write(2) is whole lines of at most PIPE_BUF (4 KiB) bytes: the serving threads (and
+    // `--workers` processes) share stdout, and a pipe (journald, docker) keeps such a write whole
+    // instead of interleaving it with another thread's.
+    pino.destination({ fd: 1, sync: false, maxWrite: 4096 }),
   );
 }
 

@@ -65,6 +65,23 @@ async function serve(flags: ServerFlags): Promise<void> {
   }
   let stopping = false;
   let exitCode = 0;
+  // A person pressing Ctrl-C (or reading the journal after a restart) sees that the stop was clean and
+  // how long draining took; workers stay quiet, their primary says it once.
+  const say = cluster.isPrimary ? (fields: object, msg: string) => logger.info(fields, msg) : () => {};
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    const started = Date.now();
+    say({ signal }, "ferry stopping: listener closed, finishing requests in flight");
+    // A thread still starting is ended with the process.
+    await Promise.all([registry.drain(DRAIN_GRACE_MS), threads?.drain(DRAIN_GRACE_MS)]);
+    say({ ms: Date.now() - started }, "ferry stopped");
+    logger.flush();
+    process.exit(exitCode);
+  };
+  // Installed before the extra threads start: the main thread already answers requests.
+  process.once("SIGINT", () => void stop("SIGINT"));
+  process.once("SIGTERM", () => void stop("SIGTERM"));
   const { threadCount } = await import("../../threads/serving-threads.js");
   const wanted = threadCount(config);
   if (wanted > 1) {
@@ -93,21 +110,6 @@ async function serve(flags: ServerFlags): Promise<void> {
     logger.flush();
   }
   if (cluster.isPrimary || cluster.worker?.id === 1) announce(config, registry.url, logger, 1 + (threads?.size ?? 0));
-  // A person pressing Ctrl-C (or reading the journal after a restart) sees that the stop was clean and
-  // how long draining took; workers stay quiet, their primary says it once.
-  const say = cluster.isPrimary ? (fields: object, msg: string) => logger.info(fields, msg) : () => {};
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    const started = Date.now();
-    say({ signal }, "ferry stopping: listener closed, finishing requests in flight");
-    await Promise.all([registry.drain(DRAIN_GRACE_MS), threads?.drain(DRAIN_GRACE_MS)]);
-    say({ ms: Date.now() - started }, "ferry stopped");
-    logger.flush();
-    process.exit(exitCode);
-  };
-  process.once("SIGINT", () => void stop("SIGINT"));
-  process.once("SIGTERM", () => void stop("SIGTERM"));
   if (cluster.isPrimary) stopWithParent(logger, () => void stop("parent gone"));
 }
 
