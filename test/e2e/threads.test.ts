@@ -228,3 +228,13 @@ test("scheduled garbage collection runs on one thread, not once per thread", asy
   // One scheduler: ~10 runs in 3 s; one per thread would be ~20.
   assert.ok(runs >= 5 && runs <= 12, `garbage collection runs in 3 s at a 300 ms interval: ${runs}`);
 });
+
+test("a second ferry serve on the port of a running one stops with EADDRINUSE instead of sharing the port", async (t) => {
+  // Every thread listens with SO_REUSEPORT, which would let another server of the same user join the port.
+  const first = await serve(t, ["--threads", "2"], { FERRY_LOG__LEVEL: "info" });
+  await ready(first);
+  const port = new URL(first.url).port;
+  const second = await serve(t, ["--threads", "2", "--listen", `127.0.0.1:${port}`]);
+  assert.equal(await second.exited, 1);
+  assert.match(second.stderr(), new RegExp(`ferry: listen EADDRINUSE: address already in use 127.0.0.1:${port}`));
+});
