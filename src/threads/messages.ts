@@ -2,11 +2,10 @@
 import type { ServerFlags } from "../cli/server-config.js";
 import type { MetricsJson } from "./metrics.js";
 
-/** A serving thread's start: the same flags as the process, and where the main thread listens (resolved, actual port). */
+/** A serving thread's start: the same flags as the process, and the main thread's listening socket to copy. */
 export interface ThreadData {
   flags: ServerFlags;
-  address: string;
-  port: number;
+  listenFd: number;
   /** 1, 2, ... (the main thread is 0), for log lines. */
   index: number;
 }
