@@ -53,6 +53,16 @@ export interface RunningRegistry {
   services: Services;
   gc(options?: { gracePeriodMs?: number; untagged?: boolean }): Promise<GcReport>;
   purgeUploads(): Promise<number>;
+  /** This server's own metrics (one serving thread's, when there are several). */
+  metrics: Metrics;
+  /** The listening socket's descriptor, for serving threads to copy. */
+  listeningFd(): number | undefined;
+  /**
+   * Stops accepting, lets requests in flight finish (up to graceMs; idle
+   * keep-alive connections are closed at once), then closes like close().
+   * `ferry serve` stops this way on SIGTERM.
+   */
+  drain(graceMs: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -60,6 +70,12 @@ export interface StartOptions {
   logger?: Logger;
   /** Extra endpoints (tests, plugins). */
   extensions?: Extension[];
+  /** Serve on this listening socket (a serving thread's own copy, src/threads/) instead of binding config.listen. */
+  listenFd?: number;
+  /** Schedule garbage collection and upload purging here (default true): one serving thread of a process does. */
+  scheduledJobs?: boolean;
+  /** What /metrics answers (default: this server's own registry); serving threads answer for the whole process. */
+  metricsText?: () => Promise<string>;
 }
 
 export function createLogger(config: Config): Logger {
@@ -76,7 +92,10 @@ export function createLogger(config: Config): Logger {
     // Asynchronous writes (lines written while a write is in flight are
     // coalesced): a synchronous write per access-log line costs a third of
     // the manifest GET throughput. No minimum buffer, so a warning shows at once.
-    pino.destination({ fd: 1, sync: false }),
+    // Each write(2) is whole lines of at most PIPE_BUF (4 KiB) bytes: the serving threads (and
+    // `--workers` processes) share stdout, and a pipe (journald, docker) keeps such a write whole
+    // instead of interleaving it with another thread's.
+    pino.destination({ fd: 1, sync: false, maxWrite: 4096 }),
   );
 }
 
@@ -195,7 +214,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   );
   registerInvalidationMetrics(metrics.registry, store);
   const extensions = [
-    ...coreExtensions(metrics, readiness),
+    ...coreExtensions(metrics, readiness, options.metricsText),
     ...(access.extensions ?? []),
     ...(federation.extensions ?? []),
     ...notifications.extensions,
@@ -220,7 +239,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   const server = createHttpServer(config.http, handler);
 
   const { host, port } = splitListen(config.listen);
-  await opened.step(() => listen(server, host, port));
+  await opened.step(() => (options.listenFd === undefined ? listen(server, host, port) : listenOnFd(server, options.listenFd)));
   const actualPort = (server.address() as AddressInfo).port;
   // Every interface (":5000"): the URL this machine itself reaches it by.
   const hostForUrl = host === "" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
@@ -237,18 +256,26 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     timer.unref();
     timers.push(timer);
   };
-  every(config.uploads.purgeInterval, purgeUploads, "purging stale uploads");
-  every(config.gc.interval, async () => logger.info(await gc(), "garbage collection"), "garbage collection");
+  if (options.scheduledJobs !== false) {
+    every(config.uploads.purgeInterval, purgeUploads, "purging stale uploads");
+    every(config.gc.interval, async () => logger.info(await gc(), "garbage collection"), "garbage collection");
+  }
   // Foreign source health on /metrics, and the re-check schedule (federation.recheck).
   const foreignSources = startForeignRecheck(federation, meta, config.federation, logger, metrics.registry);
 
-  return {
+  const running: RunningRegistry = {
     url: `http://${hostForUrl}:${actualPort}`,
     port: actualPort,
     deps,
     services,
     gc,
     purgeUploads,
+    metrics,
+    listeningFd: () => (server as unknown as { _handle?: { fd?: number } | null })._handle?.fd,
+    async drain(graceMs: number) {
+      await drainConnections(server, graceMs);
+      await running.close();
+    },
     async close() {
       for (const timer of timers) clearInterval(timer);
       await foreignSources.stop();
@@ -259,6 +286,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
       await opened.closeAll();
     },
   };
+  return running;
 }
 
 /**
@@ -323,6 +351,39 @@ function listen(server: Server, host: string, port: number): Promise<void> {
     // An empty host is every interface (IPv6 and IPv4 where the system has both).
     server.listen(port, host === "" ? undefined : host, () => {
       server.off("error", fail);
+      resolveListen();
+    });
+  });
+}
+
+/**
+ * Closes the listener and waits for the connections with a request in
+ * flight to finish it, up to graceMs. Connections between requests are
+ * closed as soon as they are idle (checked every 50 ms: a keep-alive client
+ * may start another request until then, which is answered).
+ */
+async function drainConnections(server: Server, graceMs: number): Promise<void> {
+  const closed = new Promise<void>((resolveClosed) => server.close(() => resolveClosed()));
+  const deadline = Date.now() + graceMs;
+  let timer: NodeJS.Timeout | undefined;
+  const idleSweep = new Promise<void>((resolveSweep) => {
+    const sweep = () => {
+      server.closeIdleConnections();
+      if (Date.now() >= deadline) return resolveSweep();
+      timer = setTimeout(sweep, 50);
+    };
+    sweep();
+  });
+  await Promise.race([closed, idleSweep]);
+  clearTimeout(timer);
+}
+
+/** Serves on a socket that is already bound and listening (its descriptor is this server's to close). */
+function listenOnFd(server: Server, fd: number): Promise<void> {
+  return new Promise((resolveListen, reject) => {
+    server.once("error", reject);
+    server.listen({ fd }, () => {
+      server.off("error", reject);
       resolveListen();
     });
   });

@@ -423,8 +423,32 @@ static napi_value TrimHeap(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * dupFd(fd) -> number: a second descriptor for the same open socket
+ * (F_DUPFD_CLOEXEC). `ferry serve` threads each listen on their own copy of
+ * the main thread's listening socket: closing a libuv handle closes its fd,
+ * and a thread closing a shared number could close whatever file another
+ * thread opened under that number since.
+ */
+static napi_value DupFd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value arg, result;
+  int32_t fd = -1;
+  if (napi_get_cb_info(env, info, &argc, &arg, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_int32(env, arg, &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, NULL, "dupFd(fd)");
+    return NULL;
+  }
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) return throw_errno(env, "dupFd", errno);
+  napi_create_int32(env, copy, &result);
+  return result;
+}
+
 NAPI_MODULE_INIT() {
-  napi_value start, cancel, trim, trimHeap;
+  napi_value start, cancel, trim, trimHeap, dup;
+  napi_create_function(env, "dupFd", NAPI_AUTO_LENGTH, DupFd, NULL, &dup);
+  napi_set_named_property(env, exports, "dupFd", dup);
   napi_create_function(env, "setTrimThreshold", NAPI_AUTO_LENGTH, SetTrimThreshold, NULL, &trim);
   napi_set_named_property(env, exports, "setTrimThreshold", trim);
   napi_create_function(env, "trimHeap", NAPI_AUTO_LENGTH, TrimHeap, NULL, &trimHeap);

@@ -16,6 +16,8 @@ export interface NativeAddon {
   setTrimThreshold(bytes: number): boolean;
   /** malloc_trim(0); missing in an addon built before it was added (then nothing is trimmed). */
   trimHeap?(): boolean;
+  /** Absent from addons built before `ferry serve` had threads. */
+  dupFd?(fd: number): number;
 }
 
 const ADDON_PATH = fileURLToPath(new URL("../../../native/sendfile/build/Release/ferry_sendfile.node", import.meta.url));
@@ -62,4 +64,17 @@ export function keepFreedHeapMapped(bytes = 8 * 1024 * 1024): boolean {
 export function trimFreedHeap(): boolean {
   const state = loadNativeAddon();
   return "addon" in state && typeof state.addon.trimHeap === "function" && state.addon.trimHeap();
+}
+
+/**
+ * A second descriptor for the same open socket, or the reason there is none.
+ * Serving threads each listen on their own copy of the listening socket
+ * (src/threads/): a libuv handle closes its fd when it closes, so threads
+ * sharing one number could close a file another thread has since opened under it.
+ */
+export function duplicateFd(fd: number): { fd: number } | { reason: string } {
+  const state = loadNativeAddon();
+  if (!("addon" in state)) return state;
+  if (typeof state.addon.dupFd !== "function") return { reason: "the native addon predates threads (rebuild it: node scripts/build-native.mjs)" };
+  return { fd: state.addon.dupFd(fd) };
 }
