@@ -55,8 +55,6 @@ export interface RunningRegistry {
   purgeUploads(): Promise<number>;
   /** This server's own metrics (one serving thread's, when there are several). */
   metrics: Metrics;
-  /** The listening socket's descriptor, for serving threads to copy. */
-  listeningFd(): number | undefined;
   /**
    * Stops accepting, lets requests in flight finish (up to graceMs; idle
    * keep-alive connections are closed at once), then closes like close().
@@ -70,7 +68,7 @@ export interface StartOptions {
   logger?: Logger;
   /** Extra endpoints (tests, plugins). */
   extensions?: Extension[];
-  /** Serve on this listening socket (a serving thread's own copy, src/threads/) instead of binding config.listen. */
+  /** Serve on this listening socket (a serving thread's own, src/threads/listen.ts) instead of binding config.listen. */
   listenFd?: number;
   /** Schedule garbage collection and upload purging here (default true): one serving thread of a process does. */
   scheduledJobs?: boolean;
@@ -271,7 +269,6 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     gc,
     purgeUploads,
     metrics,
-    listeningFd: () => (server as unknown as { _handle?: { fd?: number } | null })._handle?.fd,
     async drain(graceMs: number) {
       await drainConnections(server, graceMs);
       await running.close();
@@ -399,7 +396,7 @@ const LISTEN_ERRORS: Record<string, string> = {
  * One wording whether the process listens itself or, as a cluster worker,
  * through the primary (which reports "bind EADDRINUSE" instead).
  */
-function listenError(error: NodeJS.ErrnoException, host: string, port: number): Error {
+export function listenError(error: NodeJS.ErrnoException, host: string, port: number): Error {
   const reason = error.code ? LISTEN_ERRORS[error.code] : undefined;
   if (!reason) return error;
   return Object.assign(new Error(`listen ${error.code}: ${reason} ${host === "" ? "(every interface)" : host}:${port}`), { code: error.code });

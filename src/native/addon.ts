@@ -6,6 +6,7 @@
  */
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
+import { constants as osConstants } from "node:os";
 
 /** Called once on the JS thread when a transfer ends; errno 0 means every byte was sent. */
 export type TransferDone = (errno: number, bytesSent: number, partialWrites: number) => void;
@@ -17,7 +18,7 @@ export interface NativeAddon {
   /** malloc_trim(0); missing in an addon built before it was added (then nothing is trimmed). */
   trimHeap?(): boolean;
   /** Absent from addons built before `ferry serve` had threads. */
-  dupFd?(fd: number): number;
+  listenReusePort?(address: string, port: number, backlog: number, exclusive: boolean): number;
 }
 
 const ADDON_PATH = fileURLToPath(new URL("../../../native/sendfile/build/Release/ferry_sendfile.node", import.meta.url));
@@ -67,14 +68,19 @@ export function trimFreedHeap(): boolean {
 }
 
 /**
- * A second descriptor for the same open socket, or the reason there is none.
- * Serving threads each listen on their own copy of the listening socket
- * (src/threads/): a libuv handle closes its fd when it closes, so threads
- * sharing one number could close a file another thread has since opened under it.
+ * A listening TCP socket with SO_REUSEPORT on `address` ("" = every
+ * interface; numeric, already resolved) and `port`, for one serving thread
+ * (src/threads/): each thread listens on a socket of its own and the kernel
+ * spreads new connections over them. `exclusive` first checks that nothing
+ * else listens on the port. Returns the descriptor, the errno as an error
+ * (code EADDRINUSE...), or why the addon cannot.
  */
-export function duplicateFd(fd: number): { fd: number } | { reason: string } {
+export function listenReusePort(address: string, port: number, exclusive: boolean): { fd: number } | { error: NodeJS.ErrnoException } | { reason: string } {
   const state = loadNativeAddon();
   if (!("addon" in state)) return state;
-  if (typeof state.addon.dupFd !== "function") return { reason: "the native addon predates threads (rebuild it: node scripts/build-native.mjs)" };
-  return { fd: state.addon.dupFd(fd) };
+  if (typeof state.addon.listenReusePort !== "function") return { reason: "the native addon predates threads (rebuild it: node scripts/build-native.mjs)" };
+  const result = state.addon.listenReusePort(address, port, 511, exclusive);
+  if (result >= 0) return { fd: result };
+  const code = Object.entries(osConstants.errno).find(([, value]) => value === -result)?.[0] ?? `errno ${-result}`;
+  return { error: Object.assign(new Error(`listen ${code}`), { code, errno: result }) };
 }

@@ -2,10 +2,11 @@
 import type { ServerFlags } from "../cli/server-config.js";
 import type { MetricsJson } from "./metrics.js";
 
-/** A serving thread's start: the same flags as the process, and the main thread's listening socket to copy. */
+/** A serving thread's start: the same flags as the process, and where the main thread listens (resolved, actual port). */
 export interface ThreadData {
   flags: ServerFlags;
-  listenFd: number;
+  address: string;
+  port: number;
   /** 1, 2, ... (the main thread is 0), for log lines. */
   index: number;
 }

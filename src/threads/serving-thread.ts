@@ -1,8 +1,9 @@
 /**
  * One extra serving thread of `ferry serve` (src/threads/serving-threads.ts
  * starts them). It runs the same full registry as the main thread, over the
- * same configuration and data, on its own copy of the listening socket: the
- * kernel hands each new connection to one of the threads accepting on it.
+ * same configuration and data, on a listening socket of its own on the same
+ * port (SO_REUSEPORT, src/threads/listen.ts): the kernel spreads new
+ * connections over the threads' sockets.
  * Scheduled jobs (garbage collection, upload purging) run on the main thread
  * only; everything shared between threads goes through the metadata store,
  * exactly as between `--workers` processes.
@@ -17,7 +18,7 @@ const post = (message: ToMain) => port.postMessage(message);
 async function main(): Promise<void> {
   const { configFromFlags } = await import("../cli/server-config.js");
   const { createLogger, startRegistry } = await import("../server.js");
-  const { duplicateFd } = await import("../native/addon.js");
+  const { threadSocket } = await import("./listen.js");
   const config = configFromFlags(data.flags);
   const logger = createLogger(config);
   let registry: Awaited<ReturnType<typeof startRegistry>>;
@@ -28,11 +29,11 @@ async function main(): Promise<void> {
   const failHere = fail && Number(fail[1]) === data.index ? fail[2] : undefined;
   try {
     if (failHere === "startup") throw new Error(`serving thread ${data.index}: failing at start-up as FERRYTEST_THREAD_FAIL asks`);
-    const copy = duplicateFd(data.listenFd);
-    if ("reason" in copy) throw new Error(copy.reason);
+    const socket = await threadSocket(data.address, data.port, false);
+    if ("reason" in socket) throw new Error(socket.reason);
     registry = await startRegistry(config, {
       logger,
-      listenFd: copy.fd,
+      listenFd: socket.fd,
       scheduledJobs: false,
       // The main thread gathers every thread's metrics (this one's included) and answers.
       metricsText: () =>

@@ -1,8 +1,9 @@
 /**
  * The serving threads of `ferry serve` (config `threads`, default one per
  * core): the main thread starts the registry and listens; each extra thread
- * runs the same full registry on its own copy of that listening socket, and
- * the kernel hands every new connection to one of the threads accepting.
+ * runs the same full registry on a listening socket of its own on the same
+ * port (SO_REUSEPORT, src/threads/listen.ts), and the kernel spreads new
+ * connections over the threads.
  *
  * Why threads and not only `--workers` processes: a request costs Ferry
  * ~60 µs of CPU, so one event loop is one core's worth of requests; threads
@@ -67,8 +68,9 @@ export interface ServingThreads {
 
 export interface ThreadOptions {
   flags: ServerFlags;
-  /** The main thread's listening socket. */
-  listenFd: number;
+  /** Where the main thread listens: numeric address ("" = every interface) and actual port. */
+  address: string;
+  port: number;
   logger: Logger;
   ownMetrics(): Promise<MetricsJson>;
   /** A thread died while serving; called once. */
@@ -113,7 +115,7 @@ export async function startServingThreads(extra: number, options: ThreadOptions)
 
   const start = (index: number) =>
     new Promise<void>((resolveStart, rejectStart) => {
-      const data: ThreadData = { flags: options.flags, listenFd: options.listenFd, index };
+      const data: ThreadData = { flags: options.flags, address: options.address, port: options.port, index };
       const worker = new Worker(new URL("./serving-thread.js", import.meta.url), {
         workerData: data,
         resourceLimits: { maxYoungGenerationSizeMb: youngGenerationMb() },

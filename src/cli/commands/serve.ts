@@ -51,9 +51,14 @@ async function serve(flags: ServerFlags): Promise<void> {
   const { reportToPrimary } = await import("../supervisor.js");
   let registry: Awaited<ReturnType<typeof startRegistry>>;
   let threads: import("../../threads/serving-threads.js").ServingThreads | undefined;
+  const { threadCount } = await import("../../threads/serving-threads.js");
+  const wanted = threadCount(config);
+  // With several threads the main thread listens like the others, on a socket of its own (src/threads/listen.ts).
+  const socket = wanted > 1 ? await mainThreadSocket(config.listen, logger) : undefined;
   try {
     registry = await startRegistry(config, {
       logger,
+      listenFd: socket?.fd,
       // With several threads a scrape answers for all of them, whichever thread it reached.
       metricsText: () => (threads ? threads.metricsText() : registry.metrics.registry.metrics()),
     });
@@ -82,10 +87,8 @@ async function serve(flags: ServerFlags): Promise<void> {
   // Installed before the extra threads start: the main thread already answers requests.
   process.once("SIGINT", () => void stop("SIGINT"));
   process.once("SIGTERM", () => void stop("SIGTERM"));
-  const { threadCount } = await import("../../threads/serving-threads.js");
-  const wanted = threadCount(config);
-  if (wanted > 1) {
-    const started = await startThreads(wanted - 1, flags, registry, logger, (message) => {
+  if (socket) {
+    const started = await startThreads(wanted - 1, flags, { address: socket.address, port: registry.port }, registry, logger, (message) => {
       logger.error(message);
       process.stderr.write(`ferry: ${message}; stopping\n`);
       exitCode = 1;
@@ -142,29 +145,35 @@ function announce(config: Config, url: string, logger: Logger, threads: number):
 }
 
 /**
- * The extra serving threads, or why there are none: without the native
- * addon's dup() the threads could not each own their socket, and Ferry
- * serves on one thread with a warning rather than not at all.
+ * The main thread's socket when there are to be several threads, or none
+ * (one thread, with a warning saying why): without the native addon's
+ * SO_REUSEPORT sockets Ferry serves on one thread rather than not at all.
+ * A port in use stops start-up with the single-threaded message.
  */
+async function mainThreadSocket(listen: string, logger: Logger): Promise<import("../../threads/listen.js").ThreadSocket | undefined> {
+  const { splitListen } = await import("../../server.js");
+  const { threadSocket } = await import("../../threads/listen.js");
+  const { host, port } = splitListen(listen);
+  const socket = await threadSocket(host, port, true);
+  if ("reason" in socket) {
+    logger.warn({ reason: socket.reason }, "serving on one thread");
+    return undefined;
+  }
+  return socket;
+}
+
+/** Starts the extra serving threads, or says why they could not start. */
 async function startThreads(
   extra: number,
   flags: ServerFlags,
-  registry: { listeningFd(): number | undefined; metrics: { registry: { getMetricsAsJSON(): Promise<import("../../threads/metrics.js").MetricsJson> } } },
+  where: { address: string; port: number },
+  registry: { metrics: { registry: { getMetricsAsJSON(): Promise<import("../../threads/metrics.js").MetricsJson> } } },
   logger: Logger,
   onCrash: (message: string) => void,
-): Promise<{ threads?: import("../../threads/serving-threads.js").ServingThreads } | { error: string }> {
-  const { duplicateFd } = await import("../../native/addon.js");
-  const fd = registry.listeningFd();
-  const probe = fd === undefined ? { reason: "the listening socket has no descriptor" } : duplicateFd(fd);
-  if ("reason" in probe) {
-    logger.warn({ reason: probe.reason }, "serving on one thread");
-    return {};
-  }
-  const { closeSync } = await import("node:fs");
-  closeSync(probe.fd);
+): Promise<{ threads: import("../../threads/serving-threads.js").ServingThreads } | { error: string }> {
   const { startServingThreads } = await import("../../threads/serving-threads.js");
   try {
-    const threads = await startServingThreads(extra, { flags, listenFd: fd!, logger, ownMetrics: () => registry.metrics.registry.getMetricsAsJSON(), onCrash });
+    const threads = await startServingThreads(extra, { flags, ...where, logger, ownMetrics: () => registry.metrics.registry.getMetricsAsJSON(), onCrash });
     return { threads };
   } catch (error) {
     return { error: (error as Error).message };
