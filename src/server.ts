@@ -68,10 +68,21 @@ export interface StartOptions {
   logger?: Logger;
   /** Extra endpoints (tests, plugins). */
   extensions?: Extension[];
-  /** Serve on this listening socket (a serving thread's own, src/threads/listen.ts) instead of binding config.listen. */
-  listenFd?: number;
+  /**
+   * Opens the listening socket to serve on (a serving thread's own, src/threads/listen.ts) instead of
+   * binding config.listen; called once the server is ready to accept, not before: a socket joins its
+   * port's SO_REUSEPORT group when it listens, and the kernel then hands it a share of new connections,
+   * which would wait in its backlog for as long as the rest of start-up takes (docs/benchmarks.md, "Speed round 6").
+   */
+  listenSocket?: () => Promise<number>;
   /** Schedule garbage collection and upload purging here (default true): one serving thread of a process does. */
   scheduledJobs?: boolean;
+  /**
+   * Check the S3 bucket's permissions and finish commits a crash interrupted before serving (default true).
+   * A process's extra serving threads skip both: the main thread has just done them, and a thread's start-up
+   * must not wait on an object store that has gone silent since (it would then never serve).
+   */
+  startupChecks?: boolean;
   /** What /metrics answers (default: this server's own registry); serving threads answer for the whole process. */
   metricsText?: () => Promise<string>;
 }
@@ -115,7 +126,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   // The S3 driver (and the AWS SDK behind it) is loaded only when configured; it checks the bucket itself.
   const blobs =
     config.storage.driver === "s3"
-      ? await (await import("./storage/s3-open.js")).openS3BlobStore(config.storage)
+      ? await (await import("./storage/s3-open.js")).openS3BlobStore(config.storage, options.startupChecks !== false)
       : new FilesystemBlobStore({
           root: config.storage.filesystem.path ? resolve(config.storage.filesystem.path) : dataDir,
           fsync: config.storage.filesystem.fsync,
@@ -165,7 +176,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   if (!keepFreedHeapMapped()) logger.debug("allocator tuning unavailable (no native addon or not glibc)");
   const uploads = new UploadService(deps, hashing, undefined, config.uploads.maxOpenSessions);
   // Finish commits a crash interrupted before this process serves anything.
-  await opened.step(() => uploads.recoverCommits());
+  if (options.startupChecks !== false) await opened.step(() => uploads.recoverCommits());
   const services: Services = {
     blobs: new BlobService(deps),
     uploads,
@@ -237,7 +248,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   const server = createHttpServer(config.http, handler);
 
   const { host, port } = splitListen(config.listen);
-  await opened.step(() => (options.listenFd === undefined ? listen(server, host, port) : listenOnFd(server, options.listenFd)));
+  await opened.step(() => (options.listenSocket === undefined ? listen(server, host, port) : options.listenSocket().then((fd) => listenOnFd(server, fd))));
   const actualPort = (server.address() as AddressInfo).port;
   // Every interface (":5000"): the URL this machine itself reaches it by.
   const hostForUrl = host === "" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;

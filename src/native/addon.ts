@@ -84,3 +84,10 @@ export function listenReusePort(address: string, port: number, exclusive: boolea
   const code = Object.entries(osConstants.errno).find(([, value]) => value === -result)?.[0] ?? `errno ${-result}`;
   return { error: Object.assign(new Error(`listen ${code}`), { code, errno: result }) };
 }
+
+/** Why listenReusePort cannot be used here, or undefined when it can. */
+export function reusePortUnavailable(): string | undefined {
+  const state = loadNativeAddon();
+  if (!("addon" in state)) return state.reason;
+  return typeof state.addon.listenReusePort === "function" ? undefined : "the native addon predates threads (rebuild it: node scripts/build-native.mjs)";
+}

@@ -18,7 +18,7 @@ const post = (message: ToMain) => port.postMessage(message);
 async function main(): Promise<void> {
   const { configFromFlags } = await import("../cli/server-config.js");
   const { createLogger, startRegistry } = await import("../server.js");
-  const { threadSocket } = await import("./listen.js");
+  const { openThreadSocket } = await import("./listen.js");
   const config = configFromFlags(data.flags);
   const logger = createLogger(config);
   let registry: Awaited<ReturnType<typeof startRegistry>>;
@@ -29,12 +29,18 @@ async function main(): Promise<void> {
   const failHere = fail && Number(fail[1]) === data.index ? fail[2] : undefined;
   try {
     if (failHere === "startup") throw new Error(`serving thread ${data.index}: failing at start-up as FERRYTEST_THREAD_FAIL asks`);
-    const socket = await threadSocket(data.address, data.port, false);
-    if ("reason" in socket) throw new Error(socket.reason);
+    // Tests hold a thread in start-up: FERRYTEST_THREAD_START_DELAY_MS=<ms>.
+    const delay = Number(process.env.FERRYTEST_THREAD_START_DELAY_MS ?? 0);
+    if (delay > 0) {
+      logger.warn({ ms: delay }, `serving thread ${data.index}: holding start-up as FERRYTEST_THREAD_START_DELAY_MS asks`);
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
     registry = await startRegistry(config, {
       logger,
-      listenFd: socket.fd,
+      // Opened last, when this thread accepts at once (src/threads/listen.ts).
+      listenSocket: () => openThreadSocket(data.address, data.port, false),
       scheduledJobs: false,
+      startupChecks: false,
       // The main thread gathers every thread's metrics (this one's included) and answers.
       metricsText: () =>
         new Promise<string>((resolve, reject) => {

@@ -239,3 +239,24 @@ test("a second ferry serve on the port of a running one stops with EADDRINUSE in
   assert.equal(code, 1);
   assert.match(second.stderr(), new RegExp(`ferry: listen EADDRINUSE: address already in use 127.0.0.1:${port}`));
 });
+
+test("a thread still starting is handed no connections: every request is answered at once by the thread already serving", async (t) => {
+  // Each thread's socket joins the port's SO_REUSEPORT group when it listens, and the kernel hands it a share
+  // of new connections from then on. Opened before the thread's start-up finished (an S3 start-up check
+  // waiting on a silent store), those connections sat unanswered in its backlog: a /healthz hung 10 s.
+  const server = await serve(t, ["--threads", "2"], { FERRY_LOG__LEVEL: "info", FERRYTEST_THREAD_START_DELAY_MS: "8000" });
+  for (let i = 0; !server.stdout().includes("holding start-up"); i++) {
+    if (i > 300 || server.child.exitCode !== null) assert.fail(`thread 1 did not reach its start-up: ${server.stderr()}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.ok(!server.stdout().includes("ferry listening on"), "thread 1 is still starting");
+  const within = (ms: number) => new Promise<string>((resolve) => setTimeout(() => resolve(`no answer within ${ms} ms`), ms).unref());
+  const answers = await Promise.all(Array.from({ length: 20 }, () => Promise.race([fresh(`${server.url}/v2/`).then((r) => String(r.status)), within(2_000)])));
+  assert.deepEqual([...new Set(answers)], ["200"], "every connection opened while a thread starts is answered");
+  // Once it has started, it takes its share.
+  await ready(server);
+  const from = server.stdout().length;
+  for (let i = 0; i < 40; i++) assert.equal((await fresh(`${server.url}/v2/`)).status, 200);
+  const threads = new Set(accessLines(server.stdout().slice(from)).map((l) => threadOf(l.requestId)));
+  assert.deepEqual([...threads].sort(), ["main", "thread 1"]);
+});

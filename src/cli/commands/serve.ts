@@ -53,12 +53,16 @@ async function serve(flags: ServerFlags): Promise<void> {
   let threads: import("../../threads/serving-threads.js").ServingThreads | undefined;
   const { threadCount } = await import("../../threads/serving-threads.js");
   const wanted = threadCount(config);
-  // With several threads the main thread listens like the others, on a socket of its own (src/threads/listen.ts).
-  const socket = wanted > 1 ? await mainThreadSocket(config.listen, logger) : undefined;
+  // With several threads the main thread listens like the others, on a socket of its own (src/threads/listen.ts),
+  // opened when its server is ready to accept; the extra threads bind the address it resolved.
+  const perThread = wanted > 1 && (await threadSocketsPossible(logger));
+  const main: { socket?: import("../../threads/listen.js").ThreadSocket } = {};
+  const { openThreadSocket } = await import("../../threads/listen.js");
+  const where = splitListen(config.listen);
   try {
     registry = await startRegistry(config, {
       logger,
-      listenFd: socket?.fd,
+      listenSocket: perThread ? () => openThreadSocket(where.host, where.port, true, (opened) => (main.socket = opened)) : undefined,
       // With several threads a scrape answers for all of them, whichever thread it reached.
       metricsText: () => (threads ? threads.metricsText() : registry.metrics.registry.metrics()),
     });
@@ -87,8 +91,8 @@ async function serve(flags: ServerFlags): Promise<void> {
   // Installed before the extra threads start: the main thread already answers requests.
   process.once("SIGINT", () => void stop("SIGINT"));
   process.once("SIGTERM", () => void stop("SIGTERM"));
-  if (socket) {
-    const started = await startThreads(wanted - 1, flags, { address: socket.address, port: registry.port }, registry, logger, (message) => {
+  if (main.socket) {
+    const started = await startThreads(wanted - 1, flags, { address: main.socket.address, port: registry.port }, registry, logger, (message) => {
       logger.error(message);
       process.stderr.write(`ferry: ${message}; stopping\n`);
       exitCode = 1;
@@ -145,21 +149,15 @@ function announce(config: Config, url: string, logger: Logger, threads: number):
 }
 
 /**
- * The main thread's socket when there are to be several threads, or none
- * (one thread, with a warning saying why): without the native addon's
- * SO_REUSEPORT sockets Ferry serves on one thread rather than not at all.
- * A port in use stops start-up with the single-threaded message.
+ * Whether the threads can each have a socket of their own; if not (no native
+ * addon), Ferry serves on one thread with a warning saying why rather than
+ * not at all.
  */
-async function mainThreadSocket(listen: string, logger: Logger): Promise<import("../../threads/listen.js").ThreadSocket | undefined> {
-  const { splitListen } = await import("../../server.js");
-  const { threadSocket } = await import("../../threads/listen.js");
-  const { host, port } = splitListen(listen);
-  const socket = await threadSocket(host, port, true);
-  if ("reason" in socket) {
-    logger.warn({ reason: socket.reason }, "serving on one thread");
-    return undefined;
-  }
-  return socket;
+async function threadSocketsPossible(logger: Logger): Promise<boolean> {
+  const { reusePortUnavailable } = await import("../../native/addon.js");
+  const reason = reusePortUnavailable();
+  if (reason !== undefined) logger.warn({ reason }, "serving on one thread");
+  return reason === undefined;
 }
 
 /** Starts the extra serving threads, or says why they could not start. */
