@@ -1,6 +1,7 @@
 /**
  * `ferry serve --threads 2` (what `auto` gives a 2-core machine): two event
- * loops of one process accept on one listening socket. A user relies on the
+ * loops of one process, each accepting on a socket of its own on the port
+ * (SO_REUSEPORT). A user relies on the
  * pair behaving as one registry: connections spread over both threads, a
  * write through one is read at once through the other, /metrics counts every
  * thread, SIGTERM finishes what both have in flight, and a thread that
