@@ -78,7 +78,8 @@ export interface StartOptions {
   /** Schedule garbage collection and upload purging here (default true): one serving thread of a process does. */
   scheduledJobs?: boolean;
   /**
-   * Check the S3 bucket's permissions and finish commits a crash interrupted before serving (default true).
+   * Check the S3 bucket's permissions, finish commits a crash interrupted and clean the proxy cache before
+   * serving (default true).
    * A process's extra serving threads skip both: the main thread has just done them, and a thread's start-up
    * must not wait on an object store that has gone silent since (it would then never serve).
    */
@@ -156,7 +157,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   );
   opened.add(() => access.close?.());
   const federation: Federation = await opened.step(async () =>
-    createFederation(config, { dataDir, logger, access, meta, cacheStore: await proxyCacheStore(config) }),
+    createFederation(config, { dataDir, logger, access, meta, cacheStore: await proxyCacheStore(config, options.startupChecks !== false), startupCleanup: options.startupChecks !== false }),
   );
   opened.add(() => federation.close());
   const deps: RegistryDeps = {
@@ -418,10 +419,10 @@ export function listenError(error: NodeJS.ErrnoException, host: string, port: nu
  * (under `<prefix>federation-cache/`, so every replica shares one cache and
  * one byte budget), or the federation's own default on the filesystem.
  */
-async function proxyCacheStore(config: Config): Promise<BlobStore | undefined> {
+async function proxyCacheStore(config: Config, check: boolean): Promise<BlobStore | undefined> {
   if (config.storage.driver !== "s3" || !config.storage.s3) return undefined;
   const { openS3BlobStore } = await import("./storage/s3-open.js");
   const s3 = config.storage.s3;
   const prefix = s3.prefix === "" || s3.prefix.endsWith("/") ? s3.prefix : `${s3.prefix}/`;
-  return openS3BlobStore({ ...config.storage, s3: { ...s3, prefix: `${prefix}federation-cache/` } });
+  return openS3BlobStore({ ...config.storage, s3: { ...s3, prefix: `${prefix}federation-cache/` } }, check);
 }

@@ -19,6 +19,8 @@ import { join } from "node:path";
 import { request as httpRequest } from "node:http";
 import { buildImage, type TestImage } from "../helpers/images.js";
 import { freePort } from "../helpers/serve-process.js";
+import { createServer as createTcpServer, connect as connectTcp, type Socket } from "node:net";
+import { createTestBucket, skipUnlessS3, startS3Server } from "../helpers/s3-rgw.js";
 
 interface Served {
   url: string;
@@ -256,6 +258,60 @@ test("a thread still starting is handed no connections: every request is answere
   assert.deepEqual([...new Set(answers)], ["200"], "every connection opened while a thread starts is answered");
   // Once it has started, it takes its share.
   await ready(server);
+  const from = server.stdout().length;
+  for (let i = 0; i < 40; i++) assert.equal((await fresh(`${server.url}/v2/`)).status, 200);
+  const threads = new Set(accessLines(server.stdout().slice(from)).map((l) => threadOf(l.requestId)));
+  assert.deepEqual([...threads].sort(), ["main", "thread 1"]);
+});
+
+test("a thread starts and serves while the object store is silent: only the main thread's start-up talks to S3", { skip: skipUnlessS3() }, async (t) => {
+  // The main thread checks the bucket (and cleans the proxy cache) just before the extra threads start; a
+  // thread repeating it waited out the S3 client's timeouts (60 s, 3 attempts) when the store went silent
+  // meanwhile, and never served.
+  const s3 = await startS3Server();
+  const bucket = await createTestBucket(s3);
+  t.after(async () => {
+    await bucket.drop().catch(() => undefined);
+    await s3.close();
+  });
+  // A relay to the S3 server that, once `silent`, accepts connections and never answers (a frozen store).
+  const target = new URL(s3.endpoint);
+  let silent = false;
+  const sockets = new Set<Socket>();
+  const relay = createTcpServer((client) => {
+    sockets.add(client);
+    client.on("error", () => undefined).on("close", () => sockets.delete(client));
+    if (silent) return;
+    const upstream = connectTcp(Number(target.port), target.hostname);
+    sockets.add(upstream);
+    upstream.on("error", () => client.destroy()).on("close", () => sockets.delete(upstream));
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+  t.after(async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise<void>((resolve) => relay.close(() => resolve()));
+  });
+  const server = await serve(t, ["--threads", "2"], {
+    FERRY_LOG__LEVEL: "info",
+    // Holds thread 1 until the store has gone silent.
+    FERRYTEST_THREAD_START_DELAY_MS: "500",
+    FERRY_STORAGE__DRIVER: "s3",
+    FERRY_STORAGE__S3__ENDPOINT: `http://127.0.0.1:${(relay.address() as { port: number }).port}`,
+    FERRY_STORAGE__S3__BUCKET: bucket.bucket,
+    FERRY_STORAGE__S3__ACCESS_KEY_ID: s3.accessKeyId,
+    FERRY_STORAGE__S3__SECRET_ACCESS_KEY: s3.secretAccessKey,
+  });
+  for (let i = 0; !server.stdout().includes("holding start-up"); i++) {
+    if (i > 600 || server.child.exitCode !== null) assert.fail(`thread 1 did not reach its start-up: ${server.stderr()}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  silent = true;
+  for (const socket of sockets) socket.destroy();
+  for (let i = 0; !server.stdout().includes("ferry listening on"); i++) {
+    if (i > 200 || server.child.exitCode !== null) assert.fail(`thread 1 did not start within 10 s of the store going silent: ${server.stderr()}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
   const from = server.stdout().length;
   for (let i = 0; i < 40; i++) assert.equal((await fresh(`${server.url}/v2/`)).status, 200);
   const threads = new Set(accessLines(server.stdout().slice(from)).map((l) => threadOf(l.requestId)));
