@@ -78,10 +78,10 @@ export interface StartOptions {
   /** Schedule garbage collection and upload purging here (default true): one serving thread of a process does. */
   scheduledJobs?: boolean;
   /**
-   * Check the S3 bucket's permissions, finish commits a crash interrupted and clean the proxy cache before
-   * serving (default true).
-   * A process's extra serving threads skip both: the main thread has just done them, and a thread's start-up
-   * must not wait on an object store that has gone silent since (it would then never serve).
+   * Check the S3 bucket's permissions (the blob store's and the proxy cache's), finish commits a crash
+   * interrupted and clean the proxy cache's stale uploads before serving (default true). A process's extra
+   * serving threads skip all of it: the main thread has just done it, and a thread's start-up must not wait
+   * on an object store that has gone silent since (it would then never serve).
    */
   startupChecks?: boolean;
   /** What /metrics answers (default: this server's own registry); serving threads answer for the whole process. */
