@@ -53,6 +53,14 @@ export interface RunningRegistry {
   services: Services;
   gc(options?: { gracePeriodMs?: number; untagged?: boolean }): Promise<GcReport>;
   purgeUploads(): Promise<number>;
+  /** This server's own metrics (one serving thread's, when there are several). */
+  metrics: Metrics;
+  /**
+   * Stops accepting, lets requests in flight finish (up to graceMs; idle
+   * keep-alive connections are closed at once), then closes like close().
+   * `ferry serve` stops this way on SIGTERM.
+   */
+  drain(graceMs: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -60,6 +68,24 @@ export interface StartOptions {
   logger?: Logger;
   /** Extra endpoints (tests, plugins). */
   extensions?: Extension[];
+  /**
+   * Opens the listening socket to serve on (a serving thread's own, src/threads/listen.ts) instead of
+   * binding config.listen; called once the server is ready to accept, not before: a socket joins its
+   * port's SO_REUSEPORT group when it listens, and the kernel then hands it a share of new connections,
+   * which would wait in its backlog for as long as the rest of start-up takes (docs/benchmarks.md, "Speed round 6").
+   */
+  listenSocket?: () => Promise<number>;
+  /** Schedule garbage collection and upload purging here (default true): one serving thread of a process does. */
+  scheduledJobs?: boolean;
+  /**
+   * Check the S3 bucket's permissions (the blob store's and the proxy cache's), finish commits a crash
+   * interrupted and clean the proxy cache's stale uploads before serving (default true). A process's extra
+   * serving threads skip all of it: the main thread has just done it, and a thread's start-up must not wait
+   * on an object store that has gone silent since (it would then never serve).
+   */
+  startupChecks?: boolean;
+  /** What /metrics answers (default: this server's own registry); serving threads answer for the whole process. */
+  metricsText?: () => Promise<string>;
 }
 
 export function createLogger(config: Config): Logger {
@@ -76,7 +102,10 @@ export function createLogger(config: Config): Logger {
     // Asynchronous writes (lines written while a write is in flight are
     // coalesced): a synchronous write per access-log line costs a third of
     // the manifest GET throughput. No minimum buffer, so a warning shows at once.
-    pino.destination({ fd: 1, sync: false }),
+    // Each write(2) is whole lines of at most PIPE_BUF (4 KiB) bytes: the serving threads (and
+    // `--workers` processes) share stdout, and a pipe (journald, docker) keeps such a write whole
+    // instead of interleaving it with another thread's.
+    pino.destination({ fd: 1, sync: false, maxWrite: 4096 }),
   );
 }
 
@@ -98,7 +127,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   // The S3 driver (and the AWS SDK behind it) is loaded only when configured; it checks the bucket itself.
   const blobs =
     config.storage.driver === "s3"
-      ? await (await import("./storage/s3-open.js")).openS3BlobStore(config.storage)
+      ? await (await import("./storage/s3-open.js")).openS3BlobStore(config.storage, options.startupChecks !== false)
       : new FilesystemBlobStore({
           root: config.storage.filesystem.path ? resolve(config.storage.filesystem.path) : dataDir,
           fsync: config.storage.filesystem.fsync,
@@ -128,7 +157,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   );
   opened.add(() => access.close?.());
   const federation: Federation = await opened.step(async () =>
-    createFederation(config, { dataDir, logger, access, meta, cacheStore: await proxyCacheStore(config) }),
+    createFederation(config, { dataDir, logger, access, meta, cacheStore: await proxyCacheStore(config, options.startupChecks !== false), startupCleanup: options.startupChecks !== false }),
   );
   opened.add(() => federation.close());
   const deps: RegistryDeps = {
@@ -148,7 +177,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   if (!keepFreedHeapMapped()) logger.debug("allocator tuning unavailable (no native addon or not glibc)");
   const uploads = new UploadService(deps, hashing, undefined, config.uploads.maxOpenSessions);
   // Finish commits a crash interrupted before this process serves anything.
-  await opened.step(() => uploads.recoverCommits());
+  if (options.startupChecks !== false) await opened.step(() => uploads.recoverCommits());
   const services: Services = {
     blobs: new BlobService(deps),
     uploads,
@@ -195,7 +224,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   );
   registerInvalidationMetrics(metrics.registry, store);
   const extensions = [
-    ...coreExtensions(metrics, readiness),
+    ...coreExtensions(metrics, readiness, options.metricsText),
     ...(access.extensions ?? []),
     ...(federation.extensions ?? []),
     ...notifications.extensions,
@@ -220,7 +249,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
   const server = createHttpServer(config.http, handler);
 
   const { host, port } = splitListen(config.listen);
-  await opened.step(() => listen(server, host, port));
+  await opened.step(() => (options.listenSocket === undefined ? listen(server, host, port) : options.listenSocket().then((fd) => listenOnFd(server, fd))));
   const actualPort = (server.address() as AddressInfo).port;
   // Every interface (":5000"): the URL this machine itself reaches it by.
   const hostForUrl = host === "" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
@@ -237,18 +266,25 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
     timer.unref();
     timers.push(timer);
   };
-  every(config.uploads.purgeInterval, purgeUploads, "purging stale uploads");
-  every(config.gc.interval, async () => logger.info(await gc(), "garbage collection"), "garbage collection");
+  if (options.scheduledJobs !== false) {
+    every(config.uploads.purgeInterval, purgeUploads, "purging stale uploads");
+    every(config.gc.interval, async () => logger.info(await gc(), "garbage collection"), "garbage collection");
+  }
   // Foreign source health on /metrics, and the re-check schedule (federation.recheck).
   const foreignSources = startForeignRecheck(federation, meta, config.federation, logger, metrics.registry);
 
-  return {
+  const running: RunningRegistry = {
     url: `http://${hostForUrl}:${actualPort}`,
     port: actualPort,
     deps,
     services,
     gc,
     purgeUploads,
+    metrics,
+    async drain(graceMs: number) {
+      await drainConnections(server, graceMs);
+      await running.close();
+    },
     async close() {
       for (const timer of timers) clearInterval(timer);
       await foreignSources.stop();
@@ -259,6 +295,7 @@ export async function startRegistry(config: Config, options: StartOptions = {}):
       await opened.closeAll();
     },
   };
+  return running;
 }
 
 /**
@@ -328,6 +365,39 @@ function listen(server: Server, host: string, port: number): Promise<void> {
   });
 }
 
+/**
+ * Closes the listener and waits for the connections with a request in
+ * flight to finish it, up to graceMs. Connections between requests are
+ * closed as soon as they are idle (checked every 50 ms: a keep-alive client
+ * may start another request until then, which is answered).
+ */
+async function drainConnections(server: Server, graceMs: number): Promise<void> {
+  const closed = new Promise<void>((resolveClosed) => server.close(() => resolveClosed()));
+  const deadline = Date.now() + graceMs;
+  let timer: NodeJS.Timeout | undefined;
+  const idleSweep = new Promise<void>((resolveSweep) => {
+    const sweep = () => {
+      server.closeIdleConnections();
+      if (Date.now() >= deadline) return resolveSweep();
+      timer = setTimeout(sweep, 50);
+    };
+    sweep();
+  });
+  await Promise.race([closed, idleSweep]);
+  clearTimeout(timer);
+}
+
+/** Serves on a socket that is already bound and listening (its descriptor is this server's to close). */
+function listenOnFd(server: Server, fd: number): Promise<void> {
+  return new Promise((resolveListen, reject) => {
+    server.once("error", reject);
+    server.listen({ fd }, () => {
+      server.off("error", reject);
+      resolveListen();
+    });
+  });
+}
+
 const LISTEN_ERRORS: Record<string, string> = {
   EADDRINUSE: "address already in use",
   EACCES: "permission denied",
@@ -338,7 +408,7 @@ const LISTEN_ERRORS: Record<string, string> = {
  * One wording whether the process listens itself or, as a cluster worker,
  * through the primary (which reports "bind EADDRINUSE" instead).
  */
-function listenError(error: NodeJS.ErrnoException, host: string, port: number): Error {
+export function listenError(error: NodeJS.ErrnoException, host: string, port: number): Error {
   const reason = error.code ? LISTEN_ERRORS[error.code] : undefined;
   if (!reason) return error;
   return Object.assign(new Error(`listen ${error.code}: ${reason} ${host === "" ? "(every interface)" : host}:${port}`), { code: error.code });
@@ -349,10 +419,10 @@ function listenError(error: NodeJS.ErrnoException, host: string, port: number): 
  * (under `<prefix>federation-cache/`, so every replica shares one cache and
  * one byte budget), or the federation's own default on the filesystem.
  */
-async function proxyCacheStore(config: Config): Promise<BlobStore | undefined> {
+async function proxyCacheStore(config: Config, check: boolean): Promise<BlobStore | undefined> {
   if (config.storage.driver !== "s3" || !config.storage.s3) return undefined;
   const { openS3BlobStore } = await import("./storage/s3-open.js");
   const s3 = config.storage.s3;
   const prefix = s3.prefix === "" || s3.prefix.endsWith("/") ? s3.prefix : `${s3.prefix}/`;
-  return openS3BlobStore({ ...config.storage, s3: { ...s3, prefix: `${prefix}federation-cache/` } });
+  return openS3BlobStore({ ...config.storage, s3: { ...s3, prefix: `${prefix}federation-cache/` } }, check);
 }

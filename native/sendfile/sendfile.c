@@ -81,6 +81,8 @@
 #include <string.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <time.h>
 #include <unistd.h>
 #ifdef __GLIBC__
@@ -423,8 +425,101 @@ static napi_value TrimHeap(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * listenReusePort(address, port, backlog) -> fd, or -errno: a listening TCP
+ * socket with SO_REUSEPORT, so that each `ferry serve` thread has a socket of
+ * its own on one port and the kernel spreads new connections over them by
+ * their addresses. Threads sharing one socket instead leave the balance to
+ * whichever event loop wakes first: with 32 connections opened at once, one
+ * thread took nearly all of them (docs/benchmarks.md, "Speed round 5").
+ * `address` is numeric IPv4 or IPv6; "" is every interface (IPv6 and IPv4).
+ * With `exclusive`, the port is first bound once without SO_REUSEPORT: a
+ * port another server already listens on (another Ferry started twice on it
+ * included, which SO_REUSEPORT would otherwise let in) fails with EADDRINUSE.
+ */
+static napi_value ListenReusePort(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value a[4], result;
+  bool exclusive = false;
+  char address[64];
+  size_t length = 0;
+  int32_t port = -1, backlog = 511;
+  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 3 ||
+      napi_get_value_string_utf8(env, a[0], address, sizeof address, &length) != napi_ok ||
+      napi_get_value_int32(env, a[1], &port) != napi_ok || napi_get_value_int32(env, a[2], &backlog) != napi_ok ||
+      (argc >= 4 && napi_get_value_bool(env, a[3], &exclusive) != napi_ok) || port < 0 || port > 65535 || backlog < 1) {
+    napi_throw_type_error(env, NULL, "listenReusePort(address, port, backlog)");
+    return NULL;
+  }
+  struct sockaddr_storage storage;
+  memset(&storage, 0, sizeof storage);
+  socklen_t size;
+  int family, any = length == 0;
+  if (any || strchr(address, ':') != NULL) {
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&storage;
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons((uint16_t)port);
+    if (any) in6->sin6_addr = in6addr_any;
+    else if (inet_pton(AF_INET6, address, &in6->sin6_addr) != 1) {
+      napi_create_int32(env, -EINVAL, &result);
+      return result;
+    }
+    family = AF_INET6;
+    size = sizeof *in6;
+  } else {
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&storage;
+    in4->sin_family = AF_INET;
+    in4->sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, address, &in4->sin_addr) != 1) {
+      napi_create_int32(env, -EINVAL, &result);
+      return result;
+    }
+    family = AF_INET;
+    size = sizeof *in4;
+  }
+  int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0 && any) {
+    /* No IPv6 on this machine: every IPv4 interface, as Node does. */
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&storage;
+    memset(&storage, 0, sizeof storage);
+    in4->sin_family = AF_INET;
+    in4->sin_port = htons((uint16_t)port);
+    in4->sin_addr.s_addr = htonl(INADDR_ANY);
+    family = AF_INET;
+    size = sizeof *in4;
+    fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  }
+  int err = 0, on = 1, off = 0;
+  if (fd >= 0 && exclusive && port != 0) {
+    int probe = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe < 0 || setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+        (family == AF_INET6 && any && setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) != 0) ||
+        bind(probe, (struct sockaddr *)&storage, size) != 0) {
+      err = errno;
+    }
+    if (probe >= 0) close(probe);
+    if (err) {
+      close(fd);
+      napi_create_int32(env, -err, &result);
+      return result;
+    }
+  }
+  if (fd < 0) err = errno;
+  else if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+           setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 ||
+           (family == AF_INET6 && any && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) != 0) ||
+           bind(fd, (struct sockaddr *)&storage, size) != 0 || listen(fd, backlog) != 0) {
+    err = errno;
+    close(fd);
+  }
+  napi_create_int32(env, err ? -err : fd, &result);
+  return result;
+}
+
 NAPI_MODULE_INIT() {
-  napi_value start, cancel, trim, trimHeap;
+  napi_value start, cancel, trim, trimHeap, reuse;
+  napi_create_function(env, "listenReusePort", NAPI_AUTO_LENGTH, ListenReusePort, NULL, &reuse);
+  napi_set_named_property(env, exports, "listenReusePort", reuse);
   napi_create_function(env, "setTrimThreshold", NAPI_AUTO_LENGTH, SetTrimThreshold, NULL, &trim);
   napi_set_named_property(env, exports, "setTrimThreshold", trim);
   napi_create_function(env, "trimHeap", NAPI_AUTO_LENGTH, TrimHeap, NULL, &trimHeap);

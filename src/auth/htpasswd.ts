@@ -6,6 +6,7 @@
  */
 import { readFile, writeFile, rename, stat } from "node:fs/promises";
 import { BCRYPT_HASH } from "./config.js";
+import { threadId } from "node:worker_threads";
 
 export class HtpasswdError extends Error {
   constructor(message: string) {
@@ -82,7 +83,7 @@ export async function updateHtpasswd(file: string, user: string, hash: string | 
   } else {
     lines.push(`${user}:${hash}`);
   }
-  const temp = `${file}.${process.pid}.tmp`;
+  const temp = `${file}.${process.pid}.${threadId}.tmp`;
   await writeFile(temp, lines.map((l) => `${l}\n`).join(""), { mode });
   await rename(temp, file);
   return existed;

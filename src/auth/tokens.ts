@@ -27,6 +27,7 @@ import type { AuthConfig, TrustedIssuerConfig } from "./config.js";
 import { accessClaim, type Scope } from "./scope.js";
 import { keyStoreOf, StoredKeySet, type SigningKey } from "./key-set.js";
 import type { MetaStore } from "../metadata/meta-store.js";
+import { threadId } from "node:worker_threads";
 
 type TokenConfig = AuthConfig["token"];
 
@@ -111,7 +112,7 @@ export async function loadSigningKey(config: TokenConfig, dataDir: string): Prom
       const generated = pair.privateKey.export({ format: "pem", type: "pkcs8" }) as string;
       // Written aside, then linked into place: link() fails if the name exists, so with several
       // workers starting at once the first key wins whole and nobody reads a half-written file.
-      const temp = `${file}.${process.pid}.tmp`;
+      const temp = `${file}.${process.pid}.${threadId}.tmp`;
       await writeFile(temp, generated, { mode: 0o600 });
       try {
         await link(temp, file);

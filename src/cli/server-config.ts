@@ -1,5 +1,6 @@
 /** Turns the server flags shared by `serve` and `gc` into a loaded Config (or a clear error). */
 import cluster from "node:cluster";
+import { isMainThread } from "node:worker_threads";
 import { ConfigError, loadConfig } from "../config/load.js";
 import type { Config } from "../config/schema.js";
 
@@ -8,6 +9,7 @@ export interface ServerFlags {
   listen?: string;
   data?: string;
   workers?: string;
+  threads?: string;
 }
 
 export function configFromFlags(flags: ServerFlags): Config {
@@ -22,6 +24,13 @@ export function configFromFlags(flags: ServerFlags): Config {
     }
     overrides.workers = Number(flags.workers);
   }
+  if (flags.threads !== undefined) {
+    if (!/^(\d+|auto)$/.test(flags.threads)) {
+      process.stderr.write(`ferry: flag --threads: expected a whole number of threads or "auto", got "${flags.threads}"\n`);
+      process.exit(2);
+    }
+    overrides.threads = flags.threads === "auto" ? "auto" : Number(flags.threads);
+  }
   try {
     // Workers load the same configuration as the primary, which already printed any warning.
     return loadConfig({
@@ -30,7 +39,7 @@ export function configFromFlags(flags: ServerFlags): Config {
       overrides,
       // Only flags actually given: a bad FERRY_LISTEN must not be blamed on --listen.
       flagNames: Object.fromEntries(Object.keys(overrides).map((key) => [key, `--${key}`])),
-      onWarning: cluster.isWorker ? () => undefined : undefined,
+      onWarning: cluster.isWorker || !isMainThread ? () => undefined : undefined,
     });
   } catch (error) {
     if (error instanceof ConfigError) {

@@ -53,6 +53,11 @@ export const configSchema = z.strictObject({
   data: z.string().min(1).default("./data"),
   /** Processes serving the same data (one per core is sensible). */
   workers: z.number().int().min(1).max(64).default(1),
+  /**
+   * Threads of one process serving the same listening socket (src/threads/);
+   * "auto" is one per core, at most MAX_AUTO_THREADS, and 1 under --workers N.
+   */
+  threads: z.union([z.literal("auto"), z.number().int().min(1).max(64)]).default("auto"),
   log: z
     .strictObject({
       level: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),

@@ -76,7 +76,9 @@ export class ProxyCache {
     this.touchIntervalMs = options.touchIntervalMs ?? 0;
   }
 
-  async init(): Promise<void> {
+  /** `cleanup` false (a serving thread whose main thread has just cleaned up): only reads the index, never the store. */
+  async init(cleanup = true): Promise<void> {
+    if (!cleanup) return this.refresh();
     const cutoff = this.now() - STALE_SESSION_MS;
     for (const session of await this.store.listUploads()) {
       if (session.modifiedAt < cutoff) await this.store.abortUpload(session.id).catch(() => undefined);

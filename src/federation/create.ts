@@ -22,6 +22,8 @@ export interface FederationContext {
    * `<storage root>/federation-cache`.
    */
   cacheStore?: BlobStore;
+  /** Clean the proxy cache's stale uploads and evict at start-up (default true; a process's extra serving threads do not). */
+  startupCleanup?: boolean;
 }
 
 export async function createFederation(config: Config, context: FederationContext): Promise<Federation> {
@@ -33,7 +35,7 @@ export async function createFederation(config: Config, context: FederationContex
     cacheStore,
   });
   try {
-    await federation.init();
+    await federation.init(context.startupCleanup !== false);
   } catch (error) {
     await federation.close();
     throw error;

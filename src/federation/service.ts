@@ -68,9 +68,9 @@ export class FederationService implements Federation {
     this.extensions = adminExtensions(this);
   }
 
-  async init(): Promise<void> {
+  async init(cleanup = true): Promise<void> {
     await this.health.load();
-    await this.cache.init();
+    await this.cache.init(cleanup);
   }
 
   get enabled(): boolean {

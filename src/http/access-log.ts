@@ -47,12 +47,26 @@ export function accessLog(logger: Logger): AccessLog {
   // end of the turn (setImmediate): its asynchronous writer measures and
   // appends every string it is given, which cost as much per line as building it.
   const pending: string[] = [];
+  // Each write stays within the destination's largest write (ferry serve: PIPE_BUF, so lines
+  // from serving threads sharing a pipe never interleave), counted in UTF-16 units at 3
+  // bytes each so no line needs measuring; a single longer line goes alone, as with pino.
+  const unitsPerWrite = Math.max(1, Math.floor((stream.maxWrite ?? DEFAULT_MAX_WRITE) / 3));
   const flush = (exiting = false) => {
     unflushed.delete(flush);
     if (pending.length === 0) return;
-    const batch = pending.join("");
+    let from = 0;
+    let units = 0;
+    for (let i = 0; i < pending.length; i++) {
+      const length = pending[i]!.length;
+      if (i > from && units + length > unitsPerWrite) {
+        stream.write(pending.slice(from, i).join(""));
+        from = i;
+        units = 0;
+      }
+      units += length;
+    }
+    stream.write(from === 0 ? pending.join("") : pending.slice(from).join(""));
     pending.length = 0;
-    stream.write(batch);
     // pino's own exit hook may have flushed the destination already: flush what was just added.
     if (exiting) stream.flushSync?.();
   };
@@ -72,8 +86,13 @@ export function accessLog(logger: Logger): AccessLog {
   };
 }
 
+/** sonic-boom's own default largest write (16 KiB). */
+const DEFAULT_MAX_WRITE = 16 * 1024;
+
 interface Destination {
   write(text: string): unknown;
+  /** sonic-boom: the largest single write(2) it makes from whole writes given to it. */
+  maxWrite?: number;
   /** sonic-boom (pino.destination): writes everything buffered before returning. */
   flushSync?(): void;
 }

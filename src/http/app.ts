@@ -24,6 +24,7 @@ import type { UploadSlots } from "./upload-slots.js";
 import { hasBody } from "./request.js";
 import type { Readable } from "node:stream";
 import type { ErrorCode } from "../oci/errors.js";
+import { threadId } from "node:worker_threads";
 
 /** Endpoints outside /v2 (token service, /ferry/v1 admin API), contributed by their modules. */
 export interface Extension {
@@ -86,7 +87,8 @@ const IDLE_GRACE_MS = 2000;
 const LINGER_MS = 2000;
 
 let requestCounter = 0;
-const processTag = process.pid.toString(36);
+// The serving threads of one process (src/threads/) each count their own requests: the thread is part of the id.
+const processTag = threadId === 0 ? process.pid.toString(36) : `${process.pid.toString(36)}.${threadId}`;
 /** Where a response finds its request's Exchange (one shared "finish" listener instead of a closure per request). */
 const EXCHANGE = Symbol("ferry.exchange");
 type TaggedResponse = ServerResponse & { [EXCHANGE]?: Exchange };

@@ -6,6 +6,7 @@
  */
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
+import { constants as osConstants } from "node:os";
 
 /** Called once on the JS thread when a transfer ends; errno 0 means every byte was sent. */
 export type TransferDone = (errno: number, bytesSent: number, partialWrites: number) => void;
@@ -16,6 +17,8 @@ export interface NativeAddon {
   setTrimThreshold(bytes: number): boolean;
   /** malloc_trim(0); missing in an addon built before it was added (then nothing is trimmed). */
   trimHeap?(): boolean;
+  /** Absent from addons built before `ferry serve` had threads. */
+  listenReusePort?(address: string, port: number, backlog: number, exclusive: boolean): number;
 }
 
 const ADDON_PATH = fileURLToPath(new URL("../../../native/sendfile/build/Release/ferry_sendfile.node", import.meta.url));
@@ -62,4 +65,29 @@ export function keepFreedHeapMapped(bytes = 8 * 1024 * 1024): boolean {
 export function trimFreedHeap(): boolean {
   const state = loadNativeAddon();
   return "addon" in state && typeof state.addon.trimHeap === "function" && state.addon.trimHeap();
+}
+
+/**
+ * A listening TCP socket with SO_REUSEPORT on `address` ("" = every
+ * interface; numeric, already resolved) and `port`, for one serving thread
+ * (src/threads/): each thread listens on a socket of its own and the kernel
+ * spreads new connections over them. `exclusive` first checks that nothing
+ * else listens on the port. Returns the descriptor, the errno as an error
+ * (code EADDRINUSE...), or why the addon cannot.
+ */
+export function listenReusePort(address: string, port: number, exclusive: boolean): { fd: number } | { error: NodeJS.ErrnoException } | { reason: string } {
+  const state = loadNativeAddon();
+  if (!("addon" in state)) return state;
+  if (typeof state.addon.listenReusePort !== "function") return { reason: "the native addon predates threads (rebuild it: node scripts/build-native.mjs)" };
+  const result = state.addon.listenReusePort(address, port, 511, exclusive);
+  if (result >= 0) return { fd: result };
+  const code = Object.entries(osConstants.errno).find(([, value]) => value === -result)?.[0] ?? `errno ${-result}`;
+  return { error: Object.assign(new Error(`listen ${code}`), { code, errno: result }) };
+}
+
+/** Why listenReusePort cannot be used here, or undefined when it can. */
+export function reusePortUnavailable(): string | undefined {
+  const state = loadNativeAddon();
+  if (!("addon" in state)) return state.reason;
+  return typeof state.addon.listenReusePort === "function" ? undefined : "the native addon predates threads (rebuild it: node scripts/build-native.mjs)";
 }

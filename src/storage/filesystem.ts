@@ -14,6 +14,7 @@ import { FsPaths } from "./fs-paths.js";
 import { BatchedFileWriter } from "./batched-file-writer.js";
 import { DIRECT_ALIGN, DirectFileWriter } from "./direct-file-writer.js";
 import { sharedAlignedSlabs } from "./aligned-slabs.js";
+import { threadId } from "node:worker_threads";
 import {
   BlobNotFoundError,
   UploadLengthError,
@@ -249,7 +250,7 @@ export class FilesystemBlobStore implements BlobStore {
     // A copy under a new name, renamed over the session: the old inode, which
     // a stale writer may still have open, is no longer reachable by any path.
     const path = this.paths.upload(uploadId);
-    const fresh = `${path}.detach-${process.pid}`;
+    const fresh = `${path}.detach-${process.pid}.${threadId}`;
     try {
       await copyFile(path, fresh);
       await rename(fresh, path);

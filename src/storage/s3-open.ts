@@ -12,7 +12,8 @@ import { describeS3Error, s3ErrorName } from "./s3-client.js";
 
 export class S3ConfigError extends Error {}
 
-export async function openS3BlobStore(storage: Config["storage"]): Promise<S3BlobStore> {
+/** `check` false skips the access check (a serving thread whose main thread has just made it). */
+export async function openS3BlobStore(storage: Config["storage"], check = true): Promise<S3BlobStore> {
   const s3 = storage.s3;
   if (!s3) {
     throw new S3ConfigError("config key storage.s3.bucket: required when storage.driver is s3 (env FERRY_STORAGE__S3__BUCKET)");
@@ -33,6 +34,7 @@ export async function openS3BlobStore(storage: Config["storage"]): Promise<S3Blo
     partSize: s3.partSize,
     redirectExpiresMs: s3.redirect.enabled ? s3.redirect.expires : undefined,
   });
+  if (!check) return store;
   try {
     await checkAccess(store, { bucket: s3.bucket, endpoint: s3.endpoint ?? `AWS S3 (${s3.region})` });
   } catch (error) {

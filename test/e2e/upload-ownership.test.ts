@@ -65,9 +65,11 @@ async function assertBlobHolds(base: string, repo: string, bytes: Buffer, contex
   assert.equal(sha256(got), sha256(bytes), `${context}: the blob named ${sha256(bytes)} holds other bytes`);
 }
 
-test("two PATCHes racing on one session across worker processes never poison a digest", async (t) => {
+// Worker processes, or the serving threads of one process (the shipped default on a multi-core machine).
+for (const mode of [{ name: "worker processes", workers: 2, threads: 1 }, { name: "serving threads", threads: 2 }]) {
+test(`two PATCHes racing on one session across ${mode.name} never poison a digest`, async (t) => {
   const data = await mkdtemp(join(tmpdir(), "ferry-ownership-"));
-  const server = await startServeProcess({ data, workers: 2 });
+  const server = await startServeProcess({ data, workers: mode.workers, threads: mode.threads });
   t.after(async () => {
     await server.stop();
     await rm(data, { recursive: true, force: true });
@@ -93,6 +95,7 @@ test("two PATCHes racing on one session across worker processes never poison a d
   for (const { digest, bytes } of await readBlobFiles(data)) assert.equal(sha256(bytes), digest, "blob file content matches its name");
   t.diagnostic(`outcomes: ${outcomes.join(", ")}`);
 });
+}
 
 test("a session held by another registry instance answers 416 with its size, then is usable again", async (t) => {
   // Two registries over one data directory stand for two processes: their

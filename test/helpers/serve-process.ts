@@ -41,6 +41,8 @@ export interface ServeOptions {
   data: string;
   port?: number;
   workers?: number;
+  /** Serving threads (`--threads`); unset: the shipped default (one per core). */
+  threads?: number;
   /** Extra environment (e.g. FERRYTEST_CRASH_POINT). */
   env?: Record<string, string>;
   args?: string[];
@@ -50,6 +52,7 @@ export async function startServeProcess(options: ServeOptions): Promise<ServePro
   const port = options.port ?? (await freePort());
   const args = ["dist/src/cli/main.js", "serve", "--listen", `127.0.0.1:${port}`, "--data", options.data];
   if (options.workers) args.push("--workers", String(options.workers));
+  if (options.threads) args.push("--threads", String(options.threads));
   const child = spawn(process.execPath, [...args, ...(options.args ?? [])], {
     stdio: ["ignore", "ignore", "pipe"],
     env: { PATH: process.env.PATH ?? "", FERRY_LOG__LEVEL: "warn", ...options.env },

@@ -88,6 +88,27 @@ describe("access log line", () => {
     assert.equal(lines.length, 2, "the next turn's lines are written too");
   });
 
+  it("keeps each write within the destination's largest write, in whole lines (serving threads share a pipe)", async () => {
+    const { logger, lines } = capture();
+    // ferry serve's destination writes at most PIPE_BUF bytes at once (createLogger).
+    Object.assign((logger as unknown as Record<symbol, object>)[pino.symbols.streamSym]!, { maxWrite: 4096 });
+    const log = accessLog(logger);
+    const ids: string[] = [];
+    for (let i = 0; i < 120; i++) {
+      const fields = CASES[i % CASES.length]!;
+      ids.push(`${fields.requestId}#${i}`);
+      log({ ...fields, requestId: `${fields.requestId}#${i}` });
+    }
+    await turn();
+    assert.ok(lines.length > 1, "more than one write for 120 lines");
+    for (const chunk of lines) {
+      assert.ok(Buffer.byteLength(chunk) <= 4096, `a write of ${Buffer.byteLength(chunk)} bytes`);
+      assert.ok(chunk.endsWith("\n"), "ends at a line's end");
+    }
+    const written = lines.join("").split("\n").filter(Boolean).map((line) => (JSON.parse(line) as { requestId: string }).requestId);
+    assert.deepEqual(written, ids);
+  });
+
   it("writes the turn's lines when the process exits before the turn ends", () => {
     // ferry serve's own destination (asynchronous, fd 1), and process.exit() right after the line.
     const script = `

@@ -31,7 +31,9 @@ function getFresh(url: string): Promise<{ status: number; digest: string; bytes:
   });
 }
 
-test("two workers, 8 concurrent pulls of one uncached blob: one upstream fetch, every client gets the bytes", { timeout: 120_000 }, async (t) => {
+// Two processes (`--workers 2`) or two serving threads of one process (`--threads 2`): the same single flight.
+for (const mode of [{ name: "two workers", workers: 2, threads: 1 }, { name: "two serving threads", threads: 2 }]) {
+test(`${mode.name}, 8 concurrent pulls of one uncached blob: one upstream fetch, every client gets the bytes`, { timeout: 120_000 }, async (t) => {
   const upstream = await new FakeUpstream().start();
   t.after(() => upstream.close());
   const bytes = randomBytes(20 * 1024 * 1024);
@@ -45,7 +47,7 @@ test("two workers, 8 concurrent pulls of one uncached blob: one upstream fetch, 
     await rm(dir, { recursive: true, force: true });
   });
   await writeFile(join(dir, "config.yml"), `mirrors:\n  - prefix: m/\n    upstream: ${upstream.url}\n`);
-  server = await startServeProcess({ data: join(dir, "data"), workers: 2, args: ["--config", join(dir, "config.yml")] });
+  server = await startServeProcess({ data: join(dir, "data"), workers: mode.workers, threads: mode.threads, args: ["--config", join(dir, "config.yml")] });
   const url = `${server.url}/v2/m/shared/blobs/${digest}`;
   const running = server;
   // Should take seconds: if it does not, the server's log says why (the test's timeout then fails it).
@@ -53,5 +55,6 @@ test("two workers, 8 concurrent pulls of one uncached blob: one upstream fetch, 
   const results = await Promise.all(Array.from({ length: 8 }, () => getFresh(url)));
   clearTimeout(timer);
   for (const result of results) assert.deepEqual(result, { status: 200, digest, bytes: bytes.length });
-  assert.equal(upstream.count("GET", "/blobs/"), 1, "one upstream fetch across both workers");
+  assert.equal(upstream.count("GET", "/blobs/"), 1, `one upstream fetch across ${mode.name}`);
 });
+}

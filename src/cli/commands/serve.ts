@@ -1,10 +1,20 @@
-/** `ferry serve`: runs the registry (one process, or one per --workers over the same data). */
+/**
+ * `ferry serve`: runs the registry: one process with a serving thread per
+ * core (config `threads`, src/threads/), or one process per --workers over
+ * the same data.
+ */
 import cluster from "node:cluster";
 import type { Command } from "commander";
 import type { Logger } from "pino";
 import type { ServerFlags } from "../server-config.js";
 import type { Config } from "../../config/schema.js";
 import { VERSION } from "../version.js";
+
+/**
+ * How long requests in flight get to finish after SIGTERM; under the
+ * `--workers` supervisor's 10 s, so a worker is done before its primary leaves.
+ */
+const DRAIN_GRACE_MS = 8_000;
 
 export function registerServe(program: Command): void {
   program
@@ -13,7 +23,8 @@ export function registerServe(program: Command): void {
     .option("-c, --config <file>", "YAML config file (every key can also be set as FERRY_<KEY>)")
     .option("-l, --listen <host:port>", "address to listen on")
     .option("-d, --data <dir>", "data directory (blobs and embedded metadata)")
-    .option("-w, --workers <n>", "processes serving the same data (one per core is sensible)")
+    .option("-t, --threads <n|auto>", "threads serving in this process (default auto: one per core, at most 8)")
+    .option("-w, --workers <n>", "processes serving the same data (each with one thread unless --threads says otherwise)")
     .action(async (flags: ServerFlags) => serve(flags));
 }
 
@@ -22,6 +33,10 @@ async function serve(flags: ServerFlags): Promise<void> {
   const { configFromFlags } = await import("../server-config.js");
   const { createLogger, startRegistry, splitListen } = await import("../../server.js");
   const config = configFromFlags(flags);
+  if (config.workers > 1 && config.threads !== "auto" && config.threads > 1) {
+    process.stderr.write(`ferry: choose threads or workers: --workers ${config.workers} with --threads ${config.threads} would start ${config.workers * config.threads} event loops\n`);
+    process.exit(2);
+  }
   const logger = createLogger(config);
   // Before the registry allocates: caps the heap's slack over live data (src/memory/heap-growth.ts).
   const { limitHeapGrowth } = await import("../../memory/heap-growth.js");
@@ -35,13 +50,61 @@ async function serve(flags: ServerFlags): Promise<void> {
   }
   const { reportToPrimary } = await import("../supervisor.js");
   let registry: Awaited<ReturnType<typeof startRegistry>>;
+  let threads: import("../../threads/serving-threads.js").ServingThreads | undefined;
+  const { threadCount } = await import("../../threads/serving-threads.js");
+  const wanted = threadCount(config);
+  // With several threads the main thread listens like the others, on a socket of its own (src/threads/listen.ts),
+  // opened when its server is ready to accept; the extra threads bind the address it resolved.
+  const perThread = wanted > 1 && (await threadSocketsPossible(logger));
+  const main: { socket?: import("../../threads/listen.js").ThreadSocket } = {};
+  const { openThreadSocket } = await import("../../threads/listen.js");
+  const where = splitListen(config.listen);
   try {
-    registry = await startRegistry(config, { logger });
+    registry = await startRegistry(config, {
+      logger,
+      listenSocket: perThread ? () => openThreadSocket(where.host, where.port, true, (opened) => (main.socket = opened)) : undefined,
+      // With several threads a scrape answers for all of them, whichever thread it reached.
+      metricsText: () => (threads ? threads.metricsText() : registry.metrics.registry.metrics()),
+    });
   } catch (error) {
     if (!cluster.isWorker) throw error;
     // The primary prints it once and stops: restarting a worker that cannot start only loops.
     await reportToPrimary({ type: "ferry:startup-failed", message: (error as Error).message });
     process.exit(1);
+  }
+  let stopping = false;
+  let exitCode = 0;
+  // A person pressing Ctrl-C (or reading the journal after a restart) sees that the stop was clean and
+  // how long draining took; workers stay quiet, their primary says it once.
+  const say = cluster.isPrimary ? (fields: object, msg: string) => logger.info(fields, msg) : () => {};
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    const started = Date.now();
+    say({ signal }, "ferry stopping: listener closed, finishing requests in flight");
+    // A thread still starting is ended with the process.
+    await Promise.all([registry.drain(DRAIN_GRACE_MS), threads?.drain(DRAIN_GRACE_MS)]);
+    say({ ms: Date.now() - started }, "ferry stopped");
+    logger.flush();
+    process.exit(exitCode);
+  };
+  // Installed before the extra threads start: the main thread already answers requests.
+  process.once("SIGINT", () => void stop("SIGINT"));
+  process.once("SIGTERM", () => void stop("SIGTERM"));
+  if (main.socket) {
+    const started = await startThreads(wanted - 1, flags, { address: main.socket.address, port: registry.port }, registry, logger, (message) => {
+      logger.error(message);
+      process.stderr.write(`ferry: ${message}; stopping\n`);
+      exitCode = 1;
+      void stop("a serving thread died");
+    });
+    if ("error" in started) {
+      process.stderr.write(`ferry: ${started.error}\n`);
+      await registry.close();
+      logger.flush();
+      process.exit(1);
+    }
+    threads = started.threads;
   }
   await reportToPrimary({ type: "ferry:ready" });
   const { host } = splitListen(config.listen);
@@ -53,23 +116,7 @@ async function serve(flags: ServerFlags): Promise<void> {
     // The log is buffered; a start-up warning must not wait for the buffer to fill.
     logger.flush();
   }
-  if (cluster.isPrimary || cluster.worker?.id === 1) announce(config, registry.url, logger);
-  let stopping = false;
-  // A person pressing Ctrl-C (or reading the journal after a restart) sees that the stop was clean and
-  // how long draining took; workers stay quiet, their primary says it once.
-  const say = cluster.isPrimary ? (fields: object, msg: string) => logger.info(fields, msg) : () => {};
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    const started = Date.now();
-    say({ signal }, "ferry stopping: listener closed, finishing requests in flight");
-    await registry.close();
-    say({ ms: Date.now() - started }, "ferry stopped");
-    logger.flush();
-    process.exit(0);
-  };
-  process.once("SIGINT", () => void stop("SIGINT"));
-  process.once("SIGTERM", () => void stop("SIGTERM"));
+  if (cluster.isPrimary || cluster.worker?.id === 1) announce(config, registry.url, logger, 1 + (threads?.size ?? 0));
   if (cluster.isPrimary) stopWithParent(logger, () => void stop("parent gone"));
 }
 
@@ -77,7 +124,7 @@ async function serve(flags: ServerFlags): Promise<void> {
  * The start-up banner: a JSON log line like every other (log collectors parse
  * it), plus one human sentence when a person is watching the terminal.
  */
-function announce(config: Config, url: string, logger: Logger): void {
+function announce(config: Config, url: string, logger: Logger, threads: number): void {
   const { host } = splitListenHost(config.listen);
   logger.info(
     {
@@ -88,6 +135,7 @@ function announce(config: Config, url: string, logger: Logger): void {
       storage: config.storage.driver,
       metadata: config.metadata.driver,
       workers: config.workers,
+      threads,
       auth: config.auth ? "on" : "off",
       version: VERSION,
     },
@@ -97,6 +145,36 @@ function announce(config: Config, url: string, logger: Logger): void {
   if (process.stderr.isTTY) {
     const where = host === "" ? `every interface, port ${config.listen.slice(1)}` : url;
     process.stderr.write(`Ferry ${VERSION} listening on ${where} (data: ${config.data}, blobs: ${config.storage.driver}, metadata: ${config.metadata.driver}). Stop with Ctrl-C.\n`);
+  }
+}
+
+/**
+ * Whether the threads can each have a socket of their own; if not (no native
+ * addon), Ferry serves on one thread with a warning saying why rather than
+ * not at all.
+ */
+async function threadSocketsPossible(logger: Logger): Promise<boolean> {
+  const { reusePortUnavailable } = await import("../../native/addon.js");
+  const reason = reusePortUnavailable();
+  if (reason !== undefined) logger.warn({ reason }, "serving on one thread");
+  return reason === undefined;
+}
+
+/** Starts the extra serving threads, or says why they could not start. */
+async function startThreads(
+  extra: number,
+  flags: ServerFlags,
+  where: { address: string; port: number },
+  registry: { metrics: { registry: { getMetricsAsJSON(): Promise<import("../../threads/metrics.js").MetricsJson> } } },
+  logger: Logger,
+  onCrash: (message: string) => void,
+): Promise<{ threads: import("../../threads/serving-threads.js").ServingThreads } | { error: string }> {
+  const { startServingThreads } = await import("../../threads/serving-threads.js");
+  try {
+    const threads = await startServingThreads(extra, { flags, ...where, logger, ownMetrics: () => registry.metrics.registry.getMetricsAsJSON(), onCrash });
+    return { threads };
+  } catch (error) {
+    return { error: (error as Error).message };
   }
 }
 

@@ -4,7 +4,8 @@ import type { Extension } from "../app.js";
 import type { Metrics } from "../metrics.js";
 import { send } from "../respond.js";
 
-export function coreExtensions(metrics: Metrics, readiness?: ReadinessCheck): Extension[] {
+/** `metricsText` answers /metrics when set: serving threads answer for the whole process (src/threads/metrics.ts). */
+export function coreExtensions(metrics: Metrics, readiness?: ReadinessCheck, metricsText?: () => Promise<string>): Extension[] {
   return [
     {
       method: ["GET", "HEAD"],
@@ -23,7 +24,7 @@ export function coreExtensions(metrics: Metrics, readiness?: ReadinessCheck): Ex
       path: /^\/metrics$/,
       access: [{ type: "admin" }],
       async handle(ctx) {
-        const body = await metrics.registry.metrics();
+        const body = metricsText ? await metricsText() : await metrics.registry.metrics();
         send(ctx.res, 200, { "Content-Type": metrics.registry.contentType }, body);
       },
     },
