@@ -27,6 +27,8 @@ import type { MetaStore, SigningKeyRecord } from "../metadata/meta-store.js";
 export const RELOAD_MS = 30_000;
 /** At most one reload per this interval for tokens naming an unknown key (a forged kid must not hammer the database). */
 const UNKNOWN_KID_RELOAD_MS = 1_000;
+/** How stale the set /token/jwks lists may be (one store read per second at most, whatever the request rate). */
+const FRESH_LIST_MS = 1_000;
 
 export interface SigningKey {
   privateKey: KeyObject;
@@ -121,6 +123,16 @@ export class StoredKeySet {
 
   accepted(): SigningKey[] {
     return this.acceptedKeys;
+  }
+
+  /**
+   * For /token/jwks: reloads when the copy is older than FRESH_LIST_MS, so a
+   * rotated key is listed within about a second by every serving thread and
+   * replica, not only by one that has already seen a token signed with it.
+   */
+  async fresh(): Promise<void> {
+    if (this.now() - this.loadedAt < FRESH_LIST_MS) return;
+    await this.reload().catch(() => undefined);
   }
 
   /** For a token naming `kid`: reloads when the key is unknown here (throttled). */

@@ -31,7 +31,7 @@ export function tokenExtensions(access: PolicyAccess): Extension[] {
       path: /^\/token\/jwks$/,
       access: null,
       async handle(ctx) {
-        sendJson(ctx.res, 200, access.tokens.publicJwks());
+        sendJson(ctx.res, 200, await access.tokens.freshPublicJwks());
       },
     },
   ];

@@ -280,6 +280,12 @@ export class TokenService {
   }
 
   /** The public halves of every key our tokens are accepted under (signing first), for services that trust our tokens. */
+  /** publicJwks() over a key set at most a second old (other replicas and threads may have rotated). */
+  async freshPublicJwks(): Promise<{ keys: JWK[] }> {
+    await this.shared?.fresh();
+    return this.publicJwks();
+  }
+
   publicJwks(): { keys: JWK[] } {
     const own: SigningKey[] = this.shared ? this.shared.accepted() : this.signing ? [this.signing] : [];
     if (own.length === 0) return { keys: [] };
