@@ -8,6 +8,12 @@ import assert from "node:assert/strict";
 import { MAX_AUTO_THREADS, threadCount } from "../../src/threads/serving-threads.js";
 import { mergeThreadMetrics } from "../../src/threads/metrics.js";
 import { Metrics } from "../../src/http/metrics.js";
+import { loadConfig } from "../../src/config/load.js";
+
+test("one serving thread unless the operator asks for more (each costs ~30-40 MiB)", () => {
+  assert.equal(loadConfig().threads, 1);
+  assert.equal(threadCount(loadConfig(), 8), 1);
+});
 
 test("auto is one thread per core, at most MAX_AUTO_THREADS, and 1 under --workers", () => {
   assert.equal(threadCount({ threads: "auto", workers: 1 }, 2), 2);
