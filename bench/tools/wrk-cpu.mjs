@@ -2,7 +2,7 @@
 // CPU comes from /proc/PID/stat (utime+stime), so it does not depend on how busy the neighbours keep the machine;
 // req/s does, and is printed for the ratio between servers in the same round only.
 // Usage (repository root, after npm run build):
-//   node bench/tools/wrk-cpu.mjs [--rounds 6] [--seconds 2] [--path manifest|tags|base] [--log on|off] SERVER...
+//   node bench/tools/wrk-cpu.mjs [--rounds 6] [--seconds 2] [--path manifest|tags|base] [--log on|off] [--tags 200] SERVER...
 //   SERVER = name=ferry[~servearg,servearg][:nodeflag,nodeflag] | name=reference | name=ferry@PATH_TO_MAIN_JS[...]
 //   (CPU and RSS are summed over the server's process tree: `--workers` processes count; threads are in /proc/PID/stat.)
 // Example: node bench/tools/wrk-cpu.mjs --path tags a=ferry b=ferry:--max-semi-space-size=8 ref=reference
@@ -17,7 +17,7 @@ const rounds = Number(opt("rounds", "6"));
 const seconds = Number(opt("seconds", "2"));
 const which = opt("path", "manifest");
 const log = opt("log", "on");
-const TAGS = 200;
+const TAGS = Number(opt("tags", "200"));
 const tree = (pid) => { let kids = []; try { for (const t of require_tasks(pid)) kids.push(...readFileSync(`/proc/${pid}/task/${t}/children`, "utf8").split(" ").filter(Boolean).map(Number)); } catch {} return [pid, ...kids.flatMap(tree)]; };
 function require_tasks(pid) { return readdirSync(`/proc/${pid}/task`); }
 const cpuOne = (pid) => { try { const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" "); return (Number(f[11]) + Number(f[12])) / 100; } catch { return 0; } };
