@@ -1,6 +1,6 @@
 /**
- * The serving threads of `ferry serve` (config `threads`, default one per
- * core): the main thread starts the registry and listens; each extra thread
+ * The serving threads of `ferry serve` (config `threads`: 1 by default,
+ * `auto` one per core): the main thread starts the registry and listens; each extra thread
  * runs the same full registry on a listening socket of its own on the same
  * port (SO_REUSEPORT, src/threads/listen.ts), and the kernel spreads new
  * connections over the threads.

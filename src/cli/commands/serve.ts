@@ -1,6 +1,6 @@
 /**
- * `ferry serve`: runs the registry: one process with a serving thread per
- * core (config `threads`, src/threads/), or one process per --workers over
+ * `ferry serve`: runs the registry: one process with one serving thread or
+ * more (config `threads`, src/threads/), or one process per --workers over
  * the same data.
  */
 import cluster from "node:cluster";
@@ -23,7 +23,7 @@ export function registerServe(program: Command): void {
     .option("-c, --config <file>", "YAML config file (every key can also be set as FERRY_<KEY>)")
     .option("-l, --listen <host:port>", "address to listen on")
     .option("-d, --data <dir>", "data directory (blobs and embedded metadata)")
-    .option("-t, --threads <n|auto>", "threads serving in this process (default auto: one per core, at most 8)")
+    .option("-t, --threads <n|auto>", "threads serving in this process (default 1; auto: one per core, at most 8)")
     .option("-w, --workers <n>", "processes serving the same data (each with one thread unless --threads says otherwise)")
     .action(async (flags: ServerFlags) => serve(flags));
 }
@@ -107,8 +107,7 @@ async function serve(flags: ServerFlags): Promise<void> {
     threads = started.threads;
   }
   await reportToPrimary({ type: "ferry:ready" });
-  const { host } = splitListen(config.listen);
-  if (registry.deps.access.open && !isLoopback(host)) {
+  if (registry.deps.access.open && !isLoopback(where.host)) {
     logger.warn(
       { listen: config.listen },
       "NO ACCESS CONTROL: anyone who can reach this address can read, push and delete everything. Configure `auth` before exposing the registry.",
