@@ -112,7 +112,7 @@ export class StoredKeySet {
 
   /** The key to sign with, reloaded first when the copy is older than RELOAD_MS. */
   async current(): Promise<SigningKey> {
-    if (this.now() - this.loadedAt >= RELOAD_MS) await this.reload().catch(() => undefined);
+    await this.reloadIfOlder(RELOAD_MS);
     return this.keys[this.keys.length - 1]!;
   }
 
@@ -130,15 +130,19 @@ export class StoredKeySet {
    * rotated key is listed within about a second by every serving thread and
    * replica, not only by one that has already seen a token signed with it.
    */
-  async fresh(): Promise<void> {
-    if (this.now() - this.loadedAt < FRESH_LIST_MS) return;
-    await this.reload().catch(() => undefined);
+  fresh(): Promise<void> {
+    return this.reloadIfOlder(FRESH_LIST_MS);
   }
 
   /** For a token naming `kid`: reloads when the key is unknown here (throttled). */
   async ensureKnown(kid: string | undefined): Promise<void> {
     if (kid === undefined || this.acceptedKeys.some((key) => key.kid === kid)) return;
-    if (this.now() - this.loadedAt < UNKNOWN_KID_RELOAD_MS) return;
+    await this.reloadIfOlder(UNKNOWN_KID_RELOAD_MS);
+  }
+
+  /** Reloads when the copy is at least `maxAgeMs` old; a store that fails leaves the copy as it was. */
+  private async reloadIfOlder(maxAgeMs: number): Promise<void> {
+    if (this.now() - this.loadedAt < maxAgeMs) return;
     await this.reload().catch(() => undefined);
   }
 

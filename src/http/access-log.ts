@@ -54,18 +54,15 @@ export function accessLog(logger: Logger): AccessLog {
   const flush = (exiting = false) => {
     unflushed.delete(flush);
     if (pending.length === 0) return;
-    let from = 0;
-    let units = 0;
-    for (let i = 0; i < pending.length; i++) {
-      const length = pending[i]!.length;
-      if (i > from && units + length > unitsPerWrite) {
-        stream.write(pending.slice(from, i).join(""));
-        from = i;
-        units = 0;
+    let batch = "";
+    for (const line of pending) {
+      if (batch !== "" && batch.length + line.length > unitsPerWrite) {
+        stream.write(batch);
+        batch = "";
       }
-      units += length;
+      batch += line;
     }
-    stream.write(from === 0 ? pending.join("") : pending.slice(from).join(""));
+    stream.write(batch);
     pending.length = 0;
     // pino's own exit hook may have flushed the destination already: flush what was just added.
     if (exiting) stream.flushSync?.();

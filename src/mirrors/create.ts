@@ -41,7 +41,6 @@ export function createMirrors(
     syncJobs = startSyncJobs(config.sync, service, deps.registry.meta, deps.logger);
   } catch (error) {
     void service.close(); // nothing has been fetched yet: there is nothing to wait for
-
     pulls?.close();
     throw error;
   }

@@ -67,6 +67,8 @@ export function trimFreedHeap(): boolean {
   return "addon" in state && typeof state.addon.trimHeap === "function" && state.addon.trimHeap();
 }
 
+const PREDATES_THREADS = "the native addon predates threads (rebuild it: node scripts/build-native.mjs)";
+
 /**
  * A listening TCP socket with SO_REUSEPORT on `address` ("" = every
  * interface; numeric, already resolved) and `port`, for one serving thread
@@ -78,7 +80,7 @@ export function trimFreedHeap(): boolean {
 export function listenReusePort(address: string, port: number, exclusive: boolean): { fd: number } | { error: NodeJS.ErrnoException } | { reason: string } {
   const state = loadNativeAddon();
   if (!("addon" in state)) return state;
-  if (typeof state.addon.listenReusePort !== "function") return { reason: "the native addon predates threads (rebuild it: node scripts/build-native.mjs)" };
+  if (typeof state.addon.listenReusePort !== "function") return { reason: PREDATES_THREADS };
   const result = state.addon.listenReusePort(address, port, 511, exclusive);
   if (result >= 0) return { fd: result };
   const code = Object.entries(osConstants.errno).find(([, value]) => value === -result)?.[0] ?? `errno ${-result}`;
@@ -89,5 +91,5 @@ export function listenReusePort(address: string, port: number, exclusive: boolea
 export function reusePortUnavailable(): string | undefined {
   const state = loadNativeAddon();
   if (!("addon" in state)) return state.reason;
-  return typeof state.addon.listenReusePort === "function" ? undefined : "the native addon predates threads (rebuild it: node scripts/build-native.mjs)";
+  return typeof state.addon.listenReusePort === "function" ? undefined : PREDATES_THREADS;
 }

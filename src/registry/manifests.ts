@@ -144,8 +144,8 @@ export class ManifestService {
         unknown.push(descriptor);
       }
     }
-    const missingChildren = new Set(manifestDescriptors.length > 0 ? await meta.missingManifests(repository, unique(manifestDescriptors.map((d) => d.digest))) : []);
     const children = unique(manifestDescriptors.map((d) => d.digest));
+    const missingChildren = new Set(children.length > 0 ? await meta.missingManifests(repository, children) : []);
     let absent: { blobs: string[]; manifests: string[] } | undefined;
     if (sparse) {
       if (unknown.length > 0 || missingChildren.size > 0) absent = { blobs: unique(unknown.map((d) => d.digest)), manifests: [...missingChildren] };
