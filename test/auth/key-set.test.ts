@@ -50,4 +50,17 @@ describe("shared signing key set, as /token/jwks lists it", () => {
     assert.equal(store.reads, reads + 1);
     assert.ok(RELOAD_MS > 1_100, "signing alone would have kept the old copy");
   });
+
+  it("keeps listing the keys it has when the store stops answering", async () => {
+    let clock = 1_000_000;
+    const store = memoryStore();
+    const mine = await StoredKeySet.open(store, "ES256", 300_000, () => clock);
+    const listed = mine.accepted().map((k) => k.kid);
+    store.listSigningKeys = async () => {
+      throw new Error("connection terminated");
+    };
+    clock += 5_000;
+    await mine.fresh();
+    assert.deepEqual(mine.accepted().map((k) => k.kid), listed);
+  });
 });
