@@ -1,7 +1,10 @@
 // Server CPU and wall time per 100 MiB monolithic push, for registries you
 // started yourself, interleaved so slow drifts of the machine hit all alike:
-//   node dist/bench/push-cpu.js ROUNDS name=PORT:PID [name=PORT:PID ...]
+//   node dist/bench/push-cpu.js [--clients N] [--gap MS] ROUNDS name=PORT:PID [name=PORT:PID ...]
 // CPU is utime+stime of PID from /proc (Linux), read after each push settles.
+// --clients N pushes N blobs at once per round (CPU is then per push);
+// --gap MS waits before each round's pushes (a server that releases memory
+// when pushes go quiet then pushes from its released state).
 // Each push is POST /v2/r/blobs/uploads/ then one PUT ?digest= written on a
 // raw socket, so the client costs as little as possible.
 import { createHash, randomBytes, randomFillSync } from 'node:crypto';
@@ -36,10 +39,17 @@ function request(port: number, method: string, path: string, body?: Buffer): Pro
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-const [roundsArg, ...specs] = process.argv.slice(2);
+const args = process.argv.slice(2);
+// --clients N: N pushes at once per round (each of its own content); CPU is then per push.
+const clientsAt = args.indexOf('--clients');
+const clients = clientsAt >= 0 ? Number(args.splice(clientsAt, 2)[1]) : 1;
+// --gap MS: wait that long before each push (after its untimed preparation), e.g. to push after the server went quiet.
+const gapAt = args.indexOf('--gap');
+const gapMs = gapAt >= 0 ? Number(args.splice(gapAt, 2)[1]) : 0;
+const [roundsArg, ...specs] = args;
 const rounds = Number(roundsArg);
-if (!Number.isInteger(rounds) || rounds < 1 || specs.length === 0) {
-  console.error('usage: node dist/bench/push-cpu.js ROUNDS name=PORT:PID [name=PORT:PID ...]');
+if (!Number.isInteger(rounds) || rounds < 1 || specs.length === 0 || !Number.isInteger(clients) || clients < 1) {
+  console.error('usage: node dist/bench/push-cpu.js [--clients N] [--gap MS] ROUNDS name=PORT:PID [name=PORT:PID ...]');
   process.exit(2);
 }
 const targets: Target[] = specs.map((spec) => {
@@ -47,23 +57,37 @@ const targets: Target[] = specs.map((spec) => {
   const [port, pid] = (rest ?? '').split(':').map(Number);
   return { name, port, pid, cpuMs: [], wallMs: [] };
 });
-const body = randomBytes(100 * 1024 * 1024);
+const bodies = Array.from({ length: clients }, () => randomBytes(100 * 1024 * 1024));
+
+/** Fresh content in `body` (so nothing dedups), its digest and an upload session: the PUT's URL. */
+async function prepare(target: Target, body: Buffer): Promise<{ url: URL; body: Buffer }> {
+  randomFillSync(body, 0, 4096);
+  const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+  const started = await request(target.port, 'POST', '/v2/r/blobs/uploads/');
+  const location = /\r\nlocation: ([^\r]+)/i.exec(started)?.[1];
+  if (!location) throw new Error(`${target.name}: no Location in ${started.slice(0, 120)}`);
+  const url = new URL(location, 'http://bench');
+  url.searchParams.set('digest', digest);
+  return { url, body };
+}
+
 for (let round = 0; round < rounds; round++) {
   for (const target of [...targets].sort(() => Math.random() - 0.5)) {
-    randomFillSync(body, 0, 4096); // fresh content, so nothing dedups
-    const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
-    const started = await request(target.port, 'POST', '/v2/r/blobs/uploads/');
-    const location = /\r\nlocation: ([^\r]+)/i.exec(started)?.[1];
-    if (!location) throw new Error(`${target.name}: no Location in ${started.slice(0, 120)}`);
-    const url = new URL(location, 'http://bench');
-    url.searchParams.set('digest', digest);
+    // Sessions and digests first (untimed), then all PUTs at once.
+    const prepared = await Promise.all(bodies.map((body) => prepare(target, body)));
+    if (gapMs > 0) await new Promise((r) => setTimeout(r, gapMs));
     const cpu0 = cpuMs(target.pid);
     const t0 = performance.now();
-    const reply = await request(target.port, 'PUT', url.pathname + url.search, body);
+    const replies = await Promise.all(prepared.map(({ url, body }) => request(target.port, 'PUT', url.pathname + url.search, body)));
     target.wallMs.push(performance.now() - t0);
-    if (!reply.startsWith('HTTP/1.1 201')) throw new Error(`${target.name}: ${reply.slice(0, 200)}`);
+    for (const reply of replies) if (!reply.startsWith('HTTP/1.1 201')) throw new Error(`${target.name}: ${reply.slice(0, 200)}`);
     await new Promise((r) => setTimeout(r, 50)); // let the server finish its bookkeeping
-    target.cpuMs.push(cpuMs(target.pid) - cpu0);
+    target.cpuMs.push((cpuMs(target.pid) - cpu0) / clients);
   }
 }
-for (const t of targets) console.log(`${t.name}: median CPU ${median(t.cpuMs)} ms, wall ${median(t.wallMs).toFixed(0)} ms per 100 MiB push (${rounds} rounds)`);
+for (const t of targets) {
+  const wall = median(t.wallMs);
+  console.log(
+    `${t.name}: median CPU ${median(t.cpuMs).toFixed(0)} ms per 100 MiB push, wall ${wall.toFixed(0)} ms per round of ${clients} (${((clients * 100) / (wall / 1000)).toFixed(0)} MiB/s; ${rounds} rounds)`,
+  );
+}

@@ -6,6 +6,18 @@
 import { createHash, type Hash } from "node:crypto";
 import { parentPort } from "node:worker_threads";
 import type { ToHashThread, FromHashThread } from "./hash-protocol.js";
+import { collectGarbage } from "../memory/collect.js";
+
+/**
+ * Each slab arrives as a new SharedArrayBuffer object on this thread, and its
+ * memory stays allocated while that object does, even after the request
+ * thread dropped the slab from its pool. This thread allocates so little that
+ * V8 would collect those objects only after thousands of slabs; a young
+ * collection every UPDATES_PER_COLLECTION slabs (32 MiB hashed, well under a
+ * millisecond on this small heap) lets dropped slabs go.
+ */
+const UPDATES_PER_COLLECTION = 64;
+let updates = 0;
 
 const port = parentPort;
 if (!port) throw new Error("hash-thread must run in a worker thread");
@@ -22,6 +34,7 @@ port.on("message", (message: ToHashThread) => {
       if (!hash) hashes.set(message.id, (hash = createHash("sha256")));
       hash.update(new Uint8Array(message.slab, 0, message.length));
       reply({ op: "released", id: message.id });
+      if (++updates % UPDATES_PER_COLLECTION === 0) collectGarbage(false);
       break;
     }
     case "digest": {

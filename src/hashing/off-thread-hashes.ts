@@ -14,13 +14,18 @@
  *
  * The worker starts with the first slab that needs it, not with the registry:
  * its V8 isolate is ~10 MiB of resident memory that a registry serving pulls
- * and small pushes never uses (docs/benchmarks.md, "Speed round 3").
+ * and small pushes never uses (docs/benchmarks.md, "Speed round 3"). For the
+ * same reason it stops once pushes have been quiet for a while and no session
+ * is open; the free slabs' pages go back sooner (src/memory/quiet-release.ts).
+ * The next slab starts a new worker.
  */
 import { createHash, type Hash } from "node:crypto";
 import { Worker } from "node:worker_threads";
 import type { Logger } from "pino";
 import type { FromHashThread, ToHashThread } from "./hash-protocol.js";
 import { InlineSha256, type HashFactory, type IncrementalHash } from "./incremental-hash.js";
+import { pushMemory, pushThreads, type QuietRelease, type Releasable } from "../memory/quiet-release.js";
+import { copyIntoShared, discardPages } from "../native/addon.js";
 
 const SLAB_BYTES = 512 * 1024;
 /**
@@ -42,7 +47,7 @@ const MAX_IN_FLIGHT = 4;
 /** Free slabs kept for reuse; more are left to the garbage collector. */
 const POOL_KEEP = 32;
 
-export class OffThreadHashes implements HashFactory {
+export class OffThreadHashes implements HashFactory, Releasable {
   private worker: Worker | null = null;
   private readonly sessions = new Map<number, OffThreadSha256>();
   private readonly freeSlabs: SharedArrayBuffer[] = [];
@@ -50,7 +55,17 @@ export class OffThreadHashes implements HashFactory {
   private failure: Error | null = null;
   private closed = false;
 
-  constructor(private readonly logger?: Logger) {}
+  /** Registered with `threads`: stops the worker (see releaseIdle for the slabs). */
+  private readonly idleWorker: Releasable = { releaseIdle: () => this.stopIdleWorker() };
+
+  constructor(
+    private readonly logger?: Logger,
+    private readonly quiet: QuietRelease = pushMemory,
+    private readonly threads: QuietRelease = pushThreads,
+  ) {
+    quiet.register(this);
+    threads.register(this.idleWorker);
+  }
 
   /** Whether the worker thread has been started (by the first body of INLINE_SLABS slabs or more). */
   get workerStarted(): boolean {
@@ -63,11 +78,30 @@ export class OffThreadHashes implements HashFactory {
     // The worker must not keep a finished process alive.
     worker.unref();
     worker.on("message", (message: FromHashThread) => this.receive(message));
-    worker.on("error", (error) => this.fail(error));
+    // A worker stopped while idle (stopIdleWorker) is no longer this.worker: its exit is expected.
+    worker.on("error", (error) => {
+      if (worker === this.worker) this.fail(error);
+    });
     worker.on("exit", (code) => {
-      if (!this.closed) this.fail(new Error(`hash worker exited with code ${code}`));
+      if (!this.closed && worker === this.worker) this.fail(new Error(`hash worker exited with code ${code}`));
     });
     return (this.worker = worker);
+  }
+
+  /** Pushes went quiet: the free slabs' pages go back to the kernel (the slabs stay pooled). */
+  releaseIdle(): boolean {
+    let discarded = 0;
+    for (const slab of this.freeSlabs) discarded += discardPages(new Uint8Array(slab));
+    return discarded > 0;
+  }
+
+  /** Pushes have been quiet for longer: the worker stops unless a session still needs it. */
+  private stopIdleWorker(): boolean {
+    if (!this.worker || this.sessions.size > 0 || this.closed) return false;
+    const worker = this.worker;
+    this.worker = null;
+    void worker.terminate();
+    return true;
   }
 
   create(): IncrementalHash {
@@ -81,11 +115,15 @@ export class OffThreadHashes implements HashFactory {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.quiet.unregister(this);
+    this.threads.unregister(this.idleWorker);
     this.failSessions(new Error("registry is shutting down"));
     await this.worker?.terminate();
   }
 
   /** @internal */ takeSlab(): SharedArrayBuffer {
+    this.quiet.busy();
+    this.threads.busy();
     return this.freeSlabs.pop() ?? new SharedArrayBuffer(SLAB_BYTES);
   }
 
@@ -173,7 +211,8 @@ class OffThreadSha256 implements IncrementalHash {
         this.fillLength = 0;
       }
       const n = Math.min(SLAB_BYTES - this.fillLength, chunk.length - offset);
-      new Uint8Array(this.filling, this.fillLength, n).set(chunk.subarray(offset, offset + n));
+      // Not `set`: into shared memory V8 copies with atomic moves (the slab is only ours until posted).
+      copyIntoShared(new Uint8Array(this.filling), this.fillLength, chunk.subarray(offset, offset + n));
       this.fillLength += n;
       offset += n;
       if (this.fillLength === SLAB_BYTES) this.slabFull();
@@ -283,7 +322,7 @@ class OffThreadSha256 implements IncrementalHash {
     this.filling = this.owner.takeSlab();
     this.fillLength = 0;
     for (const part of this.prefix) {
-      new Uint8Array(this.filling, this.fillLength, part.length).set(part);
+      copyIntoShared(new Uint8Array(this.filling), this.fillLength, part);
       this.fillLength += part.length;
     }
     this.prefix = [];

@@ -15,6 +15,7 @@
 import { Readable } from "node:stream";
 import type { IncomingMessage } from "node:http";
 import { RegistryError, type ErrorCode } from "../oci/errors.js";
+import { bodyBytesReceived } from "../memory/body-collections.js";
 
 /** Raised on a body that went quiet; the dispatcher answers it with 408. */
 export function bodyIdleError(idleMs: number, code: ErrorCode): RegistryError {
@@ -106,6 +107,7 @@ export class GuardedBody extends Readable {
   }
 
   private readonly onData = (chunk: Buffer): void => {
+    bodyBytesReceived(chunk.length);
     if (!this.push(chunk)) this.req.pause();
   };
 

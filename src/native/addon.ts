@@ -17,6 +17,10 @@ export interface NativeAddon {
   setTrimThreshold(bytes: number): boolean;
   /** malloc_trim(0); missing in an addon built before it was added (then nothing is trimmed). */
   trimHeap?(): boolean;
+  /** madvise(MADV_DONTNEED) on the whole pages of a view; absent from addons built before it was added. */
+  discardPages?(view: Uint8Array): number;
+  /** memcpy of `source` into `target` at `offset`; absent from addons built before it was added. */
+  copyInto?(target: Uint8Array, offset: number, source: Uint8Array): number;
   /** Absent from addons built before `ferry serve` had threads. */
   listenReusePort?(address: string, port: number, backlog: number, exclusive: boolean): number;
 }
@@ -65,6 +69,34 @@ export function keepFreedHeapMapped(bytes = 8 * 1024 * 1024): boolean {
 export function trimFreedHeap(): boolean {
   const state = loadNativeAddon();
   return "addon" in state && typeof state.addon.trimHeap === "function" && state.addon.trimHeap();
+}
+
+/**
+ * Drops the resident memory of the whole pages inside `view` (they read as
+ * zeros afterwards; see DiscardPages in the C source), for scratch buffers a
+ * pool keeps while pushes are quiet. Returns the bytes discarded: 0 without
+ * the addon, and then the memory simply stays resident.
+ */
+export function discardPages(view: Uint8Array): number {
+  const state = loadNativeAddon();
+  return "addon" in state && typeof state.addon.discardPages === "function" ? state.addon.discardPages(view) : 0;
+}
+
+let nativeCopy: ((target: Uint8Array, offset: number, source: Uint8Array) => number) | null | undefined;
+
+/**
+ * Copies `source` into `target` at `offset` with a plain memcpy where the
+ * addon is loaded (see CopyInto in the C source: V8 copies into a
+ * SharedArrayBuffer with relaxed atomic moves, ~3x slower), else with
+ * `set`. Only for shared memory no other thread reads during the copy.
+ */
+export function copyIntoShared(target: Uint8Array, offset: number, source: Uint8Array): void {
+  if (nativeCopy === undefined) {
+    const state = loadNativeAddon();
+    nativeCopy = "addon" in state && typeof state.addon.copyInto === "function" ? state.addon.copyInto : null;
+  }
+  if (nativeCopy) nativeCopy(target, offset, source);
+  else target.set(source, offset);
 }
 
 const PREDATES_THREADS = "the native addon predates threads (rebuild it: node scripts/build-native.mjs)";

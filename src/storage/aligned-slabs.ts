@@ -4,8 +4,13 @@
  * own pages, so every 1 MiB slice of one is page aligned. A Memory cannot give
  * back parts of itself, so the pool grows in groups of four slabs only as far
  * as concurrent uploads need, up to a cap; when it is exhausted the caller
- * writes through the page cache instead of waiting.
+ * writes through the page cache instead of waiting. Once pushes have gone
+ * quiet (src/memory/quiet-release.ts) the free slabs' pages are handed back
+ * to the kernel; the slabs stay in the pool.
  */
+import { pushMemory, type QuietRelease, type Releasable } from "../memory/quiet-release.js";
+import { discardPages } from "../native/addon.js";
+
 export const SLAB_BYTES = 1024 * 1024;
 const WASM_PAGE = 64 * 1024;
 const GROUP_SLABS = 4;
@@ -16,19 +21,36 @@ export interface SlabPool {
   give(slab: Buffer): void;
 }
 
-export class AlignedSlabs implements SlabPool {
+export class AlignedSlabs implements SlabPool, Releasable {
   private readonly free: Buffer[] = [];
   private created = 0;
 
-  constructor(private readonly maxSlabs: number) {}
+  constructor(
+    private readonly maxSlabs: number,
+    private readonly quiet?: QuietRelease,
+  ) {
+    quiet?.register(this);
+  }
 
   take(): Buffer | undefined {
+    this.quiet?.busy();
     if (this.free.length === 0 && this.created < this.maxSlabs) this.grow();
     return this.free.pop();
   }
 
   give(slab: Buffer): void {
     this.free.push(slab);
+  }
+
+  /** Slabs allocated so far, free or in use (tests). */
+  get allocated(): number {
+    return this.created;
+  }
+
+  releaseIdle(): boolean {
+    let discarded = 0;
+    for (const slab of this.free) discarded += discardPages(slab);
+    return discarded > 0;
   }
 
   private grow(): void {
@@ -43,9 +65,10 @@ export class AlignedSlabs implements SlabPool {
 let shared: AlignedSlabs | undefined;
 
 /**
- * One pool per process, at most 24 MiB: eight uploads streaming at full speed
- * at once (one slab filling and two being written each).
+ * One pool per process (per serving thread), at most 24 MiB: eight uploads
+ * streaming at full speed at once (one slab filling and two being written
+ * each), resident only while pushes are not quiet.
  */
 export function sharedAlignedSlabs(): AlignedSlabs {
-  return (shared ??= new AlignedSlabs(24));
+  return (shared ??= new AlignedSlabs(24, pushMemory));
 }

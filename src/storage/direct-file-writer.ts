@@ -43,7 +43,11 @@ export class DirectFileWriter extends Writable {
     position: number,
     private readonly slabs: SlabPool,
   ) {
-    super({ highWaterMark: SLAB_BYTES });
+    // One body chunk of queue, not a slab's worth: _write copies each chunk into a slab at once,
+    // so queued chunks only wait. With 1 MiB, 8 concurrent pushes kept ~8 MiB of chunks queued,
+    // long enough for their wrappers to be promoted: full collections took ~13% of the CPU
+    // (docs/benchmarks.md, "Speed round 7").
+    super({ highWaterMark: 64 * 1024 });
     if (position % DIRECT_ALIGN !== 0) throw new Error("direct writes must start at an aligned position");
     this.slabPosition = position;
   }

@@ -7,9 +7,7 @@
  * session state names it, so a cached copy is never stale; a piece written
  * by another replica is simply not here and is read from S3.
  */
-import v8 from "node:v8";
-import { runInNewContext } from "node:vm";
-import { trimFreedHeap } from "../native/addon.js";
+import { returnMemory } from "../memory/collect.js";
 
 const MAX_ENTRY_BYTES = 8 * 1024 * 1024;
 const MAX_TOTAL_BYTES = 32 * 1024 * 1024;
@@ -176,41 +174,6 @@ export class PartBufferPool {
     if (this.collected && this.idle.length === 0) return;
     this.scheduleRelease();
   }
-}
-
-/**
- * After a burst of pushes: a collection frees the request-body chunks still
- * waiting for one (a young-generation one first: a full collection on the
- * small idle heap leaves V8 with an old-generation limit so low that the next
- * 100 MiB push ran ~110 ms more CPU, 410 against 300 ms, median of 7); then
- * the C heap those chunks grew is trimmed. glibc keeps free space inside its
- * heap resident (only the top above the trim threshold goes back), and
- * concurrent pushes leave it mostly free but pinned by a few live blocks.
- * The trim waits a second because V8 frees array buffer memory on a helper
- * thread after the collection.
- */
-function returnMemory(full: boolean): void {
-  collectGarbage(full);
-  setTimeout(trimFreedHeap, 1000).unref();
-}
-
-/**
- * One full garbage collection, if this process can ask for it: `--expose-gc`
- * set at run time and `gc` taken from a fresh context, so the main context's
- * globals stay as they were. Without it (a Node that refuses the flag), the
- * buffers are freed whenever V8 next collects on its own.
- */
-let gcFunction: ((options?: { type: "minor" | "major" }) => void) | null | undefined;
-function collectGarbage(full = true): void {
-  if (gcFunction === undefined) {
-    try {
-      v8.setFlagsFromString("--expose-gc");
-      gcFunction = runInNewContext("gc") as (options?: { type: "minor" | "major" }) => void;
-    } catch {
-      gcFunction = null;
-    }
-  }
-  gcFunction?.(full ? undefined : { type: "minor" });
 }
 
 /**

@@ -5,7 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { keepFreedHeapMapped, loadNativeAddon } from "../../src/native/addon.js";
+import { copyIntoShared, discardPages, keepFreedHeapMapped, loadNativeAddon } from "../../src/native/addon.js";
 
 const state = loadNativeAddon();
 const skip = "reason" in state ? state.reason : false;
@@ -49,4 +49,29 @@ test("trimFreedHeap gives back heap pages that freed blocks below a live one kee
   assert.equal(released, true);
   // 80 MiB were freed; at least 60 of it must leave the resident set.
   assert.ok(before - after > 60, `RSS ${before.toFixed(1)} -> ${after.toFixed(1)} MiB`);
+});
+
+test("discardPages drops whole pages only: their bytes read as zeros, the partial pages at the edges keep theirs", { skip }, () => {
+  const memory = Buffer.from(new WebAssembly.Memory({ initial: 2, maximum: 2 }).buffer); // 128 KiB, page aligned
+  memory.fill(7);
+  // 100 bytes into the first page to 100 bytes before the end: whole pages 1..30 of 32.
+  const view = memory.subarray(100, memory.length - 100);
+  assert.equal(discardPages(view), 30 * 4096);
+  assert.ok(memory.subarray(0, 4096).every((byte) => byte === 7), "the first, partial page lost its bytes");
+  assert.ok(memory.subarray(4096, memory.length - 4096).every((byte) => byte === 0));
+  assert.ok(memory.subarray(memory.length - 4096).every((byte) => byte === 7), "the last, partial page lost its bytes");
+  assert.equal(discardPages(new Uint8Array(100)), 0, "no whole page in it");
+  if ("addon" in state) assert.throws(() => state.addon.discardPages!({} as Uint8Array), TypeError);
+});
+
+test("copyIntoShared copies into a SharedArrayBuffer and refuses what does not fit", { skip }, () => {
+  const slab = new Uint8Array(new SharedArrayBuffer(64));
+  const source = Buffer.from("pushed bytes");
+  copyIntoShared(slab, 50, source);
+  assert.equal(Buffer.from(slab.subarray(50, 62)).toString(), "pushed bytes");
+  assert.ok(slab.subarray(0, 50).every((byte) => byte === 0));
+  copyIntoShared(slab, 64, new Uint8Array(0));
+  assert.throws(() => copyIntoShared(slab, 53, source), RangeError);
+  assert.throws(() => copyIntoShared(slab, -1, source), RangeError);
+  assert.equal(Buffer.from(slab.subarray(50, 62)).toString(), "pushed bytes", "a refused copy wrote nothing");
 });

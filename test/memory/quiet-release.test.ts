@@ -1,0 +1,117 @@
+/**
+ * Push memory goes back once pushes have gone quiet, and only then: a pool in
+ * use is never released under a push, and slabs in use keep their bytes.
+ */
+import { test, describe, after } from "node:test";
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import { QuietRelease, type Releasable } from "../../src/memory/quiet-release.js";
+import { AlignedSlabs, SLAB_BYTES } from "../../src/storage/aligned-slabs.js";
+import { OffThreadHashes } from "../../src/hashing/off-thread-hashes.js";
+import { loadNativeAddon } from "../../src/native/addon.js";
+
+const addon = loadNativeAddon();
+const noAddon = "reason" in addon ? addon.reason : false;
+if (noAddon && process.env.REQUIRE_E2E_TOOLS === "1") throw new Error(`native addon required in CI: ${noAddon}`);
+
+function countingPool(result = true): Releasable & { calls: number } {
+  return {
+    calls: 0,
+    releaseIdle() {
+      this.calls++;
+      return result;
+    },
+  };
+}
+
+describe("QuietRelease", () => {
+  test("releases only after quietMs without a take, once, then again after the next burst", async () => {
+    let after = 0;
+    const quiet = new QuietRelease(80, () => after++);
+    const pool = countingPool();
+    quiet.register(pool);
+    // A burst of takes 30 ms apart for ~300 ms: never quiet for 80 ms.
+    for (let i = 0; i < 10; i++) {
+      quiet.busy();
+      await sleep(30);
+    }
+    assert.equal(pool.calls, 0, "released in the middle of a burst");
+    await sleep(200);
+    assert.equal(pool.calls, 1);
+    assert.equal(after, 1, "the collection and trim follow a release");
+    await sleep(200);
+    assert.equal(pool.calls, 1, "released again without a new take");
+    quiet.busy();
+    await sleep(250);
+    assert.equal(pool.calls, 2, "a new burst is released too");
+  });
+
+  test("nothing released: no collection is asked for", async () => {
+    let after = 0;
+    const quiet = new QuietRelease(20, () => after++);
+    const pool = countingPool(false);
+    quiet.register(pool);
+    quiet.busy();
+    await sleep(120);
+    assert.equal(pool.calls, 1);
+    assert.equal(after, 0);
+  });
+
+  test("an unregistered pool is left alone", async () => {
+    const quiet = new QuietRelease(20, () => undefined);
+    const pool = countingPool();
+    quiet.register(pool);
+    quiet.unregister(pool);
+    quiet.busy();
+    await sleep(100);
+    assert.equal(pool.calls, 0);
+  });
+});
+
+describe("AlignedSlabs after pushes go quiet", { skip: noAddon }, () => {
+  test("free slabs stop holding memory (read as zeros), slabs in use keep their bytes, and all stay usable", async () => {
+    let released = 0;
+    const quiet = new QuietRelease(40, () => released++);
+    const pool = new AlignedSlabs(8, quiet);
+    const slabs = Array.from({ length: 8 }, () => pool.take()!);
+    slabs.forEach((slab, i) => slab.fill(i + 1));
+    const kept = slabs.slice(0, 3);
+    for (const slab of slabs.slice(3)) pool.give(slab);
+    await sleep(200);
+    assert.equal(released, 1);
+    kept.forEach((slab, i) => assert.ok(slab.every((byte) => byte === i + 1), `slab ${i} in use lost its bytes`));
+    for (const slab of slabs.slice(3)) assert.ok(slab.every((byte) => byte === 0), "a free slab still holds its old pages");
+    assert.equal(pool.allocated, 8, "the slabs themselves stay in the pool");
+    const again = pool.take()!;
+    again.fill(9);
+    assert.equal(again.length, SLAB_BYTES);
+    assert.ok(again.every((byte) => byte === 9));
+  });
+});
+
+describe("OffThreadHashes after pushes go quiet", { skip: noAddon }, () => {
+  let released = 0;
+  const quiet = new QuietRelease(40, () => released++);
+  const hashes = new OffThreadHashes(undefined, quiet);
+  after(() => hashes.close());
+
+  async function digestOf(data: Buffer): Promise<string> {
+    const hash = hashes.create();
+    for (let offset = 0; offset < data.length; offset += 65536) {
+      const wait = hash.update(data.subarray(offset, offset + 65536));
+      if (wait) await wait;
+    }
+    return hash.digest();
+  }
+
+  test("the pooled slabs are released and bodies hashed afterwards still get the right digest", async () => {
+    const first = randomBytes(9 * 1024 * 1024);
+    assert.equal(await digestOf(first), `sha256:${createHash("sha256").update(first).digest("hex")}`);
+    assert.ok(hashes.workerStarted && hashes.pooledSlabs() > 0);
+    await sleep(200);
+    assert.equal(released, 1, "the free slabs were not released");
+    const second = randomBytes(9 * 1024 * 1024 + 5);
+    assert.equal(await digestOf(second), `sha256:${createHash("sha256").update(second).digest("hex")}`);
+  });
+});
