@@ -115,3 +115,41 @@ describe("OffThreadHashes after pushes go quiet", { skip: noAddon }, () => {
     assert.equal(await digestOf(second), `sha256:${createHash("sha256").update(second).digest("hex")}`);
   });
 });
+
+describe("the hashing thread after pushes go quiet", () => {
+  const data = randomBytes(9 * 1024 * 1024);
+  const expected = `sha256:${createHash("sha256").update(data).digest("hex")}`;
+
+  async function feed(hash: ReturnType<OffThreadHashes["create"]>): Promise<void> {
+    for (let offset = 0; offset < data.length; offset += 65536) {
+      const wait = hash.update(data.subarray(offset, offset + 65536));
+      if (wait) await wait;
+    }
+  }
+
+  test("stops once no session is open, and the next body starts a new one with the right digest", async (t) => {
+    const hashes = new OffThreadHashes(undefined, new QuietRelease(20, () => undefined), new QuietRelease(60, () => undefined));
+    t.after(() => hashes.close());
+    const first = hashes.create();
+    await feed(first);
+    assert.equal(await first.digest(), expected);
+    assert.ok(hashes.workerStarted);
+    await sleep(250);
+    assert.equal(hashes.workerStarted, false, "the idle hashing thread still runs");
+    const second = hashes.create();
+    await feed(second);
+    assert.ok(hashes.workerStarted);
+    assert.equal(await second.digest(), expected);
+  });
+
+  test("keeps running while a session is open (a client paused mid-body), and that session's digest is right", async (t) => {
+    const hashes = new OffThreadHashes(undefined, new QuietRelease(20, () => undefined), new QuietRelease(60, () => undefined));
+    t.after(() => hashes.close());
+    const open = hashes.create();
+    await feed(open);
+    open.pause();
+    await sleep(250);
+    assert.ok(hashes.workerStarted, "stopped under an open session");
+    assert.equal(await open.digest(), expected);
+  });
+});
