@@ -11,10 +11,10 @@ import { PerformanceObserver, constants } from "node:perf_hooks";
 import { startTestRegistry } from "../helpers/registry.js";
 import { BODY_BYTES_PER_COLLECTION } from "../../src/memory/body-collections.js";
 
-test("a 64 MiB push runs a young collection every few MiB of body", async (t) => {
+test("a 128 MiB push runs a young collection every 8 MiB of body", async (t) => {
   const registry = await startTestRegistry();
   t.after(() => registry.close());
-  const body = randomBytes(64 * 1024 * 1024);
+  const body = randomBytes(128 * 1024 * 1024);
   const digest = `sha256:${createHash("sha256").update(body).digest("hex")}`;
   const start = await fetch(`${registry.url}/v2/gc/blobs/uploads/`, { method: "POST" });
   assert.equal(start.status, 202);
@@ -34,5 +34,5 @@ test("a 64 MiB push runs a young collection every few MiB of body", async (t) =>
   await new Promise((resolve) => setImmediate(resolve));
   observer.disconnect();
   const expected = body.length / BODY_BYTES_PER_COLLECTION;
-  assert.ok(minor >= expected - 2, `${minor} young collections during a 64 MiB push, expected about ${expected}`);
+  assert.ok(minor >= expected - 2, `${minor} young collections during a 128 MiB push, expected about ${expected}`);
 });
