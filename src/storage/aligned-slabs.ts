@@ -27,13 +27,15 @@ export class AlignedSlabs implements SlabPool, Releasable {
 
   constructor(
     private readonly maxSlabs: number,
-    private readonly quiet?: QuietRelease,
+    quiet?: QuietRelease,
   ) {
     quiet?.register(this);
   }
 
   take(): Buffer | undefined {
-    this.quiet?.busy();
+    // Not a sign of big pushes by itself: every push takes a slab, 16 KiB ones too, and a
+    // steady trickle of small pushes must not keep a past burst's slabs resident. The
+    // hashing slabs, taken only for bodies over 64 KiB, report to `quiet` (off-thread-hashes.ts).
     if (this.free.length === 0 && this.created < this.maxSlabs) this.grow();
     return this.free.pop();
   }
