@@ -25,7 +25,7 @@ import type { Logger } from "pino";
 import type { FromHashThread, ToHashThread } from "./hash-protocol.js";
 import { InlineSha256, type HashFactory, type IncrementalHash } from "./incremental-hash.js";
 import { pushMemory, pushThreads, type QuietRelease, type Releasable } from "../memory/quiet-release.js";
-import { copyIntoShared, discardPages } from "../native/addon.js";
+import { copyIntoShared, discardEach } from "../native/addon.js";
 
 const SLAB_BYTES = 512 * 1024;
 /**
@@ -90,9 +90,7 @@ export class OffThreadHashes implements HashFactory, Releasable {
 
   /** Pushes went quiet: the free slabs' pages go back to the kernel (the slabs stay pooled). */
   releaseIdle(): boolean {
-    let discarded = 0;
-    for (const slab of this.freeSlabs) discarded += discardPages(new Uint8Array(slab));
-    return discarded > 0;
+    return discardEach(this.freeSlabs.map((slab) => new Uint8Array(slab)));
   }
 
   /** Pushes have been quiet for longer: the worker stops unless a session still needs it. */

@@ -29,7 +29,7 @@ export interface Releasable {
   releaseIdle(): boolean;
 }
 
-/** One second: long enough to span the gaps inside a burst of pushes, short enough to be gone before the next kind of load. */
+/** Two seconds: long enough to span the gaps inside a burst of pushes (the bench's one-client rows come 1.1-1.5 s apart), short enough to be gone before the next kind of load. */
 export const QUIET_MS = 2000;
 
 export class QuietRelease {

@@ -82,6 +82,13 @@ export function discardPages(view: Uint8Array): number {
   return "addon" in state && typeof state.addon.discardPages === "function" ? state.addon.discardPages(view) : 0;
 }
 
+/** discardPages on each view; whether any memory went (what a pool's releaseIdle reports). */
+export function discardEach(views: Iterable<Uint8Array>): boolean {
+  let discarded = 0;
+  for (const view of views) discarded += discardPages(view);
+  return discarded > 0;
+}
+
 let nativeCopy: ((target: Uint8Array, offset: number, source: Uint8Array) => number) | null | undefined;
 
 /**

@@ -9,7 +9,7 @@
  * to the kernel; the slabs stay in the pool.
  */
 import { pushMemory, type QuietRelease, type Releasable } from "../memory/quiet-release.js";
-import { discardPages } from "../native/addon.js";
+import { discardEach } from "../native/addon.js";
 
 export const SLAB_BYTES = 1024 * 1024;
 const WASM_PAGE = 64 * 1024;
@@ -50,9 +50,7 @@ export class AlignedSlabs implements SlabPool, Releasable {
   }
 
   releaseIdle(): boolean {
-    let discarded = 0;
-    for (const slab of this.free) discarded += discardPages(slab);
-    return discarded > 0;
+    return discardEach(this.free);
   }
 
   private grow(): void {
