@@ -15,6 +15,16 @@ const addon = loadNativeAddon();
 const noAddon = "reason" in addon ? addon.reason : false;
 if (noAddon && process.env.REQUIRE_E2E_TOOLS === "1") throw new Error(`native addon required in CI: ${noAddon}`);
 
+const sha256 = (data: Uint8Array): string => `sha256:${createHash("sha256").update(data).digest("hex")}`;
+
+/** Feeds `data` to `hash` in 64 KiB chunks, as a request body arrives, honouring its backpressure. */
+async function feed(hash: ReturnType<OffThreadHashes["create"]>, data: Buffer): Promise<void> {
+  for (let offset = 0; offset < data.length; offset += 65536) {
+    const wait = hash.update(data.subarray(offset, offset + 65536));
+    if (wait) await wait;
+  }
+}
+
 function countingPool(result = true): Releasable & { calls: number } {
   return {
     calls: 0,
@@ -119,46 +129,36 @@ describe("OffThreadHashes after pushes go quiet", { skip: noAddon }, () => {
 
   async function digestOf(data: Buffer): Promise<string> {
     const hash = hashes.create();
-    for (let offset = 0; offset < data.length; offset += 65536) {
-      const wait = hash.update(data.subarray(offset, offset + 65536));
-      if (wait) await wait;
-    }
+    await feed(hash, data);
     return hash.digest();
   }
 
   test("the pooled slabs are released and bodies hashed afterwards still get the right digest", async () => {
     const first = randomBytes(9 * 1024 * 1024);
-    assert.equal(await digestOf(first), `sha256:${createHash("sha256").update(first).digest("hex")}`);
+    assert.equal(await digestOf(first), sha256(first));
     assert.ok(hashes.workerStarted && hashes.pooledSlabs() > 0);
     await sleep(200);
     assert.equal(released, 1, "the free slabs were not released");
     const second = randomBytes(9 * 1024 * 1024 + 5);
-    assert.equal(await digestOf(second), `sha256:${createHash("sha256").update(second).digest("hex")}`);
+    assert.equal(await digestOf(second), sha256(second));
   });
 });
 
 describe("the hashing thread after pushes go quiet", () => {
   const data = randomBytes(9 * 1024 * 1024);
-  const expected = `sha256:${createHash("sha256").update(data).digest("hex")}`;
-
-  async function feed(hash: ReturnType<OffThreadHashes["create"]>): Promise<void> {
-    for (let offset = 0; offset < data.length; offset += 65536) {
-      const wait = hash.update(data.subarray(offset, offset + 65536));
-      if (wait) await wait;
-    }
-  }
+  const expected = sha256(data);
 
   test("stops once no session is open, and the next body starts a new one with the right digest", async (t) => {
     const hashes = new OffThreadHashes(undefined, new QuietRelease(20, () => undefined), new QuietRelease(60, () => undefined));
     t.after(() => hashes.close());
     const first = hashes.create();
-    await feed(first);
+    await feed(first, data);
     assert.equal(await first.digest(), expected);
     assert.ok(hashes.workerStarted);
     await sleep(250);
     assert.equal(hashes.workerStarted, false, "the idle hashing thread still runs");
     const second = hashes.create();
-    await feed(second);
+    await feed(second, data);
     assert.ok(hashes.workerStarted);
     assert.equal(await second.digest(), expected);
   });
@@ -167,7 +167,7 @@ describe("the hashing thread after pushes go quiet", () => {
     const hashes = new OffThreadHashes(undefined, new QuietRelease(20, () => undefined), new QuietRelease(60, () => undefined));
     t.after(() => hashes.close());
     const open = hashes.create();
-    await feed(open);
+    await feed(open, data);
     open.pause();
     await sleep(250);
     assert.ok(hashes.workerStarted, "stopped under an open session");
