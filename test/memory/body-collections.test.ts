@@ -6,20 +6,19 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { PerformanceObserver, constants } from "node:perf_hooks";
 import { startTestRegistry } from "../helpers/registry.js";
+import { resolveLocation, sha256, withQuery } from "../http/client.js";
 import { BODY_BYTES_PER_COLLECTION } from "../../src/memory/body-collections.js";
 
 test("a 128 MiB push runs a young collection every 8 MiB of body", async (t) => {
   const registry = await startTestRegistry();
   t.after(() => registry.close());
   const body = randomBytes(128 * 1024 * 1024);
-  const digest = `sha256:${createHash("sha256").update(body).digest("hex")}`;
   const start = await fetch(`${registry.url}/v2/gc/blobs/uploads/`, { method: "POST" });
   assert.equal(start.status, 202);
-  const location = new URL(start.headers.get("location")!, registry.url);
-  location.searchParams.set("digest", digest);
+  const location = withQuery(resolveLocation(registry.url, start), { digest: sha256(body) });
 
   let minor = 0;
   const observer = new PerformanceObserver((list) => {

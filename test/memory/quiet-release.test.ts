@@ -4,7 +4,8 @@
  */
 import { test, describe, after } from "node:test";
 import assert from "node:assert/strict";
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
+import { sha256 } from "../http/client.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { QuietRelease, type Releasable } from "../../src/memory/quiet-release.js";
 import { AlignedSlabs, SLAB_BYTES } from "../../src/storage/aligned-slabs.js";
@@ -14,8 +15,6 @@ import { loadNativeAddon } from "../../src/native/addon.js";
 const addon = loadNativeAddon();
 const noAddon = "reason" in addon ? addon.reason : false;
 if (noAddon && process.env.REQUIRE_E2E_TOOLS === "1") throw new Error(`native addon required in CI: ${noAddon}`);
-
-const sha256 = (data: Uint8Array): string => `sha256:${createHash("sha256").update(data).digest("hex")}`;
 
 /** Feeds `data` to `hash` in 64 KiB chunks, as a request body arrives, honouring its backpressure. */
 async function feed(hash: ReturnType<OffThreadHashes["create"]>, data: Buffer): Promise<void> {
