@@ -1,6 +1,7 @@
 /** Messages between OffThreadHashes and its worker thread. */
 export type ToHashThread =
-  | { op: "update"; id: number; slab: SharedArrayBuffer; length: number }
+  /** Hash `length` bytes of `slab` from `offset` (a slab of the pool at 0, or a storage writer's shared slab). */
+  | { op: "update"; id: number; slab: SharedArrayBuffer; offset: number; length: number }
   | { op: "digest"; id: number }
   | { op: "discard"; id: number };
 

@@ -32,7 +32,7 @@ port.on("message", (message: ToHashThread) => {
     case "update": {
       let hash = hashes.get(message.id);
       if (!hash) hashes.set(message.id, (hash = createHash("sha256")));
-      hash.update(new Uint8Array(message.slab, 0, message.length));
+      hash.update(new Uint8Array(message.slab, message.offset, message.length));
       reply({ op: "released", id: message.id });
       if (++updates % UPDATES_PER_COLLECTION === 0) collectGarbage(false);
       break;

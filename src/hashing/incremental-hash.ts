@@ -14,6 +14,14 @@ export interface IncrementalHash {
    */
   update(chunk: Uint8Array): void | Promise<void>;
   /**
+   * Feeds bytes the caller already holds in shared memory (a SharedArrayBuffer)
+   * and leaves unchanged until `release` is called: a hash that works on another
+   * thread reads them there instead of copying them. `release` is called exactly
+   * once, also when the hash fails or is discarded meanwhile. The caller bounds
+   * how many such buffers it has out, which is its backpressure.
+   */
+  updateShared(bytes: Uint8Array, release: () => void): void;
+  /**
    * Marks the end of one request's bytes: lets the hash release buffers it
    * holds while the session waits for its next chunk. Feeding may continue.
    */
@@ -35,6 +43,11 @@ export class InlineSha256 implements IncrementalHash {
 
   update(chunk: Uint8Array): void {
     this.hash.update(chunk);
+  }
+
+  updateShared(bytes: Uint8Array, release: () => void): void {
+    this.hash.update(bytes);
+    release();
   }
 
   pause(): void {}

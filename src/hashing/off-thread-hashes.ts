@@ -4,6 +4,9 @@
  * the worker hashes it and hands the slab back for reuse. Measured on 100 MiB
  * pushes over loopback: about 150 ms to receive and hash against about 235 ms
  * hashing inline, because the socket keeps being read while the worker hashes.
+ * A caller that already holds the bytes in shared memory (the O_DIRECT
+ * writer's slabs) lends them instead (updateShared): the worker hashes them
+ * there and the copy into a slab of ours is saved.
  *
  * Small uploads never reach the worker: the slabs of a first request that
  * ends before INLINE_SLABS of them fill (2 MiB) are hashed inline, and so is
@@ -120,9 +123,14 @@ export class OffThreadHashes implements HashFactory, Releasable {
   }
 
   /** @internal */ takeSlab(): SharedArrayBuffer {
+    this.busy();
+    return this.freeSlabs.pop() ?? new SharedArrayBuffer(SLAB_BYTES);
+  }
+
+  /** @internal A large body is being hashed: push memory and the worker stay. */
+  busy(): void {
     this.quiet.busy();
     this.threads.busy();
-    return this.freeSlabs.pop() ?? new SharedArrayBuffer(SLAB_BYTES);
   }
 
   /** @internal */ returnSlab(slab: SharedArrayBuffer): void {
@@ -174,7 +182,8 @@ class OffThreadSha256 implements IncrementalHash {
   private fillLength = 0;
   /** Full slabs held while buffering, in order: posted when the body outgrows INLINE_SLABS, else hashed inline. */
   private readonly held: SharedArrayBuffer[] = [];
-  private readonly inFlight: SharedArrayBuffer[] = [];
+  /** What each update at the worker gives back once hashed, oldest first: a pool slab, or a caller's shared bytes. */
+  private readonly inFlight: Array<() => void> = [];
   /** Copies of the first chunks, while the body is under PREFIX_BYTES; moved into a slab when it grows past. */
   private prefix: Buffer[] = [];
   private prefixLength = 0;
@@ -220,6 +229,27 @@ class OffThreadSha256 implements IncrementalHash {
         this.wake = resolve;
       });
     }
+  }
+
+  updateShared(bytes: Uint8Array, release: () => void): void {
+    if (this.mode !== "offthread" || !(bytes.buffer instanceof SharedArrayBuffer)) {
+      // Inline, failed or ended; or still buffering, where the body may yet turn out small
+      // enough to hash inline: copied like update()'s bytes, so the caller has its memory back
+      // at once. (Holding the caller's buffers until the request ends could stall it: the
+      // caller bounds how many it has out.) Backpressure is the caller's, so update()'s is not waited for.
+      void this.update(bytes);
+      release();
+      return;
+    }
+    // Bytes update() copied and has not posted yet come first.
+    if (this.filling) {
+      if (this.fillLength > 0) this.postFilling();
+      else this.releaseFilling();
+    }
+    this.owner.busy();
+    this.inFlight.push(release);
+    const update: ToHashThread = { op: "update", id: this.id, slab: bytes.buffer, offset: bytes.byteOffset, length: bytes.byteLength };
+    if (!this.owner.post(update)) this.failed(new Error("hash worker unavailable"));
   }
 
   pause(): void {
@@ -277,13 +307,14 @@ class OffThreadSha256 implements IncrementalHash {
     this.prefixLength = 0;
     this.mode = "ended";
     this.owner.forget(this.id);
+    // The worker may still read what is in flight, for a hash nobody will ask for: the memory can go back now.
+    this.giveBackInFlight();
     this.wakeWriter();
   }
 
   /** The worker is done with the oldest slab in flight. */
   released(): void {
-    const slab = this.inFlight.shift();
-    if (slab) this.owner.returnSlab(slab);
+    this.inFlight.shift()?.();
     if (this.inFlight.length < MAX_IN_FLIGHT) this.wakeWriter();
   }
 
@@ -300,6 +331,7 @@ class OffThreadSha256 implements IncrementalHash {
     this.error = error;
     this.result?.reject(error);
     this.result = null;
+    this.giveBackInFlight();
     this.wakeWriter();
   }
 
@@ -341,14 +373,18 @@ class OffThreadSha256 implements IncrementalHash {
       return;
     }
     this.mode = "offthread";
-    this.inFlight.push(slab);
-    if (!this.owner.post({ op: "update", id: this.id, slab, length })) this.failed(new Error("hash worker unavailable"));
+    this.inFlight.push(() => this.owner.returnSlab(slab));
+    if (!this.owner.post({ op: "update", id: this.id, slab, offset: 0, length })) this.failed(new Error("hash worker unavailable"));
   }
 
   private releaseFilling(): void {
     this.owner.returnSlab(this.filling!);
     this.filling = null;
     this.fillLength = 0;
+  }
+
+  private giveBackInFlight(): void {
+    for (const giveBack of this.inFlight.splice(0)) giveBack();
   }
 
   private wakeWriter(): void {

@@ -20,7 +20,7 @@
  * and garbage collection removes bytes that no record names.
  */
 import { randomUUID } from "node:crypto";
-import { Transform, type Readable } from "node:stream";
+import { PassThrough, type Readable } from "node:stream";
 import { RegistryError } from "../oci/errors.js";
 import { createDigester, type ParsedDigest } from "../oci/digest.js";
 import { inlineHashes, type HashFactory, type IncrementalHash } from "../hashing/incremental-hash.js";
@@ -350,9 +350,10 @@ export class UploadService {
     const hashable = running !== undefined && running.size === offset;
     if (!hashable) this.dropHash(id);
     try {
-      const size = await blobs.appendUpload(id, shieldBody(body, hashable ? running.hash : undefined, lost), {
+      const size = await blobs.appendUpload(id, shieldBody(body, lost), {
         offset,
         exactBytes: expectedBytes,
+        hash: hashable ? running.hash : undefined,
       });
       if (hashable) {
         running.size = size;
@@ -392,7 +393,7 @@ export class UploadService {
     // (~1 GB/s), and the worker's shared slabs cost a 100 MiB push on S3 more CPU than they
     // saved (postMessage, copies, ~6 full garbage collections in --trace-gc; docs/storage.md).
     const hash = inlineHashes.create();
-    const blob = await blobs.stageBlob!(expected.digest, shieldBody(body, hash, session?.lease.signal), { exactBytes }).catch((error: unknown) => {
+    const blob = await blobs.stageBlob!(expected.digest, shieldBody(body, session?.lease.signal), { exactBytes, hash }).catch((error: unknown) => {
       hash.discard();
       throw writeFailure(session?.id ?? "", error);
     });
@@ -483,21 +484,14 @@ export class UploadService {
 }
 
 /**
- * What storage reads instead of the request itself: the same bytes, fed to
- * the running hash on the way (waiting when the hash asks, so a slow hasher
- * slows the socket instead of growing memory). Storage destroys its source
+ * What storage reads instead of the request itself: the same bytes (storage
+ * feeds them to the running hash, AppendOptions.hash). Storage destroys its source
  * when a write fails; on the request that would reset the connection before
  * the client could read our error, so the request is only unpiped, and the
  * HTTP server discards the rest of its body after the error response.
  */
-function shieldBody(body: Readable, hash: IncrementalHash | undefined, lost: AbortSignal | undefined): Readable {
-  const tap = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      const wait = hash?.update(chunk);
-      if (wait) wait.then(() => callback(null, chunk));
-      else callback(null, chunk);
-    },
-  });
+function shieldBody(body: Readable, lost: AbortSignal | undefined): Readable {
+  const tap = new PassThrough();
   // Storage attaches its listeners only after opening the session file; an
   // error before that (client gone, lease lost) must not be an uncaught one.
   // The pipeline still sees it: the tap is destroyed with it.

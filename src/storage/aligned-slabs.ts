@@ -1,7 +1,9 @@
 /**
  * Page-aligned scratch buffers for O_DIRECT writes. Node gives no control over
  * Buffer alignment, but a WebAssembly.Memory is mapped by the engine on its
- * own pages, so every 1 MiB slice of one is page aligned. A Memory cannot give
+ * own pages, so every 1 MiB slice of one is page aligned. The Memory is a
+ * shared one, so a hashing thread can read a slab while it is written
+ * (direct-file-writer.ts). A Memory cannot give
  * back parts of itself, so the pool grows in groups of four slabs only as far
  * as concurrent uploads need, up to a cap; when it is exhausted the caller
  * writes through the page cache instead of waiting. Once pushes have gone
@@ -56,7 +58,7 @@ export class AlignedSlabs implements SlabPool, Releasable {
   private grow(): void {
     const count = Math.min(GROUP_SLABS, this.maxSlabs - this.created);
     const pages = (count * SLAB_BYTES) / WASM_PAGE;
-    const group = Buffer.from(new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer);
+    const group = Buffer.from(new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true }).buffer);
     for (let i = 0; i < count; i++) this.free.push(group.subarray(i * SLAB_BYTES, (i + 1) * SLAB_BYTES));
     this.created += count;
   }

@@ -11,6 +11,7 @@
  * - Upload data is private to its session until committed.
  */
 import type { Readable, Writable } from "node:stream";
+import type { IncrementalHash } from "../hashing/incremental-hash.js";
 
 export interface ByteRange {
   /** First byte, inclusive. */
@@ -30,6 +31,12 @@ export interface AppendOptions {
   maxBytes?: number;
   /** Abort with UploadLengthError unless exactly this many bytes arrive (Content-Range / Content-Length). */
   exactBytes?: number;
+  /**
+   * Fed every byte of this append, in order, before it resolves (the bytes of a
+   * failed append may have been fed in part). The driver feeds it from its own
+   * copy of the bytes where it has one in shared memory (updateShared).
+   */
+  hash?: IncrementalHash;
 }
 
 export class UploadOffsetError extends Error {
@@ -129,10 +136,10 @@ export interface BlobWriter {
    * another trip through the store (S3: a server-side copy): the whole blob
    * `digest`, announced before its bytes, streamed straight to where it will
    * live, unreadable until `publish`. Rejects like appendUpload (length,
-   * size, store) and leaves nothing behind when it does. The caller hashes the
-   * bytes on their way and publishes or discards the result.
+   * size, store) and leaves nothing behind when it does. The caller has the
+   * bytes hashed on their way (options.hash) and publishes or discards the result.
    */
-  stageBlob?(digest: string, source: Readable, options: { exactBytes?: number; maxBytes?: number }): Promise<StagedBlob>;
+  stageBlob?(digest: string, source: Readable, options: Omit<AppendOptions, "offset">): Promise<StagedBlob>;
   /** Optional, with stageBlob: throws away staged blobs started before `olderThan` that no request here is writing (a crash's leftovers). */
   purgeStaged?(olderThan: number): Promise<number>;
 }

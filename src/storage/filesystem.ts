@@ -14,6 +14,7 @@ import { FsPaths } from "./fs-paths.js";
 import { BatchedFileWriter } from "./batched-file-writer.js";
 import { DIRECT_ALIGN, DirectFileWriter } from "./direct-file-writer.js";
 import { sharedAlignedSlabs } from "./aligned-slabs.js";
+import { hashingStage } from "./hash-feed.js";
 import { threadId } from "node:worker_threads";
 import {
   BlobNotFoundError,
@@ -189,8 +190,10 @@ export class FilesystemBlobStore implements BlobStore {
     });
     const directFd = await this.openDirect(path, size);
     try {
-      const writer = directFd === null ? new BatchedFileWriter(fd, size) : new DirectFileWriter(directFd, fd, size, sharedAlignedSlabs());
-      await pipeline(source, meter, writer);
+      const writer = directFd === null ? new BatchedFileWriter(fd, size) : new DirectFileWriter(directFd, fd, size, sharedAlignedSlabs(), options.hash);
+      // The direct writer feeds the hash from its own aligned copy of the bytes; without one, a stage does.
+      if (options.hash && directFd === null) await pipeline(source, meter, hashingStage(options.hash), writer);
+      else await pipeline(source, meter, writer);
       await flushing;
       return written;
     } catch (error) {

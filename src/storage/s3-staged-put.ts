@@ -31,7 +31,7 @@ import {
   UploadPartCommand,
   type S3Client,
 } from "@aws-sdk/client-s3";
-import { UploadLengthError, UploadTooLargeError, type StagedBlob } from "./blob-store.js";
+import { UploadLengthError, UploadTooLargeError, type AppendOptions, type StagedBlob } from "./blob-store.js";
 import { isMissing, storeUnavailable } from "./s3-client.js";
 import type { PartBufferPool } from "./s3-piece-cache.js";
 
@@ -66,10 +66,10 @@ const MAX_PARTS = 10_000;
 export async function stagePut(
   target: StagedPutTarget,
   source: Readable,
-  options: { exactBytes?: number; maxBytes?: number },
+  options: Omit<AppendOptions, "offset">,
 ): Promise<StagedBlob> {
   const { client, bucket, key, partSize, pool } = target;
-  const { exactBytes, maxBytes } = options;
+  const { exactBytes, maxBytes, hash } = options;
   let upload: Promise<string> | null = null;
   const createUpload = (): Promise<string> => {
     upload ??= attempt("starting a multipart upload", () => client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }))).then((out) => {
@@ -156,6 +156,8 @@ export async function stagePut(
       written += chunk.length;
       if (maxBytes !== undefined && written > maxBytes) throw new UploadTooLargeError(`more than ${maxBytes} bytes`);
       if (exactBytes !== undefined && written > exactBytes) throw new UploadLengthError(exactBytes, written);
+      const hashing = hash?.update(chunk);
+      if (hashing) await hashing;
       for (let at = 0; at < chunk.length; ) {
         slot ??= await nextSlot();
         const n = Math.min(chunk.length - at, partSize - filled);

@@ -181,7 +181,7 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
-  async stageBlob(digest: string, source: Readable, options: { exactBytes?: number; maxBytes?: number }): Promise<StagedBlob> {
+  async stageBlob(digest: string, source: Readable, options: Omit<AppendOptions, "offset">): Promise<StagedBlob> {
     const target = {
       client: this.client,
       bucket: this.bucket,
@@ -215,7 +215,7 @@ export class S3BlobStore implements BlobStore {
     if (initial === null) throw new BlobNotFoundError(uploadId);
     if (initial.size !== options.offset) throw new UploadOffsetError(initial.size);
     const start = initial.size;
-    const { maxBytes, exactBytes } = options;
+    const { maxBytes, exactBytes, hash } = options;
     let state = initial.sealed ? await this.unseal(uploadId, initial) : initial;
     // Pieces folded into an uploaded part or a merged piece: deleted once the new state no longer names them.
     const consumed: string[] = [];
@@ -284,6 +284,8 @@ export class S3BlobStore implements BlobStore {
         written += chunk.length;
         if (maxBytes !== undefined && written > maxBytes) throw new UploadTooLargeError(`more than ${maxBytes} bytes`);
         if (exactBytes !== undefined && written > exactBytes) throw new UploadLengthError(exactBytes, written);
+        const hashing = hash?.update(chunk);
+        if (hashing) await hashing;
         for (let at = 0; at < chunk.length; ) {
           part ??= await nextBuffer();
           const n = Math.min(chunk.length - at, this.partSize - pending - filled);

@@ -205,4 +205,102 @@ describe("OffThreadHashes", () => {
     assert.equal(await hash.digest(), expected(data));
     assert.equal(local.workerStarted, false);
   });
+
+  describe("bytes lent in shared memory (updateShared)", () => {
+    const MiB = 1024 * 1024;
+
+    /** A caller's shared buffers, as a storage writer lends its slabs: counts what is out, fails on a double release. */
+    function lender() {
+      const state = { out: 0, lent: 0, syncReleases: 0 };
+      const lend = (hash: { updateShared(b: Uint8Array, r: () => void): void }, bytes: Uint8Array) => {
+        const shared = new Uint8Array(new SharedArrayBuffer(bytes.length + 8), 8, bytes.length);
+        shared.set(bytes);
+        let released = false;
+        let sync = true;
+        state.out++;
+        state.lent++;
+        hash.updateShared(shared, () => {
+          assert.equal(released, false, "released twice");
+          released = true;
+          state.out--;
+          if (sync) state.syncReleases++;
+        });
+        sync = false;
+      };
+      return { state, lend };
+    }
+
+    async function settled(state: { out: number }): Promise<void> {
+      for (let i = 0; i < 100 && state.out > 0; i++) await new Promise((r) => setTimeout(r, 5));
+    }
+
+    test("mixed with copied bytes, in any order and size, the digest is that of all bytes in order", async () => {
+      const { state, lend } = lender();
+      const parts = [randomBytes(100), randomBytes(3 * MiB + 5), randomBytes(MiB), randomBytes(70_000), randomBytes(MiB - 3), randomBytes(1)];
+      const hash = hashes.create();
+      await feed(hash, parts[0], [65536]);
+      lend(hash, parts[1]);
+      lend(hash, parts[2]);
+      await feed(hash, parts[3], [4096]);
+      lend(hash, parts[4]);
+      hash.pause();
+      await feed(hash, parts[5], [1]);
+      assert.equal(await hash.digest(), expected(...parts));
+      await settled(state);
+      assert.equal(state.out, 0, "every buffer lent came back");
+    });
+
+    test("once the body is large, lent buffers are hashed where they are: given back only after the worker read them", async () => {
+      const { state, lend } = lender();
+      const slabs = Array.from({ length: 8 }, () => randomBytes(MiB));
+      const hash = hashes.create();
+      for (const slab of slabs) lend(hash, slab);
+      assert.ok(state.syncReleases >= 1 && state.syncReleases < slabs.length, `copied while the body could still be small, then lent (${state.syncReleases} of ${slabs.length} copied)`);
+      assert.equal(await hash.digest(), expected(...slabs));
+      await settled(state);
+      assert.equal(state.out, 0);
+    });
+
+    test("a body lent whole under 2 MiB is hashed without the worker", async () => {
+      const local = new OffThreadHashes();
+      try {
+        const { state, lend } = lender();
+        const data = randomBytes(MiB + 17);
+        const hash = local.create();
+        lend(hash, data.subarray(0, MiB));
+        lend(hash, data.subarray(MiB));
+        assert.equal(await hash.digest(), expected(data));
+        assert.equal(state.out, 0);
+        assert.equal(local.workerStarted, false);
+      } finally {
+        await local.close();
+      }
+    });
+
+    test("discarding a session gives back what it had lent out at once; other sessions are intact", async () => {
+      const { state, lend } = lender();
+      const doomed = hashes.create();
+      const kept = hashes.create();
+      const keptData = Array.from({ length: 4 }, () => randomBytes(MiB));
+      for (let i = 0; i < 6; i++) lend(doomed, randomBytes(MiB));
+      for (const part of keptData) lend(kept, part);
+      doomed.discard();
+      assert.equal(await kept.digest(), expected(...keptData));
+      await settled(state);
+      assert.equal(state.out, 0);
+    });
+
+    test("when the worker goes away, lent buffers come back and the digest fails (the caller re-reads)", async () => {
+      const local = new OffThreadHashes();
+      const { state, lend } = lender();
+      const hash = local.create();
+      for (let i = 0; i < 6; i++) lend(hash, randomBytes(MiB));
+      await local.close();
+      assert.equal(state.out, 0, "given back when the sessions failed");
+      await assert.rejects(hash.digest());
+      lend(hash, randomBytes(10));
+      assert.equal(state.out, 0, "a failed session gives back at once");
+    });
+  });
 });
+

@@ -13,6 +13,54 @@ import {
   UploadTooLargeError,
   type BlobStore,
 } from "../../src/storage/blob-store.js";
+import type { IncrementalHash } from "../../src/hashing/incremental-hash.js";
+
+/**
+ * Records what a driver feeds AppendOptions.hash: copies of the bytes in the
+ * order fed, and shared buffers not given back yet (a driver must not reuse
+ * one before its release, and each release must come exactly once).
+ */
+class RecordingHash implements IncrementalHash {
+  private readonly parts: Buffer[] = [];
+  unreleased = 0;
+
+  update(chunk: Uint8Array): void {
+    this.parts.push(Buffer.from(chunk));
+  }
+
+  updateShared(bytes: Uint8Array, release: () => void): void {
+    this.parts.push(Buffer.from(bytes));
+    this.unreleased++;
+    let released = false;
+    // Given back on a later turn, as a hashing thread would.
+    setImmediate(() => {
+      assert.equal(released, false, "released twice");
+      released = true;
+      this.unreleased--;
+      release();
+    });
+  }
+
+  pause(): void {}
+  digest(): Promise<string> {
+    return Promise.resolve(digestOf(Buffer.concat(this.parts)));
+  }
+  discard(): void {}
+  bytes(): Buffer {
+    return Buffer.concat(this.parts);
+  }
+}
+
+/** `data` in chunks of the given sizes (cycled), as a request body arrives. */
+function chunkedSource(data: Buffer, sizes: number[]): Readable {
+  const parts: Buffer[] = [];
+  for (let offset = 0, i = 0; offset < data.length; i++) {
+    const n = Math.min(sizes[i % sizes.length], data.length - offset);
+    parts.push(data.subarray(offset, offset + n));
+    offset += n;
+  }
+  return Readable.from(parts);
+}
 
 async function collect(stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -79,6 +127,21 @@ export function blobStoreSuite(name: string, create: () => Promise<{ store: Blob
       });
       assert.equal(await store.appendUpload(id, Readable.from([Buffer.from("def")]), { offset: 3 }), 6);
       assert.equal((await collect(await store.readUpload(id))).toString(), "abcdef");
+    });
+
+    test("an append feeds its hash exactly the bytes it stores, in order, and gives back what it lent", async () => {
+      const id = randomUUID();
+      await store.startUpload(id);
+      // Several 1 MiB slabs and a sub-block tail, then an append that starts mid-block.
+      const first = randomBytes(3 * 1024 * 1024 + 4096 + 3);
+      const second = randomBytes(100_003);
+      const hash = new RecordingHash();
+      await store.appendUpload(id, chunkedSource(first, [65536, 7, 300_000]), { offset: 0, hash });
+      await store.appendUpload(id, chunkedSource(second, [65536]), { offset: first.length, hash });
+      const all = Buffer.concat([first, second]);
+      assert.ok(hash.bytes().equals(all), "the hash saw the stored bytes");
+      assert.equal(hash.unreleased, 0, "every shared buffer was released before the append resolved");
+      assert.ok((await collect(await store.readUpload(id))).equals(all));
     });
 
     test("a multi-chunk append stores every byte in order", async () => {

@@ -13,8 +13,11 @@ import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { createHash } from "node:crypto";
 import { AlignedSlabs, SLAB_BYTES, type SlabPool } from "../../src/storage/aligned-slabs.js";
 import { DirectFileWriter } from "../../src/storage/direct-file-writer.js";
+import { OffThreadHashes } from "../../src/hashing/off-thread-hashes.js";
+import type { IncrementalHash } from "../../src/hashing/incremental-hash.js";
 
 let dir: string;
 let directSupported = true;
@@ -38,13 +41,13 @@ function chunked(data: Buffer, sizes: number[]): Readable {
   return Readable.from(parts);
 }
 
-async function writeThrough(name: string, data: Buffer, sizes: number[], pool: SlabPool, prefix = Buffer.alloc(0)) {
+async function writeThrough(name: string, data: Buffer, sizes: number[], pool: SlabPool, prefix = Buffer.alloc(0), hash?: IncrementalHash) {
   const path = join(dir, name);
   writeFileSync(path, prefix);
   const buffered = openSync(path, "r+");
   const direct = openSync(path, constants.O_WRONLY | constants.O_DIRECT);
   try {
-    const writer = new DirectFileWriter(direct, buffered, prefix.length, pool);
+    const writer = new DirectFileWriter(direct, buffered, prefix.length, pool, hash);
     await pipeline(chunked(data, sizes), writer);
     return { contents: readFileSync(path), counts: writer.counts };
   } finally {
@@ -109,5 +112,107 @@ describe("DirectFileWriter", () => {
     const small = new AlignedSlabs(2);
     await writeThrough("pool", randomBytes(6 * SLAB_BYTES + 1), [65536], small);
     assert.ok(small.take() && small.take(), "both slabs are back");
+  });
+});
+
+function sha256(data: Buffer): string {
+  return `sha256:${createHash("sha256").update(data).digest("hex")}`;
+}
+
+/** A pool over the shared aligned memory the registry uses, counting what is out. */
+function countingPool(slabs: number): SlabPool & { out: number } {
+  const inner = new AlignedSlabs(slabs);
+  const pool = {
+    out: 0,
+    take(): Buffer | undefined {
+      const slab = inner.take();
+      if (slab) pool.out++;
+      return slab;
+    },
+    give(slab: Buffer): void {
+      pool.out--;
+      inner.give(slab);
+    },
+  };
+  return pool;
+}
+
+describe("DirectFileWriter feeding a running hash from its slabs", () => {
+  const hashes = new OffThreadHashes();
+  after(() => hashes.close());
+
+  for (const [label, size] of [
+    ["empty", 0],
+    ["under one block", 1000],
+    ["exactly one slab", SLAB_BYTES],
+    // Past INLINE_SLABS of the hash's own: the later slabs are hashed where they are, on the worker.
+    ["9 slabs, a block and 3 bytes", 9 * SLAB_BYTES + 4096 + 3],
+  ] as const) {
+    test(`the digest is that of the bytes written: ${label}`, async (t) => {
+      if (!directSupported) return t.skip("this filesystem refuses O_DIRECT");
+      const data = randomBytes(size);
+      const pool = countingPool(3);
+      const hash = hashes.create();
+      const { contents, counts } = await writeThrough(`h-${size}`, data, [65536, 7, 300_000], pool, undefined, hash);
+      assert.ok(contents.equals(data));
+      assert.equal(await hash.digest(), sha256(data));
+      assert.equal(counts.direct, size - (size % 4096));
+      assert.equal(pool.out, 0, "every slab came back once written and hashed");
+    });
+  }
+
+  test("the memory is shared, so the hashing thread reads the slabs where they are", () => {
+    const slab = new AlignedSlabs(1).take()!;
+    assert.ok(slab.buffer instanceof SharedArrayBuffer);
+    assert.equal(slab.byteOffset % 4096, 0);
+  });
+
+  test("with no aligned memory free, the bytes still reach the hash, once and in order", async (t) => {
+    if (!directSupported) return t.skip("this filesystem refuses O_DIRECT");
+    // Two slabs, then the pool runs dry and the rest goes through the page cache.
+    let left = 2;
+    const inner = new AlignedSlabs(2);
+    const pool: SlabPool = { take: () => (left-- > 0 ? inner.take() : undefined), give: (slab) => inner.give(slab) };
+    const data = randomBytes(7 * SLAB_BYTES + 123);
+    const hash = hashes.create();
+    const { contents, counts } = await writeThrough("h-dry", data, [65536], pool, undefined, hash);
+    assert.ok(contents.equals(data));
+    assert.equal(await hash.digest(), sha256(data));
+    assert.ok(counts.direct > 0 && counts.buffered > 0, "both paths were taken");
+  });
+
+  test("when the kernel refuses direct writes, rewritten bytes are not hashed twice", async (t) => {
+    if (!directSupported) return t.skip("this filesystem refuses O_DIRECT");
+    const memory = Buffer.from(new WebAssembly.Memory({ initial: 96, maximum: 96, shared: true }).buffer);
+    const misaligned: Buffer[] = [1, 2, 3, 4].map((i) => memory.subarray(i * SLAB_BYTES + 1, (i + 1) * SLAB_BYTES + 1));
+    const pool: SlabPool = { take: () => misaligned.pop(), give: (slab) => void misaligned.push(slab) };
+    const data = randomBytes(5 * SLAB_BYTES + 4099);
+    const hash = hashes.create();
+    const { contents, counts } = await writeThrough("h-einval", data, [65536], pool, undefined, hash);
+    assert.ok(contents.equals(data));
+    assert.equal(counts.direct, 0);
+    assert.equal(await hash.digest(), sha256(data));
+  });
+
+  test("a failed write returns every slab and ends the stream with the error, hash or no hash", async (t) => {
+    if (!directSupported) return t.skip("this filesystem refuses O_DIRECT");
+    const path = join(dir, "h-fail");
+    writeFileSync(path, "");
+    const buffered = openSync(path, "r+");
+    // Read-only: every write fails with EBADF.
+    const direct = openSync(path, constants.O_RDONLY | constants.O_DIRECT);
+    const pool = countingPool(3);
+    const hash = hashes.create();
+    try {
+      const writer = new DirectFileWriter(direct, buffered, 0, pool, hash);
+      await assert.rejects(pipeline(Readable.from([randomBytes(4 * SLAB_BYTES)]), writer), { code: "EBADF" });
+      hash.discard();
+      // Releases from the hashing thread arrive on a later turn.
+      for (let i = 0; i < 50 && pool.out > 0; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(pool.out, 0);
+    } finally {
+      closeSync(direct);
+      closeSync(buffered);
+    }
   });
 });

@@ -14,6 +14,7 @@ import { Readable } from "node:stream";
 import { ListMultipartUploadsCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { S3BlobStore, type S3StoreOptions } from "../../src/storage/s3.js";
 import { BlobNotFoundError, UploadLengthError } from "../../src/storage/blob-store.js";
+import { InlineSha256 } from "../../src/hashing/incremental-hash.js";
 import { startTestRegistry, type TestRegistry } from "../helpers/registry.js";
 import { s3StoreOptions, skipUnlessS3, useS3Bucket } from "../helpers/s3-rgw.js";
 
@@ -63,8 +64,10 @@ describe("S3 staged blobs on Ceph RGW", { skip }, () => {
     try {
       const bytes = randomBytes(12 * MiB + 3);
       const digest = digestOf(bytes);
-      const staged = await store.stageBlob(digest, Readable.from([bytes.subarray(0, 7 * MiB), bytes.subarray(7 * MiB)]), { exactBytes: bytes.length });
+      const hash = new InlineSha256();
+      const staged = await store.stageBlob(digest, Readable.from([bytes.subarray(0, 7 * MiB), bytes.subarray(7 * MiB)]), { exactBytes: bytes.length, hash });
       assert.equal(staged.size, bytes.length);
+      assert.equal(await hash.digest(), digest, "the bytes staged were fed to the hash");
       assert.equal(await multipartUploadsUnder(prefix), 1, "the parts went to a multipart upload");
       assert.equal(await store.stat(digest), null, "nothing under the digest before publish");
       await assert.rejects(store.read(digest), BlobNotFoundError);
