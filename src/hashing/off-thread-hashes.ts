@@ -96,9 +96,15 @@ export class OffThreadHashes implements HashFactory, Releasable {
     return discardEach(this.freeSlabs.map((slab) => new Uint8Array(slab)));
   }
 
-  /** Pushes have been quiet for longer: the worker stops unless a session still needs it. */
+  /**
+   * Pushes have been quiet for longer: the worker stops unless a session has
+   * state on it. Sessions that never reached it (every upload session has one
+   * from its POST on, and an abandoned one lives until purged) do not count:
+   * if they grow later, their first post starts a new worker.
+   */
   private stopIdleWorker(): boolean {
-    if (!this.worker || this.sessions.size > 0 || this.closed) return false;
+    if (!this.worker || this.closed) return false;
+    for (const session of this.sessions.values()) if (session.onWorker) return false;
     const worker = this.worker;
     this.worker = null;
     void worker.terminate();
@@ -196,6 +202,11 @@ class OffThreadSha256 implements IncrementalHash {
     private readonly owner: OffThreadHashes,
     private readonly id: number,
   ) {}
+
+  /** Whether the worker holds this session's hash state. */
+  get onWorker(): boolean {
+    return this.mode === "offthread";
+  }
 
   update(chunk: Uint8Array): void | Promise<void> {
     if (this.mode === "inline") {

@@ -162,6 +162,26 @@ describe("the hashing thread after pushes go quiet", () => {
     assert.equal(await second.digest(), expected);
   });
 
+  test("sessions that never reached it (uploads started and left, small bodies) do not keep it running", async (t) => {
+    const hashes = new OffThreadHashes(undefined, new QuietRelease(20, () => undefined), new QuietRelease(60, () => undefined));
+    t.after(() => hashes.close());
+    const abandoned = hashes.create();
+    const small = hashes.create();
+    await feed(small, data.subarray(0, 100_000));
+    small.pause();
+    const large = hashes.create();
+    await feed(large, data);
+    assert.equal(await large.digest(), expected);
+    assert.ok(hashes.workerStarted);
+    await sleep(250);
+    assert.equal(hashes.workerStarted, false, "idle sessions kept the hashing thread running");
+    // They still digest right when they grow, on a new thread.
+    await feed(abandoned, data);
+    assert.equal(await abandoned.digest(), expected);
+    await feed(small, data);
+    assert.equal(await small.digest(), sha256(Buffer.concat([data.subarray(0, 100_000), data])));
+  });
+
   test("keeps running while a session is open (a client paused mid-body), and that session's digest is right", async (t) => {
     const hashes = new OffThreadHashes(undefined, new QuietRelease(20, () => undefined), new QuietRelease(60, () => undefined));
     t.after(() => hashes.close());
