@@ -14,6 +14,7 @@ import {
   type BlobStore,
 } from "../../src/storage/blob-store.js";
 import type { IncrementalHash } from "../../src/hashing/incremental-hash.js";
+import { chunkedReadable } from "../helpers/chunks.js";
 
 /**
  * Records what a driver feeds AppendOptions.hash: copies of the bytes in the
@@ -49,17 +50,6 @@ class RecordingHash implements IncrementalHash {
   bytes(): Buffer {
     return Buffer.concat(this.parts);
   }
-}
-
-/** `data` in chunks of the given sizes (cycled), as a request body arrives. */
-function chunkedSource(data: Buffer, sizes: number[]): Readable {
-  const parts: Buffer[] = [];
-  for (let offset = 0, i = 0; offset < data.length; i++) {
-    const n = Math.min(sizes[i % sizes.length], data.length - offset);
-    parts.push(data.subarray(offset, offset + n));
-    offset += n;
-  }
-  return Readable.from(parts);
 }
 
 async function collect(stream: Readable): Promise<Buffer> {
@@ -136,8 +126,8 @@ export function blobStoreSuite(name: string, create: () => Promise<{ store: Blob
       const first = randomBytes(3 * 1024 * 1024 + 4096 + 3);
       const second = randomBytes(100_003);
       const hash = new RecordingHash();
-      await store.appendUpload(id, chunkedSource(first, [65536, 7, 300_000]), { offset: 0, hash });
-      await store.appendUpload(id, chunkedSource(second, [65536]), { offset: first.length, hash });
+      await store.appendUpload(id, chunkedReadable(first, [65536, 7, 300_000]), { offset: 0, hash });
+      await store.appendUpload(id, chunkedReadable(second, [65536]), { offset: first.length, hash });
       const all = Buffer.concat([first, second]);
       assert.ok(hash.bytes().equals(all), "the hash saw the stored bytes");
       assert.equal(hash.unreleased, 0, "every shared buffer was released before the append resolved");

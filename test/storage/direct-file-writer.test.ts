@@ -10,14 +10,14 @@ import { closeSync, constants, openSync, readFileSync, writeFileSync } from "nod
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { createHash } from "node:crypto";
 import { AlignedSlabs, SLAB_BYTES, type SlabPool } from "../../src/storage/aligned-slabs.js";
 import { DirectFileWriter } from "../../src/storage/direct-file-writer.js";
 import { OffThreadHashes } from "../../src/hashing/off-thread-hashes.js";
 import type { IncrementalHash } from "../../src/hashing/incremental-hash.js";
+import { chunkedReadable } from "../helpers/chunks.js";
 
 let dir: string;
 let directSupported = true;
@@ -31,16 +31,6 @@ before(async () => {
 });
 after(() => rm(dir, { recursive: true, force: true }));
 
-function chunked(data: Buffer, sizes: number[]): Readable {
-  const parts: Buffer[] = [];
-  for (let offset = 0, i = 0; offset < data.length; i++) {
-    const n = Math.min(sizes[i % sizes.length], data.length - offset);
-    parts.push(data.subarray(offset, offset + n));
-    offset += n;
-  }
-  return Readable.from(parts);
-}
-
 async function writeThrough(name: string, data: Buffer, sizes: number[], pool: SlabPool, prefix = Buffer.alloc(0), hash?: IncrementalHash) {
   const path = join(dir, name);
   writeFileSync(path, prefix);
@@ -48,7 +38,7 @@ async function writeThrough(name: string, data: Buffer, sizes: number[], pool: S
   const direct = openSync(path, constants.O_WRONLY | constants.O_DIRECT);
   try {
     const writer = new DirectFileWriter(direct, buffered, prefix.length, pool, hash);
-    await pipeline(chunked(data, sizes), writer);
+    await pipeline(chunkedReadable(data, sizes), writer);
     return { contents: readFileSync(path), counts: writer.counts };
   } finally {
     closeSync(direct);
