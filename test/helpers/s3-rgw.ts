@@ -41,15 +41,21 @@ export function skipUnlessS3(options: { ownServer?: boolean } = {}): string | fa
   return `needs a local Ceph RGW (install: ${APT_LINE})`;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
+/** Whether nothing listens on 127.0.0.1:`port` right now. */
+async function canListen(port: number): Promise<boolean> {
+  return new Promise((resolveFree) => {
     const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolvePort(port));
-    });
+    server.once("error", () => resolveFree(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolveFree(true)));
   });
+}
+
+/** A free port in [from, from + span), below the kernel's ephemeral range (32768-60999 on Linux). */
+async function freePortBelowEphemeral(from: number, span: number): Promise<number> {
+  for (;;) {
+    const port = from + Math.floor(Math.random() * span);
+    if (await canListen(port)) return port;
+  }
 }
 
 /** The shared server when one is named (and `ownServer` is not asked), else a fresh one of our own. */
@@ -65,14 +71,16 @@ export async function startS3Server(options: { ownServer?: boolean } = {}): Prom
     };
   }
   const dir = await mkdtemp(join(tmpdir(), "ferry-rgw-"));
-  // The S3 port is one the kernel just handed out. The monitor's port (its neighbours serve the OSD, which scans
-  // a range) is drawn below the kernel's ephemeral range (32768-60999 on Linux), where a busy machine's own
-  // outgoing connections cannot take it between the check and the bind; a start that still loses a port race
-  // is retried on other ports.
+  // Both ports are drawn below the kernel's ephemeral range (32768-60999 on Linux), where neither a busy
+  // machine's outgoing connections nor the servers other tests start on port 0 can take them: the S3 port
+  // must stay free while the fault tests have the gateway stopped, so that it can start again on it (in one
+  // CI run an ephemeral one was found busy at the restart). The monitor's neighbours serve the OSD, which
+  // scans a range.
+  // A start that still loses a port race is retried on other ports.
   let s3Port = 0;
   let env: NodeJS.ProcessEnv = {};
   for (let attempt = 1; ; attempt++) {
-    s3Port = await freePort();
+    s3Port = await freePortBelowEphemeral(12_000, 8_000);
     const monPort = 20_000 + Math.floor(Math.random() * 12_000);
     env = { ...process.env, RGW_DIR: dir, S3_PORT: String(s3Port), MON_PORT: String(monPort) };
     try {
