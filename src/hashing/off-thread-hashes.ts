@@ -19,7 +19,7 @@
  * its V8 isolate is ~10 MiB of resident memory that a registry serving pulls
  * and small pushes never uses (docs/benchmarks.md, "Speed round 3"). For the
  * same reason it stops once pushes have been quiet for a while and no session
- * is open; the free slabs' pages go back sooner (src/memory/quiet-release.ts).
+ * has state on it; the free slabs' pages go back sooner (src/memory/quiet-release.ts).
  * The next slab starts a new worker.
  */
 import { createHash, type Hash } from "node:crypto";

@@ -9,10 +9,10 @@
  * and small pushes right after peaked at ~1.9x the reference registry's RSS
  * instead of ~1.4x (docs/benchmarks.md, "Speed round 7").
  *
- * So the pools register here, and the hashing slabs, which only bodies over
- * 64 KiB take, report each take with `busy()` (small pushes, which also take
- * O_DIRECT slabs, do not: a steady trickle of them must not keep a past
- * burst's memory resident). Once no such take has happened for `quietMs`,
+ * So the pools register here, and the off-thread hash reports with `busy()`
+ * each slab it takes or is lent, which only bodies over 64 KiB cause (small
+ * pushes, which also take O_DIRECT slabs, do not: a steady trickle of them
+ * must not keep a past burst's memory resident). Once no such take has happened for `quietMs`,
  * each pool lets go of what it holds idle (memory in use stays), then
  * a young collection and a trim of the C heap return the rest. The pools keep
  * their buffers and hand back only their pages (madvise), because freeing the

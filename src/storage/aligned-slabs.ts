@@ -36,8 +36,8 @@ export class AlignedSlabs implements SlabPool, Releasable {
 
   take(): Buffer | undefined {
     // Not a sign of big pushes by itself: every push takes a slab, 16 KiB ones too, and a
-    // steady trickle of small pushes must not keep a past burst's slabs resident. The
-    // hashing slabs, taken only for bodies over 64 KiB, report to `quiet` (off-thread-hashes.ts).
+    // steady trickle of small pushes must not keep a past burst's slabs resident. The off-thread
+    // hash reports to `quiet` for bodies over 64 KiB, also for the slabs lent to it (off-thread-hashes.ts).
     if (this.free.length === 0 && this.created < this.maxSlabs) this.grow();
     return this.free.pop();
   }

@@ -14,7 +14,6 @@ import { FsPaths } from "./fs-paths.js";
 import { BatchedFileWriter } from "./batched-file-writer.js";
 import { DIRECT_ALIGN, DirectFileWriter } from "./direct-file-writer.js";
 import { sharedAlignedSlabs } from "./aligned-slabs.js";
-import { hashingStage } from "./hash-feed.js";
 import { threadId } from "node:worker_threads";
 import {
   BlobNotFoundError,
@@ -163,6 +162,10 @@ export class FilesystemBlobStore implements BlobStore {
     const flushEvery = this.options.fsync ? EARLY_FLUSH_BYTES : Infinity;
     let unflushed = 0;
     let flushing: Promise<void> | null = null;
+    const directFd = await this.openDirect(path, size);
+    // The direct writer feeds the hash from its own aligned copy of the bytes; without one, the meter does
+    // (waiting when the hash asks, so a slow hasher slows the socket instead of growing memory).
+    const hash = directFd === null ? options.hash : undefined;
     const meter = new Transform({
       transform(chunk: Buffer, _encoding, callback) {
         written += chunk.length;
@@ -182,18 +185,17 @@ export class FilesystemBlobStore implements BlobStore {
             () => void (flushing = null),
           );
         }
-        callback(null, chunk);
+        const hashing = hash?.update(chunk);
+        if (hashing) hashing.then(() => callback(null, chunk));
+        else callback(null, chunk);
       },
       flush(callback) {
         callback(exactBytes !== undefined && written !== exactBytes ? new UploadLengthError(exactBytes, written) : null);
       },
     });
-    const directFd = await this.openDirect(path, size);
     try {
       const writer = directFd === null ? new BatchedFileWriter(fd, size) : new DirectFileWriter(directFd, fd, size, sharedAlignedSlabs(), options.hash);
-      // The direct writer feeds the hash from its own aligned copy of the bytes; without one, a stage does.
-      if (options.hash && directFd === null) await pipeline(source, meter, hashingStage(options.hash), writer);
-      else await pipeline(source, meter, writer);
+      await pipeline(source, meter, writer);
       await flushing;
       return written;
     } catch (error) {
