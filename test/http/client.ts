@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
+import { sha256 } from "../helpers/images.js";
 import { connect } from "node:net";
 
 export const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
@@ -39,9 +40,8 @@ export const SPEC_ERROR_CODES = [
   "TOOMANYREQUESTS",
 ];
 
-export function sha256(data: Buffer | string): string {
-  return `sha256:${createHash("sha256").update(data).digest("hex")}`;
-}
+/** The one digest helper the tests share (test/helpers/images.ts), re-exported for the HTTP tests. */
+export { sha256 };
 
 export function sha512(data: Buffer | string): string {
   return `sha512:${createHash("sha512").update(data).digest("hex")}`;

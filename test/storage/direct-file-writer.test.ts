@@ -10,7 +10,7 @@ import { closeSync, constants, openSync, readFileSync, writeFileSync } from "nod
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { AlignedSlabs, SLAB_BYTES, type SlabPool } from "../../src/storage/aligned-slabs.js";
@@ -18,6 +18,7 @@ import { DirectFileWriter } from "../../src/storage/direct-file-writer.js";
 import { OffThreadHashes } from "../../src/hashing/off-thread-hashes.js";
 import type { IncrementalHash } from "../../src/hashing/incremental-hash.js";
 import { chunkedReadable } from "../helpers/chunks.js";
+import { sha256 } from "../helpers/images.js";
 
 let dir: string;
 let directSupported = true;
@@ -104,10 +105,6 @@ describe("DirectFileWriter", () => {
     assert.ok(small.take() && small.take(), "both slabs are back");
   });
 });
-
-function sha256(data: Buffer): string {
-  return `sha256:${createHash("sha256").update(data).digest("hex")}`;
-}
 
 /** A pool over the shared aligned memory the registry uses, counting what is out. */
 function countingPool(slabs: number): SlabPool & { out: number } {
