@@ -18,7 +18,7 @@ import { listCatalog, listReferrers, listTags } from "./handlers/listing.js";
 import type { Metrics } from "./metrics.js";
 import { framingError } from "./framing.js";
 import { accessLog, type AccessLog } from "./access-log.js";
-import { GuardedBody, bodyIdleError, clientClosed, watchBody } from "./body.js";
+import { GuardedBody, bodyIdleError, clientClosed, watchBody, type HandoffOptions } from "./body.js";
 import type { ClientAddressResolver } from "./client-address.js";
 import type { UploadSlots } from "./upload-slots.js";
 import { hasBody } from "./request.js";
@@ -121,8 +121,15 @@ export function createRequestHandler(options: AppOptions): (req: IncomingMessage
       return;
     }
     if (hasBody(req)) {
-      const body = (exchange.lazyBody = new LazyBody(req));
-      guardBody(req, res, body, limits.requestIdleTimeout, () => bodyErrorCode(exchange.routeKind));
+      const idleMs = limits.requestIdleTimeout;
+      const code = () => bodyErrorCode(exchange.routeKind);
+      const body = (exchange.lazyBody = new LazyBody(req, {
+        idleMs,
+        idleError: () => bodyIdleError(idleMs, code()),
+        // Node's parser never sees a handed-over body end, so this connection cannot carry another request.
+        onTaken: () => void (res.shouldKeepAlive = false),
+      }));
+      guardBody(req, res, body, idleMs, code);
     }
     void run(exchange, extensions, limits);
   };
@@ -233,11 +240,19 @@ class LazyBody {
   private body: GuardedBody | null = null;
   private failure: Error | null = null;
 
-  constructor(private readonly req: IncomingMessage) {}
+  constructor(
+    private readonly req: IncomingMessage,
+    private readonly handoff?: HandoffOptions,
+  ) {}
+
+  /** Whether every byte of the body arrived (handed-over bodies end without Node's parser seeing it). */
+  get whole(): boolean {
+    return this.req.complete || this.body?.whole === true;
+  }
 
   get(): GuardedBody {
     if (!this.body) {
-      this.body = new GuardedBody(this.req);
+      this.body = new GuardedBody(this.req, this.handoff);
       if (this.failure) this.body.fail(this.failure);
     }
     return this.body;
@@ -246,6 +261,11 @@ class LazyBody {
   fail(error: Error): void {
     this.failure ??= error;
     this.body?.fail(error);
+  }
+
+  discardRest(): void {
+    if (this.body) this.body.discardRest();
+    else this.req.resume();
   }
 }
 
@@ -263,7 +283,7 @@ function guardBody(req: IncomingMessage, res: ServerResponse, body: LazyBody, id
     res.once("close", () => clearTimeout(cut));
   });
   res.once("close", () => {
-    if (req.complete) {
+    if (body.whole) {
       watch.stop();
       return;
     }
@@ -274,7 +294,7 @@ function guardBody(req: IncomingMessage, res: ServerResponse, body: LazyBody, id
       return;
     }
     // Half-close and discard what still arrives for a moment, so the client reads our answer rather than a reset.
-    req.resume();
+    body.discardRest();
     req.socket.end();
     const linger = setTimeout(() => req.socket.destroy(), LINGER_MS);
     linger.unref();

@@ -14,8 +14,12 @@
  */
 import { Readable } from "node:stream";
 import type { IncomingMessage } from "node:http";
+import type { Socket } from "node:net";
+import { constants as osConstants } from "node:os";
 import { RegistryError, type ErrorCode } from "../oci/errors.js";
 import { bodyBytesReceived } from "../memory/body-collections.js";
+import { nativeReceiveAvailable, startReceive, type NativeReceive } from "../native/addon.js";
+import { offerHandoff, type BodyHandoff } from "../storage/body-handoff.js";
 
 /** Raised on a body that went quiet; the dispatcher answers it with 408. */
 export function bodyIdleError(idleMs: number, code: ErrorCode): RegistryError {
@@ -34,11 +38,34 @@ export function clientClosed(): Error {
 /** See GuardedBody.deliver. */
 const FAILURE_DELIVERY_DELAY_MS = 250;
 
+/** What a body needs to offer its bytes to storage directly (src/storage/body-handoff.ts). */
+export interface HandoffOptions {
+  /** The idle timeout, which the native receive enforces while Node does not read the socket. */
+  idleMs: number;
+  /** What a body that went quiet fails with. */
+  idleError: () => Error;
+  /** Called when the body is handed over: the response must close the connection, as Node's parser never saw the rest. */
+  onTaken: () => void;
+}
+
+/**
+ * Bodies smaller than this always stream: handing over costs a thread start
+ * per MiB and a new connection for the client's next request.
+ */
+export const HANDOFF_MIN_BYTES = 4 * 1024 * 1024;
+
 export class GuardedBody extends Readable {
   private failure: Error | null = null;
   private delivering = false;
+  /** Body bytes this stream took from the request. */
+  private received = 0;
+  /** Set once the body was handed over: `whole` once every byte of it is in, `release` gives the connection back to Node. */
+  private handoff: HandoffState | null = null;
 
-  constructor(private readonly req: IncomingMessage) {
+  constructor(
+    private readonly req: IncomingMessage,
+    private readonly handoffOptions?: HandoffOptions,
+  ) {
     super({ highWaterMark: 64 * 1024 });
     // Consumers get the error through their own listeners or pipeline; one that already
     // stopped listening must not turn a client's hang-up into an uncaught exception.
@@ -57,6 +84,14 @@ export class GuardedBody extends Readable {
     req.once("close", this.onClose);
     // Closed before we got here (nothing emits again): remember it now.
     if (req.destroyed && !req.complete) this.fail(clientClosed());
+    if (handoffOptions && declaredLength(req) >= HANDOFF_MIN_BYTES && plainSocketFd(req.socket) !== undefined && nativeReceiveAvailable()) {
+      offerHandoff(this, { takeOver: (expectedBytes) => this.takeOver(expectedBytes, handoffOptions) });
+    }
+  }
+
+  /** Whether every byte of the body arrived: through Node's parser, or handed over. */
+  get whole(): boolean {
+    return this.req.complete || this.handoff?.whole === true;
   }
 
   /** The failure this body ended (or will end) with, if any. */
@@ -66,10 +101,20 @@ export class GuardedBody extends Readable {
 
   /** Ends the body with `error` for its consumer: now if one is reading, else when one starts. */
   fail(error: Error): void {
-    if (this.failure || this.readableEnded || this.destroyed) return;
+    if (this.failure || this.readableEnded || this.destroyed || this.handoff?.whole) return;
     this.failure = error;
+    this.handoff?.stop(error);
     this.detach();
     if (this.hasConsumer()) this.deliver();
+  }
+
+  /**
+   * Reads and discards whatever of the body still arrives (the answer went
+   * out before it ended): the client then reads the answer rather than a reset.
+   */
+  discardRest(): void {
+    if (this.handoff) this.handoff.release();
+    else this.req.resume();
   }
 
   /** Stops reading the request. */
@@ -107,6 +152,7 @@ export class GuardedBody extends Readable {
   }
 
   private readonly onData = (chunk: Buffer): void => {
+    this.received += chunk.length;
     bodyBytesReceived(chunk.length);
     if (!this.push(chunk)) this.req.pause();
   };
@@ -120,6 +166,109 @@ export class GuardedBody extends Readable {
     if (this.req.complete) return;
     this.fail(error instanceof Error ? error : clientClosed());
   };
+
+  /**
+   * Stops Node reading the connection and hands the rest of the body to the
+   * caller (BodyHandoffOffer.takeOver). The bytes Node already parsed still
+   * come through this stream; the rest are received natively, exactly as
+   * many as the body has, so a request the client pipelined after it stays
+   * unread in the kernel (the connection closes after the response anyway).
+   */
+  private async takeOver(expectedBytes: number, options: HandoffOptions): Promise<BodyHandoff | null> {
+    const req = this.req;
+    const socket = req.socket as ParsedSocket;
+    const total = declaredLength(req);
+    // Node pauses a connection itself while responses are backed up (pipelining): leave that one alone.
+    if (this.handoff || this.failure || total !== expectedBytes || req.complete || req.destroyed || socket._paused) return null;
+    // Node's own way to stop reading a connection its HTTP parser consumes (as for pipelined
+    // requests): its readStart is a no-op while `_paused`, whoever resumes the request.
+    socket._paused = true;
+    socket.pause();
+    // A parse running now (we may be called from inside one) still delivers the rest of its read buffer.
+    await new Promise<void>((resolveTurn) => setImmediate(resolveTurn));
+    const parsed = this.received + req.readableLength;
+    const fd = plainSocketFd(socket);
+    if (this.failure || req.complete || req.destroyed || parsed >= total || fd === undefined) {
+      socket._paused = false;
+      socket.resume();
+      return null;
+    }
+    options.onTaken();
+    let left = total - parsed;
+    let current: NativeReceive | null = null;
+    let stopped: Error | null = null;
+    const stop = (reason: Error): void => {
+      stopped ??= reason;
+      current?.cancel();
+    };
+    const state: HandoffState = (this.handoff = {
+      whole: false,
+      stop,
+      // Once no receive runs, Node reads again: what still arrives is discarded with the request.
+      release: () => {
+        stop(clientClosed());
+        void (current?.done ?? Promise.resolve()).then(() => {
+          if (socket.destroyed) return;
+          socket._paused = false;
+          socket.resume();
+        });
+      },
+    });
+    // Node closing the connection (shutdown, a linger running out) must end the receive: its thread holds a duplicate.
+    socket.once("close", () => stop(clientClosed()));
+    return {
+      streamed: parsed,
+      remaining: left,
+      receive: async (target, offset, length) => {
+        if (current) throw new Error("one receive at a time");
+        if (length <= 0 || length > left) throw new RangeError(`receive ${length} of ${left} bytes left`);
+        if (stopped) throw stopped;
+        const job = (current = startReceive(fd, target, offset, length, options.idleMs));
+        const errno = await job.done;
+        current = null;
+        if (errno === 0 && !stopped) {
+          left -= length;
+          if (left === 0) {
+            state.whole = true;
+            this.detach();
+            this.push(null);
+          }
+          return;
+        }
+        const error = stopped ?? (errno === osConstants.errno.ETIMEDOUT ? options.idleError() : clientClosed());
+        this.fail(error);
+        throw error;
+      },
+      abort: stop,
+    };
+  }
+}
+
+interface HandoffState {
+  /** Every byte of the body is in. */
+  whole: boolean;
+  /** Ends a receive in flight with `reason`, and refuses further ones. */
+  stop: (reason: Error) => void;
+  /** Stops receiving and, once no receive runs, lets Node read (and discard) what still arrives. */
+  release: () => void;
+}
+
+/** The Content-Length of a request, -1 when it has none (chunked or no body). */
+function declaredLength(req: IncomingMessage): number {
+  const header = req.headers["content-length"];
+  if (header === undefined || req.headers["transfer-encoding"] !== undefined) return -1;
+  const length = Number(header);
+  return Number.isSafeInteger(length) ? length : -1;
+}
+
+/** Node's HTTP server's flag on a connection whose reading it paused. */
+type ParsedSocket = Socket & { _paused?: boolean; parser?: unknown; _handle?: { fd?: number } | null };
+
+/** The descriptor of a plain TCP connection Node's HTTP parser reads, undefined for anything else (TLS, a test's stream). */
+function plainSocketFd(socket: Socket): number | undefined {
+  const parsed = socket as ParsedSocket & { encrypted?: boolean };
+  const fd = parsed._handle?.fd;
+  return parsed.encrypted || !parsed.parser || typeof fd !== "number" || fd < 0 ? undefined : fd;
 }
 
 export interface BodyWatch {

@@ -21,6 +21,9 @@ export interface NativeAddon {
   discardPages?(view: Uint8Array): number;
   /** memcpy of `source` into `target` at `offset`; absent from addons built before it was added. */
   copyInto?(target: Uint8Array, offset: number, source: Uint8Array): number;
+  /** Absent from addons built before request bodies could be received natively. */
+  receive?(socketFd: number, target: Uint8Array, offset: number, length: number, idleTimeoutMs: number, done: (errno: number, bytes: number) => void): unknown;
+  cancelReceive?(handle: unknown): boolean;
   /** Absent from addons built before `ferry serve` had threads. */
   listenReusePort?(address: string, port: number, backlog: number, exclusive: boolean): number;
 }
@@ -131,4 +134,36 @@ export function reusePortUnavailable(): string | undefined {
   const state = loadNativeAddon();
   if (!("addon" in state)) return state.reason;
   return typeof state.addon.listenReusePort === "function" ? undefined : PREDATES_THREADS;
+}
+
+/** A receive in flight (see startReceive). */
+export interface NativeReceive {
+  /** Resolves with 0 once every byte is in, else with the errno that ended it (ECONNRESET, ETIMEDOUT, ECANCELED...). */
+  readonly done: Promise<number>;
+  /** Stops it (done then resolves with ECANCELED); the connection can still be written. */
+  cancel(): void;
+}
+
+/** Whether startReceive can be used (the addon is loaded and has it). */
+export function nativeReceiveAvailable(): boolean {
+  const state = loadNativeAddon();
+  return "addon" in state && typeof state.addon.receive === "function" && typeof state.addon.cancelReceive === "function";
+}
+
+/**
+ * Reads exactly `length` bytes from the connection `socketFd` into
+ * target[offset, offset + length) on a thread of the addon's (see Receive in
+ * the C source); no byte past them is read. Node must not read the socket
+ * meanwhile, and `target` must not be reused before `done` settled.
+ * Throws when the addon lacks it (check nativeReceiveAvailable first).
+ */
+export function startReceive(socketFd: number, target: Uint8Array, offset: number, length: number, idleTimeoutMs: number): NativeReceive {
+  const state = loadNativeAddon();
+  if (!("addon" in state) || !state.addon.receive || !state.addon.cancelReceive) throw new Error("native receive is not available");
+  const { receive, cancelReceive } = state.addon;
+  let handle: unknown;
+  const done = new Promise<number>((resolveDone) => {
+    handle = receive(socketFd, target, offset, length, idleTimeoutMs, (errno) => resolveDone(errno));
+  });
+  return { done, cancel: () => void cancelReceive(handle) };
 }

@@ -23,6 +23,7 @@ import { randomUUID } from "node:crypto";
 import { PassThrough, type Readable } from "node:stream";
 import { RegistryError } from "../oci/errors.js";
 import { createDigester, type ParsedDigest } from "../oci/digest.js";
+import { handoffOffer, offerHandoff } from "../storage/body-handoff.js";
 import { inlineHashes, type HashFactory, type IncrementalHash } from "../hashing/incremental-hash.js";
 import {
   BlobNotFoundError,
@@ -511,7 +512,8 @@ function shieldBody(body: Readable, lost: AbortSignal | undefined): Readable {
     for (const { signal, listener } of listeners) signal.removeEventListener("abort", listener);
   });
   body.pipe(tap);
-  return tap;
+  // A driver may take the rest of the body from the connection itself; it stops that when the tap is destroyed.
+  return offerHandoff(tap, handoffOffer(body));
 }
 
 /** Aborts when the request body's client goes away before the body ended (also when it already has). */

@@ -25,6 +25,7 @@ import { write } from "node:fs";
 import { Writable } from "node:stream";
 import { SLAB_BYTES, type SlabPool } from "./aligned-slabs.js";
 import type { IncrementalHash } from "../hashing/incremental-hash.js";
+import type { BodyHandoff } from "./body-handoff.js";
 import { copyIntoShared } from "../native/addon.js";
 
 /** Block size every direct write is a multiple of (the largest logical block size in common use). */
@@ -89,6 +90,43 @@ export class DirectFileWriter extends Writable {
       if (this.filled === SLAB_BYTES) this.flushSlab();
     }
     this.afterDispatch(callback);
+  }
+
+  /**
+   * Appends the handed-over rest of a request body (body-handoff.ts) after
+   * everything written so far: each slab is filled straight from the
+   * connection, then written and hashed as _write's are. Call it only once
+   * earlier writes' callbacks ran, and end() the writer after it. `count` may
+   * refuse the bytes (too many). Without a free slab the bytes are received
+   * into ordinary memory and go through the page cache, as in _write.
+   */
+  async receive(handoff: BodyHandoff, count: (bytes: number) => Error | null): Promise<void> {
+    let left = handoff.remaining;
+    while (left > 0) {
+      if (this.failure) throw this.failure;
+      if (!this.slab && !this.directBroken) {
+        this.slab = this.slabs.take();
+        this.filled = 0;
+      }
+      const slab = this.slab;
+      const n = Math.min(slab ? SLAB_BYTES - this.filled : SLAB_BYTES, left);
+      const tooMany = count(n);
+      if (tooMany) throw tooMany;
+      if (slab) {
+        await handoff.receive(slab, this.filled, n);
+        this.filled += n;
+        if (this.filled === SLAB_BYTES) this.flushSlab();
+      } else {
+        const bytes = Buffer.allocUnsafe(n);
+        await handoff.receive(bytes, 0, n);
+        this.writeBuffered(bytes, this.slabPosition);
+        this.slabPosition += n;
+        this.directBroken = true;
+        await this.hash?.update(bytes);
+      }
+      left -= n;
+      await new Promise<void>((resolveRoom, reject) => this.afterDispatch((error) => (error ? reject(error) : resolveRoom())));
+    }
   }
 
   override _final(callback: Callback): void {

@@ -14,6 +14,8 @@ import { FsPaths } from "./fs-paths.js";
 import { BatchedFileWriter } from "./batched-file-writer.js";
 import { DIRECT_ALIGN, DirectFileWriter } from "./direct-file-writer.js";
 import { sharedAlignedSlabs } from "./aligned-slabs.js";
+import { handoffOffer } from "./body-handoff.js";
+import { writeHandedOver } from "./handed-over.js";
 import { threadId } from "node:worker_threads";
 import {
   BlobNotFoundError,
@@ -162,29 +164,29 @@ export class FilesystemBlobStore implements BlobStore {
     const flushEvery = this.options.fsync ? EARLY_FLUSH_BYTES : Infinity;
     let unflushed = 0;
     let flushing: Promise<void> | null = null;
+    /** Counts bytes on their way to the file; the error to fail with when they are too many. */
+    const count = (bytes: number): Error | null => {
+      written += bytes;
+      if (maxBytes !== undefined && written > maxBytes) return new UploadTooLargeError(`more than ${maxBytes} bytes`);
+      if (exactBytes !== undefined && written > exactBytes) return new UploadLengthError(exactBytes, written);
+      unflushed += bytes;
+      if (unflushed >= flushEvery && flushing === null) {
+        unflushed = 0;
+        flushing = datasyncFd(fd).then(
+          () => void (flushing = null),
+          () => void (flushing = null),
+        );
+      }
+      return null;
+    };
     const directFd = await this.openDirect(path, size);
     // The direct writer feeds the hash from its own aligned copy of the bytes; without one, the meter does
     // (waiting when the hash asks, so a slow hasher slows the socket instead of growing memory).
     const hash = directFd === null ? options.hash : undefined;
     const meter = new Transform({
       transform(chunk: Buffer, _encoding, callback) {
-        written += chunk.length;
-        if (maxBytes !== undefined && written > maxBytes) {
-          callback(new UploadTooLargeError(`more than ${maxBytes} bytes`));
-          return;
-        }
-        if (exactBytes !== undefined && written > exactBytes) {
-          callback(new UploadLengthError(exactBytes, written));
-          return;
-        }
-        unflushed += chunk.length;
-        if (unflushed >= flushEvery && flushing === null) {
-          unflushed = 0;
-          flushing = datasyncFd(fd).then(
-            () => void (flushing = null),
-            () => void (flushing = null),
-          );
-        }
+        const tooMany = count(chunk.length);
+        if (tooMany) return callback(tooMany);
         const hashing = hash?.update(chunk);
         if (hashing) hashing.then(() => callback(null, chunk));
         else callback(null, chunk);
@@ -194,8 +196,16 @@ export class FilesystemBlobStore implements BlobStore {
       },
     });
     try {
-      const writer = directFd === null ? new BatchedFileWriter(fd, size) : new DirectFileWriter(directFd, fd, size, sharedAlignedSlabs(), options.hash);
-      await pipeline(source, meter, writer);
+      if (directFd === null) {
+        await pipeline(source, meter, new BatchedFileWriter(fd, size));
+      } else {
+        const writer = new DirectFileWriter(directFd, fd, size, sharedAlignedSlabs(), options.hash);
+        // A body of known length the connection can hand over goes from the socket into the writer's slabs.
+        const fits = exactBytes !== undefined && (maxBytes === undefined || exactBytes <= maxBytes);
+        const handoff = fits ? await handoffOffer(source)?.takeOver(exactBytes) : null;
+        if (handoff) await writeHandedOver(source, handoff, writer, count);
+        else await pipeline(source, meter, writer);
+      }
       await flushing;
       return written;
     } catch (error) {

@@ -1,0 +1,171 @@
+/**
+ * Large request bodies handed from the connection straight to storage
+ * (src/http/body.ts, src/storage/body-handoff.ts). What a client relies on:
+ * the blob is stored byte for byte whatever way its bytes arrive; the
+ * response closes the connection (Node's parser never saw the body end, so
+ * the connection cannot carry another request, and a request pipelined after
+ * the body is never run); a body that goes quiet, stops or lies about its
+ * content fails as a streamed one does, and leaves the session as it was.
+ *
+ * The server runs in this process, so /proc/self/fd counts its descriptors.
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { startTestRegistry, type TestRegistry } from "../helpers/registry.js";
+import { rawRequest, sha256, uid } from "./client.js";
+import { exchange, holdOpen, settleDescriptors, uploadFiles } from "./raw-socket.js";
+import { nativeReceiveAvailable } from "../../src/native/addon.js";
+
+const IDLE_MS = 600;
+const MiB = 1024 * 1024;
+const skip = nativeReceiveAvailable() ? false : "the native addon (with receive) is not built";
+if (skip && process.env.REQUIRE_E2E_TOOLS === "1") throw new Error(`native receive required in CI: ${skip}`);
+
+let reg: TestRegistry;
+let repo: string;
+
+before(async () => {
+  reg = await startTestRegistry({ http: { requestIdleTimeout: `${IDLE_MS}ms` } });
+  repo = uid("handoff/");
+});
+after(async () => {
+  await reg?.close();
+});
+
+async function newSession(): Promise<string> {
+  const start = await rawRequest(reg.url, `POST /v2/${repo}/blobs/uploads/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+  assert.equal(start.status, 202, start.raw.slice(0, 200));
+  return /\r\nlocation: ([^\r]+)/i.exec(start.headers)![1]!;
+}
+
+async function blobDigest(digest: string): Promise<string | number> {
+  const res = await fetch(`${reg.url}/v2/${repo}/blobs/${digest}`);
+  if (res.status !== 200) return res.status;
+  return sha256(Buffer.from(await res.arrayBuffer()));
+}
+
+/** Splits `body` into parts of the given sizes (the last part takes the rest). */
+function pieces(body: Buffer, sizes: number[]): Buffer[] {
+  const parts: Buffer[] = [];
+  let at = 0;
+  for (const size of sizes) {
+    parts.push(body.subarray(at, at + size));
+    at += size;
+  }
+  parts.push(body.subarray(at));
+  return parts.filter((part) => part.length > 0);
+}
+
+describe("a large body handed over to storage", { skip }, () => {
+  for (const [label, sizes] of [
+    ["in one write with its headers", [] as number[]],
+    ["headers with a few bytes, then odd-sized pieces", [3, 65_536 + 7, 1_000_003, 2 * MiB - 1]],
+    ["in 4 KiB pieces", Array.from({ length: 300 }, () => 4096)],
+  ] as const) {
+    it(`is stored byte for byte and the connection closes after the 201: ${label}`, async () => {
+      const body = randomBytes(6 * MiB + 4097);
+      const digest = sha256(body);
+      const session = await newSession();
+      const head = Buffer.from(`PUT ${session}?digest=${digest} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: ${body.length}\r\n\r\n`);
+      const [first, ...rest] = pieces(body, [...sizes]);
+      const res = await exchange(reg.url, [Buffer.concat([head, first!]), ...rest], 2, 15_000);
+      assert.equal(res.status, 201, res.raw.slice(0, 400));
+      assert.match(res.raw, /\r\nconnection: close\r\n/i, "the response says the connection closes");
+      assert.ok(res.closedByServer, "the server closed it");
+      assert.equal(await blobDigest(digest), digest);
+    });
+  }
+
+  it("monolithic POST ?digest= and a PATCH with Content-Range are handed over too", async () => {
+    const body = randomBytes(5 * MiB);
+    const digest = sha256(body);
+    const post = await exchange(reg.url, [Buffer.from(`POST /v2/${repo}/blobs/uploads/?digest=${digest} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n`), body], 0, 15_000);
+    assert.equal(post.status, 201, post.raw.slice(0, 300));
+    assert.equal(await blobDigest(digest), digest);
+
+    const second = randomBytes(5 * MiB);
+    const session = await newSession();
+    const patch = await exchange(reg.url, [Buffer.from(`PATCH ${session} HTTP/1.1\r\nHost: x\r\nContent-Range: 0-${second.length - 1}\r\nContent-Length: ${second.length}\r\n\r\n`), second], 0, 15_000);
+    assert.equal(patch.status, 202, patch.raw.slice(0, 300));
+    assert.match(patch.raw, new RegExp(`\\r\\nrange: 0-${second.length - 1}\\r\\n`, "i"));
+    const put = await rawRequest(reg.url, `PUT ${session}?digest=${sha256(second)} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+    assert.equal(put.status, 201, put.raw.slice(0, 300));
+    assert.equal(await blobDigest(sha256(second)), sha256(second));
+  });
+
+  it("a request pipelined after the body is never run", async () => {
+    const body = randomBytes(5 * MiB);
+    const digest = sha256(body);
+    const session = await newSession();
+    const smuggled = uid("smuggled-");
+    // Were the bytes after the body parsed as a request, this POST would open a session in another repository.
+    const next = `POST /v2/${repo}/${smuggled}/blobs/uploads/?digest=${sha256("x")} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx`;
+    const res = await exchange(reg.url, [Buffer.concat([Buffer.from(`PUT ${session}?digest=${digest} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n`), body, Buffer.from(next)])], 0, 15_000);
+    assert.equal(res.status, 201, res.raw.slice(0, 300));
+    assert.equal(res.raw.match(/HTTP\/1\.1 \d{3}/g)?.length, 1, "one response only");
+    assert.equal(await blobDigest(digest), digest);
+    const probe = await fetch(`${reg.url}/v2/${repo}/${smuggled}/blobs/${sha256("x")}`, { method: "HEAD" });
+    assert.equal(probe.status, 404, "the pipelined request did nothing");
+  });
+
+  it("a body that does not match its digest is refused and nothing is stored", async () => {
+    const body = randomBytes(5 * MiB);
+    const claimed = sha256(randomBytes(10));
+    const session = await newSession();
+    const res = await exchange(reg.url, [Buffer.from(`PUT ${session}?digest=${claimed} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n`), body], 0, 15_000);
+    assert.equal(res.status, 400, res.raw.slice(0, 300));
+    assert.match(res.raw, /"code":"DIGEST_INVALID"/);
+    assert.equal(await blobDigest(sha256(body)), 404);
+  });
+
+  it("a handed-over body that goes quiet: 408 BLOB_UPLOAD_INVALID, connection closed, session and descriptors as before", async () => {
+    const session = await newSession();
+    const baseline = await settleDescriptors();
+    const files = await uploadFiles(reg.dataDir);
+    const started = Date.now();
+    const res = await exchange(reg.url, [Buffer.concat([Buffer.from(`PATCH ${session} HTTP/1.1\r\nHost: x\r\nContent-Length: ${8 * MiB}\r\n\r\n`), randomBytes(3 * MiB)])], 0, IDLE_MS * 10);
+    assert.equal(res.status, 408, res.raw.slice(0, 300));
+    assert.match(res.raw, /"errors":\[\{"code":"BLOB_UPLOAD_INVALID"/);
+    assert.ok(res.closedByServer, "the server closed the connection");
+    assert.ok(Date.now() - started < IDLE_MS * 6, `answered after ${Date.now() - started} ms`);
+    const now = await settleDescriptors(baseline);
+    assert.ok(now <= baseline + 1, `descriptors: ${baseline} before, ${now} after`);
+    assert.equal(await uploadFiles(reg.dataDir), files, "no upload file left behind");
+    // The session took none of the cut-off chunk and takes the next one at once.
+    const patch = await rawRequest(reg.url, `PATCH ${session} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello`, 3000);
+    assert.equal(patch.status, 202, patch.raw.slice(0, 300));
+    assert.match(patch.headers, /\r\nrange: 0-4\r\n/i);
+  });
+
+  it("a client that hangs up mid-body leaves the session as it was and no descriptor behind", async () => {
+    const session = await newSession();
+    const baseline = await settleDescriptors();
+    const held = await holdOpen(reg.url, Buffer.concat([Buffer.from(`PATCH ${session} HTTP/1.1\r\nHost: x\r\nContent-Length: ${8 * MiB}\r\n\r\n`), randomBytes(3 * MiB)]));
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    held.socket.destroy();
+    const now = await settleDescriptors(baseline);
+    assert.ok(now <= baseline, `descriptors: ${baseline} before, ${now} after`);
+    const patch = await rawRequest(reg.url, `PATCH ${session} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello`, 3000);
+    assert.equal(patch.status, 202, patch.raw.slice(0, 300));
+    assert.match(patch.headers, /\r\nrange: 0-4\r\n/i, "none of the cut-off chunk stayed");
+  });
+
+  it("bodies under 4 MiB and chunked bodies stream as before, on a connection that stays open", async () => {
+    for (const framing of ["length", "chunked"] as const) {
+      const body = randomBytes(framing === "length" ? 3 * MiB : 5 * MiB);
+      const digest = sha256(body);
+      const session = await newSession();
+      const head =
+        framing === "length"
+          ? `PUT ${session}?digest=${digest} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n`
+          : `PUT ${session}?digest=${digest} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n`;
+      const tail = framing === "length" ? "" : "\r\n0\r\n\r\n";
+      const res = await exchange(reg.url, [Buffer.concat([Buffer.from(head), body, Buffer.from(tail)])], 0, 1500);
+      assert.equal(res.status, 201, res.raw.slice(0, 300));
+      assert.doesNotMatch(res.raw, /\r\nconnection: close\r\n/i, `${framing}: kept alive`);
+      assert.equal(res.closedByServer, false, `${framing}: the connection stayed open`);
+      assert.equal(await blobDigest(digest), digest);
+    }
+  });
+});
