@@ -260,6 +260,43 @@ static napi_value throw_errno(napi_env env, const char *what, int err) {
 
 static int dup_cloexec(int fd) { return fcntl(fd, F_DUPFD_CLOEXEC, 3); }
 
+/* A detached thread with a small stack that never receives a signal (it inherits the full mask). 0 or an errno. */
+static int start_thread(void *(*body)(void *), void *arg) {
+  sigset_t all, previous;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &previous);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  pthread_t thread;
+  int err = pthread_create(&thread, &attr, body, arg);
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &previous, NULL);
+  return err;
+}
+
+/* Which kind of job a handle is, so a handle of one kind is refused by the other's cancel. */
+static const napi_type_tag TRANSFER_TAG = {0x6665727279736e64ULL, 0x0000000000000001ULL};
+static const napi_type_tag RECEIVE_TAG = {0x6665727279736e64ULL, 0x0000000000000002ULL};
+
+/* The job behind the handle passed as the only argument; NULL (with a TypeError thrown) for anything else. */
+static void *handle_arg(napi_env env, napi_callback_info info, const napi_type_tag *tag, const char *usage) {
+  size_t argc = 1;
+  napi_value arg;
+  void *data = NULL;
+  napi_valuetype type;
+  bool tagged = false;
+  if (napi_get_cb_info(env, info, &argc, &arg, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_typeof(env, arg, &type) != napi_ok || type != napi_external ||
+      napi_check_object_type_tag(env, arg, tag, &tagged) != napi_ok || !tagged ||
+      napi_get_value_external(env, arg, &data) != napi_ok || data == NULL) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  return data;
+}
+
 static napi_value Start(napi_env env, napi_callback_info info) {
   size_t argc = 7;
   napi_value a[7];
@@ -326,18 +363,7 @@ static napi_value Start(napi_env env, napi_callback_info info) {
     return NULL;
   }
 
-  /* The new thread inherits this mask: it never receives a signal. */
-  sigset_t all, previous;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &previous);
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 64 * 1024);
-  pthread_t thread;
-  int err = pthread_create(&thread, &attr, run, j);
-  pthread_attr_destroy(&attr);
-  pthread_sigmask(SIG_SETMASK, &previous, NULL);
+  int err = start_thread(run, j);
   if (err != 0) {
     close(j->out_fd);
     close(j->in_fd);
@@ -352,22 +378,16 @@ static napi_value Start(napi_env env, napi_callback_info info) {
     /* The transfer runs and reports anyway; it just cannot be cancelled. */
     job_unref(j);
     napi_get_undefined(env, &handle);
+  } else if (napi_type_tag_object(env, handle, &TRANSFER_TAG) != napi_ok) {
+    napi_get_undefined(env, &handle); /* the external's finalizer still drops its reference */
   }
   return handle;
 }
 
 static napi_value Cancel(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value arg, result;
-  void *data = NULL;
-  napi_valuetype type;
-  if (napi_get_cb_info(env, info, &argc, &arg, NULL, NULL) != napi_ok || argc < 1 ||
-      napi_typeof(env, arg, &type) != napi_ok || type != napi_external ||
-      napi_get_value_external(env, arg, &data) != napi_ok || data == NULL) {
-    napi_throw_type_error(env, NULL, "cancel(handle)");
-    return NULL;
-  }
-  job_t *j = data;
+  napi_value result;
+  job_t *j = handle_arg(env, info, &TRANSFER_TAG, "cancel(handle)");
+  if (j == NULL) return NULL;
   int acted = 0;
   pthread_mutex_lock(&j->lock);
   if (j->out_fd >= 0) {
@@ -540,17 +560,7 @@ static napi_value Receive(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "receive: cannot create the completion callback");
     return NULL;
   }
-  sigset_t all, previous;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &previous);
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 64 * 1024);
-  pthread_t thread;
-  int err = pthread_create(&thread, &attr, run_receive, j);
-  pthread_attr_destroy(&attr);
-  pthread_sigmask(SIG_SETMASK, &previous, NULL);
+  int err = start_thread(run_receive, j);
   if (err != 0) {
     close(j->fd);
     close(j->wake_fd);
@@ -563,23 +573,17 @@ static napi_value Receive(napi_env env, napi_callback_info info) {
   if (napi_create_external(env, j, finalize_receive, NULL, &handle) != napi_ok) {
     recv_job_unref(j);
     napi_get_undefined(env, &handle);
+  } else if (napi_type_tag_object(env, handle, &RECEIVE_TAG) != napi_ok) {
+    napi_get_undefined(env, &handle);
   }
   return handle;
 }
 
 /* cancelReceive(handle) -> boolean (true if the receive was still running). */
 static napi_value CancelReceive(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value arg, result;
-  void *data = NULL;
-  napi_valuetype type;
-  if (napi_get_cb_info(env, info, &argc, &arg, NULL, NULL) != napi_ok || argc < 1 ||
-      napi_typeof(env, arg, &type) != napi_ok || type != napi_external ||
-      napi_get_value_external(env, arg, &data) != napi_ok || data == NULL) {
-    napi_throw_type_error(env, NULL, "cancelReceive(handle)");
-    return NULL;
-  }
-  recv_job_t *j = data;
+  napi_value result;
+  recv_job_t *j = handle_arg(env, info, &RECEIVE_TAG, "cancelReceive(handle)");
+  if (j == NULL) return NULL;
   int acted = 0;
   pthread_mutex_lock(&j->lock);
   if (j->fd >= 0) {

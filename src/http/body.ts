@@ -179,18 +179,29 @@ export class GuardedBody extends Readable {
     const socket = req.socket as ParsedSocket;
     const total = declaredLength(req);
     // Node pauses a connection itself while responses are backed up (pipelining): leave that one alone.
-    if (this.handoff || this.failure || total !== expectedBytes || req.complete || req.destroyed || socket._paused) return null;
+    const handle = socket._handle;
+    if (this.handoff || this.failure || total !== expectedBytes || req.complete || req.destroyed || socket._paused || !handle) return null;
     // Node's own way to stop reading a connection its HTTP parser consumes (as for pipelined
     // requests): its readStart is a no-op while `_paused`, whoever resumes the request.
     socket._paused = true;
     socket.pause();
+    // And below that, at the handle: Node un-pauses `_paused` sockets itself when earlier responses
+    // drain, and a read from Node now would take body bytes from under the native receive.
+    const readStart = handle.readStart;
+    handle.readStart = () => 0;
+    const giveBack = (): void => {
+      delete handle.readStart;
+      if (handle.readStart !== readStart) handle.readStart = readStart;
+      handle.reading = false;
+      socket._paused = false;
+      if (!socket.destroyed) socket.resume();
+    };
     // A parse running now (we may be called from inside one) still delivers the rest of its read buffer.
     await new Promise<void>((resolveTurn) => setImmediate(resolveTurn));
     const parsed = this.received + req.readableLength;
     const fd = plainSocketFd(socket);
     if (this.failure || req.complete || req.destroyed || parsed >= total || fd === undefined) {
-      socket._paused = false;
-      socket.resume();
+      giveBack();
       return null;
     }
     options.onTaken();
@@ -207,11 +218,7 @@ export class GuardedBody extends Readable {
       // Once no receive runs, Node reads again: what still arrives is discarded with the request.
       release: () => {
         stop(clientClosed());
-        void (current?.done ?? Promise.resolve()).then(() => {
-          if (socket.destroyed) return;
-          socket._paused = false;
-          socket.resume();
-        });
+        void (current?.done ?? Promise.resolve()).then(giveBack);
       },
     });
     // Node closing the connection (shutdown, a linger running out) must end the receive: its thread holds a duplicate.
@@ -262,7 +269,11 @@ function declaredLength(req: IncomingMessage): number {
 }
 
 /** Node's HTTP server's flag on a connection whose reading it paused. */
-type ParsedSocket = Socket & { _paused?: boolean; parser?: unknown; _handle?: { fd?: number } | null };
+type ParsedSocket = Socket & {
+  _paused?: boolean;
+  parser?: unknown;
+  _handle?: { fd?: number; reading?: boolean; readStart?: () => number } | null;
+};
 
 /** The descriptor of a plain TCP connection Node's HTTP parser reads, undefined for anything else (TLS, a test's stream). */
 function plainSocketFd(socket: Socket): number | undefined {

@@ -165,5 +165,6 @@ export function startReceive(socketFd: number, target: Uint8Array, offset: numbe
   const done = new Promise<number>((resolveDone) => {
     handle = receive(socketFd, target, offset, length, idleTimeoutMs, (errno) => resolveDone(errno));
   });
-  return { done, cancel: () => void cancelReceive(handle) };
+  // No handle (the addon could not make one): the receive runs to its end or its timeout regardless.
+  return { done, cancel: () => void (handle !== undefined && cancelReceive(handle)) };
 }

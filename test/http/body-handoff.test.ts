@@ -13,7 +13,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { startTestRegistry, type TestRegistry } from "../helpers/registry.js";
-import { rawRequest, sha256, uid } from "./client.js";
+import { newUploadSession, rawRequest, sha256, uid } from "./client.js";
 import { exchange, holdOpen, settleDescriptors, uploadFiles } from "./raw-socket.js";
 import { nativeReceiveAvailable } from "../../src/native/addon.js";
 
@@ -33,10 +33,8 @@ after(async () => {
   await reg?.close();
 });
 
-async function newSession(): Promise<string> {
-  const start = await rawRequest(reg.url, `POST /v2/${repo}/blobs/uploads/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
-  assert.equal(start.status, 202, start.raw.slice(0, 200));
-  return /\r\nlocation: ([^\r]+)/i.exec(start.headers)![1]!;
+function newSession(): Promise<string> {
+  return newUploadSession(reg.url, repo);
 }
 
 async function blobDigest(digest: string): Promise<string | number> {

@@ -295,3 +295,12 @@ export function assertNoLeak(text: string, dataDir: string, context: string): vo
   assert.doesNotMatch(text, /\n\s+at .+\(.*:\d+:\d+\)/, `${context}: response contains a stack trace`);
   assert.doesNotMatch(text, /\.(?:ts|js):\d+/, `${context}: response names a source file`);
 }
+
+/** Opens an upload session in `repository` over a raw connection (no client pooling) and returns its Location. */
+export async function newUploadSession(base: string, repository: string): Promise<string> {
+  const start = await rawRequest(base, `POST /v2/${repository}/blobs/uploads/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+  if (start.status !== 202) throw new Error(`POST to start an upload: ${start.raw.slice(0, 200)}`);
+  const location = /\r\nlocation: ([^\r]+)/i.exec(start.headers)?.[1];
+  if (!location) throw new Error("no Location on the upload session");
+  return location;
+}

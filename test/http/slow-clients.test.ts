@@ -11,7 +11,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { startTestRegistry, type TestRegistry } from "../helpers/registry.js";
-import { OCI_MANIFEST, rawRequest, sha256, uid } from "./client.js";
+import { OCI_MANIFEST, newUploadSession, rawRequest, sha256, uid } from "./client.js";
 import { exchange, holdOpen, settleDescriptors, uploadFiles } from "./raw-socket.js";
 
 const IDLE_MS = 500;
@@ -29,10 +29,8 @@ after(async () => {
   await reg?.close();
 });
 
-async function newSession(): Promise<string> {
-  const start = await rawRequest(reg.url, `POST /v2/${repo}/blobs/uploads/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
-  assert.equal(start.status, 202, start.raw.slice(0, 200));
-  return /\r\nlocation: ([^\r]+)/i.exec(start.headers)![1]!;
+function newSession(): Promise<string> {
+  return newUploadSession(reg.url, repo);
 }
 
 /** The session takes a normal chunk at once (its lock is free) and reports `size` bytes before it. */

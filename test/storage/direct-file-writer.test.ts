@@ -19,6 +19,7 @@ import { OffThreadHashes } from "../../src/hashing/off-thread-hashes.js";
 import type { IncrementalHash } from "../../src/hashing/incremental-hash.js";
 import { chunkedReadable } from "../helpers/chunks.js";
 import { sha256 } from "../helpers/images.js";
+import { countingPool } from "../helpers/slab-pools.js";
 
 let dir: string;
 let directSupported = true;
@@ -106,23 +107,6 @@ describe("DirectFileWriter", () => {
   });
 });
 
-/** A pool over the shared aligned memory the registry uses, counting what is out. */
-function countingPool(slabs: number): SlabPool & { out: number } {
-  const inner = new AlignedSlabs(slabs);
-  const pool = {
-    out: 0,
-    take(): Buffer | undefined {
-      const slab = inner.take();
-      if (slab) pool.out++;
-      return slab;
-    },
-    give(slab: Buffer): void {
-      pool.out--;
-      inner.give(slab);
-    },
-  };
-  return pool;
-}
 
 describe("DirectFileWriter feeding a running hash from its slabs", () => {
   const hashes = new OffThreadHashes();

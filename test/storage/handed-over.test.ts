@@ -14,12 +14,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { PassThrough } from "node:stream";
-import { AlignedSlabs, SLAB_BYTES, type SlabPool } from "../../src/storage/aligned-slabs.js";
+import { SLAB_BYTES, type SlabPool } from "../../src/storage/aligned-slabs.js";
 import { DirectFileWriter } from "../../src/storage/direct-file-writer.js";
 import { writeHandedOver } from "../../src/storage/handed-over.js";
 import type { BodyHandoff } from "../../src/storage/body-handoff.js";
 import { OffThreadHashes } from "../../src/hashing/off-thread-hashes.js";
 import { sha256 } from "../helpers/images.js";
+import { countingPool } from "../helpers/slab-pools.js";
 
 let dir: string;
 let directSupported = true;
@@ -78,22 +79,6 @@ class BufferHandoff implements BodyHandoff {
   }
 }
 
-function countingPool(slabs: number): SlabPool & { out: number } {
-  const inner = new AlignedSlabs(slabs);
-  const pool = {
-    out: 0,
-    take(): Buffer | undefined {
-      const slab = inner.take();
-      if (slab) pool.out++;
-      return slab;
-    },
-    give(slab: Buffer): void {
-      pool.out--;
-      inner.give(slab);
-    },
-  };
-  return pool;
-}
 
 async function append(name: string, prefix: Buffer, rest: Buffer, pool: SlabPool, handoff = new BufferHandoff(prefix.length, rest), source = new PassThrough()) {
   const path = join(dir, name);
