@@ -57,12 +57,19 @@
  * 5. Signals. Node ignores SIGPIPE, send() is called with MSG_NOSIGNAL, and
  *    the thread is created with every signal blocked, so no signal is ever
  *    delivered to it.
- * 6. Lifetime. A job has two references: the thread's and the JS handle's.
- *    Completion goes through a napi_threadsafe_function (which also keeps the
- *    event loop alive while a transfer runs, as a pending socket write would);
- *    its callback drops the thread's reference, the handle's finalizer the
- *    other. Whichever is last frees the job. The copy buffer belongs to the
- *    thread alone and is freed before completion is reported.
+ * 6. Lifetime. A job has four references: the JS handle's, the completion
+ *    call's, the thread's and the teardown hook's. Completion goes through a
+ *    napi_threadsafe_function (which also keeps the event loop alive while a
+ *    transfer runs, as a pending socket write would); its callback drops the
+ *    call's reference and unregisters the hook, the handle's finalizer drops
+ *    the handle's, the thread drops its own as its very last step.
+ *    Whichever is last frees the job. The copy buffer belongs to the thread
+ *    alone and is freed before completion is reported.
+ * 6b. Teardown. When the JS environment goes away with a job still running
+ *    (a serving thread terminated after its drain deadline, the process
+ *    exiting), an environment cleanup hook cancels the job and waits for its
+ *    thread to end: the threadsafe function it would call, and for a receive
+ *    the memory it writes into, are freed with the environment.
  * 7. Short files. Either loop reaching end of file before the range ends
  *    reports EIO (never a hang, never bytes from beyond the range).
  */
@@ -93,6 +100,7 @@
 
 #define MAX_CHUNK ((size_t)1 << 30)
 #define MAX_COPY_BUFFER ((int64_t)64 << 20)
+#define DISCARD_BUFFER ((size_t)64 << 10)
 
 typedef struct {
   pthread_mutex_t lock;
@@ -107,14 +115,36 @@ typedef struct {
   atomic_int cancelled;
   atomic_int refs;
   napi_threadsafe_function tsfn;
+  pthread_cond_t ended_cond; /* signalled (under lock) once the thread is done with the job */
+  int ended;
+  int hooked; /* the teardown hook is registered and has not run (JS thread only) */
 } job_t;
 
 static void job_unref(job_t *j) {
   if (atomic_fetch_sub(&j->refs, 1) == 1) {
+    pthread_cond_destroy(&j->ended_cond);
     pthread_mutex_destroy(&j->lock);
     free(j);
   }
 }
+
+/* The thread's last touch of a job: tells a waiting teardown hook, drops its reference. */
+#define THREAD_ENDED(j, unref)             \
+  do {                                     \
+    pthread_mutex_lock(&(j)->lock);        \
+    (j)->ended = 1;                        \
+    pthread_cond_broadcast(&(j)->ended_cond); \
+    pthread_mutex_unlock(&(j)->lock);      \
+    unref(j);                              \
+  } while (0)
+
+/* A teardown hook's wait: until the job's thread no longer touches the job, its buffer or the JS environment. */
+#define WAIT_ENDED(j)                                                \
+  do {                                                               \
+    pthread_mutex_lock(&(j)->lock);                                  \
+    while (!(j)->ended) pthread_cond_wait(&(j)->ended_cond, &(j)->lock); \
+    pthread_mutex_unlock(&(j)->lock);                                \
+  } while (0)
 
 static int64_t now_ms(void) {
   struct timespec ts;
@@ -227,13 +257,36 @@ static void *run(void *arg) {
   napi_threadsafe_function tsfn = j->tsfn;
   if (napi_call_threadsafe_function(tsfn, j, napi_tsfn_blocking) != napi_ok) job_unref(j);
   napi_release_threadsafe_function(tsfn, napi_tsfn_release);
+  THREAD_ENDED(j, job_unref);
   return NULL;
+}
+
+/*
+ * The JS environment is going away (a serving thread terminated, the process
+ * exiting) while the transfer runs: stop it and wait for its thread, which
+ * would otherwise call into a freed threadsafe function.
+ */
+static void teardown_transfer(void *arg) {
+  job_t *j = arg;
+  j->hooked = 0;
+  pthread_mutex_lock(&j->lock);
+  atomic_store(&j->cancelled, 1);
+  if (j->out_fd >= 0) shutdown(j->out_fd, SHUT_RDWR);
+  pthread_mutex_unlock(&j->lock);
+  WAIT_ENDED(j);
+  job_unref(j); /* the hook's reference */
 }
 
 /* Runs on the JS thread (or with env == NULL while the environment is torn down). */
 static void call_done(napi_env env, napi_value done, void *context, void *data) {
   (void)context;
   job_t *j = data;
+  /* With env NULL the environment is being torn down and the hook already ran (and dropped its reference). */
+  if (env != NULL && j->hooked) {
+    j->hooked = 0;
+    napi_remove_env_cleanup_hook(env, teardown_transfer, j);
+    job_unref(j);
+  }
   if (env != NULL && done != NULL) {
     napi_value argv[3], recv;
     napi_create_int32(env, j->err, &argv[0]);
@@ -326,8 +379,10 @@ static napi_value Start(napi_env env, napi_callback_info info) {
   job_t *j = calloc(1, sizeof *j);
   if (j == NULL) return throw_errno(env, "start", ENOMEM);
   pthread_mutex_init(&j->lock, NULL);
+  pthread_cond_init(&j->ended_cond, NULL);
   atomic_init(&j->cancelled, 0);
-  atomic_init(&j->refs, 2);
+  /* The JS handle's, the completion call's, the thread's and the teardown hook's. */
+  atomic_init(&j->refs, 4);
   j->offset = offset;
   j->remaining = length;
   j->idle_ms = idle;
@@ -363,8 +418,11 @@ static napi_value Start(napi_env env, napi_callback_info info) {
     return NULL;
   }
 
+  j->hooked = napi_add_env_cleanup_hook(env, teardown_transfer, j) == napi_ok;
+  if (!j->hooked) atomic_fetch_sub(&j->refs, 1);
   int err = start_thread(run, j);
   if (err != 0) {
+    if (j->hooked) napi_remove_env_cleanup_hook(env, teardown_transfer, j);
     close(j->out_fd);
     close(j->in_fd);
     napi_release_threadsafe_function(j->tsfn, napi_tsfn_abort);
@@ -409,6 +467,11 @@ static napi_value Cancel(napi_env env, napi_callback_info info) {
  * ECONNRESET = the peer closed first; ETIMEDOUT = no byte for idleTimeoutMs;
  * ECANCELED = cancel(handle) ran.
  *
+ * With `target` null it reads and throws away up to `length` bytes instead,
+ * through a 64 KiB buffer of the thread's, and the peer closing is a normal
+ * end (errno 0): a lingering close, so a client still sending reads our
+ * answer rather than a reset, and Node's parser never sees those bytes.
+ *
  * Why: Node's HTTP parser reads a body 64 KiB at a time on the event loop and
  * copies every chunk into a fresh buffer, which storage then copies again
  * into its aligned slab: at 8 concurrent 100 MiB pushes the event loop was
@@ -431,7 +494,8 @@ typedef struct {
   pthread_mutex_t lock;
   int fd;        /* our duplicate of the socket; -1 once closed (under lock) */
   int wake_fd;   /* eventfd cancelReceive() writes to; closed with fd */
-  char *target;  /* where the bytes go */
+  char *target;  /* where the bytes go; NULL = discard them (into `scratch`) */
+  char *scratch; /* discard mode: the thread's buffer, freed by it */
   int64_t remaining, received;
   int idle_ms;
   int err;
@@ -439,13 +503,36 @@ typedef struct {
   atomic_int refs;
   napi_ref keep; /* the target's array, held until done() */
   napi_threadsafe_function tsfn;
+  pthread_cond_t ended_cond;
+  int ended;
+  int hooked;
 } recv_job_t;
 
 static void recv_job_unref(recv_job_t *j) {
   if (atomic_fetch_sub(&j->refs, 1) == 1) {
+    pthread_cond_destroy(&j->ended_cond);
     pthread_mutex_destroy(&j->lock);
     free(j);
   }
+}
+
+static void wake_receive(recv_job_t *j) {
+  atomic_store(&j->cancelled, 1);
+  uint64_t one = 1;
+  /* Wakes a waiting poll; cannot fail short of the counter overflowing. */
+  ssize_t woke = write(j->wake_fd, &one, sizeof one);
+  (void)woke;
+}
+
+/* As teardown_transfer: the target's memory and the threadsafe function go with the environment. */
+static void teardown_receive(void *arg) {
+  recv_job_t *j = arg;
+  j->hooked = 0;
+  pthread_mutex_lock(&j->lock);
+  if (j->fd >= 0) wake_receive(j);
+  pthread_mutex_unlock(&j->lock);
+  WAIT_ENDED(j);
+  recv_job_unref(j);
 }
 
 static int receive_all(recv_job_t *j) {
@@ -453,14 +540,16 @@ static int receive_all(recv_job_t *j) {
   while (j->remaining > 0) {
     if (atomic_load(&j->cancelled)) return ECANCELED;
     size_t want = (uint64_t)j->remaining > MAX_CHUNK ? MAX_CHUNK : (size_t)j->remaining;
-    ssize_t n = recv(j->fd, j->target + j->received, want, 0);
+    if (j->target == NULL && want > DISCARD_BUFFER) want = DISCARD_BUFFER;
+    ssize_t n = recv(j->fd, j->target != NULL ? j->target + j->received : j->scratch, want, 0);
     if (n > 0) {
       j->received += n;
       j->remaining -= n;
       last_progress = now_ms();
       continue;
     }
-    if (n == 0) return ECONNRESET; /* the peer closed before the body ended */
+    /* The peer closed: before the body ended, or (discarding) what a lingering close waits for. */
+    if (n == 0) return j->target != NULL ? ECONNRESET : 0;
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) return errno;
     int64_t left = (int64_t)j->idle_ms - (now_ms() - last_progress);
@@ -475,6 +564,8 @@ static int receive_all(recv_job_t *j) {
 static void *run_receive(void *arg) {
   recv_job_t *j = arg;
   int err = receive_all(j);
+  free(j->scratch);
+  j->scratch = NULL;
   if (err != 0 && atomic_load(&j->cancelled)) err = ECANCELED;
   j->err = err;
   pthread_mutex_lock(&j->lock);
@@ -486,6 +577,7 @@ static void *run_receive(void *arg) {
   napi_threadsafe_function tsfn = j->tsfn;
   if (napi_call_threadsafe_function(tsfn, j, napi_tsfn_blocking) != napi_ok) recv_job_unref(j);
   napi_release_threadsafe_function(tsfn, napi_tsfn_release);
+  THREAD_ENDED(j, recv_job_unref);
   return NULL;
 }
 
@@ -493,7 +585,12 @@ static void call_received(napi_env env, napi_value done, void *context, void *da
   (void)context;
   recv_job_t *j = data;
   if (env != NULL) {
-    napi_delete_reference(env, j->keep);
+    if (j->hooked) {
+      j->hooked = 0;
+      napi_remove_env_cleanup_hook(env, teardown_receive, j);
+      recv_job_unref(j);
+    }
+    if (j->keep != NULL) napi_delete_reference(env, j->keep);
     if (done != NULL) {
       napi_value argv[2], recv;
       napi_create_int32(env, j->err, &argv[0]);
@@ -521,24 +618,37 @@ static napi_value Receive(napi_env env, napi_callback_info info) {
   int32_t sock, idle;
   int64_t offset, length;
   napi_valuetype done_type;
+  napi_valuetype target_type = napi_undefined;
   if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 6 ||
-      napi_get_value_int32(env, a[0], &sock) != napi_ok ||
-      napi_is_typedarray(env, a[1], &typed) != napi_ok || !typed ||
-      napi_get_typedarray_info(env, a[1], &type, &target_length, &target, &ab, &byte_offset) != napi_ok ||
-      type != napi_uint8_array || napi_get_value_int64(env, a[2], &offset) != napi_ok ||
+      napi_typeof(env, a[1], &target_type) != napi_ok) target_type = napi_undefined;
+  bool discard = target_type == napi_null;
+  if (target_type == napi_undefined || napi_get_value_int32(env, a[0], &sock) != napi_ok ||
+      (!discard && (napi_is_typedarray(env, a[1], &typed) != napi_ok || !typed ||
+                    napi_get_typedarray_info(env, a[1], &type, &target_length, &target, &ab, &byte_offset) != napi_ok ||
+                    type != napi_uint8_array)) ||
+      napi_get_value_int64(env, a[2], &offset) != napi_ok ||
       napi_get_value_int64(env, a[3], &length) != napi_ok || napi_get_value_int32(env, a[4], &idle) != napi_ok ||
       napi_typeof(env, a[5], &done_type) != napi_ok || done_type != napi_function || sock < 0 || idle <= 0 ||
-      offset < 0 || length <= 0 || (uint64_t)offset > target_length || (uint64_t)length > target_length - (size_t)offset) {
-    napi_throw_type_error(env, NULL, "receive(socketFd, target: Uint8Array, offset, length > 0 (fitting), idleTimeoutMs > 0, done)");
+      offset < 0 || length <= 0 ||
+      (!discard && ((uint64_t)offset > target_length || (uint64_t)length > target_length - (size_t)offset))) {
+    napi_throw_type_error(env, NULL, "receive(socketFd, target: Uint8Array | null, offset, length > 0 (fitting), idleTimeoutMs > 0, done)");
     return NULL;
   }
   recv_job_t *j = calloc(1, sizeof *j);
   if (j == NULL) return throw_errno(env, "receive", ENOMEM);
   pthread_mutex_init(&j->lock, NULL);
+  pthread_cond_init(&j->ended_cond, NULL);
   atomic_init(&j->cancelled, 0);
-  atomic_init(&j->refs, 2);
-  j->target = (char *)target + offset;
+  /* The JS handle's, the completion call's, the thread's and the teardown hook's. */
+  atomic_init(&j->refs, 4);
+  j->target = discard ? NULL : (char *)target + offset;
   j->remaining = length;
+  if (discard && (j->scratch = malloc(DISCARD_BUFFER)) == NULL) {
+    pthread_cond_destroy(&j->ended_cond);
+    pthread_mutex_destroy(&j->lock);
+    free(j);
+    return throw_errno(env, "receive", ENOMEM);
+  }
   j->idle_ms = idle;
   j->fd = dup_cloexec(sock);
   j->wake_fd = j->fd < 0 ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -546,27 +656,33 @@ static napi_value Receive(napi_env env, napi_callback_info info) {
     int err = errno;
     if (j->fd >= 0) close(j->fd);
     pthread_mutex_destroy(&j->lock);
+    free(j->scratch);
     free(j);
     return throw_errno(env, "receive", err);
   }
   napi_create_string_utf8(env, "ferry_receive", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_reference(env, a[1], 1, &j->keep) != napi_ok ||
+  if ((!discard && napi_create_reference(env, a[1], 1, &j->keep) != napi_ok) ||
       napi_create_threadsafe_function(env, a[5], NULL, name, 0, 1, NULL, NULL, NULL, call_received, &j->tsfn) != napi_ok) {
     if (j->keep != NULL) napi_delete_reference(env, j->keep);
     close(j->fd);
     close(j->wake_fd);
     pthread_mutex_destroy(&j->lock);
+    free(j->scratch);
     free(j);
     napi_throw_error(env, NULL, "receive: cannot create the completion callback");
     return NULL;
   }
+  j->hooked = napi_add_env_cleanup_hook(env, teardown_receive, j) == napi_ok;
+  if (!j->hooked) atomic_fetch_sub(&j->refs, 1);
   int err = start_thread(run_receive, j);
   if (err != 0) {
+    if (j->hooked) napi_remove_env_cleanup_hook(env, teardown_receive, j);
     close(j->fd);
     close(j->wake_fd);
-    napi_delete_reference(env, j->keep);
+    if (j->keep != NULL) napi_delete_reference(env, j->keep);
     napi_release_threadsafe_function(j->tsfn, napi_tsfn_abort);
     pthread_mutex_destroy(&j->lock);
+    free(j->scratch);
     free(j);
     return throw_errno(env, "pthread_create", err);
   }
@@ -587,11 +703,7 @@ static napi_value CancelReceive(napi_env env, napi_callback_info info) {
   int acted = 0;
   pthread_mutex_lock(&j->lock);
   if (j->fd >= 0) {
-    atomic_store(&j->cancelled, 1);
-    uint64_t one = 1;
-    /* Wakes a waiting poll; cannot fail short of the counter overflowing. */
-    ssize_t woke = write(j->wake_fd, &one, sizeof one);
-    (void)woke;
+    wake_receive(j);
     acted = 1;
   }
   pthread_mutex_unlock(&j->lock);

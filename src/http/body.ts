@@ -14,11 +14,11 @@
  */
 import { Readable } from "node:stream";
 import type { IncomingMessage } from "node:http";
-import type { Socket } from "node:net";
 import { constants as osConstants } from "node:os";
 import { RegistryError, type ErrorCode } from "../oci/errors.js";
 import { bodyBytesReceived } from "../memory/body-collections.js";
-import { nativeReceiveAvailable, startReceive, type NativeReceive } from "../native/addon.js";
+import { nativeReceiveAvailable } from "../native/addon.js";
+import { TakenConnection, plainSocketFd } from "./taken-connection.js";
 import { offerHandoff, type BodyHandoff } from "../storage/body-handoff.js";
 
 /** Raised on a body that went quiet; the dispatcher answers it with 408. */
@@ -59,7 +59,7 @@ export class GuardedBody extends Readable {
   private delivering = false;
   /** Body bytes this stream took from the request. */
   private received = 0;
-  /** Set once the body was handed over: `whole` once every byte of it is in, `release` gives the connection back to Node. */
+  /** Set once the body was handed over (see HandoffState). */
   private handoff: HandoffState | null = null;
 
   constructor(
@@ -176,69 +176,55 @@ export class GuardedBody extends Readable {
    */
   private async takeOver(expectedBytes: number, options: HandoffOptions): Promise<BodyHandoff | null> {
     const req = this.req;
-    const socket = req.socket as ParsedSocket;
     const total = declaredLength(req);
-    // Node pauses a connection itself while responses are backed up (pipelining): leave that one alone.
-    const handle = socket._handle;
-    if (this.handoff || this.failure || total !== expectedBytes || req.complete || req.destroyed || socket._paused || !handle) return null;
-    // Node's own way to stop reading a connection its HTTP parser consumes (as for pipelined
-    // requests): its readStart is a no-op while `_paused`, whoever resumes the request.
-    socket._paused = true;
-    socket.pause();
-    // And below that, at the handle: Node un-pauses `_paused` sockets itself when earlier responses
-    // drain, and a read from Node now would take body bytes from under the native receive.
-    const readStart = handle.readStart;
-    handle.readStart = () => 0;
-    const giveBack = (): void => {
-      delete handle.readStart;
-      if (handle.readStart !== readStart) handle.readStart = readStart;
-      handle.reading = false;
-      socket._paused = false;
-      if (!socket.destroyed) socket.resume();
-    };
+    if (this.handoff || this.failure || total !== expectedBytes || req.complete || req.destroyed) return null;
+    const connection = TakenConnection.take(req.socket);
+    if (!connection) return null;
     // A parse running now (we may be called from inside one) still delivers the rest of its read buffer.
     await new Promise<void>((resolveTurn) => setImmediate(resolveTurn));
     const parsed = this.received + req.readableLength;
-    const fd = plainSocketFd(socket);
-    if (this.failure || req.complete || req.destroyed || parsed >= total || fd === undefined) {
-      giveBack();
+    if (this.failure || req.complete || req.destroyed || parsed >= total) {
+      connection.giveBack();
       return null;
     }
     options.onTaken();
     let left = total - parsed;
-    let current: NativeReceive | null = null;
     let stopped: Error | null = null;
     const stop = (reason: Error): void => {
       stopped ??= reason;
-      current?.cancel();
+      connection.cancel();
     };
     const state: HandoffState = (this.handoff = {
       whole: false,
       stop,
-      // Once no receive runs, Node reads again: what still arrives is discarded with the request.
       release: () => {
         stop(clientClosed());
-        void (current?.done ?? Promise.resolve()).then(giveBack);
+        connection.linger(left, options.idleMs);
       },
     });
-    // Node closing the connection (shutdown, a linger running out) must end the receive: its thread holds a duplicate.
-    socket.once("close", () => stop(clientClosed()));
     return {
       streamed: parsed,
       remaining: left,
       receive: async (target, offset, length) => {
-        if (current) throw new Error("one receive at a time");
         if (length <= 0 || length > left) throw new RangeError(`receive ${length} of ${left} bytes left`);
         if (stopped) throw stopped;
-        const job = (current = startReceive(fd, target, offset, length, options.idleMs));
-        const errno = await job.done;
-        current = null;
+        let errno: number;
+        try {
+          errno = await connection.receive(target, offset, length, options.idleMs);
+        } catch {
+          // No descriptor or thread to spare right now: our limit, not the client's fault.
+          const busy = new RegistryError("UNAVAILABLE", "the registry could not take this upload's body right now; retry later", { status: 503 });
+          this.fail(busy);
+          throw busy;
+        }
         if (errno === 0 && !stopped) {
           left -= length;
           if (left === 0) {
             state.whole = true;
             this.detach();
             this.push(null);
+            // Whatever the client sends after the body is read and dropped until it closes.
+            connection.linger(0, options.idleMs);
           }
           return;
         }
@@ -251,15 +237,6 @@ export class GuardedBody extends Readable {
   }
 }
 
-interface HandoffState {
-  /** Every byte of the body is in. */
-  whole: boolean;
-  /** Ends a receive in flight with `reason`, and refuses further ones. */
-  stop: (reason: Error) => void;
-  /** Stops receiving and, once no receive runs, lets Node read (and discard) what still arrives. */
-  release: () => void;
-}
-
 /** The Content-Length of a request, -1 when it has none (chunked or no body). */
 function declaredLength(req: IncomingMessage): number {
   const header = req.headers["content-length"];
@@ -268,18 +245,13 @@ function declaredLength(req: IncomingMessage): number {
   return Number.isSafeInteger(length) ? length : -1;
 }
 
-/** Node's HTTP server's flag on a connection whose reading it paused. */
-type ParsedSocket = Socket & {
-  _paused?: boolean;
-  parser?: unknown;
-  _handle?: { fd?: number; reading?: boolean; readStart?: () => number } | null;
-};
-
-/** The descriptor of a plain TCP connection Node's HTTP parser reads, undefined for anything else (TLS, a test's stream). */
-function plainSocketFd(socket: Socket): number | undefined {
-  const parsed = socket as ParsedSocket & { encrypted?: boolean };
-  const fd = parsed._handle?.fd;
-  return parsed.encrypted || !parsed.parser || typeof fd !== "number" || fd < 0 ? undefined : fd;
+interface HandoffState {
+  /** Every byte of the body is in. */
+  whole: boolean;
+  /** Ends a receive in flight with `reason`, and refuses further ones. */
+  stop: (reason: Error) => void;
+  /** Stops receiving; the rest of what the client sends is read and dropped until it closes. */
+  release: () => void;
 }
 
 export interface BodyWatch {

@@ -22,7 +22,7 @@ export interface NativeAddon {
   /** memcpy of `source` into `target` at `offset`; absent from addons built before it was added. */
   copyInto?(target: Uint8Array, offset: number, source: Uint8Array): number;
   /** Absent from addons built before request bodies could be received natively. */
-  receive?(socketFd: number, target: Uint8Array, offset: number, length: number, idleTimeoutMs: number, done: (errno: number, bytes: number) => void): unknown;
+  receive?(socketFd: number, target: Uint8Array | null, offset: number, length: number, idleTimeoutMs: number, done: (errno: number, bytes: number) => void): unknown;
   cancelReceive?(handle: unknown): boolean;
   /** Absent from addons built before `ferry serve` had threads. */
   listenReusePort?(address: string, port: number, backlog: number, exclusive: boolean): number;
@@ -151,20 +151,31 @@ export function nativeReceiveAvailable(): boolean {
 }
 
 /**
+ * Reads and throws away up to `maxBytes` from the connection `socketFd` on a
+ * thread of the addon's, until the peer closes (a normal end: errno 0), no
+ * byte came for `idleTimeoutMs`, or it is cancelled. It holds a duplicate of
+ * the descriptor, so the connection stays open until it ends even after Node
+ * closed its own: a lingering close.
+ */
+export function startDiscard(socketFd: number, maxBytes: number, idleTimeoutMs: number): NativeReceive {
+  return startReceive(socketFd, null, 0, maxBytes, idleTimeoutMs);
+}
+
+/**
  * Reads exactly `length` bytes from the connection `socketFd` into
  * target[offset, offset + length) on a thread of the addon's (see Receive in
  * the C source); no byte past them is read. Node must not read the socket
  * meanwhile, and `target` must not be reused before `done` settled.
  * Throws when the addon lacks it (check nativeReceiveAvailable first).
  */
-export function startReceive(socketFd: number, target: Uint8Array, offset: number, length: number, idleTimeoutMs: number): NativeReceive {
+export function startReceive(socketFd: number, target: Uint8Array | null, offset: number, length: number, idleTimeoutMs: number): NativeReceive {
   const state = loadNativeAddon();
   if (!("addon" in state) || !state.addon.receive || !state.addon.cancelReceive) throw new Error("native receive is not available");
   const { receive, cancelReceive } = state.addon;
-  let handle: unknown;
-  const done = new Promise<number>((resolveDone) => {
-    handle = receive(socketFd, target, offset, length, idleTimeoutMs, (errno) => resolveDone(errno));
-  });
+  let resolveDone: (errno: number) => void = () => undefined;
+  const done = new Promise<number>((resolve) => (resolveDone = resolve));
+  // Throws (no descriptor, no thread) before anything is read; the timeout is a C int.
+  const handle = receive(socketFd, target, offset, length, Math.min(Math.max(Math.round(idleTimeoutMs), 1), 2 ** 31 - 1), (errno) => resolveDone(errno));
   // No handle (the addon could not make one): the receive runs to its end or its timeout regardless.
   return { done, cancel: () => void (handle !== undefined && cancelReceive(handle)) };
 }

@@ -31,6 +31,8 @@ import { copyIntoShared } from "../native/addon.js";
 /** Block size every direct write is a multiple of (the largest logical block size in common use). */
 export const DIRECT_ALIGN = 4096;
 const MAX_IN_FLIGHT = 2;
+/** What a handed-over body is received in when no slab is free (receive()). */
+const UNALIGNED_PIECE = 64 * 1024;
 
 type Callback = (error?: Error | null) => void;
 
@@ -109,7 +111,8 @@ export class DirectFileWriter extends Writable {
         this.filled = 0;
       }
       const slab = this.slab;
-      const n = Math.min(slab ? SLAB_BYTES - this.filled : SLAB_BYTES, left);
+      // Without a slab, pieces the size of a streamed body's chunks: a slow client must not hold more.
+      const n = Math.min(slab ? SLAB_BYTES - this.filled : UNALIGNED_PIECE, left);
       const tooMany = count(n);
       if (tooMany) throw tooMany;
       if (slab) {

@@ -16,6 +16,7 @@ import { startTestRegistry, type TestRegistry } from "../helpers/registry.js";
 import { newUploadSession, rawRequest, sha256, uid } from "./client.js";
 import { exchange, holdOpen, settleDescriptors, uploadFiles } from "./raw-socket.js";
 import { nativeReceiveAvailable } from "../../src/native/addon.js";
+import { MAX_TAKEN } from "../../src/http/taken-connection.js";
 
 const IDLE_MS = 600;
 const MiB = 1024 * 1024;
@@ -149,6 +150,31 @@ describe("a large body handed over to storage", { skip }, () => {
     assert.match(patch.headers, /\r\nrange: 0-4\r\n/i, "none of the cut-off chunk stayed");
   });
 
+  it(`at most ${MAX_TAKEN} bodies are handed over at once; the next ones stream as before`, async () => {
+    const baseline = await settleDescriptors();
+    const held = [];
+    for (let i = 0; i < MAX_TAKEN; i++) {
+      const session = await newSession();
+      held.push(await holdOpen(reg.url, `PATCH ${session} HTTP/1.1\r\nHost: x\r\nContent-Length: ${5 * MiB}\r\n\r\nx`));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const body = randomBytes(5 * MiB);
+    const digest = sha256(body);
+    const session = await newSession();
+    const res = await exchange(reg.url, [Buffer.from(`PUT ${session}?digest=${digest} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n`), body], 0, 1500);
+    assert.equal(res.status, 201, res.raw.slice(0, 300));
+    assert.doesNotMatch(res.raw, /\r\nconnection: close\r\n/i, "streamed: the connection stays open");
+    assert.equal(await blobDigest(digest), digest);
+    for (const connection of held) connection.socket.destroy();
+    const now = await settleDescriptors(baseline);
+    assert.ok(now <= baseline, `descriptors: ${baseline} before, ${now} after`);
+    // Handoffs are counted back: the next large body is handed over again.
+    const again = randomBytes(5 * MiB);
+    const next = await exchange(reg.url, [Buffer.from(`PUT ${await newSession()}?digest=${sha256(again)} HTTP/1.1\r\nHost: x\r\nContent-Length: ${again.length}\r\n\r\n`), again], 0, 15_000);
+    assert.equal(next.status, 201, next.raw.slice(0, 300));
+    assert.match(next.raw, /\r\nconnection: close\r\n/i);
+  });
+
   it("bodies under 4 MiB and chunked bodies stream as before, on a connection that stays open", async () => {
     for (const framing of ["length", "chunked"] as const) {
       const body = randomBytes(framing === "length" ? 3 * MiB : 5 * MiB);
@@ -164,6 +190,22 @@ describe("a large body handed over to storage", { skip }, () => {
       assert.doesNotMatch(res.raw, /\r\nconnection: close\r\n/i, `${framing}: kept alive`);
       assert.equal(res.closedByServer, false, `${framing}: the connection stayed open`);
       assert.equal(await blobDigest(digest), digest);
+    }
+  });
+});
+
+describe("an idle timeout longer than a C int of milliseconds", { skip }, () => {
+  it("still hands bodies over (the native receive takes the longest timeout it can)", async () => {
+    const long = await startTestRegistry({ http: { requestIdleTimeout: "30d" } });
+    try {
+      const body = randomBytes(5 * MiB);
+      const digest = sha256(body);
+      const session = await newUploadSession(long.url, uid("handoff/"));
+      const res = await exchange(long.url, [Buffer.from(`PUT ${session}?digest=${digest} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n`), body], 0, 15_000);
+      assert.equal(res.status, 201, res.raw.slice(0, 300));
+      assert.match(res.raw, /\r\nconnection: close\r\n/i);
+    } finally {
+      await long.close();
     }
   });
 });

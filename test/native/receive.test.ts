@@ -123,3 +123,40 @@ test("bad arguments throw before anything starts", { skip }, () => {
   assert.throws(() => receive(0, new Uint8Array(8), 0, 8, 0, done), TypeError, "no idle timeout");
   assert.throws(() => receive(0, Buffer.alloc(8).buffer as unknown as Uint8Array, 0, 8, 1000, done), TypeError, "not a Uint8Array");
 });
+
+test("discard (target null) reads and drops bytes until the peer closes, which is a normal end", { skip }, async () => {
+  const p = await pair();
+  const job = startReceive(p.fd, null, 0, 10 * 1024 * 1024, 5000);
+  p.client.write(randomBytes(300 * 1024));
+  setTimeout(() => p.client.end(), 50);
+  assert.equal(await job.done, 0);
+  close(p);
+});
+
+test("a serving thread terminated mid-receive: the receive is stopped with it and the process lives on", { skip }, async () => {
+  const { Worker } = await import("node:worker_threads");
+  const addonUrl = new URL("../../src/native/addon.js", import.meta.url).href;
+  const source = `
+    import { parentPort } from "node:worker_threads";
+    import { createServer, connect } from "node:net";
+    import { startReceive } from ${JSON.stringify(addonUrl)};
+    const listener = createServer({ pauseOnConnect: true });
+    listener.listen(0, "127.0.0.1", () => {
+      listener.once("connection", (server) => {
+        // Nothing is ever sent: the receive waits in poll, writing into this thread's memory when bytes come.
+        startReceive(server._handle.fd, new Uint8Array(1024), 0, 1024, 400);
+        parentPort.postMessage("receiving");
+      });
+      connect(listener.address().port, "127.0.0.1");
+    });
+  `;
+  const worker = new Worker(new URL(`data:text/javascript,${encodeURIComponent(source)}`));
+  await new Promise<void>((resolve, reject) => {
+    worker.once("message", () => resolve());
+    worker.once("error", reject);
+  });
+  await worker.terminate();
+  // Past the receive's idle timeout: a thread left running would now report into the freed environment.
+  await new Promise((resolve) => setTimeout(resolve, 700));
+  assert.ok(true, "still alive");
+});
