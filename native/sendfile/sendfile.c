@@ -253,10 +253,11 @@ static void *run(void *arg) {
   close(j->in_fd);
   j->in_fd = -1;
   pthread_mutex_unlock(&j->lock);
-  /* j may be freed as soon as the call is queued: keep the tsfn in a local. */
+  /* The completion call's reference may be dropped as soon as it is queued: keep the tsfn in a local. */
   napi_threadsafe_function tsfn = j->tsfn;
+  /* napi_closing: the environment is going away and the function may be gone; only drop the call's reference. */
   if (napi_call_threadsafe_function(tsfn, j, napi_tsfn_blocking) != napi_ok) job_unref(j);
-  napi_release_threadsafe_function(tsfn, napi_tsfn_release);
+  else napi_release_threadsafe_function(tsfn, napi_tsfn_release);
   THREAD_ENDED(j, job_unref);
   return NULL;
 }
@@ -576,7 +577,7 @@ static void *run_receive(void *arg) {
   pthread_mutex_unlock(&j->lock);
   napi_threadsafe_function tsfn = j->tsfn;
   if (napi_call_threadsafe_function(tsfn, j, napi_tsfn_blocking) != napi_ok) recv_job_unref(j);
-  napi_release_threadsafe_function(tsfn, napi_tsfn_release);
+  else napi_release_threadsafe_function(tsfn, napi_tsfn_release);
   THREAD_ENDED(j, recv_job_unref);
   return NULL;
 }

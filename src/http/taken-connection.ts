@@ -31,7 +31,7 @@ let taken = 0;
 /** Node's HTTP server's flag on a connection whose reading it paused, and the libuv handle. */
 export type ParsedSocket = Socket & {
   _paused?: boolean;
-  parser?: unknown;
+  parser?: { resume?: () => void } | null;
   encrypted?: boolean;
   _handle?: { fd?: number; reading?: boolean; readStart?: () => number } | null;
 };
@@ -88,6 +88,8 @@ export class TakenConnection {
     this.restoreReadStart();
     this.socket._paused = false;
     if (!this.socket.destroyed) {
+      // As Node's socketOnDrain does: a parse that ran while `_paused` was set paused the parser too.
+      this.socket.parser?.resume?.();
       // As Node's onSocketResume would: resume() alone does nothing if the stream already flows.
       this.handle.reading = true;
       this.handle.readStart?.();
@@ -111,6 +113,8 @@ export class TakenConnection {
       return await job.done;
     } finally {
       this.current = null;
+      // Node may have closed the connection meanwhile (its close waited for this receive to count it back).
+      this.settle();
     }
   }
 

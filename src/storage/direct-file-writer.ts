@@ -31,8 +31,12 @@ import { copyIntoShared } from "../native/addon.js";
 /** Block size every direct write is a multiple of (the largest logical block size in common use). */
 export const DIRECT_ALIGN = 4096;
 const MAX_IN_FLIGHT = 2;
-/** What a handed-over body is received in when no slab is free (receive()). */
-const UNALIGNED_PIECE = 64 * 1024;
+/**
+ * What a handed-over body is received in when no slab is free (receive()):
+ * each piece is a thread start in the addon, so not a streamed chunk's 64 KiB
+ * (1,600 per 100 MiB), but not a slab's worth of ordinary memory per slow client either.
+ */
+const UNALIGNED_PIECE = 256 * 1024;
 
 type Callback = (error?: Error | null) => void;
 
@@ -111,7 +115,6 @@ export class DirectFileWriter extends Writable {
         this.filled = 0;
       }
       const slab = this.slab;
-      // Without a slab, pieces the size of a streamed body's chunks: a slow client must not hold more.
       const n = Math.min(slab ? SLAB_BYTES - this.filled : UNALIGNED_PIECE, left);
       const tooMany = count(n);
       if (tooMany) throw tooMany;
