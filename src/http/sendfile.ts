@@ -218,7 +218,8 @@ async function send(res: ServerResponse, request: NativeTransferRequest): Promis
   else stats.startedSendfile++;
   // Node closed its descriptor (client gone, destroy, closeAllConnections):
   // the addon's duplicate would keep the connection open, so stop it now.
-  const cancel = () => addon.cancel(handle);
+  // No handle (the addon could not make one, out of memory): the transfer still ends, by its idle timeout at worst.
+  const cancel = () => void (handle !== undefined && addon.cancel(handle));
   socket.once("close", cancel);
   const { errno, bytes, partialWrites } = await result;
   socket.off("close", cancel);
