@@ -138,6 +138,22 @@ static void job_unref(job_t *j) {
     unref(j);                              \
   } while (0)
 
+/*
+ * A thread's end, for either job kind: queues the completion call and tells a
+ * waiting teardown hook. The call's reference may be dropped as soon as it is
+ * queued, so the tsfn is kept in a local. napi_closing (the environment is
+ * going away, the function may be gone): only the call's reference is dropped.
+ */
+#define REPORT_AND_END(j, unref)                                                  \
+  do {                                                                            \
+    napi_threadsafe_function tsfn_ = (j)->tsfn;                                   \
+    if (napi_call_threadsafe_function(tsfn_, (j), napi_tsfn_blocking) != napi_ok) \
+      unref(j);                                                                   \
+    else                                                                          \
+      napi_release_threadsafe_function(tsfn_, napi_tsfn_release);                 \
+    THREAD_ENDED(j, unref);                                                       \
+  } while (0)
+
 /* A teardown hook's wait: until the job's thread no longer touches the job, its buffer or the JS environment. */
 #define WAIT_ENDED(j)                                                \
   do {                                                               \
@@ -253,12 +269,7 @@ static void *run(void *arg) {
   close(j->in_fd);
   j->in_fd = -1;
   pthread_mutex_unlock(&j->lock);
-  /* The completion call's reference may be dropped as soon as it is queued: keep the tsfn in a local. */
-  napi_threadsafe_function tsfn = j->tsfn;
-  /* napi_closing: the environment is going away and the function may be gone; only drop the call's reference. */
-  if (napi_call_threadsafe_function(tsfn, j, napi_tsfn_blocking) != napi_ok) job_unref(j);
-  else napi_release_threadsafe_function(tsfn, napi_tsfn_release);
-  THREAD_ENDED(j, job_unref);
+  REPORT_AND_END(j, job_unref);
   return NULL;
 }
 
@@ -575,10 +586,7 @@ static void *run_receive(void *arg) {
   close(j->wake_fd);
   j->wake_fd = -1;
   pthread_mutex_unlock(&j->lock);
-  napi_threadsafe_function tsfn = j->tsfn;
-  if (napi_call_threadsafe_function(tsfn, j, napi_tsfn_blocking) != napi_ok) recv_job_unref(j);
-  else napi_release_threadsafe_function(tsfn, napi_tsfn_release);
-  THREAD_ENDED(j, recv_job_unref);
+  REPORT_AND_END(j, recv_job_unref);
   return NULL;
 }
 

@@ -18,6 +18,7 @@ import { constants as osConstants } from "node:os";
 import { RegistryError, type ErrorCode } from "../oci/errors.js";
 import { bodyBytesReceived } from "../memory/body-collections.js";
 import { nativeReceiveAvailable } from "../native/addon.js";
+import { contentLength } from "./request.js";
 import { TakenConnection, plainSocketFd } from "./taken-connection.js";
 import { offerHandoff, type BodyHandoff } from "../storage/body-handoff.js";
 
@@ -171,8 +172,9 @@ export class GuardedBody extends Readable {
    * Stops Node reading the connection and hands the rest of the body to the
    * caller (BodyHandoffOffer.takeOver). The bytes Node already parsed still
    * come through this stream; the rest are received natively, exactly as
-   * many as the body has, so a request the client pipelined after it stays
-   * unread in the kernel (the connection closes after the response anyway).
+   * many as the body has. What the client sends after them is never parsed:
+   * it is read and dropped (TakenConnection.linger) until the connection,
+   * which the response closes, is gone.
    */
   private async takeOver(expectedBytes: number, options: HandoffOptions): Promise<BodyHandoff | null> {
     const req = this.req;
@@ -237,12 +239,16 @@ export class GuardedBody extends Readable {
   }
 }
 
-/** The Content-Length of a request, -1 when it has none (chunked or no body). */
+/**
+ * The Content-Length of a request, -1 when it has none (chunked: framingError refused
+ * both together before dispatch) or one contentLength refuses (the handler reports that).
+ */
 function declaredLength(req: IncomingMessage): number {
-  const header = req.headers["content-length"];
-  if (header === undefined || req.headers["transfer-encoding"] !== undefined) return -1;
-  const length = Number(header);
-  return Number.isSafeInteger(length) ? length : -1;
+  try {
+    return contentLength(req) ?? -1;
+  } catch {
+    return -1;
+  }
 }
 
 interface HandoffState {

@@ -44,6 +44,16 @@ async function blobDigest(digest: string): Promise<string | number> {
   return sha256(Buffer.from(await res.arrayBuffer()));
 }
 
+/** The head of a PUT ?digest= that carries a body of `length` bytes on the upload session `session`. */
+function putHead(session: string, digest: string, length: number): Buffer {
+  return Buffer.from(`PUT ${session}?digest=${digest} HTTP/1.1\r\nHost: x\r\nContent-Length: ${length}\r\n\r\n`);
+}
+
+/** PUTs `body` (claimed to be `digest`) onto `session` in one exchange. */
+function putBody(base: string, session: string, body: Buffer, timeoutMs = 15_000, digest = sha256(body)): ReturnType<typeof exchange> {
+  return exchange(base, [putHead(session, digest, body.length), body], 0, timeoutMs);
+}
+
 /** Splits `body` into parts of the given sizes (the last part takes the rest). */
 function pieces(body: Buffer, sizes: number[]): Buffer[] {
   const parts: Buffer[] = [];
@@ -100,7 +110,7 @@ describe("a large body handed over to storage", { skip }, () => {
     const smuggled = uid("smuggled-");
     // Were the bytes after the body parsed as a request, this POST would open a session in another repository.
     const next = `POST /v2/${repo}/${smuggled}/blobs/uploads/?digest=${sha256("x")} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx`;
-    const res = await exchange(reg.url, [Buffer.concat([Buffer.from(`PUT ${session}?digest=${digest} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n`), body, Buffer.from(next)])], 0, 15_000);
+    const res = await exchange(reg.url, [Buffer.concat([putHead(session, digest, body.length), body, Buffer.from(next)])], 0, 15_000);
     assert.equal(res.status, 201, res.raw.slice(0, 300));
     assert.equal(res.raw.match(/HTTP\/1\.1 \d{3}/g)?.length, 1, "one response only");
     assert.equal(await blobDigest(digest), digest);
@@ -112,7 +122,7 @@ describe("a large body handed over to storage", { skip }, () => {
     const body = randomBytes(5 * MiB);
     const claimed = sha256(randomBytes(10));
     const session = await newSession();
-    const res = await exchange(reg.url, [Buffer.from(`PUT ${session}?digest=${claimed} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n`), body], 0, 15_000);
+    const res = await putBody(reg.url, session, body, 15_000, claimed);
     assert.equal(res.status, 400, res.raw.slice(0, 300));
     assert.match(res.raw, /"code":"DIGEST_INVALID"/);
     assert.equal(await blobDigest(sha256(body)), 404);
@@ -157,7 +167,7 @@ describe("a large body handed over to storage", { skip }, () => {
       const session = await newSession();
       const head =
         framing === "length"
-          ? `PUT ${session}?digest=${digest} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n`
+          ? putHead(session, digest, body.length).toString()
           : `PUT ${session}?digest=${digest} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n`;
       const tail = framing === "length" ? "" : "\r\n0\r\n\r\n";
       const res = await exchange(reg.url, [Buffer.concat([Buffer.from(head), body, Buffer.from(tail)])], 0, 1500);
@@ -174,9 +184,8 @@ describe("an idle timeout longer than a C int of milliseconds", { skip }, () => 
     const long = await startTestRegistry({ http: { requestIdleTimeout: "30d" } });
     try {
       const body = randomBytes(5 * MiB);
-      const digest = sha256(body);
       const session = await newUploadSession(long.url, uid("handoff/"));
-      const res = await exchange(long.url, [Buffer.from(`PUT ${session}?digest=${digest} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n`), body], 0, 15_000);
+      const res = await putBody(long.url, session, body);
       assert.equal(res.status, 201, res.raw.slice(0, 300));
       assert.match(res.raw, /\r\nconnection: close\r\n/i);
     } finally {
@@ -200,9 +209,8 @@ describe("a server that closes connections with handoffs in flight", { skip }, (
     const second = await startTestRegistry();
     try {
       const body = randomBytes(5 * MiB);
-      const digest = sha256(body);
       const session = await newUploadSession(second.url, uid("handoff/"));
-      const res = await exchange(second.url, [Buffer.from(`PUT ${session}?digest=${digest} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n`), body], 0, 15_000);
+      const res = await putBody(second.url, session, body);
       assert.equal(res.status, 201, res.raw.slice(0, 300));
       assert.match(res.raw, /\r\nconnection: close\r\n/i, "handed over: no slot was left taken by the closed connections");
     } finally {
@@ -221,7 +229,7 @@ describe("the number of connections taken at once", { skip }, () => {
       const body = randomBytes(5 * MiB);
       const digest = sha256(body);
       const session = await newUploadSession(busy.url, repository);
-      const res = await exchange(busy.url, [Buffer.from(`PUT ${session}?digest=${digest} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n`), body], 0, 1500);
+      const res = await putBody(busy.url, session, body, 1500);
       assert.equal(res.status, 201, res.raw.slice(0, 300));
       const stored = await fetch(`${busy.url}/v2/${repository}/blobs/${digest}`);
       assert.equal(sha256(Buffer.from(await stored.arrayBuffer())), digest);
@@ -242,7 +250,7 @@ describe("the number of connections taken at once", { skip }, () => {
     assert.ok(released <= baseline - MAX_TAKEN * 3, `descriptors: ${baseline} while held, ${released} after (each held one had a socket, a session file and its O_DIRECT twin, a duplicate, an eventfd)`);
     // Handoffs are counted back: the next large body is handed over again.
     const again = randomBytes(5 * MiB);
-    const next = await exchange(busy.url, [Buffer.from(`PUT ${await newUploadSession(busy.url, repository)}?digest=${sha256(again)} HTTP/1.1\r\nHost: x\r\nContent-Length: ${again.length}\r\n\r\n`), again], 0, 15_000);
+    const next = await putBody(busy.url, await newUploadSession(busy.url, repository), again);
     assert.equal(next.status, 201, next.raw.slice(0, 300));
     assert.match(next.raw, /\r\nconnection: close\r\n/i);
   });
