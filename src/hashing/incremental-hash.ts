@@ -4,7 +4,8 @@
  * loop stops reading the socket while it hashes, the client's window fills and
  * the transfer stalls; done on another thread, receiving and hashing overlap.
  */
-import { createHash, type Hash } from "node:crypto";
+import { createHash } from "node:crypto";
+import { NativeSha256, nativeSha256Available } from "../native/addon.js";
 
 export interface IncrementalHash {
   /**
@@ -30,6 +31,30 @@ export interface IncrementalHash {
   digest(): Promise<string>;
   /** Drops the state without a result. */
   discard(): void;
+  /**
+   * Optional: the running state as a NativeSha256 with every byte fed so far
+   * in it, for a native job to go on feeding (body-file.c's receiveFile); or
+   * null when the state is where that cannot reach (another thread's hash).
+   * Until that job ended, the caller feeds nothing else.
+   */
+  nativeState?(): NativeSha256 | null;
+}
+
+/** SHA-256 fed and finished on the calling thread: OpenSSL's through the addon (its state can be handed to a native job), else Node's. */
+export interface SyncSha256 {
+  update(bytes: Uint8Array): void;
+  hex(): string;
+  /** The native state, when it is one. */
+  readonly native: NativeSha256 | null;
+}
+
+export function syncSha256(): SyncSha256 {
+  if (nativeSha256Available()) {
+    const native = new NativeSha256();
+    return { native, update: (bytes) => native.update(bytes), hex: () => native.hex() };
+  }
+  const hash = createHash("sha256");
+  return { native: null, update: (bytes) => void hash.update(bytes), hex: () => hash.digest("hex") };
 }
 
 export interface HashFactory {
@@ -39,7 +64,7 @@ export interface HashFactory {
 
 /** Hashing on the calling thread: the fallback, and the right choice for small data. */
 export class InlineSha256 implements IncrementalHash {
-  private readonly hash: Hash = createHash("sha256");
+  private readonly hash = syncSha256();
 
   update(chunk: Uint8Array): void {
     this.hash.update(chunk);
@@ -53,10 +78,14 @@ export class InlineSha256 implements IncrementalHash {
   pause(): void {}
 
   digest(): Promise<string> {
-    return Promise.resolve(`sha256:${this.hash.digest("hex")}`);
+    return Promise.resolve(`sha256:${this.hash.hex()}`);
   }
 
   discard(): void {}
+
+  nativeState(): NativeSha256 | null {
+    return this.hash.native;
+  }
 }
 
 export const inlineHashes: HashFactory = {

@@ -22,13 +22,12 @@
  * has state on it; the free slabs' pages go back sooner (src/memory/quiet-release.ts).
  * The next slab starts a new worker.
  */
-import { createHash, type Hash } from "node:crypto";
 import { Worker } from "node:worker_threads";
 import type { Logger } from "pino";
 import type { FromHashThread, ToHashThread } from "./hash-protocol.js";
-import { InlineSha256, type HashFactory, type IncrementalHash } from "./incremental-hash.js";
+import { InlineSha256, syncSha256, type HashFactory, type IncrementalHash, type SyncSha256 } from "./incremental-hash.js";
 import { pushMemory, pushThreads, type QuietRelease, type Releasable } from "../memory/quiet-release.js";
-import { copyIntoShared, discardEach } from "../native/addon.js";
+import { copyIntoShared, discardEach, type NativeSha256 } from "../native/addon.js";
 
 const SLAB_BYTES = 512 * 1024;
 /**
@@ -193,7 +192,7 @@ class OffThreadSha256 implements IncrementalHash {
   /** Copies of the first chunks, while the body is under PREFIX_BYTES; moved into a slab when it grows past. */
   private prefix: Buffer[] = [];
   private prefixLength = 0;
-  private inline: Hash | null = null;
+  private inline: SyncSha256 | null = null;
   private wake: (() => void) | null = null;
   private result: { resolve(value: string): void; reject(error: Error): void } | null = null;
   private error: Error | null = null;
@@ -265,22 +264,8 @@ class OffThreadSha256 implements IncrementalHash {
 
   pause(): void {
     if (this.mode === "buffering") {
-      if (!this.filling && this.held.length === 0 && this.prefixLength === 0) return;
       // The whole of what was fed fits in INLINE_SLABS: not worth a thread round trip.
-      this.inline = createHash("sha256");
-      // A prefix is only ever held before any slab, so it comes first.
-      for (const part of this.prefix) this.inline.update(part);
-      this.prefix = [];
-      this.prefixLength = 0;
-      for (const slab of this.held.splice(0)) {
-        this.inline.update(new Uint8Array(slab));
-        this.owner.returnSlab(slab);
-      }
-      if (this.filling) {
-        this.inline.update(new Uint8Array(this.filling, 0, this.fillLength));
-        this.releaseFilling();
-      }
-      this.mode = "inline";
+      if (this.filling || this.held.length > 0 || this.prefixLength > 0) this.goInline();
       return;
     }
     if (!this.filling) return;
@@ -291,16 +276,11 @@ class OffThreadSha256 implements IncrementalHash {
   }
 
   digest(): Promise<string> {
-    if (this.mode === "buffering") this.pause();
-    if (this.mode === "buffering") {
-      // Nothing was ever fed.
-      this.inline = createHash("sha256");
-      this.mode = "inline";
-    }
+    if (this.mode === "buffering") this.goInline();
     if (this.mode === "inline") {
       this.mode = "ended";
       this.owner.forget(this.id);
-      return Promise.resolve(`sha256:${this.inline!.digest("hex")}`);
+      return Promise.resolve(`sha256:${this.inline!.hex()}`);
     }
     if (this.mode === "offthread") this.pause();
     if (this.mode !== "offthread") return Promise.reject(this.error ?? new Error("hash already finished"));
@@ -308,6 +288,36 @@ class OffThreadSha256 implements IncrementalHash {
       this.result = { resolve, reject };
       if (!this.owner.post({ op: "digest", id: this.id })) this.failed(new Error("hash worker unavailable"));
     });
+  }
+
+  /**
+   * A body about to be received natively (receiveFile) can feed this hash on
+   * the addon's threads when nothing of it went to the worker yet: what is
+   * buffered is hashed here (at most INLINE_SLABS, ~2 ms) and the session
+   * goes on inline, in a state that job can feed. The worker's state cannot
+   * be handed over: null, and the caller feeds the hash as before.
+   */
+  nativeState(): NativeSha256 | null {
+    if (this.mode === "buffering") this.goInline();
+    return this.mode === "inline" ? this.inline!.native : null;
+  }
+
+  /** Hashes what buffering holds on this thread; the session stays inline. */
+  private goInline(): void {
+    const inline = (this.inline = syncSha256());
+    // A prefix is only ever held before any slab, so it comes first.
+    for (const part of this.prefix) inline.update(part);
+    this.prefix = [];
+    this.prefixLength = 0;
+    for (const slab of this.held.splice(0)) {
+      inline.update(new Uint8Array(slab));
+      this.owner.returnSlab(slab);
+    }
+    if (this.filling) {
+      inline.update(new Uint8Array(this.filling, 0, this.fillLength));
+      this.releaseFilling();
+    }
+    this.mode = "inline";
   }
 
   discard(): void {

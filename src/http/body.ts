@@ -17,7 +17,7 @@ import type { IncomingMessage } from "node:http";
 import { constants as osConstants } from "node:os";
 import { RegistryError, type ErrorCode } from "../oci/errors.js";
 import { bodyBytesReceived } from "../memory/body-collections.js";
-import { nativeReceiveAvailable } from "../native/addon.js";
+import { nativeFileReceiveAvailable, nativeReceiveAvailable, startReceive, startReceiveFile, type FileSink, type FileSinkResult, type NativeJob } from "../native/addon.js";
 import { contentLength } from "./request.js";
 import { TakenConnection, plainSocketFd } from "./taken-connection.js";
 import { offerHandoff, type BodyHandoff } from "../storage/body-handoff.js";
@@ -50,8 +50,9 @@ export interface HandoffOptions {
 }
 
 /**
- * Bodies smaller than this always stream: handing over costs a thread start
- * per MiB and a new connection for the client's next request.
+ * Bodies smaller than this always stream: handing over costs threads of the
+ * addon's (three for a body received into a file) and a new connection for
+ * the client's next request.
  */
 export const HANDOFF_MIN_BYTES = 4 * 1024 * 1024;
 
@@ -107,6 +108,13 @@ export class GuardedBody extends Readable {
     this.handoff?.stop(error);
     this.detach();
     if (this.hasConsumer()) this.deliver();
+  }
+
+  /** A handed-over receive could not start (no descriptor or thread to spare): our limit, not the client's fault. */
+  private busy(): RegistryError {
+    const busy = new RegistryError("UNAVAILABLE", "the registry could not take this upload's body right now; retry later", { status: 503 });
+    this.fail(busy);
+    return busy;
   }
 
   /**
@@ -204,39 +212,63 @@ export class GuardedBody extends Readable {
         connection.linger(left, options.idleMs);
       },
     });
+    /**
+     * Runs one native receive of `length` of the bytes left. The body fails as a
+     * stream's would when the connection or the idle timeout ends it; a write
+     * the file refused fails only the receive (the caller reports it).
+     */
+    const run = async <T>(length: number, start: (fd: number) => NativeJob<T>, errnoOf: (result: T) => number, diskError: (result: T) => Error | null, gone: T): Promise<T> => {
+      if (length <= 0 || length > left) throw new RangeError(`receive ${length} of ${left} bytes left`);
+      if (stopped) throw stopped;
+      let result: T;
+      try {
+        result = await connection.receive(start, gone);
+      } catch {
+        // No descriptor or thread to spare right now: our limit, not the client's fault.
+        throw this.busy();
+      }
+      const errno = errnoOf(result);
+      if (errno === 0 && !stopped) {
+        left -= length;
+        if (left === 0) {
+          state.whole = true;
+          this.detach();
+          this.push(null);
+          // Whatever the client sends after the body is read and dropped until it closes.
+          connection.linger(0, options.idleMs);
+        }
+        return result;
+      }
+      const disk = diskError(result);
+      if (disk && !stopped) throw disk;
+      if (errno === osConstants.errno.EAGAIN && !stopped) throw this.busy();
+      const error = stopped ?? (errno === osConstants.errno.ETIMEDOUT ? options.idleError() : clientClosed());
+      this.fail(error);
+      throw error;
+    };
+    const ECANCELED = osConstants.errno.ECANCELED;
     return {
       streamed: parsed,
       remaining: left,
       receive: async (target, offset, length) => {
-        if (length <= 0 || length > left) throw new RangeError(`receive ${length} of ${left} bytes left`);
-        if (stopped) throw stopped;
-        let errno: number;
-        try {
-          errno = await connection.receive(target, offset, length, options.idleMs);
-        } catch {
-          // No descriptor or thread to spare right now: our limit, not the client's fault.
-          const busy = new RegistryError("UNAVAILABLE", "the registry could not take this upload's body right now; retry later", { status: 503 });
-          this.fail(busy);
-          throw busy;
-        }
-        if (errno === 0 && !stopped) {
-          left -= length;
-          if (left === 0) {
-            state.whole = true;
-            this.detach();
-            this.push(null);
-            // Whatever the client sends after the body is read and dropped until it closes.
-            connection.linger(0, options.idleMs);
-          }
-          return;
-        }
-        const error = stopped ?? (errno === osConstants.errno.ETIMEDOUT ? options.idleError() : clientClosed());
-        this.fail(error);
-        throw error;
+        await run(length, (fd) => startReceive(fd, target, offset, length, options.idleMs), (errno) => errno, () => null, ECANCELED);
       },
+      ...(nativeFileReceiveAvailable() && {
+        receiveToFile: (sink: FileSink) => {
+          const gone: FileSinkResult = { errno: ECANCELED, diskFailed: false, received: 0, direct: 0, buffered: 0 };
+          return run(left, (fd) => startReceiveFile(fd, sink, left, options.idleMs), (result) => result.errno, fileError, gone);
+        },
+      }),
       abort: stop,
     };
   }
+}
+
+/** The error a receive into a file ended with when a write failed (ENOSPC, EIO...), as fs reports one; null otherwise. */
+function fileError(result: FileSinkResult): Error | null {
+  if (!result.diskFailed) return null;
+  const code = Object.entries(osConstants.errno).find(([, value]) => value === result.errno)?.[0] ?? "EIO";
+  return Object.assign(new Error(`${code}: writing the upload failed`), { code, errno: -result.errno, syscall: "write" });
 }
 
 /**

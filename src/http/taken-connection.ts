@@ -11,13 +11,13 @@
  * answer rather than a reset), for at most LINGER_MS after Node closed its
  * side.
  *
- * Each receive or discard is a thread of the addon's holding a duplicate of
- * the descriptor; at most MAX_TAKEN connections per serving thread are taken
- * at once (the rest stream as before), which bounds those threads.
+ * Each receive or discard holds threads of the addon's (one; three for a
+ * body received into a file) and a duplicate of the descriptor; at most
+ * MAX_TAKEN connections per serving thread are taken at once (the rest
+ * stream as before), which bounds those threads.
  */
 import type { Socket } from "node:net";
-import { constants as osConstants } from "node:os";
-import { startDiscard, startReceive, type NativeReceive } from "../native/addon.js";
+import { startDiscard, type NativeJob, type NativeReceive } from "../native/addon.js";
 
 /** Connections taken at once per serving thread; past that, bodies stream through the parser. */
 export const MAX_TAKEN = 16;
@@ -44,7 +44,7 @@ export function plainSocketFd(socket: Socket): number | undefined {
 }
 
 export class TakenConnection {
-  private current: NativeReceive | null = null;
+  private current: NativeJob<unknown> | null = null;
   private lingering: NativeReceive | null = null;
   private closed = false;
   private counted = true;
@@ -100,15 +100,17 @@ export class TakenConnection {
   }
 
   /**
-   * Receives exactly `length` bytes into target[offset...]: resolves with 0,
-   * or the errno that ended it (ECANCELED when the connection closed or
-   * cancel() ran). Throws only when no receive could be started.
+   * Runs one native receive on the connection (`start` is given the
+   * descriptor: startReceive, startReceiveFile) and resolves with its
+   * result, or with `gone` when the connection is no longer Node's to lend.
+   * Throws only when no receive could be started.
    */
-  async receive(target: Uint8Array, offset: number, length: number, idleMs: number): Promise<number> {
+  async receive<T>(start: (fd: number) => NativeJob<T>, gone: T): Promise<T> {
     if (this.current) throw new Error("one receive at a time");
     // The descriptor number is only ours while Node's socket is open: past that it may be reused.
-    if (!this.usable()) return osConstants.errno.ECANCELED;
-    const job = (this.current = startReceive(this.fd, target, offset, length, idleMs));
+    if (!this.usable()) return gone;
+    const job = start(this.fd);
+    this.current = job;
     try {
       return await job.done;
     } finally {

@@ -24,6 +24,25 @@ export interface NativeAddon {
   /** Absent from addons built before request bodies could be received natively. */
   receive?(socketFd: number, target: Uint8Array | null, offset: number, length: number, idleTimeoutMs: number, done: (errno: number, bytes: number) => void): unknown;
   cancelReceive?(handle: unknown): boolean;
+  /** Absent from addons built before bodies could be received into a file (see body-file.c). */
+  receiveFile?(
+    socketFd: number,
+    directFd: number,
+    bufferedFd: number,
+    position: number,
+    slabs: Uint8Array[],
+    prefilled: number,
+    state: Uint8Array | null,
+    length: number,
+    idleTimeoutMs: number,
+    done: (errno: number, received: number, direct: number, buffered: number, diskFailed: boolean) => void,
+  ): unknown;
+  cancelReceiveFile?(handle: unknown): boolean;
+  /** Present only where the process exports OpenSSL's SHA-256 functions (Node does). */
+  sha256StateBytes?: number;
+  sha256Init?(state: Uint8Array): void;
+  sha256Update?(state: Uint8Array, bytes: Uint8Array): void;
+  sha256Digest?(state: Uint8Array): Buffer;
   /** Absent from addons built before `ferry serve` had threads. */
   listenReusePort?(address: string, port: number, backlog: number, exclusive: boolean): number;
 }
@@ -136,13 +155,8 @@ export function reusePortUnavailable(): string | undefined {
   return typeof state.addon.listenReusePort === "function" ? undefined : PREDATES_THREADS;
 }
 
-/** A receive in flight (see startReceive). */
-export interface NativeReceive {
-  /** Resolves with 0 once every byte is in, else with the errno that ended it (ECONNRESET, ETIMEDOUT, ECANCELED...). */
-  readonly done: Promise<number>;
-  /** Stops it (done then resolves with ECANCELED); the connection can still be written. */
-  cancel(): void;
-}
+/** A receive in flight (see startReceive): done resolves with 0 once every byte is in, else with the errno that ended it (ECONNRESET, ETIMEDOUT, ECANCELED...). */
+export type NativeReceive = NativeJob<number>;
 
 /** Whether startReceive can be used (the addon is loaded and has it). */
 export function nativeReceiveAvailable(): boolean {
@@ -175,7 +189,113 @@ export function startReceive(socketFd: number, target: Uint8Array | null, offset
   let resolveDone: (errno: number) => void = () => undefined;
   const done = new Promise<number>((resolve) => (resolveDone = resolve));
   // Throws (no descriptor, no thread) before anything is read; the timeout is a C int.
-  const handle = receive(socketFd, target, offset, length, Math.min(Math.max(Math.round(idleTimeoutMs), 1), 2 ** 31 - 1), (errno) => resolveDone(errno));
+  const handle = receive(socketFd, target, offset, length, clampIdle(idleTimeoutMs), (errno) => resolveDone(errno));
   // No handle (the addon could not make one): the receive runs to its end or its timeout regardless.
   return { done, cancel: () => void (handle !== undefined && cancelReceive(handle)) };
+}
+
+/** Where receiveFile puts a body: an upload's file, through a ring of aligned slabs (see body-file.c). */
+export interface FileSink {
+  /** The file opened with O_DIRECT, and again without it (for the unaligned tail, and when the filesystem refuses a direct write). */
+  readonly directFd: number;
+  readonly bufferedFd: number;
+  /** File position of slabs[0][0]. */
+  readonly position: number;
+  /** 1-8 slabs of one length, a multiple of 4096 (page-aligned for direct writes); untouched by JS until the receive ended. */
+  readonly slabs: Uint8Array[];
+  /** Body bytes slabs[0] already holds, not yet written or hashed. */
+  readonly prefilled: number;
+  /** The running hash to feed, or null. */
+  readonly hash: NativeSha256 | null;
+}
+
+/** How a receiveFile ended. */
+export interface FileSinkResult {
+  /** 0 = every byte is in the file; else the errno that ended it. */
+  readonly errno: number;
+  /** Whether that errno is the file's (a write failed), not the connection's. */
+  readonly diskFailed: boolean;
+  readonly received: number;
+  /** Bytes written with O_DIRECT, and through the page cache. */
+  readonly direct: number;
+  readonly buffered: number;
+}
+
+/** A native job in flight on a connection: a receive, a discard or a receive into a file. */
+export interface NativeJob<T> {
+  readonly done: Promise<T>;
+  /** Stops it (done then reports ECANCELED); the connection can still be written. */
+  cancel(): void;
+}
+
+/** Whether startReceiveFile can be used with a hash (the addon has it and SHA-256). */
+export function nativeFileReceiveAvailable(): boolean {
+  const state = loadNativeAddon();
+  return "addon" in state && typeof state.addon.receiveFile === "function" && typeof state.addon.cancelReceiveFile === "function" && nativeSha256Available();
+}
+
+/**
+ * Receives exactly `length` bytes from the connection `socketFd` into a file
+ * (see FileSink and receiveFile in body-file.c): received, hashed and written
+ * on the addon's threads, reported once. Node must not read the socket
+ * meanwhile. Throws when no job could be started (no descriptor or thread).
+ */
+export function startReceiveFile(socketFd: number, sink: FileSink, length: number, idleTimeoutMs: number): NativeJob<FileSinkResult> {
+  const state = loadNativeAddon();
+  if (!("addon" in state) || !state.addon.receiveFile || !state.addon.cancelReceiveFile) throw new Error("native file receive is not available");
+  const { receiveFile, cancelReceiveFile } = state.addon;
+  let resolveDone: (result: FileSinkResult) => void = () => undefined;
+  const done = new Promise<FileSinkResult>((resolve) => (resolveDone = resolve));
+  const handle = receiveFile(
+    socketFd,
+    sink.directFd,
+    sink.bufferedFd,
+    sink.position,
+    sink.slabs,
+    sink.prefilled,
+    sink.hash?.state ?? null,
+    length,
+    clampIdle(idleTimeoutMs),
+    (errno, received, direct, buffered, diskFailed) => resolveDone({ errno, received, direct, buffered, diskFailed }),
+  );
+  return { done, cancel: () => void (handle !== undefined && cancelReceiveFile(handle)) };
+}
+
+/** Whether NativeSha256 can be used. */
+export function nativeSha256Available(): boolean {
+  const state = loadNativeAddon();
+  return "addon" in state && typeof state.addon.sha256StateBytes === "number" && typeof state.addon.sha256Update === "function";
+}
+
+/**
+ * SHA-256 whose running state is JS memory (OpenSSL's SHA256_CTX in a
+ * Buffer), so a native job can go on feeding it on its own threads
+ * (receiveFile) and the JS thread after it. Check nativeSha256Available first.
+ */
+export class NativeSha256 {
+  readonly state: Buffer;
+  private readonly addon: Required<Pick<NativeAddon, "sha256Init" | "sha256Update" | "sha256Digest">>;
+
+  constructor() {
+    const loadedAddon = loadNativeAddon();
+    if (!("addon" in loadedAddon) || !nativeSha256Available()) throw new Error("native SHA-256 is not available");
+    const { sha256Init, sha256Update, sha256Digest, sha256StateBytes } = loadedAddon.addon;
+    this.addon = { sha256Init: sha256Init!, sha256Update: sha256Update!, sha256Digest: sha256Digest! };
+    // Not from Buffer's shared pool: the state must not share memory a pooled Buffer could be handed.
+    this.state = Buffer.alloc(sha256StateBytes!);
+    this.addon.sha256Init(this.state);
+  }
+
+  update(bytes: Uint8Array): void {
+    this.addon.sha256Update(this.state, bytes);
+  }
+
+  /** The digest in hex; the state cannot be fed afterwards. */
+  hex(): string {
+    return this.addon.sha256Digest(this.state).toString("hex");
+  }
+}
+
+function clampIdle(idleTimeoutMs: number): number {
+  return Math.min(Math.max(Math.round(idleTimeoutMs), 1), 2 ** 31 - 1);
 }

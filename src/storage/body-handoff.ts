@@ -7,7 +7,9 @@
  * slab; at 8 concurrent 100 MiB pushes that reading and copying kept the
  * event loop ~85% busy. Handed over, the kernel copies each byte once, into
  * the slab the disk write and the hash use, on a thread of the native
- * addon's (docs/benchmarks.md, "Speed round 9").
+ * addon's (docs/benchmarks.md, "Speed round 9"); with receiveToFile the
+ * addon also hashes and writes it, and the event loop hears of the body once
+ * ("Speed round 10").
  *
  * The HTTP layer offers it (src/http/body.ts) where it can: a plain TCP
  * connection, a Content-Length body, the native addon loaded. The registry
@@ -15,6 +17,7 @@
  * reads the stream, which works as it always did.
  */
 import type { Readable } from "node:stream";
+import type { FileSink, FileSinkResult } from "../native/addon.js";
 
 export interface BodyHandoff {
   /** Body bytes still to come through the stream: read exactly these from it first, in order. */
@@ -27,6 +30,13 @@ export interface BodyHandoff {
    * quiet, the consumer's source was stopped); `target` is not written once it settled.
    */
   receive(target: Uint8Array, offset: number, length: number): Promise<void>;
+  /**
+   * Optional (where the addon can): receives all `remaining` bytes into a file
+   * at once, written and hashed on the addon's threads (see FileSink). Rejects
+   * as receive() does, or with the write's error (code ENOSPC, EIO...) when the
+   * file refused one. Resolves with how the bytes were written.
+   */
+  receiveToFile?(sink: FileSink): Promise<FileSinkResult>;
   /** Ends a receive in flight, which then rejects with `reason`. */
   abort(reason: Error): void;
 }

@@ -32,6 +32,12 @@ import { copyIntoShared } from "../native/addon.js";
 export const DIRECT_ALIGN = 4096;
 const MAX_IN_FLIGHT = 2;
 /**
+ * Slabs a body received natively passes along (receiveNatively): one being
+ * received, one hashed, one written: as many as the shared pool plans per
+ * upload (aligned-slabs.ts).
+ */
+const RING_SLABS = 3;
+/**
  * What a handed-over body is received in when no slab is free (receive()):
  * each piece is a thread start in the addon, so not a streamed chunk's 64 KiB
  * (1,600 per 100 MiB), but not a slab's worth of ordinary memory per slow client either.
@@ -107,6 +113,7 @@ export class DirectFileWriter extends Writable {
    * into ordinary memory and go through the page cache, as in _write.
    */
   async receive(handoff: BodyHandoff, count: (bytes: number) => Error | null): Promise<void> {
+    if (await this.receiveNatively(handoff, count)) return;
     let left = handoff.remaining;
     while (left > 0) {
       if (this.failure) throw this.failure;
@@ -132,6 +139,47 @@ export class DirectFileWriter extends Writable {
       }
       left -= n;
       await new Promise<void>((resolveRoom, reject) => this.afterDispatch((error) => (error ? reject(error) : resolveRoom())));
+    }
+  }
+
+  /**
+   * receive() in one native job (handoff.receiveToFile): the rest of the body
+   * goes from the connection through a ring of this writer's slabs into the
+   * file, hashed on the way, on the addon's threads (body-file.c). Only when
+   * the hash can be fed there (nativeState) or there is none, and writes are
+   * still direct; false, with nothing done, otherwise.
+   */
+  private async receiveNatively(handoff: BodyHandoff, count: (bytes: number) => Error | null): Promise<boolean> {
+    if (!handoff.receiveToFile || this.directBroken || this.failure || handoff.remaining === 0) return false;
+    const slabs: Buffer[] = [];
+    if (this.slab) slabs.push(this.slab);
+    while (slabs.length < RING_SLABS) {
+      const slab = this.slabs.take();
+      if (!slab) break;
+      slabs.push(slab);
+    }
+    const state = slabs.length > 0 && this.hash ? this.hash.nativeState?.() ?? null : null;
+    if (slabs.length === 0 || (this.hash && !state)) {
+      for (const slab of slabs) if (slab !== this.slab) this.slabs.give(slab);
+      return false;
+    }
+    const prefilled = this.slab ? this.filled : 0;
+    const position = this.slabPosition;
+    this.slab = undefined;
+    this.filled = 0;
+    this.inFlight++;
+    try {
+      const tooMany = count(handoff.remaining);
+      if (tooMany) throw tooMany;
+      const result = await handoff.receiveToFile({ directFd: this.directFd, bufferedFd: this.bufferedFd, position, slabs, prefilled, hash: state });
+      this.counts.direct += result.direct;
+      this.counts.buffered += result.buffered;
+      this.slabPosition = position + prefilled + result.received;
+      return true;
+    } finally {
+      // The job has ended (it reports only then): its slabs are ours again.
+      for (const slab of slabs) this.releaseSlab(slab);
+      this.done(null);
     }
   }
 

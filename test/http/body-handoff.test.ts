@@ -15,7 +15,7 @@ import { randomBytes } from "node:crypto";
 import { startTestRegistry, type TestRegistry } from "../helpers/registry.js";
 import { newUploadSession, rawRequest, sha256, uid } from "./client.js";
 import { exchange, holdOpen, settleDescriptors, uploadFiles } from "./raw-socket.js";
-import { nativeReceiveAvailable } from "../../src/native/addon.js";
+import { loadNativeAddon, nativeFileReceiveAvailable, nativeReceiveAvailable } from "../../src/native/addon.js";
 import { MAX_TAKEN } from "../../src/http/taken-connection.js";
 
 const IDLE_MS = 600;
@@ -176,6 +176,94 @@ describe("a large body handed over to storage", { skip }, () => {
       assert.equal(res.closedByServer, false, `${framing}: the connection stayed open`);
       assert.equal(await blobDigest(digest), digest);
     }
+  });
+});
+
+/** Counts the addon's receives into memory (not the discards after a body) and into a file while `run` runs. */
+async function countingNativeJobs<T>(run: () => Promise<T>): Promise<{ result: T; intoMemory: number; intoFile: number }> {
+  const loaded = loadNativeAddon();
+  if (!("addon" in loaded)) throw new Error("no addon");
+  const addon = loaded.addon;
+  const { receive, receiveFile } = addon;
+  const counts = { intoMemory: 0, intoFile: 0 };
+  addon.receive = (fd, target, ...rest) => {
+    if (target !== null) counts.intoMemory++;
+    return receive!(fd, target, ...rest);
+  };
+  addon.receiveFile = (...args) => {
+    counts.intoFile++;
+    return receiveFile!(...args);
+  };
+  try {
+    return { result: await run(), ...counts };
+  } finally {
+    addon.receive = receive;
+    addon.receiveFile = receiveFile;
+  }
+}
+
+/** A PATCH of `body` onto `session` at `start`, with a Content-Length or chunked. */
+function patch(session: string, body: Buffer, start: number, framing: "length" | "chunked"): ReturnType<typeof exchange> {
+  const range = `Content-Range: ${start}-${start + body.length - 1}\r\n`;
+  if (framing === "length") {
+    return exchange(reg.url, [Buffer.from(`PATCH ${session} HTTP/1.1\r\nHost: x\r\n${range}Content-Length: ${body.length}\r\n\r\n`), body], 0, 15_000);
+  }
+  const head = `PATCH ${session} HTTP/1.1\r\nHost: x\r\n${range}Transfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n`;
+  // A streamed body leaves the connection open: the exchange ends at its timeout, after the answer.
+  return exchange(reg.url, [Buffer.from(head), body, Buffer.from("\r\n0\r\n\r\n")], 0, 1500);
+}
+
+describe("where a handed-over body is hashed", { skip: skip || (nativeFileReceiveAvailable() ? false : "the addon predates receiveFile") }, () => {
+  it("received, written and hashed by one native job, and the session's hash goes on from it across requests", async () => {
+    // Handed over only at a block-aligned offset (O_DIRECT): 5 MiB, then 11 MiB.
+    const parts = [randomBytes(5 * MiB), randomBytes(6 * MiB), randomBytes(100_000)];
+    const whole = Buffer.concat(parts);
+    const session = await newSession();
+    const { result: statuses, intoMemory, intoFile } = await countingNativeJobs(async () => {
+      const out: number[] = [];
+      let at = 0;
+      for (const part of parts) {
+        out.push((await patch(session, part, at, part.length > 4 * MiB ? "length" : "chunked")).status);
+        at += part.length;
+      }
+      return out;
+    });
+    assert.deepEqual(statuses, [202, 202, 202]);
+    assert.equal(intoFile, 2, "each large PATCH was one job");
+    assert.equal(intoMemory, 0, "no slab-by-slab receive");
+    const put = await rawRequest(reg.url, `PUT ${session}?digest=${sha256(whole)} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+    assert.equal(put.status, 201, put.raw.slice(0, 300));
+    assert.equal(await blobDigest(sha256(whole)), sha256(whole));
+  });
+
+  it("a session whose hash already runs on the hashing thread: its next large body is received slab by slab, and the digest still holds", async () => {
+    // 3 MiB streamed (chunked, never handed over) is past what is hashed inline: the state is on the worker.
+    const parts = [randomBytes(3 * MiB), randomBytes(5 * MiB + 1)];
+    const whole = Buffer.concat(parts);
+    const session = await newSession();
+    const { result: statuses, intoMemory, intoFile } = await countingNativeJobs(async () => [
+      (await patch(session, parts[0]!, 0, "chunked")).status,
+      (await patch(session, parts[1]!, parts[0]!.length, "length")).status,
+    ]);
+    assert.deepEqual(statuses, [202, 202]);
+    assert.equal(intoFile, 0, "the worker's state cannot be fed natively");
+    assert.ok(intoMemory >= 5, `received slab by slab (${intoMemory} receives)`);
+    const put = await rawRequest(reg.url, `PUT ${session}?digest=${sha256(whole)} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+    assert.equal(put.status, 201, put.raw.slice(0, 300));
+    assert.equal(await blobDigest(sha256(whole)), sha256(whole));
+  });
+
+  it("a body whose bytes do not match the digest after a native job is refused, and nothing is stored", async () => {
+    const body = randomBytes(6 * MiB);
+    const tampered = Buffer.from(body);
+    tampered[5 * MiB] ^= 1;
+    const session = await newSession();
+    const { result: res, intoFile } = await countingNativeJobs(() => putBody(reg.url, session, tampered, 15_000, sha256(body)));
+    assert.equal(intoFile, 1);
+    assert.equal(res.status, 400, res.raw.slice(0, 300));
+    assert.match(res.raw, /"code":"DIGEST_INVALID"/);
+    assert.equal(await blobDigest(sha256(body)), 404);
+    assert.equal(await blobDigest(sha256(tampered)), 404);
   });
 });
 
