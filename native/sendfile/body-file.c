@@ -94,6 +94,7 @@ typedef struct {
   int direct_broken; /* the writer's */
   int failed, err, disk; /* the first failure (under lock) */
   atomic_int cancelled;
+  atomic_int stopping; /* failed, for the receiver's loop, which does not take the lock per recv */
   atomic_int refs;
   napi_ref keep[MAX_SLOTS + 1];
   napi_threadsafe_function tsfn;
@@ -122,6 +123,7 @@ static void fail(file_job_t *j, int err, int disk) {
     j->failed = 1;
     j->err = err;
     j->disk = disk;
+    atomic_store(&j->stopping, 1);
   }
   pthread_cond_broadcast(&j->moved);
   if (j->wake_fd >= 0) wake_receiver(j);
@@ -163,7 +165,8 @@ static void thread_end(file_job_t *j) {
 /* Receives exactly `want` bytes into p: 0 or the errno that ends the job. */
 static int receive_exactly(file_job_t *j, char *p, size_t want, int64_t *last_progress) {
   while (want > 0) {
-    if (atomic_load(&j->cancelled)) return ECANCELED;
+    /* Stopping: another thread failed (a write), and the eventfd that woke the poll stays readable. */
+    if (atomic_load(&j->cancelled) || atomic_load(&j->stopping)) return ECANCELED;
     ssize_t n = recv(j->sock, p, want, 0);
     if (n > 0) {
       p += n;
@@ -331,17 +334,25 @@ static void finalize_body_file(napi_env env, void *data, void *hint) {
   file_job_unref((file_job_t *)data);
 }
 
-/* The bytes of a Uint8Array argument, or NULL. */
-static char *bytes_of(napi_env env, napi_value value, size_t *length) {
+/* Whether `value` is a Uint8Array; if so, its bytes (NULL when empty) and length. */
+static int uint8_array(napi_env env, napi_value value, char **bytes, size_t *length) {
   bool typed = false;
   napi_typedarray_type type;
   napi_value ab;
   size_t offset;
   void *data = NULL;
+  *length = 0;
   if (napi_is_typedarray(env, value, &typed) != napi_ok || !typed ||
       napi_get_typedarray_info(env, value, &type, length, &data, &ab, &offset) != napi_ok || type != napi_uint8_array)
-    return NULL;
-  return data;
+    return 0;
+  *bytes = data;
+  return 1;
+}
+
+/* The bytes of a non-empty Uint8Array argument, or NULL. */
+static char *bytes_of(napi_env env, napi_value value, size_t *length) {
+  char *bytes = NULL;
+  return uint8_array(env, value, &bytes, length) && *length > 0 ? bytes : NULL;
 }
 
 /* The SHA-256 state in a Uint8Array argument (big and aligned enough), or NULL. */
@@ -397,6 +408,7 @@ static napi_value ReceiveFile(napi_env env, napi_callback_info info) {
   pthread_cond_init(&j->moved, NULL);
   pthread_cond_init(&j->ended_cond, NULL);
   atomic_init(&j->cancelled, 0);
+  atomic_init(&j->stopping, 0);
   j->sock = j->wake_fd = j->direct_fd = j->buffered_fd = -1;
   for (uint32_t i = 0; i < nslots; i++) {
     napi_value slab;
@@ -462,6 +474,7 @@ static napi_value ReceiveFile(napi_env env, napi_callback_info info) {
   if (err != 0 && started > 0) {
     j->failed = 1;
     j->err = EAGAIN;
+    atomic_store(&j->stopping, 1);
     pthread_cond_broadcast(&j->moved);
   }
   pthread_mutex_unlock(&j->lock);
@@ -487,10 +500,9 @@ static napi_value CancelReceiveFile(napi_env env, napi_callback_info info) {
   pthread_mutex_lock(&j->lock);
   int running = j->running > 0 && !j->failed;
   pthread_mutex_unlock(&j->lock);
-  if (running) {
-    atomic_store(&j->cancelled, 1);
-    fail(j, ECANCELED, 0);
-  }
+  /* Also when the job already failed: its threads are stopping anyway. Once they all ended, fail() does nothing. */
+  atomic_store(&j->cancelled, 1);
+  fail(j, ECANCELED, 0);
   napi_get_boolean(env, running, &result);
   return result;
 }
@@ -512,9 +524,10 @@ static napi_value Sha256Init(napi_env env, napi_callback_info info) {
 static napi_value Sha256Update(napi_env env, napi_callback_info info) {
   size_t argc = 2, length = 0;
   napi_value a[2];
+  char *bytes = NULL;
   SHA256_CTX *state = napi_get_cb_info(env, info, &argc, a, NULL, NULL) == napi_ok && argc >= 2 ? state_of(env, a[0]) : NULL;
-  char *bytes = state != NULL ? bytes_of(env, a[1], &length) : NULL;
-  if (state == NULL || (bytes == NULL && length != 0)) {
+  /* Anything but bytes is refused: a string or a view hashed as nothing would be a wrong digest, silently. */
+  if (state == NULL || !uint8_array(env, a[1], &bytes, &length)) {
     napi_throw_type_error(env, NULL, "sha256Update(state, bytes: Uint8Array)");
     return NULL;
   }

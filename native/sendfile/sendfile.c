@@ -75,6 +75,7 @@
  */
 #define _GNU_SOURCE
 #include "common.h"
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -843,7 +844,23 @@ static napi_value ListenReusePort(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * Keeps this library mapped for the life of the process. A job's threads run
+ * a few instructions of it after they told the teardown hook they are done
+ * (unlocking, returning); were the library unloaded with the last environment
+ * that loaded it (a worker thread terminated), they would jump into unmapped
+ * memory. Found by a review that crashed 3 of 5 runs of 300 terminated workers.
+ */
+static void pin_library(void) {
+  Dl_info info;
+  if (dladdr((void *)&pin_library, &info) != 0 && info.dli_fname != NULL) {
+    void *self = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    (void)self; /* never closed */
+  }
+}
+
 NAPI_MODULE_INIT() {
+  pin_library();
   napi_value start, cancel, trim, trimHeap, reuse, discard, copy, receive, cancelReceive;
   napi_create_function(env, "receive", NAPI_AUTO_LENGTH, Receive, NULL, &receive);
   napi_set_named_property(env, exports, "receive", receive);

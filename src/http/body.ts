@@ -223,7 +223,9 @@ export class GuardedBody extends Readable {
       let result: T;
       try {
         result = await connection.receive(start, gone);
-      } catch {
+      } catch (error) {
+        // A refused argument is our bug: not something to retry.
+        if (error instanceof TypeError) throw error;
         // No descriptor or thread to spare right now: our limit, not the client's fault.
         throw this.busy();
       }

@@ -67,10 +67,14 @@ export class AlignedSlabs implements SlabPool, Releasable {
 let shared: AlignedSlabs | undefined;
 
 /**
- * One pool per process (per serving thread), at most 24 MiB: eight uploads
- * streaming at full speed at once (one slab filling and two being written
- * each), resident only while pushes are not quiet.
+ * One pool per process (per serving thread), at most 48 MiB: as many bodies
+ * as may be received natively at once (MAX_TAKEN, 16) with their three slabs
+ * each (direct-file-writer.ts, RING_SLABS), or sixteen uploads streaming at
+ * full speed (one slab filling and two being written each); resident only
+ * while pushes are not quiet. A slow client holds its slabs as long as it
+ * sends, so with 24 eight trickling bodies left none for anyone else (review
+ * of round 10); when the pool is empty an upload writes through the page cache.
  */
 export function sharedAlignedSlabs(): AlignedSlabs {
-  return (shared ??= new AlignedSlabs(24, pushMemory));
+  return (shared ??= new AlignedSlabs(48, pushMemory));
 }
