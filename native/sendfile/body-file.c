@@ -384,7 +384,7 @@ static const char RECEIVE_FILE_USAGE[] =
 
 static napi_value ReceiveFile(napi_env env, napi_callback_info info) {
   size_t argc = 10;
-  napi_value a[10], handle, name;
+  napi_value a[10], name;
   int32_t sock, direct_fd, buffered_fd, idle;
   int64_t position, prefilled, length;
   uint32_t nslots = 0;
@@ -484,13 +484,7 @@ static napi_value ReceiveFile(napi_env env, napi_callback_info info) {
     free_unstarted(env, j);
     return throw_errno(env, "pthread_create", err);
   }
-  if (napi_create_external(env, j, finalize_body_file, NULL, &handle) != napi_ok) {
-    file_job_unref(j);
-    napi_get_undefined(env, &handle);
-  } else if (napi_type_tag_object(env, handle, &BODY_FILE_TAG) != napi_ok) {
-    napi_get_undefined(env, &handle);
-  }
-  return handle;
+  return job_handle(env, j, finalize_body_file, &BODY_FILE_TAG);
 }
 
 static napi_value CancelReceiveFile(napi_env env, napi_callback_info info) {

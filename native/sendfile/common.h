@@ -106,6 +106,22 @@ static const napi_type_tag TRANSFER_TAG = {0x6665727279736e64ULL, 0x000000000000
 static const napi_type_tag RECEIVE_TAG = {0x6665727279736e64ULL, 0x0000000000000002ULL};
 static const napi_type_tag BODY_FILE_TAG = {0x6665727279736e64ULL, 0x0000000000000003ULL};
 
+/*
+ * The JS handle of a job just started: an external whose finalizer drops the
+ * handle's reference, tagged with the job's kind. When it cannot be made the
+ * job runs and reports anyway, it just cannot be cancelled: undefined.
+ */
+static inline napi_value job_handle(napi_env env, void *job, napi_finalize finalize, const napi_type_tag *tag) {
+  napi_value handle;
+  if (napi_create_external(env, job, finalize, NULL, &handle) != napi_ok) {
+    finalize(env, job, NULL);
+    napi_get_undefined(env, &handle);
+  } else if (napi_type_tag_object(env, handle, tag) != napi_ok) {
+    napi_get_undefined(env, &handle); /* the external's finalizer still drops its reference */
+  }
+  return handle;
+}
+
 /* body-file.c's exports (receiveFile, cancelReceiveFile, the SHA-256 state functions). */
 void register_body_file(napi_env env, napi_value exports);
 

@@ -339,7 +339,7 @@ static napi_value Start(napi_env env, napi_callback_info info) {
     return throw_errno(env, "dup", err);
   }
 
-  napi_value name, handle;
+  napi_value name;
   napi_create_string_utf8(env, "ferry_sendfile", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, a[5], NULL, name, 0, 1, NULL, NULL, NULL, call_done, &j->tsfn) != napi_ok) {
     close(j->out_fd);
@@ -365,14 +365,7 @@ static napi_value Start(napi_env env, napi_callback_info info) {
     return throw_errno(env, "pthread_create", err);
   }
 
-  if (napi_create_external(env, j, finalize_handle, NULL, &handle) != napi_ok) {
-    /* The transfer runs and reports anyway; it just cannot be cancelled. */
-    job_unref(j);
-    napi_get_undefined(env, &handle);
-  } else if (napi_type_tag_object(env, handle, &TRANSFER_TAG) != napi_ok) {
-    napi_get_undefined(env, &handle); /* the external's finalizer still drops its reference */
-  }
-  return handle;
+  return job_handle(env, j, finalize_handle, &TRANSFER_TAG);
 }
 
 static napi_value Cancel(napi_env env, napi_callback_info info) {
@@ -540,7 +533,7 @@ static void finalize_receive(napi_env env, void *data, void *hint) {
 
 static napi_value Receive(napi_env env, napi_callback_info info) {
   size_t argc = 6;
-  napi_value a[6], ab, handle, name;
+  napi_value a[6], ab, name;
   bool typed = false;
   napi_typedarray_type type;
   size_t target_length = 0, byte_offset = 0;
@@ -616,13 +609,7 @@ static napi_value Receive(napi_env env, napi_callback_info info) {
     free(j);
     return throw_errno(env, "pthread_create", err);
   }
-  if (napi_create_external(env, j, finalize_receive, NULL, &handle) != napi_ok) {
-    recv_job_unref(j);
-    napi_get_undefined(env, &handle);
-  } else if (napi_type_tag_object(env, handle, &RECEIVE_TAG) != napi_ok) {
-    napi_get_undefined(env, &handle);
-  }
-  return handle;
+  return job_handle(env, j, finalize_receive, &RECEIVE_TAG);
 }
 
 /* cancelReceive(handle) -> boolean (true if the receive was still running). */

@@ -8,7 +8,6 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createServer, connect, type Server, type Socket } from "node:net";
 import { constants as osConstants } from "node:os";
 import { createHash, randomBytes } from "node:crypto";
 import { closeSync, constants as fsConstants, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -16,31 +15,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadNativeAddon, nativeFileReceiveAvailable, NativeSha256, startReceiveFile, type FileSink } from "../../src/native/addon.js";
 import { AlignedSlabs, SLAB_BYTES } from "../../src/storage/aligned-slabs.js";
+import { socketPair, type SocketPair } from "../helpers/socket-pair.js";
 
 const state = loadNativeAddon();
 const skip = nativeFileReceiveAvailable() ? false : "reason" in state ? state.reason : "the addon predates receiveFile";
 if (skip && process.env.REQUIRE_E2E_TOOLS === "1") throw new Error(`native receiveFile required in CI: ${skip}`);
 const { ECONNRESET, ETIMEDOUT, ECANCELED, EBADF } = osConstants.errno;
 const MiB = 1024 * 1024;
-
-/** A connected pair: `server` is the accepted socket, paused so Node never reads it; `client` writes. */
-async function pair(): Promise<{ server: Socket; client: Socket; listener: Server; fd: number }> {
-  const listener = createServer({ pauseOnConnect: true });
-  await new Promise<void>((resolve) => listener.listen(0, "127.0.0.1", resolve));
-  const { port } = listener.address() as { port: number };
-  const accepted = new Promise<Socket>((resolve) => listener.once("connection", resolve));
-  const client = connect(port, "127.0.0.1");
-  await new Promise((resolve) => client.once("connect", resolve));
-  const server = await accepted;
-  const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
-  return { server, client, listener, fd };
-}
-
-function closePair(p: { server: Socket; client: Socket; listener: Server }): void {
-  p.client.destroy();
-  p.server.destroy();
-  p.listener.close();
-}
 
 /** An upload file (on the disk tmpdir is on, which takes O_DIRECT) holding `existing`, opened both ways. */
 function uploadFile(existing: Buffer = Buffer.alloc(0)): { path: string; directFd: number; bufferedFd: number; close(): void } {
@@ -67,6 +48,22 @@ function slabs(count: number): Buffer[] {
 }
 function giveBack(taken: Buffer[]): void {
   for (const slab of taken) pool.give(slab);
+}
+
+type UploadFile = ReturnType<typeof uploadFile>;
+
+/** Runs `body` with an upload file (holding `existing`), a socket pair and `ring` slabs, and puts all three away after. */
+async function withJobSetup(ring: number, body: (file: UploadFile, p: SocketPair, taken: Buffer[]) => Promise<void>, existing?: Buffer): Promise<void> {
+  const file = uploadFile(existing);
+  const p = await socketPair();
+  const taken = slabs(ring);
+  try {
+    await body(file, p, taken);
+  } finally {
+    giveBack(taken);
+    p.close();
+    file.close();
+  }
 }
 
 function sink(file: { directFd: number; bufferedFd: number }, over: Partial<FileSink> & Pick<FileSink, "slabs">): FileSink {
@@ -102,10 +99,7 @@ for (const { name, bodyBytes, prefilled, ring, position } of [
 ]) {
   test(`receives exactly the body into the file and the hash: ${name}`, { skip }, async () => {
     const before = randomBytes(position);
-    const file = uploadFile(before);
-    const p = await pair();
-    const taken = slabs(ring);
-    try {
+    await withJobSetup(ring, async (file, p, taken) => {
       const held = randomBytes(prefilled);
       held.copy(taken[0]);
       const body = randomBytes(bodyBytes);
@@ -127,36 +121,23 @@ for (const { name, bodyBytes, prefilled, ring, position } of [
       p.server.resume();
       const next = await new Promise<Buffer>((resolve) => p.server.once("data", resolve));
       assert.equal(next.toString(), after.toString());
-    } finally {
-      giveBack(taken);
-      closePair(p);
-      file.close();
-    }
+    }, before);
   });
 }
 
 test("without a hash the body is only written", { skip }, async () => {
-  const file = uploadFile();
-  const p = await pair();
-  const taken = slabs(2);
-  try {
+  await withJobSetup(2, async (file, p, taken) => {
     const body = randomBytes(3 * MiB + 3);
     p.client.write(body);
     const result = await startReceiveFile(p.fd, sink(file, { slabs: taken }), body.length, 5000).done;
     assert.equal(result.errno, 0);
     assert.ok(readFileSync(file.path).equals(body));
-  } finally {
-    giveBack(taken);
-    closePair(p);
-    file.close();
-  }
+  });
 });
 
 test("memory a direct write refuses (not page aligned) goes through the page cache, intact", { skip }, async () => {
-  const file = uploadFile();
-  const p = await pair();
-  const unaligned = [Buffer.alloc(2 * SLAB_BYTES + 4096).subarray(1, 1 + SLAB_BYTES), Buffer.alloc(2 * SLAB_BYTES + 4096).subarray(3, 3 + SLAB_BYTES)];
-  try {
+  await withJobSetup(0, async (file, p) => {
+    const unaligned = [Buffer.alloc(2 * SLAB_BYTES + 4096).subarray(1, 1 + SLAB_BYTES), Buffer.alloc(2 * SLAB_BYTES + 4096).subarray(3, 3 + SLAB_BYTES)];
     const body = randomBytes(3 * MiB + 99);
     p.client.write(body);
     const hash = new NativeSha256();
@@ -166,17 +147,11 @@ test("memory a direct write refuses (not page aligned) goes through the page cac
     assert.equal(result.buffered, body.length);
     assert.ok(readFileSync(file.path).equals(body));
     assert.equal(hash.hex(), createHash("sha256").update(body).digest("hex"));
-  } finally {
-    closePair(p);
-    file.close();
-  }
+  });
 });
 
 test("the peer closing before the body ended is ECONNRESET, and nothing is written after done", { skip }, async () => {
-  const file = uploadFile();
-  const p = await pair();
-  const taken = slabs(3);
-  try {
+  await withJobSetup(3, async (file, p, taken) => {
     p.client.end(randomBytes(2 * MiB + 10));
     const result = await startReceiveFile(p.fd, sink(file, { slabs: taken, hash: new NativeSha256() }), 10 * MiB, 5000).done;
     assert.equal(result.errno, ECONNRESET);
@@ -186,36 +161,22 @@ test("the peer closing before the body ended is ECONNRESET, and nothing is writt
     assert.ok(size <= 2 * MiB, `only whole slabs received before the end were written (${size} bytes)`);
     await new Promise((resolve) => setTimeout(resolve, 100));
     assert.equal(statSync(file.path).size, size, "no write landed after done");
-  } finally {
-    giveBack(taken);
-    closePair(p);
-    file.close();
-  }
+  });
 });
 
 test("no byte for the idle timeout is ETIMEDOUT, measured from the last byte", { skip }, async () => {
-  const file = uploadFile();
-  const p = await pair();
-  const taken = slabs(2);
-  try {
+  await withJobSetup(2, async (file, p, taken) => {
     const started = Date.now();
     const job = startReceiveFile(p.fd, sink(file, { slabs: taken }), MiB, 300);
     setTimeout(() => p.client.write(Buffer.alloc(10)), 200);
     assert.equal((await job.done).errno, ETIMEDOUT);
     const took = Date.now() - started;
     assert.ok(took >= 480 && took < 2000, `timed out after ${took} ms (a byte came at 200 ms, the timeout is 300 ms)`);
-  } finally {
-    giveBack(taken);
-    closePair(p);
-    file.close();
-  }
+  });
 });
 
 test("cancel ends a job waiting for bytes with ECANCELED and leaves the connection usable; once done it does nothing", { skip }, async () => {
-  const file = uploadFile();
-  const p = await pair();
-  const taken = slabs(3);
-  try {
+  await withJobSetup(3, async (file, p, taken) => {
     const job = startReceiveFile(p.fd, sink(file, { slabs: taken, hash: new NativeSha256() }), 8 * MiB, 10_000);
     p.client.write(randomBytes(MiB + 5));
     const started = Date.now();
@@ -227,62 +188,50 @@ test("cancel ends a job waiting for bytes with ECANCELED and leaves the connecti
     const reply = await new Promise<Buffer>((resolve) => p.client.once("data", resolve));
     assert.equal(reply.toString(), "reply");
 
-    const second = await pair();
+    const second = await socketPair();
     second.client.write(Buffer.alloc(4096, 1));
     const finished = startReceiveFile(second.fd, sink(file, { slabs: taken }), 4096, 5000);
     assert.equal((await finished.done).errno, 0);
     finished.cancel(); // after the end: no effect, no throw
-    closePair(second);
-  } finally {
-    giveBack(taken);
-    closePair(p);
-    file.close();
-  }
+    second.close();
+  });
 });
 
 test("a write the file refuses ends the job with the file's errno, marked as the disk's", { skip }, async () => {
-  const file = uploadFile();
-  const p = await pair();
-  const taken = slabs(2);
-  const readOnly = openSync(file.path, fsConstants.O_RDONLY);
-  try {
-    p.client.write(randomBytes(3 * MiB));
-    const result = await startReceiveFile(p.fd, { ...sink(file, { slabs: taken }), directFd: readOnly, bufferedFd: readOnly }, 3 * MiB, 5000).done;
-    assert.equal(result.errno, EBADF);
-    assert.equal(result.diskFailed, true);
-  } finally {
-    closeSync(readOnly);
-    giveBack(taken);
-    closePair(p);
-    file.close();
-  }
+  await withJobSetup(2, async (file, p, taken) => {
+    const readOnly = openSync(file.path, fsConstants.O_RDONLY);
+    try {
+      p.client.write(randomBytes(3 * MiB));
+      const result = await startReceiveFile(p.fd, { ...sink(file, { slabs: taken }), directFd: readOnly, bufferedFd: readOnly }, 3 * MiB, 5000).done;
+      assert.equal(result.errno, EBADF);
+      assert.equal(result.diskFailed, true);
+    } finally {
+      closeSync(readOnly);
+    }
+  });
 });
 
 test("a failed write ends the job at once, though the client keeps the connection open and trickles bytes", { skip }, async () => {
-  const file = uploadFile();
-  const p = await pair();
-  const taken = slabs(3);
-  const readOnly = openSync(file.path, fsConstants.O_RDONLY);
-  const trickle = setInterval(() => p.client.write(Buffer.alloc(1)), 200);
-  try {
-    p.client.write(randomBytes(MiB + 10));
-    const started = process.cpuUsage();
-    const startedAt = Date.now();
-    const job = startReceiveFile(p.fd, { ...sink(file, { slabs: taken }), directFd: readOnly, bufferedFd: readOnly }, 8 * MiB, 10_000);
-    const result = await job.done;
-    const took = Date.now() - startedAt;
-    const cpu = process.cpuUsage(started);
-    assert.equal(result.errno, EBADF);
-    assert.equal(result.diskFailed, true);
-    assert.ok(took < 1000, `ended after ${took} ms (the idle timeout is 10 s; the receiver must stop with the writer)`);
-    assert.ok((cpu.user + cpu.system) / 1000 < 500, "the receiver did not spin meanwhile");
-  } finally {
-    clearInterval(trickle);
-    closeSync(readOnly);
-    giveBack(taken);
-    closePair(p);
-    file.close();
-  }
+  await withJobSetup(3, async (file, p, taken) => {
+    const readOnly = openSync(file.path, fsConstants.O_RDONLY);
+    const trickle = setInterval(() => p.client.write(Buffer.alloc(1)), 200);
+    try {
+      p.client.write(randomBytes(MiB + 10));
+      const started = process.cpuUsage();
+      const startedAt = Date.now();
+      const job = startReceiveFile(p.fd, { ...sink(file, { slabs: taken }), directFd: readOnly, bufferedFd: readOnly }, 8 * MiB, 10_000);
+      const result = await job.done;
+      const took = Date.now() - startedAt;
+      const cpu = process.cpuUsage(started);
+      assert.equal(result.errno, EBADF);
+      assert.equal(result.diskFailed, true);
+      assert.ok(took < 1000, `ended after ${took} ms (the idle timeout is 10 s; the receiver must stop with the writer)`);
+      assert.ok((cpu.user + cpu.system) / 1000 < 500, "the receiver did not spin meanwhile");
+    } finally {
+      clearInterval(trickle);
+      closeSync(readOnly);
+    }
+  });
 });
 
 test("bad arguments throw before anything starts", { skip }, () => {

@@ -5,37 +5,18 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createServer, connect, type Server, type Socket } from "node:net";
 import { constants as osConstants } from "node:os";
 import { randomBytes } from "node:crypto";
 import { loadNativeAddon, nativeReceiveAvailable, startReceive } from "../../src/native/addon.js";
+import { socketPair } from "../helpers/socket-pair.js";
 
 const state = loadNativeAddon();
 const skip = nativeReceiveAvailable() ? false : "reason" in state ? state.reason : "the addon predates receive";
 if (skip && process.env.REQUIRE_E2E_TOOLS === "1") throw new Error(`native receive required in CI: ${skip}`);
 const { ECONNRESET, ETIMEDOUT, ECANCELED } = osConstants.errno;
 
-/** A connected pair: `server` is the accepted socket, paused so Node never reads it; `client` writes. */
-async function pair(): Promise<{ server: Socket; client: Socket; listener: Server; fd: number }> {
-  const listener = createServer({ pauseOnConnect: true });
-  await new Promise<void>((resolve) => listener.listen(0, "127.0.0.1", resolve));
-  const { port } = listener.address() as { port: number };
-  const accepted = new Promise<Socket>((resolve) => listener.once("connection", resolve));
-  const client = connect(port, "127.0.0.1");
-  await new Promise((resolve) => client.once("connect", resolve));
-  const server = await accepted;
-  const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
-  return { server, client, listener, fd };
-}
-
-function close(p: { server: Socket; client: Socket; listener: Server }): void {
-  p.client.destroy();
-  p.server.destroy();
-  p.listener.close();
-}
-
 test("receives exactly the bytes asked for, at the offset asked for, and leaves what follows unread", { skip }, async () => {
-  const p = await pair();
+  const p = await socketPair();
   const body = randomBytes(3 * 1024 * 1024 + 17);
   const after = Buffer.from("GET /next HTTP/1.1\r\n\r\n");
   p.client.write(Buffer.concat([body, after]));
@@ -49,11 +30,11 @@ test("receives exactly the bytes asked for, at the offset asked for, and leaves 
   p.server.resume();
   const next = await new Promise<Buffer>((resolve) => p.server.once("data", resolve));
   assert.equal(next.toString(), after.toString());
-  close(p);
+  p.close();
 });
 
 test("bytes that arrive slowly, in small pieces, are all received", { skip }, async () => {
-  const p = await pair();
+  const p = await socketPair();
   const body = randomBytes(256 * 1024);
   const target = new Uint8Array(body.length);
   const receiving = startReceive(p.fd, target, 0, body.length, 5000).done;
@@ -63,30 +44,30 @@ test("bytes that arrive slowly, in small pieces, are all received", { skip }, as
   }
   assert.equal(await receiving, 0);
   assert.ok(Buffer.from(target).equals(body));
-  close(p);
+  p.close();
 });
 
 test("the peer closing before the body ended is ECONNRESET", { skip }, async () => {
-  const p = await pair();
+  const p = await socketPair();
   const receiving = startReceive(p.fd, new Uint8Array(1024), 0, 1024, 5000).done;
   p.client.end(Buffer.alloc(100));
   assert.equal(await receiving, ECONNRESET);
-  close(p);
+  p.close();
 });
 
 test("no byte for the idle timeout is ETIMEDOUT, measured from the last byte", { skip }, async () => {
-  const p = await pair();
+  const p = await socketPair();
   const started = Date.now();
   const receiving = startReceive(p.fd, new Uint8Array(1024), 0, 1024, 300).done;
   setTimeout(() => p.client.write(Buffer.alloc(10)), 200);
   assert.equal(await receiving, ETIMEDOUT);
   const took = Date.now() - started;
   assert.ok(took >= 480 && took < 2000, `timed out after ${took} ms (a byte came at 200 ms, the timeout is 300 ms)`);
-  close(p);
+  p.close();
 });
 
 test("cancel ends a waiting receive with ECANCELED and leaves the connection usable", { skip }, async () => {
-  const p = await pair();
+  const p = await socketPair();
   const job = startReceive(p.fd, new Uint8Array(1024), 0, 1024, 10_000);
   const started = Date.now();
   setTimeout(() => job.cancel(), 100);
@@ -100,17 +81,17 @@ test("cancel ends a waiting receive with ECANCELED and leaves the connection usa
   p.server.resume();
   const more = await new Promise<Buffer>((resolve) => p.server.once("data", resolve));
   assert.equal(more.toString(), "more");
-  close(p);
+  p.close();
 });
 
 test("Node closing its descriptor does not end the receive by itself: the duplicate is the thread's, cancel is what ends it", { skip }, async () => {
-  const p = await pair();
+  const p = await socketPair();
   const job = startReceive(p.fd, new Uint8Array(1024), 0, 1024, 10_000);
   p.server.destroy();
   await new Promise((resolve) => setTimeout(resolve, 50));
   p.client.write(Buffer.alloc(1024, 7));
   assert.equal(await job.done, 0, "the thread still read from its own duplicate");
-  close(p);
+  p.close();
 });
 
 test("bad arguments throw before anything starts", { skip }, () => {
@@ -125,12 +106,12 @@ test("bad arguments throw before anything starts", { skip }, () => {
 });
 
 test("discard (target null) reads and drops bytes until the peer closes, which is a normal end", { skip }, async () => {
-  const p = await pair();
+  const p = await socketPair();
   const job = startReceive(p.fd, null, 0, 10 * 1024 * 1024, 5000);
   p.client.write(randomBytes(300 * 1024));
   setTimeout(() => p.client.end(), 50);
   assert.equal(await job.done, 0);
-  close(p);
+  p.close();
 });
 
 test("a serving thread terminated mid-receive: the receive is stopped with it and the process lives on", { skip }, async () => {
