@@ -21,6 +21,8 @@ const GROUP_SLABS = 4;
 export interface SlabPool {
   take(): Buffer | undefined;
   give(slab: Buffer): void;
+  /** Optional: a large body is using slabs (QuietRelease.busy), so the pool's idle memory stays for now. */
+  busy?(): void;
 }
 
 export class AlignedSlabs implements SlabPool, Releasable {
@@ -29,7 +31,7 @@ export class AlignedSlabs implements SlabPool, Releasable {
 
   constructor(
     private readonly maxSlabs: number,
-    quiet?: QuietRelease,
+    private readonly quiet?: QuietRelease,
   ) {
     quiet?.register(this);
   }
@@ -44,6 +46,10 @@ export class AlignedSlabs implements SlabPool, Releasable {
 
   give(slab: Buffer): void {
     this.free.push(slab);
+  }
+
+  busy(): void {
+    this.quiet?.busy();
   }
 
   /** Slabs allocated so far, free or in use (tests). */

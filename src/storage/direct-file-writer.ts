@@ -172,6 +172,9 @@ export class DirectFileWriter extends Writable {
     this.slab = undefined;
     this.filled = 0;
     this.inFlight++;
+    // A large push: the pools' memory stays until pushes have been quiet for a while, counted from its end.
+    // (The off-thread hash reports the slabs it is lent; this body's never reach it.)
+    this.slabs.busy?.();
     try {
       const tooMany = count(handoff.remaining);
       if (tooMany) throw tooMany;
@@ -183,6 +186,7 @@ export class DirectFileWriter extends Writable {
     } finally {
       // The job has ended (it reports only then): its slabs are ours again.
       for (const slab of slabs) this.releaseSlab(slab);
+      this.slabs.busy?.();
       this.done(null);
     }
   }

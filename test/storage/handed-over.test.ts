@@ -8,7 +8,7 @@
  */
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { closeSync, constants, openSync, readFileSync, writeFileSync } from "node:fs";
+import { closeSync, constants, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,6 +18,7 @@ import { SLAB_BYTES, type SlabPool } from "../../src/storage/aligned-slabs.js";
 import { DirectFileWriter } from "../../src/storage/direct-file-writer.js";
 import { writeHandedOver } from "../../src/storage/handed-over.js";
 import type { BodyHandoff } from "../../src/storage/body-handoff.js";
+import type { FileSink, FileSinkResult } from "../../src/native/addon.js";
 import { OffThreadHashes } from "../../src/hashing/off-thread-hashes.js";
 import { sha256 } from "../helpers/images.js";
 import { countingPool } from "../helpers/slab-pools.js";
@@ -183,6 +184,96 @@ test("the count refusing bytes (more than the append may take) stops before rece
     );
     assert.equal(pool.out, 0);
   } finally {
+    closeSync(direct);
+    closeSync(buffered);
+  }
+});
+
+/**
+ * A handoff that also takes the rest in one receiveToFile, as the addon's job
+ * does it (the real job is tested in test/native/receive-file.test.ts): the
+ * held bytes of slabs[0] and the rest go into the file at the sink's position
+ * and into its hash. Records what the writer lent it.
+ */
+class FileHandoff extends BufferHandoff {
+  lent: { slabs: number; prefilled: number; position: number; hashed: boolean } | null = null;
+
+  constructor(
+    streamed: number,
+    private readonly whole: Buffer,
+    private readonly failWith: Error | null = null,
+  ) {
+    super(streamed, whole);
+  }
+
+  async receiveToFile(sink: FileSink): Promise<FileSinkResult> {
+    this.lent = { slabs: sink.slabs.length, prefilled: sink.prefilled, position: sink.position, hashed: sink.hash !== null };
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    if (this.failWith) throw this.failWith;
+    const bytes = Buffer.concat([Buffer.from(sink.slabs[0]!.subarray(0, sink.prefilled)), this.whole]);
+    writeSync(sink.bufferedFd, bytes, 0, bytes.length, sink.position);
+    sink.hash?.update(bytes);
+    return { errno: 0, diskFailed: false, received: this.whole.length, direct: 0, buffered: bytes.length };
+  }
+}
+
+/** countingPool, also counting busy() (a large body holds push memory). */
+function busyCountingPool(slabs: number): SlabPool & { out: number; busyCalls: number } {
+  const pool = Object.assign(countingPool(slabs), { busyCalls: 0 });
+  return Object.assign(pool, { busy: () => void pool.busyCalls++ });
+}
+
+test("a handoff that takes the rest into the file at once: lent the slab holding the stream's bytes and two more, the hash, and every slab back", async (t) => {
+  if (!directSupported) return t.skip("this filesystem refuses O_DIRECT");
+  const pool = busyCountingPool(8);
+  const prefix = randomBytes(70_000);
+  const rest = randomBytes(5 * SLAB_BYTES + 12_345);
+  const handoff = new FileHandoff(prefix.length, rest);
+  const { error, contents, digest, counted } = await append("into-file", prefix, rest, pool, handoff);
+  assert.equal(error, null);
+  const body = Buffer.concat([prefix, rest]);
+  assert.ok(contents.equals(body), "the file holds the body");
+  assert.equal(digest, sha256(body), "the hash went on from the stream's bytes");
+  assert.deepEqual(handoff.lent, { slabs: 3, prefilled: prefix.length, position: 0, hashed: true });
+  assert.equal(counted, body.length);
+  assert.equal(pool.out, 0, "every slab is back");
+  // Otherwise the pool's pages would stay resident after a burst of such pushes: nothing else reports them.
+  assert.ok(pool.busyCalls >= 2, `reported as a large push, when it started and ended (${pool.busyCalls})`);
+});
+
+test("a handoff into the file that fails fails the append with its error and gives every slab back", async (t) => {
+  if (!directSupported) return t.skip("this filesystem refuses O_DIRECT");
+  const pool = busyCountingPool(8);
+  const gone = Object.assign(new Error("the client closed the connection"), { code: "ECONNRESET" });
+  const rest = randomBytes(3 * SLAB_BYTES);
+  const { error } = await append("into-file-fails", randomBytes(1000), rest, pool, new FileHandoff(1000, rest, gone));
+  assert.equal(error, gone);
+  assert.equal(pool.out, 0);
+});
+
+test("a session whose hash is on the hashing thread is not handed into the file: the rest is received slab by slab", async (t) => {
+  if (!directSupported) return t.skip("this filesystem refuses O_DIRECT");
+  const pool = busyCountingPool(8);
+  const path = join(dir, "on-worker");
+  writeFileSync(path, "");
+  const buffered = openSync(path, "r+");
+  const direct = openSync(path, constants.O_WRONLY | constants.O_DIRECT);
+  const hash = hashes.create();
+  try {
+    // 3 MiB fed first: past what is hashed inline, so the state is on the worker.
+    const earlier = randomBytes(3 * SLAB_BYTES);
+    await hash.update(earlier);
+    writeFileSync(path, earlier);
+    const rest = randomBytes(2 * SLAB_BYTES + 5);
+    const handoff = new FileHandoff(0, rest);
+    const writer = new DirectFileWriter(direct, buffered, earlier.length, pool, hash);
+    await writeHandedOver(new PassThrough(), handoff, writer, () => null);
+    assert.equal(handoff.lent, null, "receiveToFile was not used");
+    assert.ok(readFileSync(path).equals(Buffer.concat([earlier, rest])));
+    assert.equal(await hash.digest(), sha256(Buffer.concat([earlier, rest])));
+    assert.equal(pool.out, 0);
+  } finally {
+    hash.discard();
     closeSync(direct);
     closeSync(buffered);
   }
