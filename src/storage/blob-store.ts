@@ -120,6 +120,14 @@ export interface BlobWriter {
   readUpload(uploadId: string): Promise<Readable>;
   /** Makes the session's bytes the blob `digest` (already verified by the caller) and ends the session. */
   commitUpload(uploadId: string, digest: string): Promise<void>;
+  /**
+   * Optional: makes the session's bytes durable now, ahead of commitUpload
+   * (which must still make sure of it). For stores where that is a flush
+   * whose cost grows with the bytes written (a local disk's fdatasync): done
+   * first, off the event loop, it leaves the metadata commit's own sync, which
+   * may run on the event loop (SQLite), almost nothing to flush.
+   */
+  syncUpload?(uploadId: string): Promise<void>;
   abortUpload(uploadId: string): Promise<void>;
   /**
    * Optional: gives the session fresh storage holding the same bytes, so that

@@ -244,6 +244,17 @@ export class FilesystemBlobStore implements BlobStore {
     return handle.createReadStream({ autoClose: true, highWaterMark: READ_CHUNK });
   }
 
+  async syncUpload(uploadId: string): Promise<void> {
+    const handle = await open(this.paths.upload(uploadId), "r+").catch((error: unknown) => {
+      throw isNotFound(error) ? new BlobNotFoundError(uploadId) : error;
+    });
+    try {
+      if (this.options.fsync) await handle.datasync();
+    } finally {
+      await handle.close();
+    }
+  }
+
   async commitUpload(uploadId: string, digest: string): Promise<void> {
     const source = this.paths.upload(uploadId);
     if (this.options.fsync) {

@@ -98,6 +98,20 @@ export function blobStoreSuite(name: string, create: () => Promise<{ store: Blob
       assert.equal(await store.uploadSize(id), null, "the session ends at commit");
     });
 
+    test("syncUpload (where a store has it) changes nothing a client sees, and an unknown session is not found", async (t) => {
+      if (!store.syncUpload) return t.skip("this store makes bytes durable at commit only");
+      const bytes = randomBytes(5 * 1024 * 1024 + 17);
+      const id = randomUUID();
+      await store.startUpload(id);
+      await store.appendUpload(id, Readable.from([bytes]), { offset: 0 });
+      await store.syncUpload(id);
+      assert.equal(await store.uploadSize(id), bytes.length);
+      assert.equal(await store.stat(digestOf(bytes)), null, "still not a blob");
+      await store.commitUpload(id, digestOf(bytes));
+      assert.ok((await collect(await store.read(digestOf(bytes)))).equals(bytes));
+      await assert.rejects(store.syncUpload(randomUUID()), BlobNotFoundError);
+    });
+
     test("ranges are inclusive on both ends", async () => {
       const bytes = Buffer.from("0123456789");
       const digest = await storeBlob(store, bytes);
