@@ -10,5 +10,5 @@ for (const [fsync, directIo] of [[true, true], [true, false], [false, true]]) {
     const store = new FilesystemBlobStore({ root, fsync, directIo });
     await store.init();
     return { store, cleanup: () => rm(root, { recursive: true, force: true }) };
-  });
+  }, { syncUpload: true });
 }
