@@ -72,7 +72,7 @@ export interface StartOptions {
    * Opens the listening socket to serve on (a serving thread's own, src/threads/listen.ts) instead of
    * binding config.listen; called once the server is ready to accept, not before: a socket joins its
    * port's SO_REUSEPORT group when it listens, and the kernel then hands it a share of new connections,
-   * which would wait in its backlog for as long as the rest of start-up takes (docs/benchmarks.md, "Speed round 6").
+   * which would wait in its backlog for as long as the rest of start-up takes (docs/benchmarks-history.md, "Speed round 6").
    */
   listenSocket?: () => Promise<number>;
   /** Schedule garbage collection and upload purging here (default true): one serving thread of a process does. */

@@ -18,7 +18,7 @@ const WRK_CONNECTIONS = 32;
 /**
  * wrk rows are measured at least this often per registry, alternating, with
  * a warm-up before the first (fast mode too): one cold 1 s sample gave the
- * same code 13x-29x on the manifest row (docs/benchmarks.md, "Speed round 4").
+ * same code 13x-29x on the manifest row (docs/benchmarks-history.md, "Speed round 4").
  */
 const WRK_MIN_REPEATS = 3;
 const WRK_WARMUP_SECONDS = 1;

@@ -19,7 +19,7 @@ export interface BenchCase {
   /**
    * At least this many measured repeats, whatever the profile says (fast mode
    * runs one): a row that is a single ~1 s sample on a shared machine swings
-   * 2-3x from run to run (docs/benchmarks.md, "Speed round 4").
+   * 2-3x from run to run (docs/benchmarks-history.md, "Speed round 4").
    */
   minRepeats?: number;
   /** One measured run; returns a value for every metric id in `metrics`. */

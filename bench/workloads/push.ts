@@ -5,7 +5,7 @@
 // out later (the untimed `sync` before each run). So the 100 MiB rows are
 // also measured "until on disk", with that `sync` inside the timed region,
 // and the run notes what the disk takes at most when writes must be durable:
-// no registry that fsyncs can push faster (docs/benchmarks.md, "Speed round 10").
+// no registry that fsyncs can push faster (docs/benchmarks-history.md, "Speed round 10").
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';

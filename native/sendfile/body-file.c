@@ -7,7 +7,7 @@
  * (O_DIRECT), its completion, a message to the hashing thread and its answer:
  * six hand-offs between threads per MiB. On this VM a thread wake-up is
  * expensive (38% of the JS thread's profile during pushes was the hypervisor's
- * interrupt re-enable under them; docs/benchmarks.md, "Speed round 9"). Here
+ * interrupt re-enable under them; docs/benchmarks-history.md, "Speed round 9"). Here
  * one job per body runs three threads that pass the body's slabs along a
  * ring: the receiver recv()s into a slab, the hasher runs SHA-256 over it,
  * the writer writes it (O_DIRECT) and hands it back to the receiver. The JS

@@ -402,7 +402,7 @@ static napi_value Cancel(napi_env env, napi_callback_info info) {
  * copies every chunk into a fresh buffer, which storage then copies again
  * into its aligned slab: at 8 concurrent 100 MiB pushes the event loop was
  * ~85% busy, a third of it in those copies and the receive path around them
- * (docs/benchmarks.md, "Speed round 9"). Here the kernel copies each body byte
+ * (docs/benchmarks-history.md, "Speed round 9"). Here the kernel copies each body byte
  * once, straight into the slab the disk write and the hash then use.
  *
  * The same safety argument as start() holds (see the top of this file):
@@ -746,7 +746,7 @@ static napi_value CopyInto(napi_env env, napi_callback_info info) {
  * its own on one port and the kernel spreads new connections over them by
  * their addresses. Threads sharing one socket instead leave the balance to
  * whichever event loop wakes first: with 32 connections opened at once, one
- * thread took nearly all of them (docs/benchmarks.md, "Speed round 5").
+ * thread took nearly all of them (docs/benchmarks-history.md, "Speed round 5").
  * `address` is numeric IPv4 or IPv6; "" is every interface (IPv6 and IPv4).
  * With `exclusive`, the port is first bound once without SO_REUSEPORT: a
  * port another server already listens on (another Ferry started twice on it

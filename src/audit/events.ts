@@ -41,7 +41,7 @@ export function auditRecords(summary: RequestSummary): AuditRecord[] {
   // The common case, a pull that did not fail a login, returns here before anything is allocated.
   if ((method === "GET" || method === "HEAD") && summary.routeKind !== "base" && summary.routeKind !== "extension" && summary.error === undefined) return [];
   // GET /v2/ is audited only as a Basic login (below); every other answer to it returns here, also before allocating:
-  // building the record first was 3.7% of the dispatcher's floor under wrk (docs/benchmarks.md, "Speed round 4").
+  // building the record first was 3.7% of the dispatcher's floor under wrk (docs/benchmarks-history.md, "Speed round 4").
   if (summary.routeKind === "base" && summary.error === undefined && !(summary.status >= 200 && summary.status < 300 && ctx.principal.via === "basic")) return [];
   const base: AuditRecord = {
     time: new Date().toISOString(),

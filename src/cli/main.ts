@@ -4,7 +4,7 @@
  *
  * The launcher caps V8's young generation at 4 MiB per semi-space (Node's default grows to
  * 16 under request load): the mix's peak RSS 124 -> 103 MiB for ~5% more CPU per cached
- * manifest GET (docs/benchmarks.md, "Speed round 6"). It can only be set on the node command
+ * manifest GET (docs/benchmarks-history.md, "Speed round 6"). It can only be set on the node command
  * line, so `npm start`, the service unit and the bench pass it too.
  */
 import { Command, CommanderError } from "commander";

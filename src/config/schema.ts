@@ -57,7 +57,7 @@ export const configSchema = z.strictObject({
    * Threads of one process serving the same listening socket (src/threads/);
    * "auto" is one per core, at most MAX_AUTO_THREADS, and 1 under --workers N.
    * One by default: on 2 cores a second thread bought ~35% more cached GETs
-   * per second for ~30-40 MiB more memory (docs/benchmarks.md, "Speed round 6"),
+   * per second for ~30-40 MiB more memory (docs/benchmarks-history.md, "Speed round 6"),
    * which a laptop or a small replica should not pay unasked.
    */
   threads: z.union([z.literal("auto"), z.number().int().min(1).max(64)]).default(1),

@@ -17,7 +17,7 @@
  *
  * The worker starts with the first slab that needs it, not with the registry:
  * its V8 isolate is ~10 MiB of resident memory that a registry serving pulls
- * and small pushes never uses (docs/benchmarks.md, "Speed round 3"). For the
+ * and small pushes never uses (docs/benchmarks-history.md, "Speed round 3"). For the
  * same reason it stops once pushes have been quiet for a while and no session
  * has state on it; the free slabs' pages go back sooner (src/memory/quiet-release.ts).
  * The next slab starts a new worker.
@@ -41,7 +41,7 @@ const INLINE_SLABS = 4;
  * push then holds 16 KiB, not a 512 KiB slab. In the benchmark's mix
  * (16 KiB pushes among pulls) slabs taken and dropped that way made up
  * nearly all of the ~30-80 MiB of array buffers at its RSS peak
- * (docs/benchmarks.md, "Speed round 4").
+ * (docs/benchmarks-history.md, "Speed round 4").
  */
 const PREFIX_BYTES = 64 * 1024;
 /** Slabs one session may have queued at the worker before update() asks the caller to wait. */

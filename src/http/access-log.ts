@@ -9,7 +9,7 @@
  * handed to the logger's destination, the lines of one event-loop turn in
  * one write: pino's generic path (rest arguments, message formatting, the
  * per-key loop) and the destination's per-write bookkeeping were ~10% of a
- * cached manifest GET (docs/benchmarks.md, round 6). test/http/access-log.test.ts holds the line
+ * cached manifest GET (docs/benchmarks-history.md, round 6). test/http/access-log.test.ts holds the line
  * to pino's own, byte for byte. Any other logger (tests pass their own, a
  * future option) goes through pino as before.
  *

@@ -139,7 +139,7 @@ export function createRequestHandler(options: AppOptions): (req: IncomingMessage
  * One request: its RequestContext and what the access line, the metrics and
  * the observers need once it is over. A class rather than an object literal
  * with getters and closures: building that literal per request was 6% of a
- * cached manifest GET's CPU and 12% of a tag list's (docs/benchmarks.md, round 6).
+ * cached manifest GET's CPU and 12% of a tag list's (docs/benchmarks-history.md, round 6).
  */
 class Exchange implements RequestContext {
   readonly method: string;

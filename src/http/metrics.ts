@@ -4,7 +4,7 @@
  * The two request series are counted here in plain numbers and handed to
  * prom-client only when /metrics is scraped. Observing through prom-client's
  * Histogram and Counter built, validated and hashed a labels object twice per
- * request, ~4% of a cached manifest GET's CPU (docs/benchmarks.md, round 3);
+ * request, ~4% of a cached manifest GET's CPU (docs/benchmarks-history.md, round 3);
  * here a request is three map lookups and three additions. The exposition is
  * the same (test/http/request-metrics.test.ts holds it to prom-client's own).
  */

@@ -15,7 +15,7 @@
  * together) keeps the chunks short-lived: it finds almost nothing alive (the
  * chunks have been copied onwards), so it costs well under a millisecond,
  * and their memory is reused while still mapped and in cache. Measured with
- * `bench/push-cpu.ts` (docs/benchmarks.md, "Speed round 7"): a 100 MiB push
+ * `bench/push-cpu.ts` (docs/benchmarks-history.md, "Speed round 7"): a 100 MiB push
  * took ~30% less CPU. 8 MiB measured as well as 4 with one push at a time and
  * better with eight (4 MiB let more chunks of the eight queues live through
  * two collections, into the old generation); 1 and 16 MiB were worse.

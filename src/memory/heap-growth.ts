@@ -5,7 +5,7 @@
  * full GC while the old space grew to ~72 MB (and ~37 MB of buffers whose
  * wrappers had been promoted waited for that GC too) before it collected
  * again. A factor of 2 is the policy of the Go runtime the reference registry
- * runs on (GOGC=100). Measured in docs/benchmarks.md ("Speed round 4"):
+ * runs on (GOGC=100). Measured in docs/benchmarks-history.md ("Speed round 4"):
  * the mix's peak heap falls from ~107 to ~72 MB, at no measurable CPU per
  * cached request (little survives a scavenge there; the extra full GCs mark
  * ~19 MB each).

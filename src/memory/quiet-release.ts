@@ -7,7 +7,7 @@
  * warm; but a registry that took a burst of concurrent pushes then kept
  * 40-50 MiB more resident for as long as it ran, and a mixed load of pulls
  * and small pushes right after peaked at ~1.9x the reference registry's RSS
- * instead of ~1.4x (docs/benchmarks.md, "Speed round 7").
+ * instead of ~1.4x (docs/benchmarks-history.md, "Speed round 7").
  *
  * So the pools register here, and the off-thread hash reports with `busy()`
  * each slab it takes or is lent, which only bodies over 64 KiB cause (small
@@ -19,7 +19,7 @@
  * buffers themselves needs a full collection, after which V8 sizes the heap
  * so small that the next 100 MiB push ran ~60 ms more CPU; stopping the
  * hashing thread cost it ~100 ms more. Faulting pages back in costs ~2 us
- * per 4 KiB here. Measured: docs/benchmarks.md, "Speed round 7".
+ * per 4 KiB here. Measured: docs/benchmarks-history.md, "Speed round 7".
  */
 import { returnMemory } from "./collect.js";
 

@@ -100,7 +100,7 @@ export class SqliteMetaStore extends SqlMetaStore {
    * Read once per event-loop turn, in the check phase (setImmediate), for
    * every request that asked during the turn: reading `PRAGMA data_version`
    * takes SQLite's WAL read lock (two fcntl calls), ~8% of a cached manifest
-   * GET when every request read it (docs/benchmarks.md, round 6).
+   * GET when every request read it (docs/benchmarks-history.md, round 6).
    *
    * Still exact: the token a caller gets is always read after it called, and
    * it called after its request arrived, so any write that completed before

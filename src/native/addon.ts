@@ -74,7 +74,7 @@ export function loadNativeAddon(): { addon: NativeAddon } | { reason: string } {
  * It was 32 MiB: that much freed heap stayed resident after any push (the
  * benchmark mix's peak swung 148-200 MiB with whether glibc had trimmed), and
  * 8 MiB measured the same CPU per 100 MiB push (350 against 360 ms, median
- * of 12, 128 KiB also 350; docs/benchmarks.md, "Speed round 4").
+ * of 12, 128 KiB also 350; docs/benchmarks-history.md, "Speed round 4").
  */
 export function keepFreedHeapMapped(bytes = 8 * 1024 * 1024): boolean {
   const state = loadNativeAddon();

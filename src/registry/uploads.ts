@@ -447,7 +447,7 @@ export class UploadService {
     }
     // The bytes go to disk before the first metadata write: SQLite syncs its WAL on the event loop,
     // and a sync there with a push's bytes still unflushed paid their flush (0.5 s with 8 concurrent
-    // 100 MiB pushes, docs/benchmarks.md "Speed round 10"); commitUpload's own sync then finds little left.
+    // 100 MiB pushes, docs/benchmarks-history.md "Speed round 10"); commitUpload's own sync then finds little left.
     await blobs.syncUpload?.(id);
     await digestLocks.run(expected.digest, async () => {
       if (lease && !(await lease.confirm())) throw new LeaseBusyError(`upload:${id}`);

@@ -7,7 +7,7 @@
  * slab; at 8 concurrent 100 MiB pushes that reading and copying kept the
  * event loop ~85% busy. Handed over, the kernel copies each byte once, into
  * the slab the disk write and the hash use, on a thread of the native
- * addon's (docs/benchmarks.md, "Speed round 9"); with receiveToFile the
+ * addon's (docs/benchmarks-history.md, "Speed round 9"); with receiveToFile the
  * addon also hashes and writes it, and the event loop hears of the body once
  * ("Speed round 10").
  *

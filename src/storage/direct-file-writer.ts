@@ -19,7 +19,7 @@
  * hash on another thread reads them where they are, while they are written,
  * instead of taking a copy of its own. A slab goes back to the pool once both
  * its write and its hash are done. On a 100 MiB push that is one copy of the
- * body fewer (docs/benchmarks.md, "Speed round 8").
+ * body fewer (docs/benchmarks-history.md, "Speed round 8").
  *
  * A body handed over by the connection (receive()) skips the event loop
  * altogether where it can: one native job receives, hashes and writes it
@@ -73,7 +73,7 @@ export class DirectFileWriter extends Writable {
     // One body chunk of queue, not a slab's worth: _write copies each chunk into a slab at once,
     // so queued chunks only wait. With 1 MiB, 8 concurrent pushes kept ~8 MiB of chunks queued,
     // long enough for their wrappers to be promoted: full collections took ~13% of the CPU
-    // (docs/benchmarks.md, "Speed round 7").
+    // (docs/benchmarks-history.md, "Speed round 7").
     super({ highWaterMark: 64 * 1024 });
     if (position % DIRECT_ALIGN !== 0) throw new Error("direct writes must start at an aligned position");
     this.slabPosition = position;

@@ -4,13 +4,13 @@
  * the kernel spreads new connections over the threads by their addresses.
  * One socket shared by every thread left the choice to whichever event loop
  * woke first: of 32 connections opened at once, one thread took all or
- * nearly all (docs/benchmarks.md, "Speed round 5").
+ * nearly all (docs/benchmarks-history.md, "Speed round 5").
  *
  * A thread opens its socket only once its server is ready to accept
  * (startRegistry's `listenSocket`): a socket is handed its share of new
  * connections from the moment it listens, and a thread still starting (its
  * S3 start-up check waiting on a silent store, say) would leave them in its
- * backlog unanswered (docs/benchmarks.md, "Speed round 6").
+ * backlog unanswered (docs/benchmarks-history.md, "Speed round 6").
  */
 import { isIP } from "node:net";
 import { lookup } from "node:dns/promises";

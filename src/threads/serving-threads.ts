@@ -8,7 +8,7 @@
  * Why threads and not only `--workers` processes: a request costs Ferry
  * ~60 µs of CPU, so one event loop is one core's worth of requests; threads
  * share the process's code pages, allocator and native libraries and add
- * only their own heap (docs/benchmarks.md, "Speed round 5").
+ * only their own heap (docs/benchmarks-history.md, "Speed round 5").
  *
  * A thread that dies while serving stops the whole process (exit 1, with the
  * thread's error in the log) rather than being replaced: unlike a dead
@@ -35,7 +35,7 @@ export const MAX_AUTO_THREADS = 8;
  * Young generation of each extra thread (V8: two semi-spaces plus as much
  * again for new large objects, so 12 MB is a 4 MiB semi-space). V8 grows an
  * unlimited one to 16 MiB semi-spaces under request load, 32 MiB of new space
- * per thread. Measured (docs/benchmarks.md, "Speed round 5"): with 2 threads
+ * per thread. Measured (docs/benchmarks-history.md, "Speed round 5"): with 2 threads
  * the mix's peak RSS 204 -> 167 MiB, CPU per cached manifest GET unchanged
  * within the rounds' spread; 6 MB cost ~10% CPU per GET.
  * FERRYTEST_THREAD_YOUNG_MB overrides it for such measurements (0 = V8's own).
