@@ -5,7 +5,10 @@
 //   M: a fresh Ferry mirror (`ferry serve`), split by thread,
 // for a direct pull from the upstream and for a cold pull through the mirror,
 // alternated round by round so drifts of the shared machine hit both alike.
-//   node dist/bench/mirror-cpu.js [--rounds N] [--mib N] [--ferry-cli PATH]
+// With --warm, one mirror process serves every round, each a cold pull of a
+// blob it has not seen, after one untimed cold pull: what a mirror that has
+// been running pays, without the first pull's compilation of the code path.
+//   node dist/bench/mirror-cpu.js [--rounds N] [--mib N] [--warm] [--ferry-cli PATH]
 //        [--node-args "--cpu-prof --cpu-prof-dir=/tmp/prof"] [--keep]
 // Wall times are printed too, but on a shared 2-core machine only the CPU
 // columns repeat.
@@ -36,6 +39,7 @@ const mib = Number(arg('mib', '100'));
 const ferryCli = path.resolve(arg('ferry-cli', path.join(repoRoot, 'dist/src/cli/main.js')));
 const nodeArgs = arg('node-args', '').split(/\s+/).filter(Boolean);
 const keep = process.argv.includes('--keep');
+const warm = process.argv.includes('--warm');
 
 /** utime+stime in ms of a process, or of each of its threads by name. */
 function processCpu(pid: number): number {
@@ -72,15 +76,60 @@ const work = await fs.mkdtemp(path.join(os.tmpdir(), 'mirror-cpu-'));
 try {
   const upstream = await startReference('/usr/bin/docker-registry', path.join(work, 'upstream'));
   const upstreamHttp = new RegistryHttp(upstream.baseUrl);
-  const blob = randomBytes(mib * 1024 * 1024);
-  const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
-  const started = await upstreamHttp.send('POST', '/v2/bench/blobs/uploads/');
-  await started.body.dump();
-  const location = new URL(String(started.headers['location']), upstream.baseUrl);
-  location.searchParams.set('digest', digest);
-  const put = await upstreamHttp.send('PUT', location.toString(), { 'content-type': 'application/octet-stream' }, [blob]);
-  await put.body.dump();
-  if (put.status !== 201) throw new Error(`push to the upstream: HTTP ${put.status}`);
+  const size = mib * 1024 * 1024;
+  /** A blob of fresh bytes pushed to the upstream: its digest. */
+  const pushFresh = async (): Promise<string> => {
+    const blob = randomBytes(size);
+    const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
+    const started = await upstreamHttp.send('POST', '/v2/bench/blobs/uploads/');
+    await started.body.dump();
+    const location = new URL(String(started.headers['location']), upstream.baseUrl);
+    location.searchParams.set('digest', digest);
+    const put = await upstreamHttp.send('PUT', location.toString(), { 'content-type': 'application/octet-stream' }, [blob]);
+    await put.body.dump();
+    if (put.status !== 201) throw new Error(`push to the upstream: HTTP ${put.status}`);
+    return digest;
+  };
+  const digest = await pushFresh();
+
+  /** A `ferry serve` mirror of the upstream, ready and settled. */
+  const startMirror = async (name: string) => {
+    const dir = path.join(work, name);
+    await fs.mkdir(path.join(dir, 'data'), { recursive: true });
+    const port = await freePort();
+    await fs.writeFile(path.join(dir, 'ferry.yml'), ['log:', '  level: error', '  accessLog: false', 'mirrors:', '  - prefix: m/', `    upstream: ${upstream.baseUrl}`, ''].join('\n'));
+    const server = spawnServer(
+      process.execPath,
+      [...launcherNodeFlags(ferryCli), ...nodeArgs, ferryCli, 'serve', '--config', path.join(dir, 'ferry.yml'), '--listen', `127.0.0.1:${port}`, '--data', path.join(dir, 'data')],
+      path.join(dir, 'server.log'),
+      dir,
+    );
+    const http = new RegistryHttp(`http://127.0.0.1:${port}`);
+    const stop = async () => {
+      await http.close();
+      await server.stop();
+    };
+    try {
+      await waitForRegistry('mirror', `http://127.0.0.1:${port}`, server);
+    } catch (error) {
+      await stop();
+      throw error;
+    }
+    await sleep(300);
+    return { server, http, stop };
+  };
+  type MirrorProcess = Awaited<ReturnType<typeof startMirror>>;
+  const pullThrough = async (mirror: MirrorProcess, wanted: string) => {
+    const res = await mirror.http.send('GET', `/v2/m/bench/blobs/${wanted}`);
+    let n = 0;
+    for await (const chunk of res.body) n += (chunk as Buffer).length;
+    if (n !== size) throw new Error(`mirror pull: ${n} bytes`);
+  };
+  const kept = warm ? await startMirror('mirror-warm') : null;
+  if (kept) {
+    await pullThrough(kept, await pushFresh());
+    await sleep(700);
+  }
 
   const direct = { wall: [] as number[], client: [] as number[], upstream: [] as number[] };
   const cold = { wall: [] as number[], client: [] as number[], upstream: [] as number[], mirror: [] as number[], start: [] as number[], firstByte: [] as number[] };
@@ -91,38 +140,28 @@ try {
       const u0 = processCpu(upstream.server.pid);
       const c0 = selfCpu();
       const t0 = performance.now();
-      await pullBlob(upstreamHttp, 'bench', digest, blob.length);
+      await pullBlob(upstreamHttp, 'bench', digest, size);
       direct.wall.push(performance.now() - t0);
       direct.client.push(selfCpu() - c0);
       await sleep(200);
       direct.upstream.push(processCpu(upstream.server.pid) - u0);
     }
-    // Cold through a fresh mirror: the bench's ferry column.
+    // Cold: the bench's ferry column (a fresh mirror), or a blob new to the kept one (--warm).
     {
-      const dir = path.join(work, `mirror-${round}`);
-      await fs.mkdir(path.join(dir, 'data'), { recursive: true });
-      const port = await freePort();
-      await fs.writeFile(path.join(dir, 'ferry.yml'), ['log:', '  level: error', '  accessLog: false', 'mirrors:', '  - prefix: m/', `    upstream: ${upstream.baseUrl}`, ''].join('\n'));
-      const server = spawnServer(
-        process.execPath,
-        [...launcherNodeFlags(ferryCli), ...nodeArgs, ferryCli, 'serve', '--config', path.join(dir, 'ferry.yml'), '--listen', `127.0.0.1:${port}`, '--data', path.join(dir, 'data')],
-        path.join(dir, 'server.log'),
-        dir,
-      );
-      const http = new RegistryHttp(`http://127.0.0.1:${port}`);
+      const wanted = kept ? await pushFresh() : digest;
+      const mirror = kept ?? (await startMirror(`mirror-${round}`));
+      const { server, http } = mirror;
       try {
-        await waitForRegistry('mirror', `http://127.0.0.1:${port}`, server);
-        await sleep(300);
         const m0 = processCpu(server.pid);
         const th0 = threadCpu(server.pid);
         const u0 = processCpu(upstream.server.pid);
         const c0 = selfCpu();
         const t0 = performance.now();
-        const res = await http.send('GET', `/v2/m/bench/blobs/${digest}`);
+        const res = await http.send('GET', `/v2/m/bench/blobs/${wanted}`);
         cold.firstByte.push(performance.now() - t0);
         let n = 0;
         for await (const chunk of res.body) n += (chunk as Buffer).length;
-        if (n !== blob.length) throw new Error(`mirror pull: ${n} bytes`);
+        if (n !== size) throw new Error(`mirror pull: ${n} bytes`);
         cold.wall.push(performance.now() - t0);
         cold.client.push(selfCpu() - c0);
         await sleep(700); // the store's tail and the commit
@@ -135,13 +174,13 @@ try {
           threads.set(name, list);
         }
       } finally {
-        await http.close();
-        await server.stop();
+        if (!kept) await mirror.stop();
       }
     }
   }
+  await kept?.stop();
   const perMib = (xs: number[]) => `${((median(xs) / mib) * 100).toFixed(0)} ms per 100 MiB`;
-  console.log(`blob ${mib} MiB, ${rounds} rounds, mirror ${ferryCli} ${nodeArgs.join(' ')}`);
+  console.log(`blob ${mib} MiB, ${rounds} rounds, ${kept ? 'one warm mirror, a new blob each round' : 'a fresh mirror each round'}, ${ferryCli} ${nodeArgs.join(' ')}`);
   console.log(`direct  wall      ${fmt(direct.wall)}`);
   console.log(`direct  C client  ${fmt(direct.client)}  ${perMib(direct.client)}`);
   console.log(`direct  U upstream${fmt(direct.upstream)}  ${perMib(direct.upstream)}`);

@@ -26,6 +26,7 @@ import { canonicalizeUrl } from "./canonical-url.js";
 import { hasOnlyUriCharacters } from "./rfc3986.js";
 import type { RefusedUrl, UrlDecision } from "./policy.js";
 import { tracingHooks } from "../tracing/hooks.js";
+import { STREAMING_MIN_BYTES, streamingHeap } from "../memory/streaming-heap.js";
 
 /** `refused`: the address rules; `denied`: the URL rules (UrlPolicy). */
 export type FetchFailureKind = "refused" | "denied" | "timeout" | "network" | "redirect" | "too-large" | "invalid";
@@ -248,6 +249,8 @@ export class SafeFetcher {
       response.destroy();
       throw new FetchError("too-large", `announced ${contentLength} bytes, more than the ${request.maxBytes} expected`, url);
     }
+    // A blob's body streams through JavaScript from here on: its short-lived buffers get room in the heap until it closes.
+    if (request.method === "GET" && status >= 200 && status < 300 && (contentLength ?? request.maxBytes) >= STREAMING_MIN_BYTES) response.once("close", streamingHeap.enter());
     if (request.plainBody) return { url, status, headers: response.headers, contentLength, body: boundInPlace(response, request.maxBytes, request.timeoutMs, url), latencyMs };
     const bounded = new ByteLimit(request.maxBytes, request.timeoutMs, url);
     response.pipe(bounded);

@@ -16,15 +16,25 @@
  * flag each time it sizes the heap after a GC, so setting it at start-up,
  * before the registry allocates anything, takes effect. An operator's own
  * `--heap-growing-percent` on the command line or in NODE_OPTIONS wins.
+ *
+ * While a large body streams through JavaScript the factor is raised for a
+ * while (streaming-heap.ts): the short-lived buffers of a stream count
+ * against the same limit.
  */
 import v8 from "node:v8";
 
 export const HEAP_GROWING_PERCENT = 100;
 
+/** The growth an operator chose on the command line or in NODE_OPTIONS, or null. */
+export function chosenHeapGrowth(execArgv: readonly string[] = process.execArgv, nodeOptions = process.env.NODE_OPTIONS ?? ""): number | null {
+  const chosen = [...execArgv, ...nodeOptions.split(/\s+/)].map((arg) => /^--heap[-_]growing[-_]percent=(\d+)$/.exec(arg)).find((m) => m !== null);
+  return chosen ? Number(chosen[1]) : null;
+}
+
 /** Applies the growth policy unless the operator chose one; returns the value in force (0 = V8's adaptive default). */
 export function limitHeapGrowth(execArgv: readonly string[] = process.execArgv, nodeOptions = process.env.NODE_OPTIONS ?? ""): number {
-  const chosen = [...execArgv, ...nodeOptions.split(/\s+/)].map((arg) => /^--heap[-_]growing[-_]percent=(\d+)$/.exec(arg)).find((m) => m !== null);
-  if (chosen) return Number(chosen[1]);
+  const chosen = chosenHeapGrowth(execArgv, nodeOptions);
+  if (chosen !== null) return chosen;
   v8.setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
   return HEAP_GROWING_PERCENT;
 }

@@ -41,6 +41,9 @@ async function serve(flags: ServerFlags): Promise<void> {
   // Before the registry allocates: caps the heap's slack over live data (src/memory/heap-growth.ts).
   const { limitHeapGrowth } = await import("../../memory/heap-growth.js");
   limitHeapGrowth();
+  // ... and gives large bodies streamed through JavaScript more room while they stream (src/memory/streaming-heap.ts).
+  const { enableStreamingRoom } = await import("../../memory/streaming-heap.js");
+  enableStreamingRoom();
   if (config.workers > 1 && cluster.isPrimary) {
     const { supervise } = await import("../supervisor.js");
     supervise(config.workers, logger);
