@@ -25,8 +25,15 @@ import { freePort, spawnServer } from './server-process.js';
 import { startReference } from './servers/reference.js';
 import { launcherNodeFlags } from './servers/launcher-flags.js';
 import { runCleanup } from './cleanup.js';
+import { STREAMING_QUIET_MS } from '../src/memory/streaming-heap.js';
 
 const TICK_MS = 1000 / 100; // USER_HZ
+/**
+ * What a pull costs the mirror after its last byte is counted too: the
+ * store's tail and the commit, and whatever it does once its fetches have
+ * been quiet (src/memory/streaming-heap.ts).
+ */
+const AFTER_PULL_MS = STREAMING_QUIET_MS + 1500;
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -128,7 +135,7 @@ try {
   const kept = warm ? await startMirror('mirror-warm') : null;
   if (kept) {
     await pullThrough(kept, await pushFresh());
-    await sleep(700);
+    await sleep(AFTER_PULL_MS);
   }
 
   const direct = { wall: [] as number[], client: [] as number[], upstream: [] as number[] };
@@ -164,7 +171,7 @@ try {
         if (n !== size) throw new Error(`mirror pull: ${n} bytes`);
         cold.wall.push(performance.now() - t0);
         cold.client.push(selfCpu() - c0);
-        await sleep(700); // the store's tail and the commit
+        await sleep(AFTER_PULL_MS); // the store's tail, the commit, the quiet period
         cold.mirror.push(processCpu(server.pid) - m0);
         cold.upstream.push(processCpu(upstream.server.pid) - u0);
         const th1 = threadCpu(server.pid);

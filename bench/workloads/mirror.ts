@@ -22,6 +22,7 @@ import { waitForRegistry } from '../ready.js';
 import type { Registry } from '../registry.js';
 import { freePort, spawnServer, type ServerProcess } from '../server-process.js';
 import type { BenchCase } from './case.js';
+import { STREAMING_QUIET_MS } from '../../src/memory/streaming-heap.js';
 import { sizeLabel } from './pull.js';
 
 interface MirrorServer {
@@ -121,8 +122,9 @@ export function mirrorCases(options: Options, plan: FixturePlan, registries: () 
           await pullBlob(mirror.http, `m/${repo}`, blob.digest, blob.size);
           const seconds = Number(process.hrtime.bigint() - started) / 1e9;
           const client = selfCpuMs() - c0;
-          // The store's tail and the commit trail the last byte sent: counted too (outside the timed part).
-          await new Promise((resolve) => setTimeout(resolve, 500));
+          // The store's tail and the commit trail the last byte sent, and the mirror's fetches go quiet
+          // (src/memory/streaming-heap.ts): counted too (outside the timed part).
+          await new Promise((resolve) => setTimeout(resolve, STREAMING_QUIET_MS + 1500));
           const mirrored = processCpuMs(mirror.server.pid) - m0;
           const served = processCpuMs(upstream.server.pid) - u0;
           return { [coldId]: size / MiB / seconds, [cpuTotalId]: client + served + mirrored, [cpuMirrorId]: mirrored };

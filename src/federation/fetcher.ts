@@ -249,8 +249,11 @@ export class SafeFetcher {
       response.destroy();
       throw new FetchError("too-large", `announced ${contentLength} bytes, more than the ${request.maxBytes} expected`, url);
     }
-    // A blob's body streams through JavaScript from here on: its short-lived buffers get room in the heap until it closes.
-    if (request.method === "GET" && status >= 200 && status < 300 && (contentLength ?? request.maxBytes) >= STREAMING_MIN_BYTES) response.once("close", streamingHeap.enter());
+    // A large body streams through JavaScript from here on: its short-lived buffers get room in the heap until it
+    // closes. Only an announced length counts: a tag list or manifest sent chunked is no stream worth the room.
+    if (request.method === "GET" && status >= 200 && status < 300 && contentLength !== null && contentLength >= STREAMING_MIN_BYTES) {
+      response.once("close", streamingHeap.enter());
+    }
     if (request.plainBody) return { url, status, headers: response.headers, contentLength, body: boundInPlace(response, request.maxBytes, request.timeoutMs, url), latencyMs };
     const bounded = new ByteLimit(request.maxBytes, request.timeoutMs, url);
     response.pipe(bounded);

@@ -89,7 +89,11 @@ export class Verifier {
       }
       const kept = keep?.(url) ?? null;
       if (kept && this.cache && this.cache.fits(layer.size, kept.pin)) {
-        const session = await this.cache.begin(layer.digest, layer.size);
+        // A session that cannot begin leaves the body unread: it is closed here, or its socket (and stream count) stays.
+        const session = await this.cache.begin(layer.digest, layer.size).catch((error: unknown) => {
+          response.body.destroy();
+          throw error;
+        });
         try {
           const verifier = new VerifyingStream(layer.digest, layer.size);
           const verified = pipeline(response.body, verifier);

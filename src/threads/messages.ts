@@ -9,6 +9,8 @@ export interface ThreadData {
   port: number;
   /** 1, 2, ... (the main thread is 0), for log lines. */
   index: number;
+  /** The process's count of large bodies streaming through JavaScript (src/memory/streaming-heap.ts). */
+  streamingState: SharedArrayBuffer;
 }
 
 export type ToMain =

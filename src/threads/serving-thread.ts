@@ -21,9 +21,9 @@ async function main(): Promise<void> {
   const { openThreadSocket } = await import("./listen.js");
   const config = configFromFlags(data.flags);
   const logger = createLogger(config);
-  // The heap's growth policy is the process's (set by the main thread); each thread counts its own streams (src/memory/streaming-heap.ts).
+  // The heap's growth policy is the process's (set by the main thread), and so is the count of streams (src/memory/streaming-heap.ts).
   const { enableStreamingRoom } = await import("../memory/streaming-heap.js");
-  enableStreamingRoom();
+  enableStreamingRoom(data.streamingState);
   let registry: Awaited<ReturnType<typeof startRegistry>>;
   let nextScrape = 0;
   const scrapes = new Map<number, { resolve: (text: string) => void; reject: (error: Error) => void }>();

@@ -24,6 +24,7 @@ import type { Config } from "../config/schema.js";
 import type { ServerFlags } from "../cli/server-config.js";
 import { mergeThreadMetrics, type MetricsJson } from "./metrics.js";
 import { isMessage, type ThreadData, type ToMain, type ToThread } from "./messages.js";
+import { streamingHeap } from "../memory/streaming-heap.js";
 
 /**
  * `threads: auto` uses one thread per core up to this many: each thread adds
@@ -115,7 +116,7 @@ export async function startServingThreads(extra: number, options: ThreadOptions)
 
   const start = (index: number) =>
     new Promise<void>((resolveStart, rejectStart) => {
-      const data: ThreadData = { flags: options.flags, address: options.address, port: options.port, index };
+      const data: ThreadData = { flags: options.flags, address: options.address, port: options.port, index, streamingState: streamingHeap.state };
       const worker = new Worker(new URL("./serving-thread.js", import.meta.url), {
         workerData: data,
         resourceLimits: { maxYoungGenerationSizeMb: youngGenerationMb() },
