@@ -15,7 +15,9 @@
  * `node .../main.js serve`, a container, the test helpers). V8 reads this
  * flag each time it sizes the heap after a GC, so setting it at start-up,
  * before the registry allocates anything, takes effect. An operator's own
- * `--heap-growing-percent` on the command line or in NODE_OPTIONS wins.
+ * `--heap-growing-percent` on the node command line wins (Node 20 refuses
+ * that V8 flag in NODE_OPTIONS; the check reads NODE_OPTIONS too, for a Node
+ * that allows it).
  *
  * While a large body streams through JavaScript the factor is raised for a
  * while (streaming-heap.ts): the short-lived buffers of a stream count
@@ -25,7 +27,7 @@ import v8 from "node:v8";
 
 export const HEAP_GROWING_PERCENT = 100;
 
-/** The growth an operator chose on the command line or in NODE_OPTIONS, or null. */
+/** The growth an operator chose on the node command line (or in NODE_OPTIONS, where a Node allows it), or null. */
 export function chosenHeapGrowth(execArgv: readonly string[] = process.execArgv, nodeOptions = process.env.NODE_OPTIONS ?? ""): number | null {
   const chosen = [...execArgv, ...nodeOptions.split(/\s+/)].map((arg) => /^--heap[-_]growing[-_]percent=(\d+)$/.exec(arg)).find((m) => m !== null);
   return chosen ? Number(chosen[1]) : null;
