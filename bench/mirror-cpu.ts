@@ -25,15 +25,9 @@ import { freePort, spawnServer } from './server-process.js';
 import { startReference } from './servers/reference.js';
 import { launcherNodeFlags } from './servers/launcher-flags.js';
 import { runCleanup } from './cleanup.js';
-import { STREAMING_QUIET_MS } from '../src/memory/streaming-heap.js';
+import { MIRROR_SETTLE_MS } from './workloads/mirror.js';
 
 const TICK_MS = 1000 / 100; // USER_HZ
-/**
- * What a pull costs the mirror after its last byte is counted too: the
- * store's tail and the commit, and whatever it does once its fetches have
- * been quiet (src/memory/streaming-heap.ts).
- */
-const AFTER_PULL_MS = STREAMING_QUIET_MS + 1500;
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -125,17 +119,10 @@ try {
     await sleep(300);
     return { server, http, stop };
   };
-  type MirrorProcess = Awaited<ReturnType<typeof startMirror>>;
-  const pullThrough = async (mirror: MirrorProcess, wanted: string) => {
-    const res = await mirror.http.send('GET', `/v2/m/bench/blobs/${wanted}`);
-    let n = 0;
-    for await (const chunk of res.body) n += (chunk as Buffer).length;
-    if (n !== size) throw new Error(`mirror pull: ${n} bytes`);
-  };
   const kept = warm ? await startMirror('mirror-warm') : null;
   if (kept) {
-    await pullThrough(kept, await pushFresh());
-    await sleep(AFTER_PULL_MS);
+    await pullBlob(kept.http, 'm/bench', await pushFresh(), size);
+    await sleep(MIRROR_SETTLE_MS);
   }
 
   const direct = { wall: [] as number[], client: [] as number[], upstream: [] as number[] };
@@ -171,7 +158,7 @@ try {
         if (n !== size) throw new Error(`mirror pull: ${n} bytes`);
         cold.wall.push(performance.now() - t0);
         cold.client.push(selfCpu() - c0);
-        await sleep(AFTER_PULL_MS); // the store's tail, the commit, the quiet period
+        await sleep(MIRROR_SETTLE_MS);
         cold.mirror.push(processCpu(server.pid) - m0);
         cold.upstream.push(processCpu(upstream.server.pid) - u0);
         const th1 = threadCpu(server.pid);

@@ -25,6 +25,13 @@ import type { BenchCase } from './case.js';
 import { STREAMING_QUIET_MS } from '../../src/memory/streaming-heap.js';
 import { sizeLabel } from './pull.js';
 
+/**
+ * How long a cold pull's mirror CPU is still counted after its last byte:
+ * the store's tail and the commit trail it, and the mirror's fetches go
+ * quiet (src/memory/streaming-heap.ts). Also bench/mirror-cpu.ts.
+ */
+export const MIRROR_SETTLE_MS = STREAMING_QUIET_MS + 1500;
+
 interface MirrorServer {
   http: RegistryHttp;
   server: ServerProcess;
@@ -122,9 +129,8 @@ export function mirrorCases(options: Options, plan: FixturePlan, registries: () 
           await pullBlob(mirror.http, `m/${repo}`, blob.digest, blob.size);
           const seconds = Number(process.hrtime.bigint() - started) / 1e9;
           const client = selfCpuMs() - c0;
-          // The store's tail and the commit trail the last byte sent, and the mirror's fetches go quiet
-          // (src/memory/streaming-heap.ts): counted too (outside the timed part).
-          await new Promise((resolve) => setTimeout(resolve, STREAMING_QUIET_MS + 1500));
+          // What trails the last byte sent is counted too (outside the timed part).
+          await new Promise((resolve) => setTimeout(resolve, MIRROR_SETTLE_MS));
           const mirrored = processCpuMs(mirror.server.pid) - m0;
           const served = processCpuMs(upstream.server.pid) - u0;
           return { [coldId]: size / MiB / seconds, [cpuTotalId]: client + served + mirrored, [cpuMirrorId]: mirrored };

@@ -245,15 +245,15 @@ export class SafeFetcher {
     const declared = response.headers["content-length"];
     const contentLength = declared !== undefined && /^\d+$/.test(declared) ? Number(declared) : null;
     const status = response.statusCode ?? 0;
-    if (request.method === "GET" && status >= 200 && status < 300 && contentLength !== null && contentLength > request.maxBytes) {
+    /** What a successful GET announced it sends; null otherwise. */
+    const announced = request.method === "GET" && status >= 200 && status < 300 ? contentLength : null;
+    if (announced !== null && announced > request.maxBytes) {
       response.destroy();
-      throw new FetchError("too-large", `announced ${contentLength} bytes, more than the ${request.maxBytes} expected`, url);
+      throw new FetchError("too-large", `announced ${announced} bytes, more than the ${request.maxBytes} expected`, url);
     }
     // A large body streams through JavaScript from here on: its short-lived buffers get room in the heap until it
     // closes. Only an announced length counts: a tag list or manifest sent chunked is no stream worth the room.
-    if (request.method === "GET" && status >= 200 && status < 300 && contentLength !== null && contentLength >= STREAMING_MIN_BYTES) {
-      response.once("close", streamingHeap.enter());
-    }
+    if (announced !== null && announced >= STREAMING_MIN_BYTES) response.once("close", streamingHeap.enter());
     if (request.plainBody) return { url, status, headers: response.headers, contentLength, body: boundInPlace(response, request.maxBytes, request.timeoutMs, url), latencyMs };
     const bounded = new ByteLimit(request.maxBytes, request.timeoutMs, url);
     response.pipe(bounded);
